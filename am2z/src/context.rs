@@ -1,0 +1,254 @@
+//! [`Ctx`]: what a processor can see and do while it runs.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventKind};
+use crate::runtime::host::Host;
+use crate::runtime::step::{self, StepFailure};
+use crate::{Error, Metadata, Processor, RunId, SessionId};
+
+/// The context of one attempt of one step.
+///
+/// It gives the run's [`Metadata`], the attempt number, a cancellation token (fired by a
+/// timeout, `stop_session` or a cancelled parent), events ([`emit`](Ctx::emit),
+/// [`progress`](Ctx::progress)), nested calls ([`call`](Ctx::call)) and a tracing span that
+/// already carries the session, run and processor.
+pub struct Ctx {
+    pub(crate) run: Arc<RunScope>,
+    pub(crate) processor: &'static str,
+    pub(crate) attempt: u32,
+    pub(crate) depth: u32,
+    pub(crate) token: CancellationToken,
+    pub(crate) span: tracing::Span,
+}
+
+/// What all steps of one run share.
+pub(crate) struct RunScope {
+    pub(crate) session: SessionId,
+    pub(crate) run_id: RunId,
+    pub(crate) created_at: SystemTime,
+    pub(crate) version: AtomicU64,
+    /// Nanoseconds since the epoch of the last completed step (0: none yet).
+    pub(crate) updated_at: AtomicU64,
+    pub(crate) attempts: AtomicU32,
+    pub(crate) host: Arc<dyn Host>,
+}
+
+impl RunScope {
+    pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
+        RunScope {
+            session,
+            run_id: RunId::generate(),
+            created_at: SystemTime::now(),
+            version: AtomicU64::new(0),
+            updated_at: AtomicU64::new(0),
+            attempts: AtomicU32::new(0),
+            host,
+        }
+    }
+
+    pub(crate) fn step_committed(&self) {
+        self.version.fetch_add(1, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.updated_at
+            .store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn metadata(&self) -> Metadata {
+        let updated = self.updated_at.load(Ordering::Relaxed);
+        Metadata {
+            session_id: self.session.clone(),
+            run_id: self.run_id,
+            version: self.version.load(Ordering::Relaxed),
+            created_at: self.created_at,
+            updated_at: if updated == 0 {
+                self.created_at
+            } else {
+                UNIX_EPOCH + std::time::Duration::from_nanos(updated)
+            },
+        }
+    }
+
+    pub(crate) fn event(&self, processor: Option<&'static str>, kind: EventKind) -> Event {
+        Event {
+            session: self.session.clone(),
+            run_id: Some(self.run_id),
+            processor: processor.map(std::borrow::Cow::Borrowed),
+            at: SystemTime::now(),
+            kind,
+        }
+    }
+}
+
+impl Ctx {
+    /// The root context of a run, from which every step's context derives.
+    pub(crate) fn root(run: Arc<RunScope>, token: CancellationToken) -> Self {
+        Ctx {
+            run,
+            processor: "",
+            attempt: 0,
+            depth: 0,
+            token,
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// The run's metadata as of now (its version counts the steps completed so far).
+    pub fn meta(&self) -> Metadata {
+        self.run.metadata()
+    }
+
+    /// The session this run belongs to.
+    pub fn session_id(&self) -> &SessionId {
+        &self.run.session
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> RunId {
+        self.run.run_id
+    }
+
+    /// The name of the processor this context was made for.
+    pub fn processor(&self) -> &'static str {
+        self.processor
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// How deep in `ctx.call`s this step runs (0 for a step of the run itself).
+    pub fn call_depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// The token that fires when this attempt must stop: its timeout expired, its session was
+    /// stopped, or a sibling branch failed. Long-running work should watch it.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Whether this attempt has been asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves when this attempt is asked to stop.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The tracing span of this attempt (fields `session`, `run`, `processor`, `attempt`).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Publishes a custom event named `name` with `payload`.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] if `payload` cannot be turned into JSON.
+    pub fn emit(&self, name: &str, payload: impl Serialize) -> Result<(), Error> {
+        let events = self.run.host.events();
+        if events.is_observed() {
+            let payload = serde_json::to_value(payload)?;
+            events.publish(self.run.event(
+                Some(self.processor),
+                EventKind::Custom {
+                    name: name.to_owned(),
+                    payload,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reports progress (a percentage by convention); subscribers see the values in order.
+    pub fn progress(&self, value: u32) {
+        let events = self.run.host.events();
+        if events.is_observed() {
+            events.publish(
+                self.run
+                    .event(Some(self.processor), EventKind::Progress { value }),
+            );
+        }
+    }
+
+    /// Runs `processor` on `input` as a nested step of this run (same session and run id, one
+    /// level deeper), with its own timeout, retries and limits.
+    ///
+    /// Returns what the processor returns, so a fallback is one `or_else` away.
+    ///
+    /// # Errors
+    /// The processor's terminal error, or [`Error::DepthExceeded`] when the call would nest
+    /// deeper than the runtime's limit (default 10).
+    pub async fn call<P: Processor>(
+        &self,
+        processor: &P,
+        input: P::Input,
+    ) -> Result<P::Output, Error> {
+        let depth = self.depth + 1;
+        let limit = self.run.host.max_call_depth();
+        if depth > limit {
+            return Err(Error::DepthExceeded {
+                processor: processor.name().to_owned(),
+                depth,
+                limit,
+            });
+        }
+        let caller = Ctx {
+            run: Arc::clone(&self.run),
+            processor: self.processor,
+            attempt: self.attempt,
+            depth,
+            token: self.token.clone(),
+            span: self.span.clone(),
+        };
+        caller
+            .run(processor, input)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// Runs `processor` as a child of this context: a step gets its attempts, retries, limits
+    /// and events; a composition runs its children. Used by the combinators.
+    pub(crate) async fn run<P: Processor>(
+        &self,
+        processor: &P,
+        input: P::Input,
+    ) -> Result<P::Output, StepFailure<P::Input>> {
+        step::run(processor, input, self).await
+    }
+
+    /// A context for a group of children that can be cancelled together.
+    pub(crate) fn with_token(&self, token: CancellationToken) -> Ctx {
+        Ctx {
+            run: Arc::clone(&self.run),
+            processor: self.processor,
+            attempt: self.attempt,
+            depth: self.depth,
+            token,
+            span: self.span.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("session", &self.run.session)
+            .field("run_id", &self.run.run_id)
+            .field("processor", &self.processor)
+            .field("attempt", &self.attempt)
+            .field("depth", &self.depth)
+            .finish_non_exhaustive()
+    }
+}

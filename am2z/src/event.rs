@@ -1,0 +1,197 @@
+//! Typed events: what happened, to which run, in which session.
+//!
+//! Subscribers get every event published after they subscribed. Delivery never blocks the
+//! runtime: each subscriber reads from a bounded ring, and one that falls behind skips the
+//! oldest events (and can see how many with [`EventStream::missed`]) instead of slowing
+//! anybody else down.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_util::sync::ReusableBoxFuture;
+
+use crate::{Error, RunId, SessionId};
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The session it happened in.
+    pub session: SessionId,
+    /// The run, for run and step events.
+    pub run_id: Option<RunId>,
+    /// The processor, for step events.
+    pub processor: Option<Cow<'static, str>>,
+    /// When it happened.
+    pub at: SystemTime,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The session saw its first run.
+    SessionCreated,
+    /// The session was stopped and its resources freed.
+    SessionStopped,
+    /// An attempt of a step started.
+    StepStarted {
+        /// The attempt number, from 1.
+        attempt: u32,
+    },
+    /// An attempt of a step succeeded.
+    StepCompleted {
+        /// The attempt number.
+        attempt: u32,
+        /// How long the attempt took.
+        execution_time: Duration,
+    },
+    /// A step failed for good (no attempt left, or not retryable).
+    StepFailed {
+        /// The last attempt number.
+        attempt: u32,
+        /// Its error.
+        error: Error,
+    },
+    /// An attempt failed and another will follow after `delay`.
+    StepRetrying {
+        /// The attempt that failed.
+        attempt: u32,
+        /// The attempt that will follow.
+        next_attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// Why the attempt failed.
+        error: Error,
+    },
+    /// A processor reported progress with `ctx.progress`.
+    Progress {
+        /// The progress value the processor gave (a percentage by convention).
+        value: u32,
+    },
+    /// A processor emitted a custom event with `ctx.emit`.
+    Custom {
+        /// The event's name.
+        name: String,
+        /// Its payload.
+        payload: serde_json::Value,
+    },
+    /// A run finished successfully.
+    RunCompleted {
+        /// Its wall-clock time.
+        execution_time: Duration,
+    },
+    /// A run failed.
+    RunFailed {
+        /// Its error.
+        error: Error,
+    },
+}
+
+/// Where events go: the in-process subscribers, and an optional sink (the Redis runtime
+/// forwards to a per-session stream through it).
+#[derive(Clone)]
+pub(crate) struct EventBus {
+    sender: broadcast::Sender<Event>,
+    sink: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+}
+
+impl EventBus {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        EventBus { sender, sink: None }
+    }
+
+    /// Whether anyone would see an event: lets hot paths skip building one.
+    pub(crate) fn is_observed(&self) -> bool {
+        self.sink.is_some() || self.sender.receiver_count() > 0
+    }
+
+    pub(crate) fn publish(&self, event: Event) {
+        if let Some(sink) = &self.sink {
+            sink(&event);
+        }
+        // An error only means nobody listens right now.
+        let _ = self.sender.send(event);
+    }
+
+    pub(crate) fn subscribe(&self, session: Option<SessionId>) -> EventStream {
+        EventStream::new(self.sender.subscribe(), session)
+    }
+}
+
+type Next = (
+    Result<Event, broadcast::error::RecvError>,
+    broadcast::Receiver<Event>,
+);
+
+/// A subscription: a [`Stream`] of [`Event`]s, optionally only those of one session.
+///
+/// Dropping it unsubscribes.
+pub struct EventStream {
+    next: ReusableBoxFuture<'static, Next>,
+    session: Option<SessionId>,
+    missed: u64,
+}
+
+async fn receive(mut receiver: broadcast::Receiver<Event>) -> Next {
+    let result = receiver.recv().await;
+    (result, receiver)
+}
+
+impl EventStream {
+    fn new(receiver: broadcast::Receiver<Event>, session: Option<SessionId>) -> Self {
+        EventStream {
+            next: ReusableBoxFuture::new(receive(receiver)),
+            session,
+            missed: 0,
+        }
+    }
+
+    /// How many events this subscriber skipped because it fell too far behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// The next event, or `None` once the runtime is gone.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        futures::StreamExt::next(self).await
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        loop {
+            let (result, receiver) = futures::ready!(self.next.poll(cx));
+            self.next.set(receive(receiver));
+            match result {
+                Ok(event) => {
+                    if self.session.as_ref().is_none_or(|s| *s == event.session) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(skipped)) => self.missed += skipped,
+                Err(broadcast::error::RecvError::Closed) => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("session", &self.session)
+            .field("missed", &self.missed)
+            .finish_non_exhaustive()
+    }
+}

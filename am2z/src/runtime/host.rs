@@ -1,0 +1,32 @@
+//! What a step needs from the runtime that runs it, as one object-safe trait.
+//!
+//! The step executor ([`super::step`]) is generic and statically dispatched over the user's
+//! processor; only this bookkeeping (events, stats, limits) goes through a vtable, so both
+//! runtimes share the retry/timeout logic without boxing the user's future.
+
+use std::sync::Arc;
+
+use super::limits::{PrioritySemaphore, RateLimiter};
+use super::stats::Counters;
+use crate::event::EventBus;
+use crate::{ProcessorConfig, SessionId};
+
+pub(crate) trait Host: Send + Sync + 'static {
+    fn events(&self) -> &EventBus;
+    fn max_call_depth(&self) -> u32;
+    /// The counters and gates for one step of `processor` in `session`.
+    fn step_slot(
+        &self,
+        session: &SessionId,
+        processor: &'static str,
+        config: &ProcessorConfig,
+    ) -> StepSlot;
+}
+
+/// The counters a step updates and the gates it passes before each attempt.
+#[derive(Default)]
+pub(crate) struct StepSlot {
+    pub(crate) counters: Vec<Arc<Counters>>,
+    pub(crate) gates: Vec<Arc<PrioritySemaphore>>,
+    pub(crate) rate: Option<Arc<RateLimiter>>,
+}

@@ -1,0 +1,103 @@
+//! One session of the local runtime: its cancellation, its stats, and the [`Host`] its steps use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::event::EventBus;
+use crate::runtime::host::{Host, StepSlot};
+use crate::runtime::stats::{Counters, SessionStats};
+use crate::{ProcessorConfig, SessionId};
+
+pub(super) struct LocalSession {
+    pub(super) id: SessionId,
+    pub(super) shared: Arc<Shared>,
+    /// Fired by `stop_session` (and by `stop`, through its parent): every run of the session
+    /// derives its tokens from it.
+    pub(super) token: CancellationToken,
+    pub(super) stopped: AtomicBool,
+    pub(super) running_runs: AtomicU64,
+    processors: Mutex<HashMap<&'static str, Arc<Counters>>>,
+}
+
+impl LocalSession {
+    pub(super) fn new(id: SessionId, shared: Arc<Shared>, token: CancellationToken) -> Self {
+        LocalSession {
+            id,
+            shared,
+            token,
+            stopped: AtomicBool::new(false),
+            running_runs: AtomicU64::new(0),
+            processors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn stats(&self) -> SessionStats {
+        let processors = self.processors.lock().unwrap_or_else(|p| p.into_inner());
+        SessionStats {
+            session: self.id.clone(),
+            running_runs: self.running_runs.load(Ordering::Relaxed),
+            processors: processors
+                .iter()
+                .map(|(name, counters)| ((*name).to_owned(), counters.snapshot()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+}
+
+impl Host for LocalSession {
+    fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    fn max_call_depth(&self) -> u32 {
+        self.shared.settings.max_call_depth
+    }
+
+    fn step_slot(
+        &self,
+        _session: &SessionId,
+        processor: &'static str,
+        config: &ProcessorConfig,
+    ) -> StepSlot {
+        let global = self.shared.processor_state(processor, config);
+        let in_session = Arc::clone(
+            self.processors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(processor)
+                .or_default(),
+        );
+        let mut gates = Vec::new();
+        if let Some(slots) = &self.shared.worker_slots {
+            gates.push(Arc::clone(slots));
+        }
+        if let Some(limit) = &global.concurrency {
+            gates.push(Arc::clone(limit));
+        }
+        StepSlot {
+            counters: vec![Arc::clone(&global.counters), in_session],
+            gates,
+            rate: global.rate.clone(),
+        }
+    }
+}
+
+/// Keeps a session's running-runs gauge raised for the life of one run.
+pub(super) struct RunningRun<'a>(&'a LocalSession);
+
+impl<'a> RunningRun<'a> {
+    pub(super) fn enter(session: &'a LocalSession) -> Self {
+        session.running_runs.fetch_add(1, Ordering::Relaxed);
+        RunningRun(session)
+    }
+}
+
+impl Drop for RunningRun<'_> {
+    fn drop(&mut self) {
+        self.0.running_runs.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,169 @@
+//! Session ids: the unit of isolation.
+//!
+//! A session is a tenant, a user request or a batch: every run happens in one, and a session
+//! owns its runs, stats, events and (on Redis) keys. Ids are validated once, here, against a
+//! strict allowlist, so no other module ever sees a hostile id.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// The longest session id accepted, in bytes.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// The id of the session a run belongs to when none is given.
+pub const DEFAULT_SESSION: &str = "default";
+
+/// A validated session id: 1 to 128 characters from `A–Z a–z 0–9 _ - .`.
+///
+/// Everything else (`*`, `?`, `[`, `{`, `}`, `:`, whitespace, NUL, non-ASCII) is refused, so
+/// an id can be placed inside a Redis key, a hash tag or a log line without escaping. Cloning
+/// is cheap (a shared string).
+///
+/// ```
+/// use am2z::SessionId;
+///
+/// let tenant = SessionId::new("tenant-42").unwrap();
+/// assert_eq!(tenant.as_str(), "tenant-42");
+/// assert!(SessionId::new("a:b").is_err());
+/// assert!(SessionId::new("{x}").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Arc<str>);
+
+impl SessionId {
+    /// Validates `id` and wraps it.
+    ///
+    /// # Errors
+    /// [`Error::Validation`] on field `session_id` naming the first offending character, or the
+    /// length, when `id` is not in the allowlist.
+    pub fn new(id: impl AsRef<str>) -> Result<Self, Error> {
+        let id = id.as_ref();
+        validate(id)?;
+        Ok(SessionId(Arc::from(id)))
+    }
+
+    /// The session used when a run does not name one (`"default"`).
+    pub fn default_session() -> Self {
+        SessionId(Arc::from(DEFAULT_SESSION))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn validate(id: &str) -> Result<(), Error> {
+    if id.is_empty() {
+        return Err(Error::validation("session_id", "must not be empty"));
+    }
+    if id.len() > MAX_SESSION_ID_LEN {
+        return Err(Error::validation(
+            "session_id",
+            format!(
+                "is {} bytes long; the limit is {MAX_SESSION_ID_LEN}",
+                id.len()
+            ),
+        ));
+    }
+    if let Some((at, bad)) = id
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(Error::validation(
+            "session_id",
+            format!(
+                "contains {bad:?} at byte {at}; only letters, digits, `_`, `-` and `.` are allowed"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        SessionId::default_session()
+    }
+}
+
+impl TryFrom<&str> for SessionId {
+    type Error = Error;
+    fn try_from(id: &str) -> Result<Self, Error> {
+        SessionId::new(id)
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = Error;
+    fn try_from(id: String) -> Result<Self, Error> {
+        SessionId::new(id)
+    }
+}
+
+impl AsRef<str> for SessionId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({:?})", &*self.0)
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        SessionId::new(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_allowlist() {
+        for ok in ["a", "tenant-42", "A.b_c-9", &"x".repeat(MAX_SESSION_ID_LEN)] {
+            assert_eq!(SessionId::new(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn refuses_hostile_ids() {
+        let long = "x".repeat(MAX_SESSION_ID_LEN + 1);
+        for bad in [
+            "", "a*", "a?", "[ab]", "{x}", "}", ":", "a:b", "a\0", "a\nb", "é", " ", &long,
+        ] {
+            let err = SessionId::new(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::Validation { field, .. } if field == "session_id"),
+                "{bad:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deserialising_validates() {
+        assert!(serde_json::from_str::<SessionId>("\"a:b\"").is_err());
+        let id: SessionId = serde_json::from_str("\"ok\"").unwrap();
+        assert_eq!(id.as_str(), "ok");
+    }
+}

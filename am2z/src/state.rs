@@ -1,0 +1,272 @@
+//! What a run produces: its output, its metadata and its outcome types.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{Error, SessionId};
+
+/// A run's unique id: 128 bits, shown as 32 hex digits.
+///
+/// The high half is drawn once per process from the clock and the pid; the low half counts
+/// runs, so ids are unique across processes without a random-number dependency and cost no
+/// allocation to make.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(u128);
+
+impl RunId {
+    /// A fresh id, unique in this process and (with overwhelming likelihood) across processes.
+    pub fn generate() -> Self {
+        static PROCESS: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let process = *PROCESS.get_or_init(|| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            // Mix the clock with the pid so two processes started in the same nanosecond differ.
+            let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32).rotate_left(17);
+            splitmix64(mixed)
+        });
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        RunId((u128::from(process) << 64) | u128::from(count))
+    }
+
+    /// The id as a number.
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// Rebuilds an id from its number (as stored by another process).
+    pub fn from_u128(raw: u128) -> Self {
+        RunId(raw)
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        u128::from_str_radix(&raw, 16)
+            .map(RunId)
+            .map_err(|_| serde::de::Error::custom("a run id is 32 hex digits"))
+    }
+}
+
+/// Facts about a run, carried beside its output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The session the run belongs to.
+    pub session_id: SessionId,
+    /// The run's id.
+    pub run_id: RunId,
+    /// Incremented once per step the run completed.
+    pub version: u64,
+    /// When the run started.
+    pub created_at: SystemTime,
+    /// When the run last completed a step.
+    pub updated_at: SystemTime,
+}
+
+/// A successful run: the output and how it was produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult<T> {
+    /// What the processor or workflow returned.
+    pub output: T,
+    /// The run's metadata.
+    pub meta: Metadata,
+    /// Processor attempts the run made, summed over its steps (retries included).
+    pub attempts: u32,
+    /// Wall-clock time from submission to outcome.
+    pub execution_time: Duration,
+}
+
+/// A failed run: the error and the run's metadata at the moment it failed.
+///
+/// It converts into [`Error`] with `?`, and derefs to it for matching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}")]
+pub struct RunFailure {
+    /// The terminal error (the last attempt's, after retries).
+    #[source]
+    pub error: Error,
+    /// The run's metadata.
+    pub meta: Metadata,
+    /// Processor attempts the run made, summed over its steps.
+    pub attempts: u32,
+    /// Wall-clock time from submission to outcome.
+    pub execution_time: Duration,
+}
+
+impl std::ops::Deref for RunFailure {
+    type Target = Error;
+    fn deref(&self) -> &Error {
+        &self.error
+    }
+}
+
+impl From<RunFailure> for Error {
+    fn from(failure: RunFailure) -> Self {
+        failure.error
+    }
+}
+
+/// The outcome of one run.
+pub type RunOutcome<T> = Result<RunResult<T>, RunFailure>;
+
+/// The state a failed step received, kept for the caller.
+///
+/// In-process it holds the value itself ([`downcast`](StateSnapshot::downcast)); after a trip
+/// through Redis it holds its JSON form ([`decode`](StateSnapshot::decode)).
+#[derive(Clone)]
+pub struct StateSnapshot {
+    type_name: String,
+    json: Option<serde_json::Value>,
+    local: Option<Arc<Mutex<Box<dyn Any + Send>>>>,
+}
+
+impl StateSnapshot {
+    /// Keeps `value` in-process.
+    pub fn local<T: Clone + Send + 'static>(value: T) -> Self {
+        StateSnapshot {
+            type_name: std::any::type_name::<T>().to_owned(),
+            json: None,
+            local: Some(Arc::new(Mutex::new(Box::new(value)))),
+        }
+    }
+
+    /// Keeps `value` in its JSON form.
+    pub fn json(type_name: impl Into<String>, value: serde_json::Value) -> Self {
+        StateSnapshot {
+            type_name: type_name.into(),
+            json: Some(value),
+            local: None,
+        }
+    }
+
+    /// The Rust type name of the kept state.
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// The kept state, if it is a `T` held in-process.
+    pub fn downcast<T: Clone + 'static>(&self) -> Option<T> {
+        let local = self.local.as_ref()?;
+        let guard = local
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.downcast_ref::<T>().cloned()
+    }
+
+    /// The kept state decoded from its JSON form (after crossing a process boundary).
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] when there is no JSON form or it is not a `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        let json = self.json.as_ref().ok_or_else(|| Error::Serialization {
+            message: format!(
+                "state `{}` was kept in-process; use downcast",
+                self.type_name
+            ),
+        })?;
+        Ok(T::deserialize(json)?)
+    }
+}
+
+impl fmt::Debug for StateSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateSnapshot")
+            .field("type_name", &self.type_name)
+            .field("json", &self.json)
+            .field("local", &self.local.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for StateSnapshot {
+    fn eq(&self, other: &Self) -> bool {
+        let same_local = match (&self.local, &other.local) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.type_name == other.type_name && self.json == other.json && same_local
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotWire {
+    type_name: String,
+    #[serde(default)]
+    json: Option<serde_json::Value>,
+}
+
+impl Serialize for StateSnapshot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SnapshotWire {
+            type_name: self.type_name.clone(),
+            json: self.json.clone(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateSnapshot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = SnapshotWire::deserialize(deserializer)?;
+        Ok(StateSnapshot {
+            type_name: wire.type_name,
+            json: wire.json,
+            local: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_unique_and_round_trip() {
+        let a = RunId::generate();
+        let b = RunId::generate();
+        assert_ne!(a, b);
+        let wire = serde_json::to_string(&a).unwrap();
+        assert_eq!(serde_json::from_str::<RunId>(&wire).unwrap(), a);
+    }
+
+    #[test]
+    fn snapshots_keep_local_values() {
+        let snap = StateSnapshot::local(vec![1, 2, 3]);
+        assert_eq!(snap.downcast::<Vec<i32>>(), Some(vec![1, 2, 3]));
+        assert_eq!(snap.downcast::<String>(), None);
+        assert!(snap.decode::<Vec<i32>>().is_err());
+    }
+}

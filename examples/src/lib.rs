@@ -1,0 +1,1 @@
+//! Runnable am2z programs; see `examples/`.

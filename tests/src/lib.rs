@@ -1,0 +1,1 @@
+//! Shared support for the end-to-end tests (the conformance suite lives in `tests/`).
