@@ -62,10 +62,8 @@ pub use workflow::{
     Parallel, Route, RouteArms, Workflow,
 };
 
-/// What generated code needs; not a public API.
+pub use am2z_macros::{processor, workflow};
+
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::plan::{NodeId, PlanBuilder};
-    pub use ::core;
-    pub use ::std;
-}
+#[path = "private.rs"]
+pub mod __private;
