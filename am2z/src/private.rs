@@ -4,5 +4,19 @@
 //! the user shadows `Result`, `Option` or `Box`, or renames the `am2z` dependency.
 
 pub use crate::plan::{NodeId, PlanBuilder};
+pub use crate::{
+    Accepts, Backoff, Chain, Ctx, Error, Executes, Map, MergeFn, Parallel, Processor,
+    ProcessorConfig, Registration, Returns, Route, RunOutcome, SessionId, Workflow,
+};
 pub use ::core;
+pub use ::core::time::Duration;
 pub use ::std;
+
+/// Converts a processor fn's result into the processor's (`E` into [`Error`]).
+#[inline]
+pub fn step_result<T, E>(result: ::core::result::Result<T, E>) -> ::core::result::Result<T, Error>
+where
+    E: ::core::convert::Into<Error>,
+{
+    result.map_err(::core::convert::Into::into)
+}
