@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -185,37 +186,38 @@ impl Ctx {
     /// Runs `processor` on `input` as a nested step of this run (same session and run id, one
     /// level deeper), with its own timeout, retries and limits.
     ///
-    /// Returns what the processor returns, so a fallback is one `or_else` away.
+    /// Returns what the processor returns, so a fallback is one `or_else` away. The future is
+    /// boxed, so a processor may call itself (directly or through others) without an infinitely
+    /// sized future; the depth limit ends such recursion.
     ///
     /// # Errors
     /// The processor's terminal error, or [`Error::DepthExceeded`] when the call would nest
     /// deeper than the runtime's limit (default 10).
-    pub async fn call<P: Processor>(
-        &self,
-        processor: &P,
+    pub fn call<'a, P: Processor>(
+        &'a self,
+        processor: &'a P,
         input: P::Input,
-    ) -> Result<P::Output, Error> {
-        let depth = self.depth + 1;
-        let limit = self.run.host.max_call_depth();
-        if depth > limit {
-            return Err(Error::DepthExceeded {
-                processor: processor.name().to_owned(),
+    ) -> BoxFuture<'a, Result<P::Output, Error>> {
+        Box::pin(async move {
+            let depth = self.depth + 1;
+            let limit = self.run.host.max_call_depth();
+            if depth > limit {
+                return Err(Error::DepthExceeded {
+                    processor: processor.name().to_owned(),
+                    depth,
+                    limit,
+                });
+            }
+            let caller = Ctx {
+                run: Arc::clone(&self.run),
+                processor: self.processor,
+                attempt: self.attempt,
                 depth,
-                limit,
-            });
-        }
-        let caller = Ctx {
-            run: Arc::clone(&self.run),
-            processor: self.processor,
-            attempt: self.attempt,
-            depth,
-            token: self.token.clone(),
-            span: self.span.clone(),
-        };
-        caller
-            .run(processor, input)
-            .await
-            .map_err(|failed| failed.error)
+                token: self.token.clone(),
+                span: self.span.clone(),
+            };
+            caller.run(processor, input).await.map_err(|failed| failed.error)
+        })
     }
 
     /// Runs `processor` as a child of this context: a step gets its attempts, retries, limits

@@ -1,1 +1,10 @@
-//! Shared support for the end-to-end tests (the conformance suite lives in `tests/`).
+//! End-to-end tests of am2z: the conformance suite, written once and run on every runtime.
+//!
+//! [`suite`] holds one generic async fn per behaviour of `BEHAVIOURS.md`;
+//! [`conformance_suite!`] turns them into `#[tokio::test]`s for a runtime's [`suite::Harness`].
+//! `tests/local.rs` runs them on the local runtime.
+
+pub mod flows;
+pub mod probe;
+pub mod processors;
+pub mod suite;
