@@ -77,29 +77,43 @@ fn main() -> Result<(), Error> {
             runtime.execute(&chain3, x).await?;
             runtime.execute(&fan3, x).await?;
         }
+        let (rt, chain3, fan3) = (&runtime, &chain3, &fan3);
         for _ in 0..samples {
             let [single, chain, parallel] = &mut scenarios;
-            single.runtime_ns.push(per_run(runs, |x| async move {
-                runtime.execute(&Noop, x).await.map(|r| r.output).unwrap_or_default()
-            }).await);
+            single.runtime_ns.push(
+                per_run(runs, move |x| async move {
+                    rt.execute(&Noop, x).await.map(|r| r.output).unwrap_or_default()
+                })
+                .await,
+            );
             single.direct_ns.push(per_run(runs, |x| async move { noop(x).await.unwrap_or_default() }).await);
-            chain.runtime_ns.push(per_run(runs, |x| {
-                let (runtime, chain3) = (&runtime, &chain3);
-                async move { runtime.execute(chain3, x).await.map(|r| r.output).unwrap_or_default() }
-            }).await);
-            chain.direct_ns.push(per_run(runs, |x| async move {
-                let a = inc(x).await.unwrap_or_default();
-                let b = inc(a).await.unwrap_or_default();
-                inc(b).await.unwrap_or_default()
-            }).await);
-            parallel.runtime_ns.push(per_run(runs, |x| {
-                let (runtime, fan3) = (&runtime, &fan3);
-                async move { runtime.execute(fan3, x).await.map(|r| add3(r.output)).unwrap_or_default() }
-            }).await);
-            parallel.direct_ns.push(per_run(runs, |x| async move {
-                let joined = futures::future::try_join3(inc(x), inc(x), inc(x)).await;
-                joined.map(add3).unwrap_or_default()
-            }).await);
+            chain.runtime_ns.push(
+                per_run(runs, move |x| async move {
+                    rt.execute(chain3, x).await.map(|r| r.output).unwrap_or_default()
+                })
+                .await,
+            );
+            chain.direct_ns.push(
+                per_run(runs, |x| async move {
+                    let a = inc(x).await.unwrap_or_default();
+                    let b = inc(a).await.unwrap_or_default();
+                    inc(b).await.unwrap_or_default()
+                })
+                .await,
+            );
+            parallel.runtime_ns.push(
+                per_run(runs, move |x| async move {
+                    rt.execute(fan3, x).await.map(|r| add3(r.output)).unwrap_or_default()
+                })
+                .await,
+            );
+            parallel.direct_ns.push(
+                per_run(runs, |x| async move {
+                    let joined = futures::future::try_join3(inc(x), inc(x), inc(x)).await;
+                    joined.map(add3).unwrap_or_default()
+                })
+                .await,
+            );
         }
         runtime.stop().await?;
 
