@@ -102,7 +102,80 @@ pub fn processor(args: TokenStream, item: TokenStream) -> TokenStream {
     processor::expand(args.into(), item.into()).into()
 }
 
-/// Declares a typed workflow. (Documented on `am2z::workflow`.)
+/// Declares named, typed workflows: each is a type that is itself a processor, so it runs,
+/// registers and nests like any other.
+///
+/// ```ignore
+/// use am2z::workflow;
+///
+/// workflow! {
+///     /// Doc comments and attributes carry over to the type.
+///     pub OrderPipeline(Order) -> Receipt {
+///         timeout = "5m";                                   // options first, each ending in `;`
+///         description = "Takes an order to a receipt";
+///         chain![
+///             validate_order,                               // a step: a processor fn's name
+///             parallel![check_stock, score_fraud] => merge_checks,
+///             route!(|c: &Checked| c.tier.clone(), {
+///                 "gold" => gold_path,
+///                 _ => standard_path,                       // optional fallback, last
+///             }),
+///             route!(match |c: &Checked| c.kind { Kind::A => path_a, Kind::B => path_b }),
+///             map![send_email, concurrency = 8],
+///             summarize,
+///             InnerWorkflow,                                // a workflow (or processor type) by name
+///         ]
+///     }
+/// }
+///
+/// let outcome = OrderPipeline::run(&runtime, order).await?;
+/// ```
+///
+/// (Compiled and run by `ui-tests/tests/ui/pass/`.)
+///
+/// # Syntax
+///
+/// `workflow! { #[attrs] vis Name(Input) -> Output { options; node } ... }` — one or more
+/// workflows per invocation. A *node* is one of:
+///
+/// | node | means | without the macro |
+/// | --- | --- | --- |
+/// | `charge_card`, `payments::charge_card`, `InnerWorkflow` | a step: the last path segment is mapped to a type by `#[processor]`'s UpperCamelCase rule (`charge_card` → `ChargeCard`; `InnerWorkflow` stays) | `ChargeCard` |
+/// | `chain![a, b, c]` | each on the previous one's output | `Chain::new(A, B).then(C)` |
+/// | `parallel![a, b]` | the same input to every branch (2 to 8), all-or-nothing, a tuple of outputs | `Parallel::new((A, B))` |
+/// | `parallel![a, b] => merge` | the outputs through `fn merge(a_out, b_out) -> T` | `Parallel::new((A, B)).merge(merge)` |
+/// | `route!(selector, { key => node, .., _ => node })` | `selector(&input)` picks the arm whose key equals it (keys convert with `Into`); `_` is the optional fallback, last | `Route::new(selector).arm(key.into(), A).fallback(B)` |
+/// | `route!(match \|x: &In\| scrutinee { Pattern => node, .. })` | a generated `match`: a variant left out is rustc's non-exhaustive-patterns error on your `match` | `Route::new(\|x\| match scrutinee { Pattern => "Pattern", .. }).arm("Pattern", A).exhaustive()` |
+/// | `map![node, concurrency = 8]` | the node over every item of a `Vec`, at most `concurrency` at once (default 16); one `Result` per item | `Map::new(A).concurrency(8)` |
+///
+/// Nodes nest to any depth. `chain!`, `parallel!`, `route!` and `map!` also take
+/// `name = "..."` (last in their list; after the arms for `route!`), the name shown in the plan
+/// and in errors. A selector closure's parameter type may be left out: it is the route's input.
+///
+/// # Workflow options
+///
+/// | option | example | without the macro |
+/// | --- | --- | --- |
+/// | `name` | `name = "orders";` | the registered name (default: the type's name as written, `"OrderPipeline"`) |
+/// | `timeout` | `timeout = "5m";` | `Workflow::new(..).timeout(Duration::from_secs(300))`: a limit on the whole run |
+/// | `description` | `description = "...";` | `.description("...")` |
+/// | `version` | `version = 2;` | the contract version |
+/// | `crate` | `crate = ::renamed;` | the path to am2z, for a renamed dependency |
+///
+/// # What it generates
+///
+/// A `#[derive(Clone, Copy, Debug, Default)]` unit struct `Name` implementing `Processor`
+/// (`Input`/`Output` as declared; it runs and describes itself as
+/// `Workflow::new("Name", body)`, and registering it registers every processor inside),
+/// `Accepts<Input>` and `Returns<Output>`, and the inherent
+/// `Name::run(&runtime, input)` and `Name::run_in_session(&runtime, &session, input)`.
+///
+/// # Type errors
+///
+/// Every edge is checked with a call spanned on your step, so rustc reports a mismatch there:
+/// "step `ChargeCard` cannot take `ValidOrder` as its input", a merge fn that cannot take the
+/// branch outputs, route arms that differ, a `match` route missing a variant, or a workflow
+/// whose last step does not return the declared output. One broken edge gives one error.
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     workflow::expand(input.into()).into()

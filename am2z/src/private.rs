@@ -2,11 +2,22 @@
 //!
 //! Generated code reaches everything through `<crate>::__private::…`, so it keeps working when
 //! the user shadows `Result`, `Option` or `Box`, or renames the `am2z` dependency.
+//!
+//! # How `workflow!` checks edges
+//!
+//! A macro cannot see types, so `workflow!` threads a [`Witness`] of the type flowing into each
+//! node and wraps every user step with [`step`] (or [`step_to`] for route arms), spanned on the
+//! user's step. The one bound that can fail for an edge (`P: Accepts<I>`) is on that call, so
+//! rustc reports it there, in `Accepts`'s words. The wrapper is returned as an opaque
+//! `impl Node<I, O>` whose input is the *expected* type, so everything built on top of it
+//! type-checks even when the edge is broken: one mistake, one error, no cascade.
+
+use ::core::marker::PhantomData;
 
 pub use crate::plan::{NodeId, PlanBuilder};
 pub use crate::{
-    Accepts, Backoff, Chain, Ctx, Error, Executes, Map, MergeFn, Parallel, Processor,
-    ProcessorConfig, Registration, Returns, Route, RunOutcome, SessionId, Workflow,
+    Accepts, AllOrNothing, Backoff, Chain, Ctx, Error, Executes, Map, MergeFn, NoArms, Parallel,
+    Processor, ProcessorConfig, Registration, Returns, Route, RunOutcome, SessionId, Workflow,
 };
 pub use ::core;
 pub use ::core::time::Duration;
@@ -19,4 +30,398 @@ where
     E: ::core::convert::Into<Error>,
 {
     result.map_err(::core::convert::Into::into)
+}
+
+/// A compile-time stand-in for "a value of type `T` flows here"; never holds a `T`.
+pub struct Witness<T>(PhantomData<fn() -> T>);
+
+/// The witness of `T`.
+pub const fn witness<T>() -> Witness<T> {
+    Witness(PhantomData)
+}
+
+/// The witness of what `node` returns.
+pub fn output_of<P: Processor>(_node: &P) -> Witness<P::Output> {
+    witness()
+}
+
+/// A processor taking `I` and returning `O`, as generated code builds them.
+pub trait Node<I, O>: Processor<Input = I, Output = O> + Accepts<I> + Returns<O> {}
+
+impl<I, O, P> Node<I, O> for P where P: Processor<Input = I, Output = O> + Accepts<I> + Returns<O> {}
+
+/// `step` where an `I` flows: checks the edge (`P: Accepts<I>`) at the caller's span.
+pub fn step<I, P>(_input: &Witness<I>, step: P) -> impl Node<I, P::Output> + use<I, P>
+where
+    I: Clone + Send + 'static,
+    P: Accepts<I> + Returns<<P as Processor>::Output>,
+{
+    Edge::<I, P::Output, P> {
+        step,
+        marker: PhantomData,
+    }
+}
+
+/// A route arm where an `I` flows and an `O` must come out: checks both at the caller's span.
+pub fn step_to<I, O, P>(
+    _input: &Witness<I>,
+    _output: &Witness<O>,
+    step: P,
+) -> impl Node<I, O> + use<I, O, P>
+where
+    I: Clone + Send + 'static,
+    O: Send + 'static,
+    P: Accepts<I> + Returns<O>,
+{
+    Edge::<I, O, P> {
+        step,
+        marker: PhantomData,
+    }
+}
+
+/// A parallel's outputs through a merge fn (checks `F: MergeFn<outputs>` at the caller's span).
+pub fn merge<I, B, F>(parallel: Parallel<I, B, AllOrNothing>, merge: F) -> impl Node<I, F::Output>
+where
+    I: Clone + Send + 'static,
+    B: Clone + Send + Sync + 'static,
+    Parallel<I, B, AllOrNothing>: Processor<Input = I>,
+    F: MergeFn<<Parallel<I, B, AllOrNothing> as Processor>::Output>,
+{
+    parallel.merge(merge)
+}
+
+/// The route where an `I` flows, choosing its arm with `selector` (whose parameter type is
+/// inferred from the witness, so closures need no annotation).
+pub fn route<I, O, K, S>(_input: &Witness<I>, selector: S) -> Route<I, O, K, S, NoArms>
+where
+    S: Fn(&I) -> K,
+{
+    Route::new(selector)
+}
+
+/// The items of a batch (`map!`'s input).
+#[diagnostic::on_unimplemented(
+    message = "`map!` runs its step over a `Vec` of inputs, but it is given `{Self}`",
+    label = "this takes a `Vec<_>`, not `{Self}`",
+    note = "put `map!` after a step that returns a `Vec` of the mapped step's inputs"
+)]
+pub trait Batch {
+    /// One item.
+    type Item;
+}
+
+impl<T> Batch for ::std::vec::Vec<T> {
+    type Item = T;
+}
+
+/// The witness of one item of a batch.
+pub fn items_of<B: Batch>(_batch: &Witness<B>) -> Witness<B::Item> {
+    witness()
+}
+
+/// The output a workflow declares, compared with what its body returns.
+#[diagnostic::on_unimplemented(
+    message = "workflow `{W}` declares `{T}` as its output, but its last step returns `{Self}`",
+    label = "declared `{T}`, the body returns `{Self}`",
+    note = "change the declared output type, or end the workflow with a step that returns `{T}`"
+)]
+pub trait DeclaredOutput<W, T> {
+    /// The identity.
+    fn into_declared(self) -> T;
+}
+
+impl<W, T> DeclaredOutput<W, T> for T {
+    fn into_declared(self) -> T {
+        self
+    }
+}
+
+/// The body of workflow `W`, checked against its declared output `O`.
+pub fn finish<W, O, N>(_output: &Witness<O>, body: N) -> impl Node<N::Input, O> + use<W, O, N>
+where
+    W: 'static,
+    O: Send + 'static,
+    N: Processor,
+    N::Output: DeclaredOutput<W, O>,
+{
+    Declared::<W, O, N> {
+        body,
+        marker: PhantomData,
+    }
+}
+
+/// Puts a future behind a pointer.
+///
+/// Every nested combinator adds a few layers of futures, and rustc computes a future's layout
+/// through all of them: a long chain overflows the query depth limit in the user's crate. The
+/// box starts each step's future (and each chain prefix's, see [`prefix`]) afresh.
+/// The future is a trait object so that its layout does not depend on what it runs; it owns a
+/// clone of the processor (a cheap value, usually a unit struct) so it borrows only the context.
+type BoxedFuture<'c, T> =
+    ::core::pin::Pin<::std::boxed::Box<dyn ::core::future::Future<Output = T> + Send + 'c>>;
+
+fn boxed<'c, T>(future: impl ::core::future::Future<Output = T> + Send + 'c) -> BoxedFuture<'c, T> {
+    ::std::boxed::Box::pin(future)
+}
+
+/// A chain prefix behind a trait object: `Chain<Prefix<I, M>, Next>` instead of
+/// `Chain<Chain<Chain<..>, ..>, Next>`.
+///
+/// Without it a chain's type nests one level per step, and rustc walks that nesting (drop
+/// glue, layout) deeper than its query limit after about ten steps, failing in the user's
+/// crate. The erased prefix keeps every chain's type flat.
+pub fn prefix<P>(chain: P) -> Prefix<P::Input, P::Output>
+where
+    P: Processor,
+{
+    Prefix(::std::sync::Arc::new(chain))
+}
+
+/// See [`prefix`].
+pub struct Prefix<I, O>(::std::sync::Arc<dyn ErasedNode<I, O>>);
+
+impl<I, O> Clone for Prefix<I, O> {
+    fn clone(&self) -> Self {
+        Prefix(::std::sync::Arc::clone(&self.0))
+    }
+}
+
+/// The object-safe face of a processor taking `I` and returning `O`.
+trait ErasedNode<I, O>: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn config(&self) -> &ProcessorConfig;
+    fn run<'c>(
+        self: ::std::sync::Arc<Self>,
+        input: I,
+        ctx: &'c Ctx,
+    ) -> BoxedFuture<'c, ::core::result::Result<O, Error>>;
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId;
+    fn visit(&self, visitor: &mut dyn FnMut(Registration));
+    fn is_step(&self) -> bool;
+    fn chain_len(&self) -> usize;
+}
+
+impl<P: Processor> ErasedNode<P::Input, P::Output> for P {
+    fn name(&self) -> &'static str {
+        Processor::name(self)
+    }
+    fn config(&self) -> &ProcessorConfig {
+        Processor::config(self)
+    }
+    fn run<'c>(
+        self: ::std::sync::Arc<Self>,
+        input: P::Input,
+        ctx: &'c Ctx,
+    ) -> BoxedFuture<'c, ::core::result::Result<P::Output, Error>> {
+        boxed(async move { Processor::process(&*self, input, ctx).await })
+    }
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
+        Processor::describe(self, plan)
+    }
+    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
+        Processor::visit(self, visitor);
+    }
+    fn is_step(&self) -> bool {
+        Processor::is_step(self)
+    }
+    fn chain_len(&self) -> usize {
+        Processor::chain_len(self)
+    }
+}
+
+impl<I, O> Processor for Prefix<I, O>
+where
+    I: Clone + Send + 'static,
+    O: Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn config(&self) -> &ProcessorConfig {
+        self.0.config()
+    }
+    fn process(
+        &self,
+        input: I,
+        ctx: &Ctx,
+    ) -> impl ::core::future::Future<Output = ::core::result::Result<O, Error>> + Send {
+        ::std::sync::Arc::clone(&self.0).run(input, ctx)
+    }
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
+        self.0.describe(plan)
+    }
+    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
+        self.0.visit(visitor);
+    }
+    fn is_step(&self) -> bool {
+        self.0.is_step()
+    }
+    fn chain_len(&self) -> usize {
+        self.0.chain_len()
+    }
+}
+
+impl<I, O> Accepts<I> for Prefix<I, O>
+where
+    Self: Processor<Input = I>,
+{
+    fn accept(input: I) -> I {
+        input
+    }
+}
+
+impl<I, O> Returns<O> for Prefix<I, O>
+where
+    Self: Processor<Output = O>,
+{
+    fn output(output: O) -> O {
+        output
+    }
+}
+
+/// A step seen as taking `I` and returning `O` (the identities `Accepts`/`Returns` provide).
+struct Edge<I, O, P> {
+    step: P,
+    marker: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O, P: Clone> Clone for Edge<I, O, P> {
+    fn clone(&self) -> Self {
+        Edge {
+            step: self.step.clone(),
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<I, O, P> Processor for Edge<I, O, P>
+where
+    I: Clone + Send + 'static,
+    O: Send + 'static,
+    P: Accepts<I> + Returns<O>,
+{
+    type Input = I;
+    type Output = O;
+
+    fn name(&self) -> &'static str {
+        self.step.name()
+    }
+    fn config(&self) -> &ProcessorConfig {
+        self.step.config()
+    }
+    async fn process(&self, input: I, ctx: &Ctx) -> ::core::result::Result<O, Error> {
+        self.step
+            .process(P::accept(input), ctx)
+            .await
+            .map(P::output)
+    }
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
+        self.step.describe(plan)
+    }
+    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
+        self.step.visit(visitor);
+    }
+    fn is_step(&self) -> bool {
+        self.step.is_step()
+    }
+    fn chain_len(&self) -> usize {
+        self.step.chain_len()
+    }
+}
+
+impl<I, O, P> Accepts<I> for Edge<I, O, P>
+where
+    Self: Processor<Input = I>,
+{
+    fn accept(input: I) -> I {
+        input
+    }
+}
+
+impl<I, O, P> Returns<O> for Edge<I, O, P>
+where
+    Self: Processor<Output = O>,
+{
+    fn output(output: O) -> O {
+        output
+    }
+}
+
+/// A workflow body seen as returning the declared output.
+struct Declared<W, O, N> {
+    body: N,
+    marker: PhantomData<fn(W) -> O>,
+}
+
+impl<W, O, N: Clone> Clone for Declared<W, O, N> {
+    fn clone(&self) -> Self {
+        Declared {
+            body: self.body.clone(),
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<W, O, N> Processor for Declared<W, O, N>
+where
+    W: 'static,
+    O: Send + 'static,
+    N: Processor,
+    N::Output: DeclaredOutput<W, O>,
+{
+    type Input = N::Input;
+    type Output = O;
+
+    fn name(&self) -> &'static str {
+        self.body.name()
+    }
+    fn config(&self) -> &ProcessorConfig {
+        self.body.config()
+    }
+    fn process<'c>(
+        &self,
+        input: N::Input,
+        ctx: &'c Ctx,
+    ) -> impl ::core::future::Future<Output = ::core::result::Result<O, Error>> + Send {
+        let body = self.body.clone();
+        boxed::<'c, _>(async move {
+            body.process(input, ctx)
+                .await
+                .map(DeclaredOutput::into_declared)
+        })
+    }
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
+        self.body.describe(plan)
+    }
+    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
+        self.body.visit(visitor);
+    }
+    fn is_step(&self) -> bool {
+        self.body.is_step()
+    }
+    fn chain_len(&self) -> usize {
+        self.body.chain_len()
+    }
+}
+
+impl<W, O, N> Accepts<N::Input> for Declared<W, O, N>
+where
+    N: Processor,
+    Self: Processor<Input = N::Input>,
+{
+    fn accept(input: N::Input) -> N::Input {
+        input
+    }
+}
+
+impl<W, O, N> Returns<O> for Declared<W, O, N>
+where
+    Self: Processor<Output = O>,
+{
+    fn output(output: O) -> O {
+        output
+    }
 }

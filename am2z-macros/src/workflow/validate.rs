@@ -1,0 +1,152 @@
+//! Reads the options of workflows and nodes, and checks the graph's shape.
+
+use syn::{LitStr, Path};
+
+use super::parse::{ArmKey, Node, Selector};
+use crate::errors::Errors;
+use crate::options::{
+    KeySet, KeyValue, Millis, read_duration, read_name, read_path, read_str, read_u32,
+};
+
+/// The options a workflow takes, before its body.
+pub(crate) const WORKFLOW_KEYS: &[&str] = &["name", "description", "timeout", "version", "crate"];
+
+#[derive(Default)]
+pub(crate) struct WorkflowOptions {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) description: Option<LitStr>,
+    pub(crate) timeout: Option<Millis>,
+    pub(crate) version: Option<u32>,
+    pub(crate) crate_path: Option<Path>,
+}
+
+pub(crate) fn workflow_options(options: &[KeyValue], errors: &mut Errors) -> WorkflowOptions {
+    let mut out = WorkflowOptions::default();
+    let mut keys = KeySet::new(WORKFLOW_KEYS);
+    for kv in options {
+        let Some(key) = keys.admit(&kv.key, errors) else {
+            continue;
+        };
+        let value = &kv.value;
+        match key.as_str() {
+            "name" => out.name = read_name(&key, value, errors),
+            "description" => out.description = read_str(&key, value, errors),
+            "timeout" => {
+                out.timeout = read_duration(&key, value, errors);
+                if let Some(t) = out.timeout.filter(|t| t.ms == 0) {
+                    errors.at_span(
+                        t.span,
+                        "a timeout of zero would fail every run: leave `timeout` out for no limit",
+                    );
+                    out.timeout = None;
+                }
+            }
+            "version" => {
+                out.version = read_u32(&key, value, 1, "contract versions start at 1", errors)
+            }
+            _ => out.crate_path = read_path(&key, value, "::am2z", errors),
+        }
+    }
+    out
+}
+
+/// The options a combinator takes (which ones depends on the combinator).
+#[derive(Default)]
+pub(crate) struct NodeOptions {
+    pub(crate) name: Option<LitStr>,
+    pub(crate) concurrency: Option<u32>,
+}
+
+pub(crate) fn node_options(node: &Node, errors: &mut Errors) -> NodeOptions {
+    let (valid, options): (&'static [&'static str], &[KeyValue]) = match node {
+        Node::Step(_) => return NodeOptions::default(),
+        Node::Chain { options, .. }
+        | Node::Parallel { options, .. }
+        | Node::Route { options, .. } => (&["name"], options),
+        Node::Map { options, .. } => (&["name", "concurrency"], options),
+    };
+    let mut out = NodeOptions::default();
+    let mut keys = KeySet::new(valid);
+    for kv in options {
+        let Some(key) = keys.admit(&kv.key, errors) else {
+            continue;
+        };
+        match key.as_str() {
+            "name" => out.name = read_name(&key, &kv.value, errors),
+            _ => {
+                out.concurrency = read_u32(
+                    &key,
+                    &kv.value,
+                    1,
+                    "it is the most items in flight at once",
+                    errors,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The most branches a `parallel!` takes (the tuple arities `Parallel` implements).
+pub(crate) const MAX_BRANCHES: usize = 8;
+
+/// Checks the shape of the graph; returns whether it can be expanded.
+pub(crate) fn check(node: &Node, errors: &mut Errors) -> bool {
+    match node {
+        Node::Step(_) => true,
+        Node::Chain { span, nodes, .. } => {
+            let mut ok = true;
+            if nodes.is_empty() {
+                errors.at_span(
+                    *span,
+                    "`chain!` needs at least one step: `chain![first_step, second_step]`",
+                );
+                ok = false;
+            }
+            nodes.iter().fold(ok, |ok, n| check(n, errors) && ok)
+        }
+        Node::Parallel { span, branches, .. } => {
+            let mut ok = true;
+            if branches.len() < 2 || branches.len() > MAX_BRANCHES {
+                errors.at_span(*span, format_args!("`parallel!` takes 2 to {MAX_BRANCHES} branches, found {}; nest a `parallel!` in a branch for more", branches.len()));
+                ok = false;
+            }
+            branches.iter().fold(ok, |ok, n| check(n, errors) && ok)
+        }
+        Node::Map { step, .. } => check(step, errors),
+        Node::Route {
+            span,
+            selector,
+            arms,
+            ..
+        } => {
+            let mut ok = true;
+            if arms.is_empty() {
+                errors.at_span(*span, "`route!` needs at least one arm");
+                ok = false;
+            }
+            let keyed = matches!(selector, Selector::Keyed(_));
+            let mut fallback_seen = false;
+            for (i, arm) in arms.iter().enumerate() {
+                if let ArmKey::Fallback(underscore) = &arm.key {
+                    if !keyed {
+                        continue;
+                    }
+                    if fallback_seen {
+                        errors.at(underscore, "a route has at most one fallback `_ =>` arm");
+                        ok = false;
+                    } else if i + 1 != arms.len() {
+                        errors.at(
+                            underscore,
+                            "the fallback `_ =>` arm comes last: arms after it could never run",
+                        );
+                        ok = false;
+                    }
+                    fallback_seen = true;
+                }
+                ok = check(&arm.step, errors) && ok;
+            }
+            ok
+        }
+    }
+}
