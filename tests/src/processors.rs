@@ -9,13 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::probe::record;
 
-/// Microseconds on tokio's clock since the first call in this process: differences between
-/// two readings in one test are exact on a paused clock.
-pub fn now_us() -> u64 {
-    static BASE: OnceLock<std::time::Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(std::time::Instant::now);
+/// Microseconds on tokio's clock relative to a process-wide origin (negative before it):
+/// differences between two readings in one test are exact on a paused clock.
+pub fn now_us() -> i64 {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
     let now = tokio::time::Instant::now().into_std();
-    u64::try_from(now.saturating_duration_since(base).as_micros()).unwrap_or(u64::MAX)
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    match now.checked_duration_since(origin) {
+        Some(after) => micros(after),
+        None => -micros(origin.duration_since(now)),
+    }
 }
 
 /// x + 1.
