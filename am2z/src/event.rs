@@ -101,8 +101,11 @@ pub enum EventKind {
 #[derive(Clone)]
 pub(crate) struct EventBus {
     sender: broadcast::Sender<Event>,
-    sink: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    sink: Option<EventSink>,
 }
+
+/// A callback that sees every published event (before in-process subscribers do).
+pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {

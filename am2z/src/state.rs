@@ -13,8 +13,8 @@ use crate::{Error, SessionId};
 /// A run's unique id: 128 bits, shown as 32 hex digits.
 ///
 /// The high half is drawn once per process from the clock and the pid; the low half counts
-/// runs, so ids are unique across processes without a random-number dependency and cost no
-/// allocation to make.
+/// runs (mixed by a bijection), so ids are unique across processes without a random-number
+/// dependency and cost no allocation to make.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunId(u128);
 
@@ -31,7 +31,8 @@ impl RunId {
             let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32).rotate_left(17);
             splitmix64(mixed)
         });
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 is a bijection, so mixed counters stay unique while ids look unrelated.
+        let count = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed));
         RunId((u128::from(process) << 64) | u128::from(count))
     }
 
