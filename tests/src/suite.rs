@@ -160,7 +160,7 @@ pub async fn execute_before_start_is_a_typed_error<H: Harness>() {
 /// replaces it; unregistering an unknown name is harmless.
 pub async fn registration_covers_contents_and_replaces<H: Harness>() {
     let runtime = started::<H>().await;
-    runtime.register(nested());
+    runtime.register(Nested);
     let names = runtime.registered();
     for name in ["gold_discount", "add_one", "double", "standard_price"] {
         assert!(
@@ -239,7 +239,7 @@ pub async fn processor_configuration_is_readable<H: Harness>() {
 /// Processors registered after start are usable by name.
 pub async fn processors_registered_after_start_are_usable<H: Harness>() {
     let runtime = started::<H>().await;
-    runtime.register(arith());
+    runtime.register(Arith);
     let session = session("late-registration");
     let result = runtime
         .execute_named::<i64, i64>(&session, "add_one", 1)
@@ -247,7 +247,7 @@ pub async fn processors_registered_after_start_are_usable<H: Harness>() {
         .expect("registered after start, runs by name");
     assert_eq!(result.output, 2);
     let result = runtime
-        .execute_named::<i64, i64>(&session, arith().name(), 5)
+        .execute_named::<i64, i64>(&session, Arith.name(), 5)
         .await
         .expect("a composition runs by name");
     assert_eq!(result.output, 22);
@@ -389,7 +389,7 @@ pub async fn call_depth_is_limited<H: Harness>() {
 /// Chain: 5 → +1 → ×2 → +10 = 22, one version per step.
 pub async fn chain_runs_steps_in_order<H: Harness>() {
     let runtime = started::<H>().await;
-    let result = runtime.execute(&arith(), 5).await.expect("runs");
+    let result = runtime.execute(&Arith, 5).await.expect("runs");
     assert_eq!(result.output, 22);
     assert_eq!(result.meta.version, 3, "one version per step");
     assert_eq!(result.attempts, 3);
@@ -400,7 +400,7 @@ pub async fn chain_runs_steps_in_order<H: Harness>() {
 pub async fn chain_failure_names_step_position_and_state<H: Harness>() {
     let runtime = started::<H>().await;
     let failure = runtime
-        .execute(&negate_then_reject(), 5)
+        .execute(&NegateThenReject, 5)
         .await
         .expect_err("fails");
     match &failure.error {
@@ -431,12 +431,12 @@ pub async fn chain_failure_names_step_position_and_state<H: Harness>() {
 pub async fn parallel_joins_every_branch<H: Harness>() {
     let runtime = started::<H>().await;
     let tuple = runtime
-        .execute(&text_fan(), "am2z".to_owned())
+        .execute(&TextFan, "am2z".to_owned())
         .await
         .expect("runs");
     assert_eq!(tuple.output, (4, "AM2Z".to_owned()));
     let merged = runtime
-        .execute(&text_merged(), "am2z".to_owned())
+        .execute(&TextMerged, "am2z".to_owned())
         .await
         .expect("runs");
     assert_eq!(merged.output, "AM2Z:4");
@@ -448,7 +448,7 @@ pub async fn parallel_failure_cancels_other_branches<H: Harness>() {
     let session = session("fail-fast");
     let begin = tokio::time::Instant::now();
     let failure = runtime
-        .execute_in_session(&session, &fail_fast(), 10_000)
+        .execute_in_session(&session, &FailFast, 10_000)
         .await
         .expect_err("fails");
     assert!(
@@ -492,7 +492,7 @@ pub async fn route_selects_arm_or_fallback<H: Harness>() {
     };
     assert_eq!(
         runtime
-            .execute(&channel_route(), web.clone())
+            .execute(&ChannelRoute, web.clone())
             .await
             .expect("web")
             .output,
@@ -500,14 +500,14 @@ pub async fn route_selects_arm_or_fallback<H: Harness>() {
     );
     assert_eq!(
         runtime
-            .execute(&channel_route(), shop.clone())
+            .execute(&ChannelRoute, shop.clone())
             .await
             .expect("fallback")
             .output,
         100
     );
     let failure = runtime
-        .execute(&strict_channel_route(), shop)
+        .execute(&StrictChannelRoute, shop)
         .await
         .expect_err("no arm");
     match &failure.error {
@@ -525,7 +525,7 @@ pub async fn route_selects_arm_or_fallback<H: Harness>() {
     };
     assert_eq!(
         runtime
-            .execute(&tier_route(), gold)
+            .execute(&TierRoute, gold)
             .await
             .expect("gold")
             .output,
@@ -537,7 +537,7 @@ pub async fn route_selects_arm_or_fallback<H: Harness>() {
 pub async fn map_gives_per_item_results<H: Harness>() {
     let runtime = started::<H>().await;
     let result = runtime
-        .execute(&inverts(), vec![1, 0, 4, 5])
+        .execute(&Inverts, vec![1, 0, 4, 5])
         .await
         .expect("runs");
     let output = result.output;
@@ -581,7 +581,7 @@ pub async fn compositions_nest<H: Harness>() {
     // gold: 100 × 0.8 = 80 → (81, 160)
     assert_eq!(
         runtime
-            .execute(&nested(), gold.clone())
+            .execute(&Nested, gold.clone())
             .await
             .expect("runs")
             .output,
@@ -593,7 +593,7 @@ pub async fn compositions_nest<H: Harness>() {
     };
     assert_eq!(
         runtime
-            .execute(&nested(), standard)
+            .execute(&Nested, standard)
             .await
             .expect("runs")
             .output,
@@ -603,13 +603,13 @@ pub async fn compositions_nest<H: Harness>() {
 
 /// The plan of a composition names its processors and edges, with a stable fingerprint.
 pub async fn plans_describe_the_graph<H: Harness>() {
-    let plan = nested().plan();
+    let plan = Nested.plan();
     assert_eq!(
         plan.step_names(),
         ["gold_discount", "add_one", "double", "standard_price"]
     );
-    assert_eq!(plan.fingerprint, nested().plan().fingerprint);
-    assert_ne!(plan.fingerprint, arith().plan().fingerprint);
+    assert_eq!(plan.fingerprint, Nested.plan().fingerprint);
+    assert_ne!(plan.fingerprint, Arith.plan().fingerprint);
     let wire = serde_json::to_string(&plan).expect("plans serialise");
     let back: am2z::Plan = serde_json::from_str(&wire).expect("plans deserialise");
     assert_eq!(back, plan);
@@ -700,7 +700,7 @@ pub async fn session_stats_are_keyed_by_processor<H: Harness>() {
     let runtime = started::<H>().await;
     let session = session("stats");
     runtime
-        .execute_in_session(&session, &arith(), 1)
+        .execute_in_session(&session, &Arith, 1)
         .await
         .expect("runs");
     runtime
@@ -725,11 +725,11 @@ pub async fn state_feeds_the_next_run<H: Harness>() {
     let runtime = started::<H>().await;
     let session = session("feed");
     let first = runtime
-        .execute_in_session(&session, &arith(), 0)
+        .execute_in_session(&session, &Arith, 0)
         .await
         .expect("runs");
     let second = runtime
-        .execute_in_session(&session, &arith(), first.output)
+        .execute_in_session(&session, &Arith, first.output)
         .await
         .expect("runs");
     assert_eq!(first.output, 12);
