@@ -425,3 +425,100 @@ impl fmt::Display for Category {
         fmt::Debug::fmt(self, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<Error> {
+        vec![
+            Error::validation("email", "missing @"),
+            Error::business_with("declined", "no funds", serde_json::json!({ "limit": 5 })),
+            Error::not_found("processor", "x", ["b", "a"]),
+            Error::execution("p", "flaky"),
+            Error::Timeout {
+                processor: "p".into(),
+                limit: Duration::from_millis(1500),
+            },
+            Error::resource("memory", "full"),
+            Error::unavailable("redis", "down"),
+            Error::configuration("bad"),
+            Error::Cancelled {
+                reason: "stop".into(),
+            },
+            Error::Panicked {
+                processor: "p".into(),
+                message: "boom".into(),
+            },
+            Error::DepthExceeded {
+                processor: "p".into(),
+                depth: 11,
+                limit: 10,
+            },
+            Error::Serialization {
+                message: "eof".into(),
+            },
+            Error::VersionMismatch {
+                processor: "p".into(),
+                expected: "a".into(),
+                found: "b".into(),
+            },
+            Error::SessionStopped {
+                session: "s".into(),
+            },
+            Error::StepFailed {
+                step: "charge".into(),
+                position: 2,
+                source: Box::new(Error::validation("card", "expired")),
+                state_before: Some(StateSnapshot::json("Order", serde_json::json!({ "id": 7 }))),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_variant_survives_the_wire() {
+        for error in every_variant() {
+            let wire = serde_json::to_string(&error).expect("serialises");
+            let back: Error = serde_json::from_str(&wire).expect("deserialises");
+            assert_eq!(back, error, "{wire}");
+        }
+    }
+
+    #[test]
+    fn step_failures_classify_by_their_root_cause() {
+        let failed = every_variant().pop().expect("the step failure is last");
+        assert_eq!(failed.category(), Category::Validation);
+        assert_eq!(failed.severity(), Severity::Low);
+        assert!(!failed.is_retryable());
+        assert!(failed.to_string().contains("step `charge` (position 2)"));
+    }
+
+    #[test]
+    fn retryability_follows_the_kind() {
+        let retryable: Vec<bool> = every_variant().iter().map(Error::is_retryable).collect();
+        assert_eq!(
+            retryable,
+            [
+                false, false, false, true, true, true, true, false, false, true, false, false,
+                false, false, false
+            ]
+        );
+        assert_eq!(
+            Error::Panicked {
+                processor: "p".into(),
+                message: "m".into()
+            }
+            .severity(),
+            Severity::Critical
+        );
+    }
+
+    #[test]
+    fn not_found_lists_what_exists_sorted() {
+        let err = Error::not_found("processor", "chrage", ["refund", "charge"]);
+        assert_eq!(
+            err.to_string(),
+            "processor `chrage` not found (available: charge, refund)"
+        );
+    }
+}
