@@ -216,7 +216,10 @@ impl Ctx {
                 token: self.token.clone(),
                 span: self.span.clone(),
             };
-            caller.run(processor, input).await.map_err(|failed| failed.error)
+            caller
+                .run(processor, input)
+                .await
+                .map_err(|failed| failed.error)
         })
     }
 
