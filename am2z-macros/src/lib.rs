@@ -9,6 +9,7 @@ mod literal;
 mod naming;
 mod options;
 mod processor;
+mod respan;
 mod workflow;
 
 /// Makes an `async fn` a processor: a named, configured, typed step.

@@ -51,15 +51,16 @@ pub trait Node<I, O>: Processor<Input = I, Output = O> + Accepts<I> + Returns<O>
 impl<I, O, P> Node<I, O> for P where P: Processor<Input = I, Output = O> + Accepts<I> + Returns<O> {}
 
 /// `step` where an `I` flows: checks the edge (`P: Accepts<I>`) at the caller's span.
-pub fn step<I, P>(_input: &Witness<I>, step: P) -> impl Node<I, P::Output> + use<I, P>
+pub fn step<I, P>(_input: &Witness<I>, step: P) -> Prefix<I, <P as Processor>::Output>
 where
     I: Clone + Send + 'static,
+    P: Processor,
     P: Accepts<I> + Returns<<P as Processor>::Output>,
 {
-    Edge::<I, P::Output, P> {
+    erase(Edge::<I, P::Output, P> {
         step,
         marker: PhantomData,
-    }
+    })
 }
 
 /// A route arm where an `I` flows and an `O` must come out: checks both at the caller's span.
@@ -80,14 +81,14 @@ where
 }
 
 /// A parallel's outputs through a merge fn (checks `F: MergeFn<outputs>` at the caller's span).
-pub fn merge<I, B, F>(parallel: Parallel<I, B, AllOrNothing>, merge: F) -> impl Node<I, F::Output>
+pub fn merge<I, B, F>(parallel: Parallel<I, B, AllOrNothing>, merge: F) -> Prefix<I, F::Output>
 where
     I: Clone + Send + 'static,
     B: Clone + Send + Sync + 'static,
     Parallel<I, B, AllOrNothing>: Processor<Input = I>,
     F: MergeFn<<Parallel<I, B, AllOrNothing> as Processor>::Output>,
 {
-    parallel.merge(merge)
+    erase(parallel.merge(merge))
 }
 
 /// The route where an `I` flows, choosing its arm with `selector` (whose parameter type is
@@ -137,17 +138,17 @@ impl<W, T> DeclaredOutput<W, T> for T {
 }
 
 /// The body of workflow `W`, checked against its declared output `O`.
-pub fn finish<W, O, N>(_output: &Witness<O>, body: N) -> impl Node<N::Input, O> + use<W, O, N>
+pub fn finish<W, O, N>(_output: &Witness<O>, body: N) -> Prefix<N::Input, O>
 where
     W: 'static,
     O: Send + 'static,
     N: Processor,
     N::Output: DeclaredOutput<W, O>,
 {
-    Declared::<W, O, N> {
+    erase(Declared::<W, O, N> {
         body,
         marker: PhantomData,
-    }
+    })
 }
 
 /// Puts a future behind a pointer.
@@ -174,10 +175,17 @@ pub fn prefix<P>(chain: P) -> Prefix<P::Input, P::Output>
 where
     P: Processor,
 {
-    Prefix(::std::sync::Arc::new(chain))
+    erase(chain)
 }
 
-/// See [`prefix`].
+/// `processor` behind a trait object. Besides keeping types flat (see [`prefix`]), a concrete
+/// return type carries none of the bounds of the fn that made it: a broken edge is reported at
+/// the check and nowhere else.
+fn erase<P: Processor>(processor: P) -> Prefix<P::Input, P::Output> {
+    Prefix(::std::sync::Arc::new(processor))
+}
+
+/// A processor behind a trait object; see [`prefix`] and [`erase`].
 pub struct Prefix<I, O>(::std::sync::Arc<dyn ErasedNode<I, O>>);
 
 impl<I, O> Clone for Prefix<I, O> {

@@ -127,10 +127,8 @@ pub(crate) fn step_fn<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<StepF
             ),
         );
     }
-    if let Some(ty) = input {
-        if let Some(message) = not_owned(ty) {
-            fail(errors, ty.span(), message);
-        }
+    if let Some((ty, message)) = input.and_then(|ty| Some((ty, not_owned(ty)?))) {
+        fail(errors, ty.span(), message);
     }
 
     let (output, result) = match &sig.output {

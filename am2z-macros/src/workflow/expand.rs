@@ -10,6 +10,7 @@ use super::parse::{ArmKey, Node, Selector, WorkflowDef};
 use super::validate::{WorkflowOptions, node_options};
 use crate::errors::Errors;
 use crate::naming::type_name_of;
+use crate::respan::respan;
 
 pub(crate) fn workflow(
     def: &WorkflowDef,
@@ -40,9 +41,10 @@ pub(crate) fn workflow(
         .push(quote_spanned!(input.span()=> let #start = #private::witness::<#input>();));
     let root = body_gen.node(body, &start);
     let statements = body_gen.statements;
-    let finish = quote_spanned! {output.span()=>
-        #private::finish::<#ident, #output, _>(&#private::witness::<#output>(), #root)
-    };
+    let finish = respan(
+        quote!(#private::finish::<#ident, #output, _>(&#private::witness::<#output>(), #root)),
+        output.span(),
+    );
 
     let name = match &options.name {
         Some(name) => quote!(#name),
@@ -285,7 +287,9 @@ impl Body<'_> {
                         (None, _) => self.node(&arm.step, input),
                         (Some(out), Node::Step(path)) => {
                             let ty = step_type(path);
-                            self.bind("s", path.span(), quote_spanned!(path.span()=> #private::step_to(&#input, &#out, #ty)))
+                            let check =
+                                respan(quote!(#private::step_to(&#input, &#out, #ty)), path.span());
+                            self.bind("s", path.span(), check)
                         }
                         (Some(out), nested) => {
                             let var = self.node(nested, input);
