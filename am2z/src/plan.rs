@@ -34,10 +34,10 @@ impl Plan {
     pub fn step_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
         for node in &self.nodes {
-            if let NodeKind::Step { processor, .. } = &node.kind {
-                if !names.contains(&processor.as_str()) {
-                    names.push(processor);
-                }
+            if let NodeKind::Step { processor, .. } = &node.kind
+                && !names.contains(&processor.as_str())
+            {
+                names.push(processor);
             }
         }
         names

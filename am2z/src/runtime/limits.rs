@@ -161,10 +161,10 @@ impl RateLimiter {
             let mut starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let mut at = now;
-            if starts.len() >= self.max {
-                if let Some(oldest) = starts.pop_front() {
-                    at = at.max(oldest + self.per);
-                }
+            if starts.len() >= self.max
+                && let Some(oldest) = starts.pop_front()
+            {
+                at = at.max(oldest + self.per);
             }
             if let Some(&last) = starts.back() {
                 at = at.max(last);
