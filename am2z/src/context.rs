@@ -41,12 +41,36 @@ pub(crate) struct RunScope {
     pub(crate) host: Arc<dyn Host>,
 }
 
+tokio::task_local! {
+    /// The identity a run must take instead of a fresh one: set by a distributed worker
+    /// executing a run that was submitted (and given its id) by another process.
+    static PRESET_IDENTITY: std::cell::Cell<Option<(RunId, SystemTime)>>;
+}
+
+/// Runs `future` so that the first run it starts takes `run_id` and `created_at` (once: runs
+/// started later in the same task get fresh ids).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) async fn with_run_identity<F: std::future::Future>(
+    run_id: RunId,
+    created_at: SystemTime,
+    future: F,
+) -> F::Output {
+    PRESET_IDENTITY
+        .scope(std::cell::Cell::new(Some((run_id, created_at))), future)
+        .await
+}
+
 impl RunScope {
     pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
+        let (run_id, created_at) = PRESET_IDENTITY
+            .try_with(std::cell::Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| (RunId::generate(), SystemTime::now()));
         RunScope {
             session,
-            run_id: RunId::generate(),
-            created_at: SystemTime::now(),
+            run_id,
+            created_at,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),
