@@ -55,6 +55,8 @@ pub use runtime::{
     Executes, LocalRuntime, LocalRuntimeBuilder, ProcessorInfo, QueueStats, Runtime, RuntimeStats,
     SessionStats,
 };
+#[cfg(feature = "redis")]
+pub use runtime::{RedisConfig, RedisRuntime, RunHandle};
 pub use session::{DEFAULT_SESSION, MAX_SESSION_ID_LEN, SessionId};
 pub use state::{Metadata, RunFailure, RunId, RunOutcome, RunResult, StateSnapshot};
 pub use workflow::{

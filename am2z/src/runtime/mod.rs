@@ -8,6 +8,8 @@
 pub(crate) mod host;
 pub(crate) mod limits;
 pub mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub(crate) mod stats;
 pub(crate) mod step;
 
@@ -17,6 +19,8 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisConfig, RedisRuntime, RunHandle};
 pub use local::{LocalRuntime, LocalRuntimeBuilder};
 pub use stats::{QueueStats, RuntimeStats, SessionStats};
 

@@ -1,0 +1,363 @@
+//! [`RedisConfig`]: settings of a [`RedisRuntime`](super::RedisRuntime), from code with
+//! environment overrides. The Redis password never appears in `Debug`, `Display` or errors.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::keys::validate_prefix;
+use crate::Error;
+use crate::runtime::DEFAULT_MAX_CALL_DEPTH;
+
+/// The default Redis URL.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The default queue prefix.
+pub const DEFAULT_QUEUE_PREFIX: &str = "am2z";
+
+/// Settings of a [`RedisRuntime`](super::RedisRuntime).
+///
+/// ```
+/// use std::time::Duration;
+/// use am2z::runtime::redis::RedisConfig;
+///
+/// let config = RedisConfig::new("redis://:hunter2@127.0.0.1:6379")
+///     .prefix("billing")
+///     .worker_concurrency(32)
+///     .lease(Duration::from_secs(10));
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// assert!(!config.to_string().contains("hunter2"));
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) prefix: String,
+    pub(crate) worker: bool,
+    pub(crate) worker_concurrency: usize,
+    pub(crate) max_call_depth: u32,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) lease: Duration,
+    pub(crate) sweep_every: Duration,
+    pub(crate) idle_poll: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) result_ttl: Duration,
+    pub(crate) session_ttl: Duration,
+    pub(crate) max_queued: u64,
+    pub(crate) session_concurrency: u64,
+    pub(crate) events_max_len: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig::new(DEFAULT_REDIS_URL)
+    }
+}
+
+impl RedisConfig {
+    /// Settings for the server at `url` (`redis://[:password@]host:port[/db]`), with defaults
+    /// for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: DEFAULT_QUEUE_PREFIX.to_owned(),
+            worker: true,
+            worker_concurrency: 16,
+            max_call_depth: DEFAULT_MAX_CALL_DEPTH,
+            default_timeout: None,
+            lease: Duration::from_secs(30),
+            sweep_every: Duration::from_secs(1),
+            idle_poll: Duration::from_millis(250),
+            max_deliveries: 5,
+            result_ttl: Duration::from_secs(3600),
+            session_ttl: Duration::from_secs(24 * 3600),
+            max_queued: 0,
+            session_concurrency: 0,
+            events_max_len: 10_000,
+        }
+    }
+
+    /// The defaults, overridden by the environment: `AM2Z_REDIS_URL` (else `REDIS_URL`),
+    /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
+    /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] naming the variable whose value cannot be parsed.
+    pub fn from_env() -> Result<Self, Error> {
+        RedisConfig::default().with_env()
+    }
+
+    /// These settings, overridden by the environment (see [`from_env`](Self::from_env)).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] naming the variable whose value cannot be parsed.
+    pub fn with_env(self) -> Result<Self, Error> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        if let Some(url) = var("AM2Z_REDIS_URL").or_else(|| var("REDIS_URL")) {
+            self.url = url;
+        }
+        if let Some(prefix) = var("AM2Z_QUEUE_PREFIX") {
+            self.prefix = prefix;
+        }
+        if let Some(raw) = var("AM2Z_DEFAULT_TIMEOUT") {
+            self.default_timeout = Some(parse_duration(&raw).ok_or_else(|| {
+                Error::configuration(format!(
+                    "AM2Z_DEFAULT_TIMEOUT=`{raw}` is not a duration (e.g. `500ms`, `30s`, `5m`)"
+                ))
+            })?);
+        }
+        if let Some(raw) = var("AM2Z_MAX_CALL_DEPTH") {
+            self.max_call_depth = raw.trim().parse().map_err(|_| {
+                Error::configuration(format!("AM2Z_MAX_CALL_DEPTH=`{raw}` is not a number"))
+            })?;
+        }
+        if let Some(raw) = var("AM2Z_WORKER_CONCURRENCY") {
+            let n: usize = raw.trim().parse().map_err(|_| {
+                Error::configuration(format!("AM2Z_WORKER_CONCURRENCY=`{raw}` is not a number"))
+            })?;
+            self.worker_concurrency = n.max(1);
+        }
+        Ok(self)
+    }
+
+    /// The Redis URL.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// The prefix of every key and channel (default `am2z`): 1 to 64 letters, digits, `_`,
+    /// `-` or `.`. Separate prefixes are separate deployments on one server.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Whether this process executes jobs (default `true`). A client-only process submits,
+    /// awaits and subscribes, but never claims.
+    pub fn worker(mut self, worker: bool) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// How many runs this process executes at once (default 16).
+    pub fn worker_concurrency(mut self, runs: usize) -> Self {
+        self.worker_concurrency = runs.max(1);
+        self
+    }
+
+    /// The deepest `ctx.call` nesting allowed (default 10).
+    pub fn max_call_depth(mut self, depth: u32) -> Self {
+        self.max_call_depth = depth;
+        self
+    }
+
+    /// How long `execute*` waits for an outcome before giving up with a typed timeout
+    /// (default: no limit). [`RedisRuntime::wait`](super::RedisRuntime::wait) takes its own.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// How long a claimed job is leased before another worker may take it over (default 30 s;
+    /// renewed every third of it while the run is alive).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How often expired leases are swept (default 1 s).
+    pub fn sweep_every(mut self, every: Duration) -> Self {
+        self.sweep_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often an idle worker looks for work without being woken (default 250 ms).
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every.max(Duration::from_millis(5));
+        self
+    }
+
+    /// How many times a job may be leased and lost (its worker died or froze) before it is
+    /// dead-lettered (default 5).
+    pub fn max_deliveries(mut self, deliveries: u32) -> Self {
+        self.max_deliveries = deliveries.max(1);
+        self
+    }
+
+    /// How long terminal outcomes are kept (default 1 h).
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// How long an idle session's keys live (default 24 h; refreshed by every submission).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The most runs a session may have queued (default: no limit); more are refused with
+    /// [`Error::Resource`].
+    pub fn max_queued_per_session(mut self, runs: u64) -> Self {
+        self.max_queued = runs;
+        self
+    }
+
+    /// The most runs of one session executing at once across all workers (default: no
+    /// limit).
+    pub fn session_concurrency(mut self, runs: u64) -> Self {
+        self.session_concurrency = runs;
+        self
+    }
+
+    /// The approximate length a session's event stream is capped at (default 10 000).
+    pub fn events_max_len(mut self, len: u64) -> Self {
+        self.events_max_len = len.max(1);
+        self
+    }
+
+    /// The queue prefix.
+    pub fn queue_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        validate_prefix(&self.prefix)
+    }
+
+    /// The renewal period: a third of the lease.
+    pub(crate) fn renew_every(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// `url` with the password (and a lone user-info secret) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user_info = &rest[..at];
+    let redacted = match user_info.find(':') {
+        Some(colon) => format!("{}:***", &user_info[..colon]),
+        None => "***".to_owned(),
+    };
+    format!("{}{redacted}{}", &url[..scheme_end], &rest[at..])
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a bare number of milliseconds.
+fn parse_duration(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let (number, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, "ms"),
+    };
+    let n: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("worker", &self.worker)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("max_call_depth", &self.max_call_depth)
+            .field("default_timeout", &self.default_timeout)
+            .field("lease", &self.lease)
+            .field("sweep_every", &self.sweep_every)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("result_ttl", &self.result_ttl)
+            .field("session_ttl", &self.session_ttl)
+            .field("max_queued", &self.max_queued)
+            .field("session_concurrency", &self.session_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (prefix `{}`)", self.redacted_url(), self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            redact("rediss://user:s3cret@host:6380"),
+            "rediss://user:***@host:6380"
+        );
+        assert_eq!(redact("redis://s3cret@host"), "redis://***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redact("redis://u:p@ss@host"), "redis://u:***@host");
+        let config = RedisConfig::new("redis://:s3cret@host:6379");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!format!("{config}").contains("s3cret"));
+    }
+
+    #[test]
+    fn environment_overrides_code() {
+        let vars = |name: &str| match name {
+            "REDIS_URL" => Some("redis://fallback".to_owned()),
+            "AM2Z_QUEUE_PREFIX" => Some("jobs".to_owned()),
+            "AM2Z_DEFAULT_TIMEOUT" => Some("30s".to_owned()),
+            "AM2Z_MAX_CALL_DEPTH" => Some("4".to_owned()),
+            "AM2Z_WORKER_CONCURRENCY" => Some("3".to_owned()),
+            _ => None,
+        };
+        let config = RedisConfig::new("redis://code").with_vars(vars).unwrap();
+        assert_eq!(config.url, "redis://fallback");
+        assert_eq!(config.prefix, "jobs");
+        assert_eq!(config.default_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.max_call_depth, 4);
+        assert_eq!(config.worker_concurrency, 3);
+        let both = |name: &str| match name {
+            "AM2Z_REDIS_URL" => Some("redis://first".to_owned()),
+            "REDIS_URL" => Some("redis://second".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            RedisConfig::default().with_vars(both).unwrap().url,
+            "redis://first"
+        );
+        let bad = |name: &str| (name == "AM2Z_MAX_CALL_DEPTH").then(|| "ten".to_owned());
+        let error = RedisConfig::default().with_vars(bad).unwrap_err();
+        assert!(error.to_string().contains("AM2Z_MAX_CALL_DEPTH"), "{error}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5 fortnights"), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! Connections: one multiplexed, self-reconnecting `ConnectionManager` for every command, and
+//! one pub/sub connection (re-established in a loop) for wake-ups, completions, control
+//! messages and events. Their number does not depend on how many sessions a process serves.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::config::RedisConfig;
+use crate::Error;
+
+/// Turns Redis errors into [`Error::Unavailable`], never leaking the password.
+#[derive(Clone)]
+pub(crate) struct ErrorMap {
+    service: String,
+    secret: Option<String>,
+}
+
+impl ErrorMap {
+    pub(crate) fn new(config: &RedisConfig) -> Self {
+        ErrorMap {
+            service: format!("redis at {}", config.redacted_url()),
+            secret: password(&config.url).filter(|p| !p.is_empty()),
+        }
+    }
+
+    /// `error`, as a typed unavailable error with the secret scrubbed.
+    pub(crate) fn unavailable(&self, error: &redis::RedisError) -> Error {
+        Error::unavailable(self.service.clone(), self.scrub(&error.to_string()))
+    }
+
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        match &self.secret {
+            Some(secret) => message.replace(secret.as_str(), "***"),
+            None => message.to_owned(),
+        }
+    }
+}
+
+/// The password part of a URL's user info, if any.
+fn password(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let user_info = &authority[..authority.rfind('@')?];
+    Some(match user_info.find(':') {
+        Some(colon) => user_info[colon + 1..].to_owned(),
+        None => user_info.to_owned(),
+    })
+}
+
+/// Opens the client (no I/O yet).
+pub(crate) fn client(config: &RedisConfig, errors: &ErrorMap) -> Result<redis::Client, Error> {
+    redis::Client::open(config.url.as_str()).map_err(|e| {
+        Error::configuration(format!(
+            "the Redis URL `{}` is invalid: {}",
+            config.redacted_url(),
+            errors.scrub(&e.to_string())
+        ))
+    })
+}
+
+/// Connects the command connection and checks the server is safe to use.
+pub(crate) async fn connect(
+    client: &redis::Client,
+    errors: &ErrorMap,
+) -> Result<ConnectionManager, Error> {
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2));
+    let mut conn = client
+        .get_connection_manager_with_config(settings)
+        .await
+        .map_err(|e| errors.unavailable(&e))?;
+    refuse_evicting_server(&mut conn, errors).await?;
+    Ok(conn)
+}
+
+/// An evicting `maxmemory-policy` would silently drop queued work: refuse to start on one.
+async fn refuse_evicting_server(
+    conn: &mut ConnectionManager,
+    errors: &ErrorMap,
+) -> Result<(), Error> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    match reply {
+        Ok(pair) => match pair.get(1).map(String::as_str) {
+            Some("noeviction") | None => Ok(()),
+            Some(policy) => Err(Error::configuration(format!(
+                "Redis evicts keys under memory pressure (maxmemory-policy `{policy}`), which \
+                 would silently lose queued work: set `maxmemory-policy noeviction`"
+            ))),
+        },
+        // Managed servers may forbid CONFIG; we cannot check, so we say so.
+        Err(error)
+            if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+        {
+            tracing::warn!(error = %errors.scrub(&error.to_string()), "cannot read maxmemory-policy; make sure it is `noeviction`");
+            Ok(())
+        }
+        Err(error) => Err(errors.unavailable(&error)),
+    }
+}
+
+/// A message received on one of the runtime's channels.
+pub(crate) struct Message {
+    pub(crate) channel: String,
+    pub(crate) payload: String,
+}
+
+/// Keeps one pub/sub connection subscribed to `channels` until `stop` fires, handing every
+/// message to `on_message` and calling `on_reconnect` after each re-subscription (so waiters
+/// can re-check what they may have missed). `ready` learns whether the first subscription
+/// worked.
+pub(crate) async fn subscribe(
+    client: redis::Client,
+    errors: ErrorMap,
+    channels: Vec<String>,
+    ready: oneshot::Sender<Result<(), Error>>,
+    stop: CancellationToken,
+    on_message: impl Fn(Message) + Send + 'static,
+    on_reconnect: impl Fn() + Send + 'static,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channels).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = stop.cancelled() => return,
+            result = tokio::time::timeout(Duration::from_secs(5), attempt) => result,
+        };
+        let mut pubsub = match pubsub {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                let error = errors.unavailable(&error);
+                tracing::warn!(%error, "subscribing to Redis failed; retrying");
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(_elapsed) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(Error::unavailable(
+                        "redis",
+                        "subscribing timed out after 5 s",
+                    )));
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        match ready.take() {
+            Some(ready) => {
+                let _ = ready.send(Ok(()));
+            }
+            None => on_reconnect(),
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            let message = tokio::select! {
+                () = stop.cancelled() => return,
+                message = messages.next() => message,
+            };
+            let Some(message) = message else { break };
+            let Ok(payload) = message.get_payload::<String>() else {
+                continue;
+            };
+            on_message(Message {
+                channel: message.get_channel_name().to_owned(),
+                payload,
+            });
+        }
+        tracing::warn!("the Redis subscription dropped; reconnecting");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_and_scrubbed() {
+        assert_eq!(password("redis://:pw@h:1/0").as_deref(), Some("pw"));
+        assert_eq!(password("redis://u:pw@h").as_deref(), Some("pw"));
+        assert_eq!(password("redis://h:1"), None);
+        let errors = ErrorMap::new(&RedisConfig::new("redis://:sekrit@127.0.0.1:1"));
+        assert_eq!(errors.scrub("bad sekrit here"), "bad *** here");
+    }
+}

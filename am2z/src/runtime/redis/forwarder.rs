@@ -1,0 +1,130 @@
+//! Forwards the events of runs executed here to Redis (the session's stream and the events
+//! channel), in order, and lets a worker wait until a run's events are out before it
+//! commits the run, so every process sees a run's events before its outcome.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use crate::{Event, EventKind, EventStream, RunId};
+
+/// The most events forwarded in one round trip.
+const BATCH: usize = 256;
+
+/// Which runs' terminal events are out.
+#[derive(Default)]
+pub(crate) struct Barrier {
+    state: Mutex<BarrierState>,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    forwarded: HashSet<RunId>,
+    waiting: HashMap<RunId, oneshot::Sender<()>>,
+}
+
+impl Barrier {
+    fn forwarded(&self, run: RunId) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.waiting.remove(&run) {
+            Some(waiter) => {
+                let _ = waiter.send(());
+            }
+            None => {
+                // Runs abandoned before their commit never collect their mark: bound the set.
+                if state.forwarded.len() >= 10_000 {
+                    state.forwarded.clear();
+                }
+                state.forwarded.insert(run);
+            }
+        }
+    }
+
+    /// Waits until the terminal event of `run` has been forwarded (at most `limit`).
+    pub(crate) async fn wait(&self, run: RunId, limit: Duration) {
+        let receiver = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.forwarded.remove(&run) {
+                return;
+            }
+            let (sender, receiver) = oneshot::channel();
+            state.waiting.insert(run, sender);
+            receiver
+        };
+        if tokio::time::timeout(limit, receiver).await.is_err() {
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .waiting
+                .remove(&run);
+            tracing::debug!(%run, "events of the run were not all forwarded in time");
+        }
+    }
+}
+
+/// Forwards `stream` (the embedded executor's events) until `stop` fires.
+pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            () = stop.cancelled() => return,
+            event = stream.next() => event,
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match stream.next().now_or_never() {
+                Some(Some(event)) => batch.push(event),
+                _ => break,
+            }
+        }
+        forward(&inner, &batch).await;
+        for event in &batch {
+            if let (Some(run), EventKind::RunCompleted { .. } | EventKind::RunFailed { .. }) =
+                (event.run_id, &event.kind)
+            {
+                inner.barrier.forwarded(run);
+            }
+        }
+    }
+}
+
+async fn forward(inner: &Inner, batch: &[Event]) {
+    let Ok(conn) = inner.conn() else { return };
+    let channel = inner.keys.events_channel();
+    let max_len = inner.config.events_max_len;
+    let sends = batch.iter().filter_map(|event| {
+        // Session lifecycle events are published by the runtime itself (once, cluster-wide),
+        // not by each worker's executor.
+        if matches!(
+            event.kind,
+            EventKind::SessionCreated | EventKind::SessionStopped
+        ) {
+            return None;
+        }
+        let json = serde_json::to_string(event).ok()?;
+        let keys = inner.keys.session(&event.session);
+        let mut conn = conn.clone();
+        let script = &inner.scripts.event;
+        let channel = &channel;
+        Some(async move {
+            let sent: redis::RedisResult<i64> = script
+                .key(keys.meta())
+                .key(keys.events())
+                .arg(json)
+                .arg(max_len)
+                .arg(channel)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding an event failed");
+            }
+        })
+    });
+    // Joined futures send in order on the one multiplexed connection.
+    futures::future::join_all(sends).await;
+}

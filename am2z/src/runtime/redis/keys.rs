@@ -1,0 +1,281 @@
+//! The one place that knows the Redis key layout (see `docs/architecture.md`).
+//!
+//! Every key of a session is `<prefix>:{<session>}:<part>`: the hash tag puts all of a
+//! session's keys on one Cluster slot, so every session script touches one slot. Session ids
+//! are validated by [`SessionId`] (letters, digits, `_`, `-`, `.`) and prefixes by
+//! [`validate_prefix`], so no id can smuggle `{`, `}` or `:` into a key.
+
+use crate::{Error, RunId, SessionId};
+
+/// The longest queue prefix accepted.
+pub(crate) const MAX_PREFIX_LEN: usize = 64;
+
+/// Checks a queue prefix: 1..=64 of `[A-Za-z0-9_.-]`.
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if prefix.is_empty() || prefix.len() > MAX_PREFIX_LEN || !prefix.chars().all(valid_char) {
+        return Err(Error::configuration(format!(
+            "queue prefix `{}` is invalid: use 1 to {MAX_PREFIX_LEN} letters, digits, `_`, `-` or `.`",
+            prefix.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// The keys and channels of one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`, which must have passed [`validate_prefix`].
+    pub(crate) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The session registry (set of session ids).
+    pub(crate) fn sessions(&self) -> String {
+        format!("{}:sessions", self.prefix)
+    }
+
+    /// Sessions that may have ready work, scored by the claims they were given.
+    pub(crate) fn sched(&self) -> String {
+        format!("{}:sched", self.prefix)
+    }
+
+    /// The sweeper lock.
+    pub(crate) fn sweeper_lock(&self) -> String {
+        format!("{}:sweeper", self.prefix)
+    }
+
+    /// Channel: work was queued.
+    pub(crate) fn wake_channel(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+
+    /// Channel: a run reached a terminal state (`<session> <run>`).
+    pub(crate) fn done_channel(&self) -> String {
+        format!("{}:done", self.prefix)
+    }
+
+    /// Channel: control messages (`stop <session>`).
+    pub(crate) fn control_channel(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// Channel: every event, as JSON.
+    pub(crate) fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// The keys of `session`.
+    pub(crate) fn session(&self, session: &SessionId) -> SessionKeys {
+        SessionKeys {
+            base: format!("{}:{{{}}}:", self.prefix, session.as_str()),
+        }
+    }
+}
+
+/// The keys of one session: all share the hash tag `{<session>}`.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionKeys {
+    base: String,
+}
+
+impl SessionKeys {
+    fn part(&self, part: &str) -> String {
+        format!("{}{part}", self.base)
+    }
+
+    /// The session's hash (`created_ms`, `seq`); it exists while the session is live.
+    pub(crate) fn meta(&self) -> String {
+        self.part("meta")
+    }
+
+    /// The set of every other key the session owns.
+    pub(crate) fn index(&self) -> String {
+        self.part("index")
+    }
+
+    /// Ready jobs, by priority then arrival.
+    pub(crate) fn queue(&self) -> String {
+        self.part("queue")
+    }
+
+    /// Leased jobs, by lease deadline.
+    pub(crate) fn leases(&self) -> String {
+        self.part("leases")
+    }
+
+    /// Dead-lettered run ids.
+    pub(crate) fn dead(&self) -> String {
+        self.part("dead")
+    }
+
+    /// The session's event stream.
+    pub(crate) fn events(&self) -> String {
+        self.part("events")
+    }
+
+    /// The prefix of job keys (scripts append the run id).
+    pub(crate) fn job_prefix(&self) -> String {
+        self.part("job:")
+    }
+
+    /// The prefix of result keys (scripts append the run id).
+    pub(crate) fn result_prefix(&self) -> String {
+        self.part("result:")
+    }
+
+    /// One run's job.
+    pub(crate) fn job(&self, run: RunId) -> String {
+        format!("{}job:{run}", self.base)
+    }
+
+    /// One run's terminal outcome.
+    pub(crate) fn result(&self, run: RunId) -> String {
+        format!("{}result:{run}", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Redis Cluster's slot of a key: CRC16 of the hash tag (or the whole key).
+    fn slot(key: &str) -> u16 {
+        let bytes = key.as_bytes();
+        let tagged = key
+            .find('{')
+            .and_then(|open| {
+                key[open + 1..]
+                    .find('}')
+                    .filter(|len| *len > 0)
+                    .map(|len| &bytes[open + 1..open + 1 + len])
+            })
+            .unwrap_or(bytes);
+        let mut crc: u16 = 0;
+        for byte in tagged {
+            crc ^= u16::from(*byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    fn all_keys(keys: &SessionKeys, run: RunId) -> Vec<String> {
+        vec![
+            keys.meta(),
+            keys.index(),
+            keys.queue(),
+            keys.leases(),
+            keys.dead(),
+            keys.events(),
+            keys.job(run),
+            keys.result(run),
+        ]
+    }
+
+    /// Many ids, including the awkward corners of the allowlist.
+    fn sample_ids() -> Vec<SessionId> {
+        let alphabet: Vec<char> = ('a'..='z')
+            .chain('A'..='Z')
+            .chain('0'..='9')
+            .chain(['_', '-', '.'])
+            .collect();
+        let mut ids: Vec<String> = vec![
+            "a".into(),
+            "default".into(),
+            ".".into(),
+            "..".into(),
+            "-".into(),
+            "x".repeat(crate::MAX_SESSION_ID_LEN),
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..2_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = 1 + (state % 24) as usize;
+            let id: String = (0..len)
+                .map(|i| alphabet[((state >> (i % 8 * 8)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            ids.push(id);
+        }
+        ids.sort();
+        ids.dedup();
+        ids.iter().map(|id| SessionId::new(id).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_key_of_a_session_is_on_the_session_slot() {
+        let keys = Keys::new("am2z");
+        let run = RunId::generate();
+        for id in sample_ids() {
+            let session = keys.session(&id);
+            let expected = slot(&format!("{{{}}}", id.as_str()));
+            for key in all_keys(&session, run) {
+                assert_eq!(slot(&key), expected, "{key}");
+                assert!(key.starts_with(&format!("am2z:{{{}}}:", id.as_str())));
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_injective_across_sessions_and_parts() {
+        let keys = Keys::new("am2z");
+        let runs = [RunId::generate(), RunId::generate()];
+        let mut seen = HashSet::new();
+        let globals = [keys.sessions(), keys.sched(), keys.sweeper_lock()];
+        for key in &globals {
+            assert!(seen.insert(key.clone()));
+        }
+        for id in sample_ids() {
+            let session = keys.session(&id);
+            for run in runs {
+                for key in all_keys(&session, run) {
+                    // meta..events repeat for the second run: only job and result are new.
+                    if key.contains(":job:") || key.contains(":result:") || run == runs[0] {
+                        assert!(seen.insert(key.clone()), "{key} built twice");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        for ok in ["am2z", "a", "test-1.x_y", &"p".repeat(MAX_PREFIX_LEN)] {
+            assert!(validate_prefix(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "{a}",
+            "a:b",
+            "a*",
+            "a b",
+            "a\n",
+            &"p".repeat(MAX_PREFIX_LEN + 1),
+        ] {
+            assert!(validate_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prefixes_do_not_collide() {
+        let (a, b) = (Keys::new("a"), Keys::new("a.b"));
+        let id = SessionId::new("s").unwrap();
+        assert_ne!(a.session(&id).meta(), b.session(&id).meta());
+        assert_ne!(a.sessions(), b.sessions());
+    }
+}

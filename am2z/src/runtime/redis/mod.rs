@@ -1,0 +1,925 @@
+//! [`RedisRuntime`]: runs workflows across processes and machines on Redis.
+//!
+//! Every value is both a client (submit runs, await any run's outcome from any process,
+//! subscribe to events) and, unless configured otherwise, a worker that claims jobs and
+//! executes them. The key layout, job lifecycle and scripts are described in
+//! `docs/architecture.md`; [`keys`] is the one module that builds keys.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), am2z::Error> {
+//! use am2z::runtime::redis::{RedisConfig, RedisRuntime};
+//! use am2z::{processor_fn, Error, Executes, Runtime, SessionId};
+//!
+//! async fn shout(s: String) -> Result<String, Error> { Ok(s.to_uppercase()) }
+//!
+//! let runtime = RedisRuntime::new(RedisConfig::from_env()?);
+//! let shout = processor_fn(shout).named("shout");
+//! runtime.serve(shout.clone()); // this process can execute it
+//! runtime.start().await?;
+//! let tenant = SessionId::new("tenant-1")?;
+//! let result = runtime.execute_in_session(&tenant, &shout, "hi".to_owned()).await?;
+//! assert_eq!(result.output, "HI");
+//! runtime.stop_session(&tenant).await?; // deletes every key of the session
+//! # Ok(()) }
+//! ```
+
+mod claimer;
+mod config;
+mod connection;
+mod forwarder;
+mod keys;
+mod renewer;
+mod scripts;
+mod served;
+mod sweeper;
+mod waiters;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
+use self::connection::ErrorMap;
+use self::forwarder::Barrier;
+use self::keys::Keys;
+use self::scripts::Scripts;
+use self::served::{Served, ServedProcessor, failure};
+use self::waiters::{WaitSlot, Waiters};
+use self::worker::{HeldLease, millis};
+use super::{Executes, ProcessorInfo, QueueStats, Runtime, RuntimeStats, SessionStats};
+use crate::event::{EventBus, EventKind};
+use crate::plan::Fingerprint;
+use crate::{
+    Error, Event, EventStream, LocalRuntime, Processor, Registration, RunFailure, RunId,
+    RunOutcome, RunResult, SessionId,
+};
+
+/// How often a waiter re-checks the result key even without a `done` message.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How many keys `stop_session` deletes per script call.
+const STOP_BATCH: u32 = 500;
+/// How long `stop` waits for in-flight runs to release their leases.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A submitted run: enough to await its outcome from any process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHandle {
+    /// The session the run belongs to.
+    pub session: SessionId,
+    /// The run's id (also `meta.run_id` of its outcome).
+    pub run_id: RunId,
+    /// The processor it runs.
+    pub processor: String,
+}
+
+/// The Redis runtime. Cloning is cheap and every clone is the same runtime.
+#[derive(Clone)]
+pub struct RedisRuntime {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) keys: Keys,
+    pub(crate) scripts: Scripts,
+    pub(crate) errors: ErrorMap,
+    /// Executes claimed runs with the shared step executor.
+    pub(crate) engine: LocalRuntime,
+    /// What this process's subscribers see (fed from Redis).
+    events: EventBus,
+    served: RwLock<HashMap<&'static str, Arc<dyn Served>>>,
+    conn: Mutex<Option<ConnectionManager>>,
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+    running: AtomicBool,
+    /// Fired by `stop` (and replaced by `start`): every loop and waiter watches it.
+    stop_token: Mutex<CancellationToken>,
+    pub(crate) waiters: Waiters,
+    pub(crate) wake: Notify,
+    pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
+    pub(crate) lease_returned: Notify,
+    pub(crate) barrier: Barrier,
+    pub(crate) fenced_commits: AtomicU64,
+}
+
+struct Lifecycle {
+    claimer: Option<CancellationToken>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Inner {
+    /// The command connection (cheap clone of the multiplexed manager).
+    pub(crate) fn conn(&self) -> Result<ConnectionManager, Error> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(not_started)
+    }
+
+    pub(crate) fn served_for(&self, name: &str, fingerprint: &str) -> Option<Arc<dyn Served>> {
+        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
+        served
+            .get(name)
+            .filter(|s| s.fingerprint().to_string() == fingerprint)
+            .cloned()
+    }
+
+    pub(crate) fn served_fingerprints(&self) -> Vec<String> {
+        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
+        served
+            .values()
+            .map(|s| s.fingerprint().to_string())
+            .collect()
+    }
+
+    /// Registers `session` and marks it as having work, then wakes idle workers.
+    pub(crate) async fn enlist(&self, conn: &mut ConnectionManager, session: &SessionId) {
+        let enlisted: redis::RedisResult<i64> = self
+            .scripts
+            .enlist
+            .key(self.keys.sched())
+            .key(self.keys.sessions())
+            .arg(session.as_str())
+            .arg(self.keys.wake_channel())
+            .arg(millis(self.config.session_ttl))
+            .invoke_async(conn)
+            .await;
+        if let Err(error) = enlisted {
+            tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
+        }
+    }
+
+    fn stop_token(&self) -> CancellationToken {
+        self.stop_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Handles a message from one of the runtime's channels.
+    fn on_message(self: &Arc<Self>, channel: &str, payload: String) {
+        if channel == self.keys.events_channel() {
+            match serde_json::from_str::<Event>(&payload) {
+                Ok(event) => self.events.publish(event),
+                Err(error) => tracing::debug!(%error, "undecodable event ignored"),
+            }
+        } else if channel == self.keys.wake_channel() {
+            self.wake.notify_one();
+        } else if channel == self.keys.done_channel() {
+            if let Some(run) = payload
+                .split_once(' ')
+                .and_then(|(_, run)| u128::from_str_radix(run, 16).ok())
+            {
+                self.waiters.done(RunId::from_u128(run));
+            }
+        } else if channel == self.keys.control_channel()
+            && let Some(session) = payload
+                .strip_prefix("stop ")
+                .and_then(|s| SessionId::new(s).ok())
+        {
+            self.waiters.session_stopped(&session);
+            let engine = self.engine.clone();
+            tokio::spawn(async move {
+                let _ = engine.stop_session(&session).await;
+            });
+        }
+    }
+}
+
+fn not_started() -> Error {
+    Error::configuration("the Redis runtime is not started: call `start().await` before executing")
+}
+
+impl RedisRuntime {
+    /// A runtime with `config` (not yet started; nothing connects until [`start`](Runtime::start)).
+    pub fn new(config: RedisConfig) -> Self {
+        let engine = LocalRuntime::builder()
+            .max_call_depth(config.max_call_depth)
+            .event_capacity(1 << 16)
+            .build();
+        let stopped = CancellationToken::new();
+        stopped.cancel();
+        RedisRuntime {
+            inner: Arc::new(Inner {
+                keys: Keys::new(&config.prefix),
+                scripts: Scripts::new(),
+                errors: ErrorMap::new(&config),
+                config,
+                engine,
+                events: EventBus::new(4096),
+                served: RwLock::new(HashMap::new()),
+                conn: Mutex::new(None),
+                lifecycle: tokio::sync::Mutex::new(Lifecycle {
+                    claimer: None,
+                    tasks: Vec::new(),
+                }),
+                running: AtomicBool::new(false),
+                stop_token: Mutex::new(stopped),
+                waiters: Waiters::default(),
+                wake: Notify::new(),
+                leases: Mutex::new(HashMap::new()),
+                lease_returned: Notify::new(),
+                barrier: Barrier::default(),
+                fenced_commits: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A runtime configured from the environment (see [`RedisConfig::from_env`]).
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when an environment variable cannot be parsed.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(RedisRuntime::new(RedisConfig::from_env()?))
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Lets this process execute `processor` (registering it too): a worker serves the
+    /// workflows it was built with. Jobs of processors a worker does not serve (or serves
+    /// with another contract fingerprint) are left for workers that do, without consuming a
+    /// delivery.
+    pub fn serve<P>(&self, processor: P)
+    where
+        P: Processor,
+        P::Input: Serialize + DeserializeOwned,
+        P::Output: Serialize + DeserializeOwned,
+    {
+        self.register(processor.clone());
+        self.insert_served(processor);
+    }
+
+    fn insert_served<P>(&self, processor: P)
+    where
+        P: Processor,
+        P::Input: Serialize + DeserializeOwned,
+        P::Output: Serialize + DeserializeOwned,
+    {
+        let served = ServedProcessor::new(processor.clone());
+        let mut table = self.inner.served.write().unwrap_or_else(|p| p.into_inner());
+        table.insert(processor.name(), Arc::new(served));
+        drop(table);
+        self.inner.wake.notify_one();
+    }
+
+    /// Serves `processor` unless this process already serves that exact contract.
+    fn ensure_served<P>(&self, processor: &P)
+    where
+        P: Processor,
+        P::Input: Serialize + DeserializeOwned,
+        P::Output: Serialize + DeserializeOwned,
+    {
+        if !self.inner.config.worker {
+            return;
+        }
+        let known = {
+            let table = self.inner.served.read().unwrap_or_else(|p| p.into_inner());
+            table.get(processor.name()).is_some_and(|s| {
+                s.input_type() == std::any::type_name::<P::Input>()
+                    && s.output_type() == std::any::type_name::<P::Output>()
+            })
+        };
+        if !known {
+            self.insert_served(processor.clone());
+        }
+    }
+
+    /// Queues a run of `processor` on `input` in `session`, returning at once with a handle
+    /// any process can [`wait`](Self::wait) on.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] before `start`; [`Error::Serialization`] when `input` cannot
+    /// be encoded; [`Error::Resource`] when the session's queue is at its quota;
+    /// [`Error::Unavailable`] when Redis cannot be reached.
+    pub async fn submit<P>(
+        &self,
+        session: &SessionId,
+        processor: &P,
+        input: P::Input,
+    ) -> Result<RunHandle, Error>
+    where
+        P: Processor,
+        P::Input: Serialize,
+    {
+        let input = serde_json::to_string(&input)?;
+        self.submit_raw(
+            session,
+            processor.name(),
+            processor.contract().fingerprint,
+            input,
+            processor.config().priority,
+        )
+        .await
+    }
+
+    async fn submit_raw(
+        &self,
+        session: &SessionId,
+        name: &str,
+        fingerprint: Fingerprint,
+        input: String,
+        priority: i32,
+    ) -> Result<RunHandle, Error> {
+        let inner = &self.inner;
+        if !inner.running.load(Ordering::Acquire) {
+            return Err(not_started());
+        }
+        let mut conn = inner.conn()?;
+        let run_id = RunId::generate();
+        let keys = inner.keys.session(session);
+        let created = serde_json::to_string(&Event {
+            session: session.clone(),
+            run_id: None,
+            processor: None,
+            at: SystemTime::now(),
+            kind: EventKind::SessionCreated,
+        })?;
+        let queued: i64 = inner
+            .scripts
+            .submit
+            .key(keys.meta())
+            .key(keys.index())
+            .key(keys.queue())
+            .key(keys.job(run_id))
+            .key(keys.leases())
+            .key(keys.events())
+            .key(keys.dead())
+            .arg(run_id.to_string())
+            .arg(name)
+            .arg(fingerprint.to_string())
+            .arg(input)
+            .arg(priority)
+            .arg(millis(inner.config.session_ttl))
+            .arg(inner.config.max_queued)
+            .arg(inner.keys.events_channel())
+            .arg(created)
+            .arg(inner.config.events_max_len)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        match queued {
+            -1 => {
+                return Err(Error::resource(
+                    format!("session `{session}` queue"),
+                    format!(
+                        "{} runs are already queued (the session's quota)",
+                        inner.config.max_queued
+                    ),
+                ));
+            }
+            -2 => return Err(Error::configuration("duplicate run id")),
+            _ => {}
+        }
+        inner.enlist(&mut conn, session).await;
+        Ok(RunHandle {
+            session: session.clone(),
+            run_id,
+            processor: name.to_owned(),
+        })
+    }
+
+    /// Waits for the outcome of a run submitted by any process, for at most `deadline`
+    /// (`None`: no limit).
+    ///
+    /// Ends with [`Error::Timeout`] when the deadline passes first (the run goes on),
+    /// [`Error::SessionStopped`] when its session is stopped, [`Error::Cancelled`] when this
+    /// runtime is stopped, and [`Error::Serialization`] when the outcome is not an `O`.
+    pub async fn wait<O>(&self, handle: &RunHandle, deadline: Option<Duration>) -> RunOutcome<O>
+    where
+        O: DeserializeOwned + Send + 'static,
+    {
+        let started = Instant::now();
+        let slot = self.inner.waiters.register(handle.run_id, &handle.session);
+        let outcome = self.wait_slot(handle, &slot, deadline, started).await;
+        self.inner.waiters.unregister(handle.run_id, &slot);
+        outcome
+    }
+
+    async fn wait_slot<O>(
+        &self,
+        handle: &RunHandle,
+        slot: &WaitSlot,
+        deadline: Option<Duration>,
+        started: Instant,
+    ) -> RunOutcome<O>
+    where
+        O: DeserializeOwned + Send + 'static,
+    {
+        let inner = &self.inner;
+        // `RunOutcome` is the contract's type; its failure is large by design.
+        #[allow(clippy::result_large_err)]
+        let fail = |error| {
+            Err(failure(
+                &handle.session,
+                handle.run_id,
+                SystemTime::now(),
+                started,
+                error,
+            ))
+        };
+        let stop = inner.stop_token();
+        if stop.is_cancelled() {
+            return fail(not_started());
+        }
+        let until = deadline.map(|d| tokio::time::Instant::now() + d);
+        let keys = inner.keys.session(&handle.session);
+        loop {
+            if slot.stopped.load(Ordering::SeqCst) {
+                return fail(Error::SessionStopped {
+                    session: handle.session.to_string(),
+                });
+            }
+            if let Some(typed) = inner.waiters.take_handoff(handle.run_id)
+                && let Ok(outcome) = typed.downcast::<RunOutcome<O>>()
+            {
+                return *outcome;
+            }
+            let mut conn = match inner.conn() {
+                Ok(conn) => conn,
+                Err(error) => return fail(error),
+            };
+            let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
+                .atomic()
+                .get(keys.result(handle.run_id))
+                .exists(keys.job(handle.run_id))
+                .exists(keys.meta())
+                .query_async(&mut conn)
+                .await;
+            match read {
+                Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
+                Ok((None, false, false)) => {
+                    return fail(Error::SessionStopped {
+                        session: handle.session.to_string(),
+                    });
+                }
+                Ok((None, false, true)) => {
+                    return fail(Error::not_found(
+                        "run",
+                        handle.run_id.to_string(),
+                        std::iter::empty::<String>(),
+                    ));
+                }
+                Ok((None, true, _)) => {}
+                Err(error) => {
+                    tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "reading an outcome failed; retrying");
+                }
+            }
+            let expired = async {
+                match until {
+                    Some(until) => tokio::time::sleep_until(until).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = slot.notify.notified() => {}
+                () = tokio::time::sleep(RECHECK) => {}
+                () = expired => {
+                    return fail(Error::Timeout {
+                        processor: handle.processor.clone(),
+                        limit: deadline.unwrap_or_default(),
+                    });
+                }
+                () = stop.cancelled() => {
+                    return fail(Error::Cancelled { reason: "the runtime was stopped".to_owned() });
+                }
+            }
+        }
+    }
+
+    /// Stops claiming, lets in-flight runs finish and commit for up to `timeout`, then
+    /// stops the runtime (runs still in flight are released for other workers at once).
+    ///
+    /// # Errors
+    /// As [`stop`](Runtime::stop).
+    pub async fn drain(&self, timeout: Duration) -> Result<(), Error> {
+        if let Some(claimer) = self.inner.lifecycle.lock().await.claimer.take() {
+            claimer.cancel();
+        }
+        let until = tokio::time::Instant::now() + timeout;
+        self.wait_for_leases(until).await;
+        self.stop().await
+    }
+
+    async fn wait_for_leases(&self, until: tokio::time::Instant) {
+        loop {
+            let returned = self.inner.lease_returned.notified();
+            if self
+                .inner
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            tokio::select! {
+                () = returned => {}
+                () = tokio::time::sleep_until(until) => return,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// How many runs this process holds a lease on right now.
+    pub fn runs_in_flight(&self) -> usize {
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// How many commits this process made that Redis refused because the lease had moved on
+    /// (the run was retried elsewhere, or its session stopped).
+    pub fn refused_commits(&self) -> u64 {
+        self.inner.fenced_commits.load(Ordering::Relaxed)
+    }
+
+    async fn start_inner(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut lifecycle = inner.lifecycle.lock().await;
+        if inner.running.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        inner.config.validate()?;
+        let client = connection::client(&inner.config, &inner.errors)?;
+        let conn = connection::connect(&client, &inner.errors).await?;
+        *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+
+        let stop = CancellationToken::new();
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        let channels = vec![
+            inner.keys.wake_channel(),
+            inner.keys.done_channel(),
+            inner.keys.control_channel(),
+            inner.keys.events_channel(),
+        ];
+        let (on_message, on_reconnect) = (Arc::clone(inner), Arc::clone(inner));
+        let mut tasks = vec![tokio::spawn(connection::subscribe(
+            client,
+            inner.errors.clone(),
+            channels,
+            ready,
+            stop.clone(),
+            move |m| on_message.on_message(&m.channel, m.payload),
+            move || {
+                on_reconnect.waiters.wake_all();
+                on_reconnect.wake.notify_one();
+            },
+        ))];
+        match subscribed.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                stop.cancel();
+                return Err(error);
+            }
+            Err(_) => {
+                stop.cancel();
+                return Err(Error::unavailable("redis", "the subscriber ended"));
+            }
+        }
+        tasks.push(tokio::spawn(forwarder::run(
+            Arc::clone(inner),
+            inner.engine.subscribe(),
+            stop.clone(),
+        )));
+        inner.engine.start().await?;
+        let mut claimer = None;
+        if inner.config.worker {
+            let claiming = stop.child_token();
+            tasks.push(tokio::spawn(claimer::run(
+                Arc::clone(inner),
+                claiming.clone(),
+            )));
+            tasks.push(tokio::spawn(renewer::run(Arc::clone(inner), stop.clone())));
+            tasks.push(tokio::spawn(sweeper::run(Arc::clone(inner), stop.clone())));
+            claimer = Some(claiming);
+        }
+        lifecycle.claimer = claimer;
+        lifecycle.tasks = tasks;
+        *inner.stop_token.lock().unwrap_or_else(|p| p.into_inner()) = stop;
+        inner.running.store(true, Ordering::Release);
+        tracing::info!(redis = %inner.config, worker = inner.config.worker, "redis runtime started");
+        Ok(())
+    }
+
+    async fn stop_inner(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut lifecycle = inner.lifecycle.lock().await;
+        if !inner.running.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(claimer) = lifecycle.claimer.take() {
+            claimer.cancel();
+        }
+        // Runs in flight end with `Cancelled`; their workers release the leases at once.
+        inner.engine.stop().await?;
+        self.wait_for_leases(tokio::time::Instant::now() + STOP_GRACE)
+            .await;
+        inner.stop_token().cancel();
+        for task in lifecycle.tasks.drain(..) {
+            let _ = task.await;
+        }
+        tracing::info!("redis runtime stopped");
+        Ok(())
+    }
+
+    async fn stop_session_inner(&self, session: &SessionId) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut conn = inner.conn()?;
+        let keys = inner.keys.session(session);
+        loop {
+            let remaining: i64 = inner
+                .scripts
+                .stop
+                .key(keys.index())
+                .key(keys.meta())
+                .arg(STOP_BATCH)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?;
+            if remaining == 0 {
+                break;
+            }
+        }
+        let stopped = serde_json::to_string(&Event {
+            session: session.clone(),
+            run_id: None,
+            processor: None,
+            at: SystemTime::now(),
+            kind: EventKind::SessionStopped,
+        })?;
+        let (removed,): (i64,) = redis::pipe()
+            .srem(inner.keys.sessions(), session.as_str())
+            .zrem(inner.keys.sched(), session.as_str())
+            .ignore()
+            .publish(
+                inner.keys.control_channel(),
+                format!("stop {}", session.as_str()),
+            )
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        if removed > 0 {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(inner.keys.events_channel())
+                .arg(stopped)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?;
+        }
+        inner.waiters.session_stopped(session);
+        inner.engine.stop_session(session).await?;
+        Ok(())
+    }
+}
+
+/// The stored outcome, as written by `commit.lua` (`Ok`/`Err`) or `sweep.lua` (`Dead`).
+#[derive(Deserialize)]
+enum WireOutcome<T> {
+    Ok(RunResult<T>),
+    Err(RunFailure),
+    Dead { deliveries: u32, created_ms: u64 },
+}
+
+#[allow(clippy::result_large_err)] // `RunOutcome` is the contract's type.
+fn decode<O: DeserializeOwned>(wire: &str, handle: &RunHandle, started: Instant) -> RunOutcome<O> {
+    match serde_json::from_str::<WireOutcome<O>>(wire) {
+        Ok(WireOutcome::Ok(result)) => Ok(result),
+        Ok(WireOutcome::Err(failure)) => Err(failure),
+        Ok(WireOutcome::Dead {
+            deliveries,
+            created_ms,
+        }) => Err(failure(
+            &handle.session,
+            handle.run_id,
+            UNIX_EPOCH + Duration::from_millis(created_ms),
+            started,
+            Error::unavailable(
+                "am2z worker",
+                format!(
+                    "run `{}` of `{}` was leased {deliveries} times and its worker died or froze each time; it was dead-lettered",
+                    handle.run_id, handle.processor
+                ),
+            ),
+        )),
+        Err(error) => Err(failure(
+            &handle.session,
+            handle.run_id,
+            SystemTime::now(),
+            started,
+            Error::Serialization {
+                message: format!(
+                    "the outcome of `{}` is not a `{}`: {error}",
+                    handle.processor,
+                    std::any::type_name::<O>()
+                ),
+            },
+        )),
+    }
+}
+
+impl std::fmt::Debug for RedisRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRuntime")
+            .field("config", &self.inner.config)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime for RedisRuntime {
+    fn register_many(&self, registrations: impl IntoIterator<Item = Registration>) {
+        self.inner.engine.register_many(registrations);
+    }
+
+    fn unregister(&self, name: &str) -> bool {
+        self.inner
+            .served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.inner.engine.unregister(name)
+    }
+
+    fn registered(&self) -> Vec<String> {
+        self.inner.engine.registered()
+    }
+
+    fn processor_info(&self, name: &str) -> Option<ProcessorInfo> {
+        self.inner.engine.processor_info(name)
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        self.start_inner().await
+    }
+
+    async fn stop(&self) -> Result<(), Error> {
+        self.stop_inner().await
+    }
+
+    fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::Acquire)
+    }
+
+    async fn stop_session(&self, session: &SessionId) -> Result<(), Error> {
+        self.stop_session_inner(session).await
+    }
+
+    async fn stop_all_sessions(&self) -> Result<(), Error> {
+        for session in self.active_sessions().await? {
+            self.stop_session_inner(&session).await?;
+        }
+        Ok(())
+    }
+
+    async fn active_sessions(&self) -> Result<Vec<SessionId>, Error> {
+        let inner = &self.inner;
+        let mut conn = inner.conn()?;
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(inner.keys.sessions())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        let mut sessions: Vec<SessionId> = members
+            .iter()
+            .filter_map(|s| SessionId::new(s).ok())
+            .collect();
+        sessions.sort();
+        Ok(sessions)
+    }
+
+    async fn stats(&self) -> Result<RuntimeStats, Error> {
+        let mut stats = self.inner.engine.stats().await?;
+        if let Ok(mut conn) = self.inner.conn() {
+            let count: usize = redis::cmd("SCARD")
+                .arg(self.inner.keys.sessions())
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.inner.errors.unavailable(&e))?;
+            stats.active_sessions = count;
+        }
+        Ok(stats)
+    }
+
+    async fn session_stats(&self, session: &SessionId) -> Result<SessionStats, Error> {
+        self.inner.engine.session_stats(session).await
+    }
+
+    async fn queue_stats(&self) -> Result<BTreeMap<String, QueueStats>, Error> {
+        self.inner.engine.queue_stats().await
+    }
+
+    fn subscribe(&self) -> EventStream {
+        self.inner.events.subscribe(None)
+    }
+
+    fn subscribe_session(&self, session: &SessionId) -> EventStream {
+        self.inner.events.subscribe(Some(session.clone()))
+    }
+
+    async fn execute_named<I, O>(&self, session: &SessionId, name: &str, input: I) -> RunOutcome<O>
+    where
+        I: Serialize + Send + 'static,
+        O: DeserializeOwned + Send + 'static,
+    {
+        let started = Instant::now();
+        #[allow(clippy::result_large_err)] // `RunOutcome` is the contract's type.
+        let detached = |error| {
+            Err(failure(
+                session,
+                RunId::generate(),
+                SystemTime::now(),
+                started,
+                error,
+            ))
+        };
+        if !self.is_running() {
+            return detached(not_started());
+        }
+        let found = {
+            let served = self.inner.served.read().unwrap_or_else(|p| p.into_inner());
+            served.get(name).map(|s| {
+                (
+                    s.fingerprint(),
+                    s.input_type().to_owned(),
+                    s.output_type().to_owned(),
+                )
+            })
+        }
+        .or_else(|| {
+            self.inner.engine.processor_info(name).map(|info| {
+                (
+                    info.contract.fingerprint,
+                    info.contract.input,
+                    info.contract.output,
+                )
+            })
+        });
+        let Some((fingerprint, input_type, output_type)) = found else {
+            return detached(Error::not_found("processor", name, self.registered()));
+        };
+        if input_type != std::any::type_name::<I>() || output_type != std::any::type_name::<O>() {
+            return detached(Error::configuration(format!(
+                "processor `{name}` maps `{input_type}` to `{output_type}`, but was called with `{}` to `{}`",
+                std::any::type_name::<I>(),
+                std::any::type_name::<O>(),
+            )));
+        }
+        let priority = self
+            .inner
+            .engine
+            .processor_info(name)
+            .map_or(0, |info| info.config.priority);
+        let handle = match serde_json::to_string(&input) {
+            Ok(input) => {
+                self.submit_raw(session, name, fingerprint, input, priority)
+                    .await
+            }
+            Err(error) => Err(error.into()),
+        };
+        match handle {
+            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
+            Err(error) => detached(error),
+        }
+    }
+}
+
+impl<P> Executes<P> for RedisRuntime
+where
+    P: Processor,
+    P::Input: Serialize + DeserializeOwned,
+    P::Output: Serialize + DeserializeOwned,
+{
+    async fn execute_in_session(
+        &self,
+        session: &SessionId,
+        processor: &P,
+        input: P::Input,
+    ) -> RunOutcome<P::Output> {
+        let started = Instant::now();
+        self.ensure_served(processor);
+        match self.submit(session, processor, input).await {
+            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
+            Err(error) => Err(failure(
+                session,
+                RunId::generate(),
+                SystemTime::now(),
+                started,
+                error,
+            )),
+        }
+    }
+}

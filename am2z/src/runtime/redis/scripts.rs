@@ -1,0 +1,36 @@
+//! The Lua scripts, one file each under `scripts/`, with fixed bodies: every value arrives
+//! through `KEYS`/`ARGV`. `redis::Script` runs `EVALSHA` and falls back to `EVAL` on
+//! `NOSCRIPT`, so a `SCRIPT FLUSH` is survived without anyone noticing.
+
+use redis::Script;
+
+/// Every script the runtime runs.
+pub(crate) struct Scripts {
+    pub(crate) submit: Script,
+    pub(crate) claim: Script,
+    pub(crate) renew: Script,
+    pub(crate) commit: Script,
+    pub(crate) release: Script,
+    pub(crate) sweep: Script,
+    pub(crate) stop: Script,
+    pub(crate) event: Script,
+    pub(crate) pick: Script,
+    pub(crate) enlist: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            submit: Script::new(include_str!("scripts/submit.lua")),
+            claim: Script::new(include_str!("scripts/claim.lua")),
+            renew: Script::new(include_str!("scripts/renew.lua")),
+            commit: Script::new(include_str!("scripts/commit.lua")),
+            release: Script::new(include_str!("scripts/release.lua")),
+            sweep: Script::new(include_str!("scripts/sweep.lua")),
+            stop: Script::new(include_str!("scripts/stop.lua")),
+            event: Script::new(include_str!("scripts/event.lua")),
+            pick: Script::new(include_str!("scripts/pick.lua")),
+            enlist: Script::new(include_str!("scripts/enlist.lua")),
+        }
+    }
+}

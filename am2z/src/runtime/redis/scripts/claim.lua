@@ -1,0 +1,38 @@
+-- Leases the best ready job of a session that this worker can run.
+-- KEYS: 1 queue, 2 leases
+-- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
+--       4 session ttl (ms), 5.. fingerprints this worker serves
+-- Returns {'ok', run, name, fingerprint, input, token, created_ms, deliveries},
+--         {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this worker serves).
+local quota = tonumber(ARGV[3])
+if quota > 0 and redis.call('ZCARD', KEYS[2]) >= quota then
+  return {'busy'}
+end
+local ids = redis.call('ZRANGE', KEYS[1], 0, 15)
+if #ids == 0 then
+  return {'empty'}
+end
+local served = {}
+for i = 5, #ARGV do
+  served[ARGV[i]] = true
+end
+for _, id in ipairs(ids) do
+  local job = ARGV[1] .. id
+  local fp = redis.call('HGET', job, 'fp')
+  if not fp then
+    -- The job expired or was deleted: drop its queue entry.
+    redis.call('ZREM', KEYS[1], id)
+  elseif served[fp] then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), id)
+    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+    local token = redis.call('HINCRBY', job, 'token', 1)
+    local deliveries = redis.call('HINCRBY', job, 'deliveries', 1)
+    redis.call('HSET', job, 'state', 'leased')
+    local f = redis.call('HMGET', job, 'name', 'input', 'created_ms')
+    return {'ok', id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'), tostring(deliveries)}
+  end
+end
+return {'busy'}

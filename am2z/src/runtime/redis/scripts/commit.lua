@@ -1,0 +1,16 @@
+-- Commits a run's terminal outcome, if the caller still holds the lease (fencing).
+-- KEYS: 1 leases, 2 job, 3 result, 4 index
+-- ARGV: 1 run id, 2 fencing token, 3 outcome (JSON), 4 result ttl (ms), 5 done channel,
+--       6 done message
+-- Returns 1 (committed) or 0 (refused: stale token, or the job is gone).
+local f = redis.call('HMGET', KEYS[2], 'token', 'state')
+if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[4], KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1

@@ -1,0 +1,33 @@
+-- Re-queues expired leases of a session, or dead-letters them after too many deliveries.
+-- KEYS: 1 leases, 2 queue, 3 dead, 4 index
+-- ARGV: 1 job key prefix, 2 result key prefix, 3 max deliveries, 4 result ttl (ms),
+--       5 done channel, 6 session id
+-- Returns {requeued, dead}. Looks at 100 leases per call at most.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+local requeued, dead = 0, 0
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  local job = ARGV[1] .. id
+  local f = redis.call('HMGET', job, 'deliveries', 'priority', 'created_ms', 'state')
+  if f[1] and f[4] == 'leased' then
+    local deliveries = tonumber(f[1])
+    if deliveries >= tonumber(ARGV[3]) then
+      local result = ARGV[2] .. id
+      local outcome = cjson.encode({Dead = {deliveries = deliveries, created_ms = tonumber(f[3])}})
+      redis.call('SET', result, outcome, 'PX', ARGV[4])
+      redis.call('SADD', KEYS[4], result)
+      redis.call('DEL', job)
+      redis.call('SREM', KEYS[4], job)
+      redis.call('RPUSH', KEYS[3], id)
+      redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. id)
+      dead = dead + 1
+    else
+      redis.call('HSET', job, 'state', 'queued')
+      redis.call('ZADD', KEYS[2], -tonumber(f[2]) * 4294967296, id)
+      requeued = requeued + 1
+    end
+  end
+end
+return {requeued, dead}

@@ -1,0 +1,174 @@
+//! Processors this process can execute from Redis: the bridge between a job's JSON and the
+//! typed processor, run by the embedded step executor.
+
+use std::any::Any;
+use std::time::{Instant, SystemTime};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::with_run_identity;
+use crate::plan::Fingerprint;
+use crate::{
+    Error, Executes, LocalRuntime, Metadata, Processor, RunFailure, RunId, RunOutcome, SessionId,
+};
+
+/// What executing one job produced.
+pub(crate) struct Executed {
+    /// The outcome as stored in Redis (`{"Ok": RunResult}` or `{"Err": RunFailure}`).
+    pub(crate) wire: String,
+    /// The same outcome, typed (`RunOutcome<P::Output>`), for a waiter in this process.
+    pub(crate) typed: Box<dyn Any + Send>,
+    /// Whether the run ended because this process's runtime was stopped (so the job should
+    /// be released for another worker, not committed).
+    pub(crate) cancelled_here: bool,
+}
+
+/// A processor whose data crosses Redis, erased.
+pub(crate) trait Served: Send + Sync + 'static {
+    fn fingerprint(&self) -> Fingerprint;
+    fn input_type(&self) -> &'static str;
+    fn output_type(&self) -> &'static str;
+    /// Runs the job's input through the processor as run `run_id` of `session`.
+    fn execute<'a>(
+        &'a self,
+        engine: &'a LocalRuntime,
+        session: &'a SessionId,
+        input: &'a str,
+        run_id: RunId,
+        created_at: SystemTime,
+    ) -> BoxFuture<'a, Executed>;
+}
+
+/// A served processor `P`.
+pub(crate) struct ServedProcessor<P> {
+    processor: P,
+    fingerprint: Fingerprint,
+}
+
+impl<P: Processor> ServedProcessor<P> {
+    pub(crate) fn new(processor: P) -> Self {
+        let fingerprint = processor.contract().fingerprint;
+        ServedProcessor {
+            processor,
+            fingerprint,
+        }
+    }
+}
+
+impl<P> Served for ServedProcessor<P>
+where
+    P: Processor,
+    P::Input: Serialize + DeserializeOwned,
+    P::Output: Serialize + DeserializeOwned,
+{
+    fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    fn input_type(&self) -> &'static str {
+        std::any::type_name::<P::Input>()
+    }
+
+    fn output_type(&self) -> &'static str {
+        std::any::type_name::<P::Output>()
+    }
+
+    fn execute<'a>(
+        &'a self,
+        engine: &'a LocalRuntime,
+        session: &'a SessionId,
+        input: &'a str,
+        run_id: RunId,
+        created_at: SystemTime,
+    ) -> BoxFuture<'a, Executed> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let outcome: RunOutcome<P::Output> = match serde_json::from_str::<P::Input>(input) {
+                Ok(input) => {
+                    with_run_identity(
+                        run_id,
+                        created_at,
+                        engine.execute_in_session(session, &self.processor, input),
+                    )
+                    .await
+                }
+                Err(error) => Err(failure(
+                    session,
+                    run_id,
+                    created_at,
+                    started,
+                    Error::Serialization {
+                        message: format!(
+                            "the input of `{}` is not a `{}`: {error}",
+                            self.processor.name(),
+                            std::any::type_name::<P::Input>()
+                        ),
+                    },
+                )),
+            };
+            let cancelled_here = matches!(
+                &outcome,
+                Err(RunFailure {
+                    error: Error::Cancelled { .. },
+                    ..
+                })
+            ) && !engine_running(engine);
+            let (wire, outcome) = match serde_json::to_string(&outcome) {
+                Ok(wire) => (wire, outcome),
+                Err(error) => {
+                    let failed: RunOutcome<P::Output> = Err(failure(
+                        session,
+                        run_id,
+                        created_at,
+                        started,
+                        Error::Serialization {
+                            message: format!(
+                                "the output of `{}` cannot be encoded: {error}",
+                                self.processor.name()
+                            ),
+                        },
+                    ));
+                    let wire = serde_json::to_string(&failed).unwrap_or_else(|_| {
+                        // Only reachable if an error's own details cannot be encoded.
+                        r#"{"Err":{"error":{"kind":"serialization","message":"outcome cannot be encoded"},"meta":null}}"#.to_owned()
+                    });
+                    (wire, failed)
+                }
+            };
+            Executed {
+                wire,
+                typed: Box::new(outcome),
+                cancelled_here,
+            }
+        })
+    }
+}
+
+fn engine_running(engine: &LocalRuntime) -> bool {
+    crate::Runtime::is_running(engine)
+}
+
+/// A failure that happened around a run rather than inside it.
+pub(crate) fn failure(
+    session: &SessionId,
+    run_id: RunId,
+    created_at: SystemTime,
+    started: Instant,
+    error: Error,
+) -> RunFailure {
+    let now = SystemTime::now();
+    RunFailure {
+        error,
+        meta: Metadata {
+            session_id: session.clone(),
+            run_id,
+            version: 0,
+            created_at,
+            updated_at: now.max(created_at),
+        },
+        attempts: 0,
+        execution_time: started.elapsed(),
+    }
+}

@@ -1,0 +1,87 @@
+//! The sweeper: re-queues jobs whose lease expired (their worker died or froze) and
+//! dead-letters those that exhausted `max_deliveries`. One process sweeps at a time (a lock
+//! key); it walks the session registry with `SSCAN` (a set, never the keyspace).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Inner;
+use super::worker::millis;
+use crate::{Error, SessionId};
+
+pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(inner.config.sweep_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(error) = sweep(&inner).await {
+            tracing::warn!(%error, "sweeping failed");
+        }
+    }
+}
+
+async fn sweep(inner: &Inner) -> Result<(), Error> {
+    let mut conn = inner.conn()?;
+    // Held a little less than the period, so the next tick of any process may sweep.
+    let hold = millis(inner.config.sweep_every * 9 / 10).max(1);
+    let locked: Option<String> = redis::cmd("SET")
+        .arg(inner.keys.sweeper_lock())
+        .arg(std::process::id())
+        .arg("NX")
+        .arg("PX")
+        .arg(hold)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| inner.errors.unavailable(&e))?;
+    if locked.is_none() {
+        return Ok(());
+    }
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, sessions): (u64, Vec<String>) = redis::cmd("SSCAN")
+            .arg(inner.keys.sessions())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(200)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        for session in sessions {
+            let Ok(session) = SessionId::new(&session) else {
+                continue;
+            };
+            let keys = inner.keys.session(&session);
+            let (requeued, dead): (i64, i64) = inner
+                .scripts
+                .sweep
+                .key(keys.leases())
+                .key(keys.queue())
+                .key(keys.dead())
+                .key(keys.index())
+                .arg(keys.job_prefix())
+                .arg(keys.result_prefix())
+                .arg(inner.config.max_deliveries)
+                .arg(millis(inner.config.result_ttl))
+                .arg(inner.keys.done_channel())
+                .arg(session.as_str())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?;
+            if requeued > 0 {
+                tracing::info!(%session, requeued, "re-queued expired leases");
+                inner.enlist(&mut conn, &session).await;
+            }
+            if dead > 0 {
+                tracing::warn!(%session, dead, "dead-lettered jobs whose workers kept dying");
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
