@@ -39,3 +39,343 @@ impl Harness for Redis {
 }
 
 am2z_tests::conformance_suite!(Redis, paused = false);
+
+// Redis-only behaviours.
+
+mod redis_only {
+    use std::collections::BTreeSet;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use am2z::{Error, Executes, RedisConfig, RedisRuntime, Runtime, SessionId};
+    use am2z_tests::processors::{AddOne, SleepMs};
+    use am2z_tests::suite::session;
+
+    use super::{redis_url, test_config};
+
+    /// `redis-cli` against the server at `url` (host and port only).
+    fn redis_cli(url: &str, args: &[&str]) -> String {
+        let address = url.trim_start_matches("redis://");
+        let address = address.rsplit('@').next().unwrap_or(address);
+        let address = address.split('/').next().unwrap_or(address);
+        let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
+        let output = Command::new("redis-cli")
+            .args(["-h", host, "-p", port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(output.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Every key under `pattern`, by `--scan` (a test may scan; the runtime never does).
+    fn keys_matching(url: &str, pattern: &str) -> Vec<String> {
+        let mut keys: Vec<String> = redis_cli(url, &["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Deletes every key of `prefix` (test cleanup).
+    fn delete_prefix(url: &str, prefix: &str) {
+        for key in keys_matching(url, &format!("{prefix}:*")) {
+            redis_cli(url, &["DEL", &key]);
+        }
+    }
+
+    /// A `redis-server` of our own on a free loopback port, stopped on drop.
+    struct OwnRedis {
+        child: Child,
+        url: String,
+    }
+
+    impl OwnRedis {
+        fn start() -> OwnRedis {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server starts");
+            let url = format!("redis://127.0.0.1:{port}");
+            let begin = Instant::now();
+            while redis_cli_status(&url) != "PONG" {
+                assert!(
+                    begin.elapsed() < Duration::from_secs(10),
+                    "redis-server came up"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            OwnRedis { child, url }
+        }
+    }
+
+    fn redis_cli_status(url: &str) -> String {
+        let port = url.rsplit(':').next().unwrap_or("6379");
+        Command::new("redis-cli")
+            .args(["-p", port, "PING"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// After `stop_session` no key of the session remains, while a session running beside
+    /// it is untouched and finishes.
+    #[tokio::test]
+    async fn stop_session_leaves_no_keys_and_spares_others() {
+        let url = redis_url();
+        let runtime = RedisRuntime::new(test_config(&url));
+        let prefix = runtime.config().queue_prefix().to_owned();
+        runtime.start().await.unwrap();
+        let (doomed, bystander) = (session("doomed"), session("bystander"));
+        for x in 0..5 {
+            runtime
+                .execute_in_session(&doomed, &AddOne, x)
+                .await
+                .unwrap();
+        }
+        // In flight when the session stops: a long run.
+        let long = tokio::spawn({
+            let (runtime, doomed) = (runtime.clone(), doomed.clone());
+            async move { runtime.execute_in_session(&doomed, &SleepMs, 60_000).await }
+        });
+        let beside = tokio::spawn({
+            let (runtime, bystander) = (runtime.clone(), bystander.clone());
+            async move { runtime.execute_in_session(&bystander, &SleepMs, 300).await }
+        });
+        let doomed_pattern = format!("{prefix}:{{{doomed}}}:*");
+        let bystander_pattern = format!("{prefix}:{{{bystander}}}:*");
+        while runtime.runs_in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!keys_matching(&url, &doomed_pattern).is_empty());
+
+        runtime.stop_session(&doomed).await.unwrap();
+        assert_eq!(keys_matching(&url, &doomed_pattern), Vec::<String>::new());
+        let failure = long.await.unwrap().expect_err("stopped");
+        assert!(
+            matches!(failure.error, Error::SessionStopped { .. }),
+            "{failure:?}"
+        );
+        assert_eq!(beside.await.unwrap().expect("untouched").output, 300);
+        assert!(!keys_matching(&url, &bystander_pattern).is_empty());
+        // Still nothing after the stopped run's worker tried to commit.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(keys_matching(&url, &doomed_pattern), Vec::<String>::new());
+        assert!(!runtime.active_sessions().await.unwrap().contains(&doomed));
+
+        runtime.stop_all_sessions().await.unwrap();
+        runtime.stop().await.unwrap();
+        // Only the global keys of the prefix are left; delete them.
+        let left = keys_matching(&url, &format!("{prefix}:*"));
+        assert!(left.iter().all(|k| !k.contains('{')), "{left:?}");
+        delete_prefix(&url, &prefix);
+        assert!(keys_matching(&url, &format!("{prefix}:*")).is_empty());
+    }
+
+    /// However many sessions a process serves, it holds a fixed handful of connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_thousand_sessions_use_a_handful_of_connections() {
+        let redis = OwnRedis::start();
+        let runtime = RedisRuntime::new(test_config(&redis.url).worker_concurrency(64));
+        runtime.start().await.unwrap();
+        let sessions: Vec<SessionId> = (0..1000).map(|i| session(&format!("s{i}"))).collect();
+        let outcomes = futures::future::join_all(
+            sessions
+                .iter()
+                .enumerate()
+                .map(|(i, s)| runtime.execute_in_session(s, &AddOne, i as i64)),
+        )
+        .await;
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            assert_eq!(outcome.unwrap().output, i as i64 + 1);
+        }
+        assert_eq!(runtime.active_sessions().await.unwrap().len(), 1000);
+        let clients = redis_cli(&redis.url, &["CLIENT", "LIST"]);
+        // One line per connection; one of them is this redis-cli.
+        let ours = clients
+            .lines()
+            .filter(|l| !l.contains("cmd=client"))
+            .count();
+        eprintln!("connections with 1000 sessions: {ours}");
+        assert!(ours <= 5, "{ours} connections:\n{clients}");
+        runtime.stop_all_sessions().await.unwrap();
+        assert!(runtime.active_sessions().await.unwrap().is_empty());
+        runtime.stop().await.unwrap();
+    }
+
+    /// A run submitted by one runtime is executed by the workers of two others and awaited
+    /// by a fourth; outcomes carry the submitter's run id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn submitted_by_one_executed_by_others_awaited_by_another() {
+        let url = redis_url();
+        let base = test_config(&url);
+        let prefix = base.queue_prefix().to_owned();
+        let client = |worker: bool| RedisRuntime::new(base.clone().worker(worker));
+        let (submitter, awaiter) = (client(false), client(false));
+        let (b, c) = (client(true), client(true));
+        for worker in [&b, &c] {
+            worker.serve(SleepMs);
+        }
+        for runtime in [&submitter, &awaiter, &b, &c] {
+            runtime.start().await.unwrap();
+        }
+        let s = session("relay");
+        let mut handles = Vec::new();
+        for _ in 0..20 {
+            handles.push(submitter.submit(&s, &SleepMs, 30).await.unwrap());
+        }
+        for handle in &handles {
+            let result = awaiter
+                .wait::<i64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .expect("completed");
+            assert_eq!(result.output, 30);
+            assert_eq!(result.meta.run_id, handle.run_id);
+            assert_eq!(result.meta.session_id, s);
+        }
+        let done = |r: &RedisRuntime| {
+            let r = r.clone();
+            async move {
+                r.queue_stats()
+                    .await
+                    .unwrap()
+                    .get("sleep_ms")
+                    .map_or(0, |q| q.completed)
+            }
+        };
+        let (by_b, by_c) = (done(&b).await, done(&c).await);
+        assert_eq!(by_b + by_c, 20);
+        assert!(
+            by_b > 0 && by_c > 0,
+            "both workers took work: {by_b} + {by_c}"
+        );
+        assert_eq!(done(&submitter).await + done(&awaiter).await, 0);
+
+        // A client-only runtime never executes; a deadline ends the wait with a typed error.
+        let waiting = submitter.submit(&s, &AddOne, 1).await.unwrap();
+        let failure = awaiter
+            .wait::<i64>(&waiting, Some(Duration::from_millis(200)))
+            .await
+            .expect_err("nobody serves add_one");
+        assert!(
+            matches!(failure.error, Error::Timeout { .. }),
+            "{failure:?}"
+        );
+
+        submitter.stop_session(&s).await.unwrap();
+        for runtime in [&submitter, &awaiter, &b, &c] {
+            runtime.stop().await.unwrap();
+        }
+        delete_prefix(&url, &prefix);
+    }
+
+    /// A worker only claims jobs whose contract fingerprint it serves; others stay queued
+    /// without consuming a delivery, and a worker that has the contract runs them.
+    #[tokio::test]
+    async fn unknown_contracts_are_left_for_workers_that_have_them() {
+        let url = redis_url();
+        let base = test_config(&url);
+        let prefix = base.queue_prefix().to_owned();
+        let client = RedisRuntime::new(base.clone().worker(false));
+        let stranger = RedisRuntime::new(base.clone());
+        stranger.serve(SleepMs);
+        client.start().await.unwrap();
+        stranger.start().await.unwrap();
+        let s = session("contracts");
+        let handle = client.submit(&s, &AddOne, 41).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let job = format!("{prefix}:{{{s}}}:job:{}", handle.run_id);
+        assert_eq!(redis_cli(&url, &["HGET", &job, "deliveries"]).trim(), "0");
+        assert_eq!(redis_cli(&url, &["HGET", &job, "state"]).trim(), "queued");
+
+        let knows = RedisRuntime::new(base.clone());
+        knows.serve(AddOne);
+        knows.start().await.unwrap();
+        let result = client
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(result.output, 42);
+        for runtime in [&client, &stranger, &knows] {
+            runtime.stop_all_sessions().await.unwrap();
+            runtime.stop().await.unwrap();
+        }
+        delete_prefix(&url, &prefix);
+    }
+
+    /// The runtime refuses to start on a server that evicts keys.
+    #[tokio::test]
+    async fn refuses_an_evicting_server() {
+        let redis = OwnRedis::start();
+        redis_cli(
+            &redis.url,
+            &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+        );
+        let runtime = RedisRuntime::new(test_config(&redis.url));
+        let error = runtime.start().await.expect_err("refused");
+        assert!(
+            matches!(&error, Error::Configuration { message } if message.contains("allkeys-lru")),
+            "{error:?}"
+        );
+        assert!(!runtime.is_running());
+    }
+
+    /// A password never shows in the runtime's Debug output or its connection errors.
+    #[tokio::test]
+    async fn passwords_stay_secret() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let config = RedisConfig::new(format!("redis://:hunter2-secret@127.0.0.1:{port}"));
+        let runtime = RedisRuntime::new(config);
+        assert!(!format!("{runtime:?}").contains("hunter2"));
+        let error = runtime.start().await.expect_err("nothing listens there");
+        assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+        assert!(
+            !format!("{error:?} {error}").contains("hunter2"),
+            "{error:?}"
+        );
+    }
+
+    /// A session's events are kept in its stream, for observers that replay.
+    #[tokio::test]
+    async fn events_are_kept_in_the_session_stream() {
+        let url = redis_url();
+        let runtime = RedisRuntime::new(test_config(&url));
+        let prefix = runtime.config().queue_prefix().to_owned();
+        runtime.start().await.unwrap();
+        let s = session("stream");
+        runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
+        let stream = format!("{prefix}:{{{s}}}:events");
+        let entries = redis_cli(&url, &["XRANGE", &stream, "-", "+"]);
+        let kinds: BTreeSet<&str> = [
+            "session_created",
+            "step_started",
+            "step_completed",
+            "run_completed",
+        ]
+        .into_iter()
+        .filter(|k| entries.contains(&format!("\"type\":\"{k}\"")))
+        .collect();
+        assert_eq!(kinds.len(), 4, "{entries}");
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+        delete_prefix(&url, &prefix);
+    }
+}
