@@ -79,7 +79,9 @@ impl<A: Processor, B: Accepts<A::Output>> Processor for Chain<A, B> {
     }
 
     async fn process(&self, input: A::Input, ctx: &Ctx) -> Result<B::Output, Error> {
-        let middle = match ctx.run(&self.first, input).await {
+        // Boxing the first part keeps the future's layout flat: `then` nests chains to the left,
+        // and without the box a chain of ~10 steps overflows rustc's layout query depth.
+        let middle = match Box::pin(ctx.run(&self.first, input)).await {
             Ok(middle) => middle,
             // A nested chain already named the failing step and its position.
             Err(f) if self.first_len > 1 => return Err(f.error),
