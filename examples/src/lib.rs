@@ -1,1 +1,3 @@
 //! Runnable am2z programs; see `examples/`.
+
+pub mod redis_flows;
