@@ -144,6 +144,7 @@ pub fn processor(args: TokenStream, item: TokenStream) -> TokenStream {
 /// | `charge_card`, `payments::charge_card`, `InnerWorkflow` | a step: the last path segment is mapped to a type by `#[processor]`'s UpperCamelCase rule (`charge_card` → `ChargeCard`; `InnerWorkflow` stays) | `ChargeCard` |
 /// | `chain![a, b, c]` | each on the previous one's output | `Chain::new(A, B).then(C)` |
 /// | `parallel![a, b]` | the same input to every branch (2 to 8), all-or-nothing, a tuple of outputs | `Parallel::new((A, B))` |
+/// | `parallel![a, b, policy = collect]` | every branch runs to its end, even when one fails; a tuple of `Result<_, am2z::Error>`, one per branch (`policy = all_or_nothing` is the default) | `Parallel::collect((A, B))` |
 /// | `parallel![a, b] => merge` | the outputs through `fn merge(a_out, b_out) -> T` | `Parallel::new((A, B)).merge(merge)` |
 /// | `route!(selector, { key => node, .., _ => node })` | `selector(&input)` picks the arm whose key equals it (keys convert with `Into`); `_` is the optional fallback, last | `Route::new(selector).arm(key.into(), A).fallback(B)` |
 /// | `route!(match \|x: &In\| scrutinee { Pattern => node, .. })` | a generated `match`: a variant left out is rustc's non-exhaustive-patterns error on your `match` | `Route::new(\|x\| match scrutinee { Pattern => "Pattern", .. }).arm("Pattern", A).exhaustive()` |

@@ -80,7 +80,7 @@ impl KeySet {
 }
 
 /// The valid key one edit-distance-ish step from `name`, for "did you mean".
-fn closest(name: &str, valid: &[&'static str]) -> Option<&'static str> {
+pub(crate) fn closest(name: &str, valid: &[&'static str]) -> Option<&'static str> {
     valid
         .iter()
         .map(|k| (distance(name, k), *k))

@@ -1,6 +1,6 @@
 //! The compositions the suite runs, declared with `workflow!` as users declare them.
 
-use am2z::{CollectResults, Error, Parallel, workflow};
+use am2z::{Error, workflow};
 
 use crate::processors::*;
 
@@ -65,13 +65,9 @@ workflow! {
     pub Inverts(Vec<i64>) -> Vec<Result<i64, Error>> {
         map![invert, concurrency = 2]
     }
-}
 
-/// A failing and a succeeding branch, both kept (the collect policy has no macro form yet, so
-/// this one is built with the combinator directly).
-pub type Collected = Parallel<i64, (AlwaysFails, AddOne), CollectResults>;
-
-/// The collecting fan-out.
-pub fn collected() -> Collected {
-    Parallel::collect((AlwaysFails, AddOne))
+    /// A failing and a succeeding branch, both run to their end and both results kept.
+    pub Collected(i64) -> (Result<i64, Error>, Result<i64, Error>) {
+        parallel![always_fails, add_one, policy = collect]
+    }
 }

@@ -472,7 +472,7 @@ pub async fn parallel_failure_cancels_other_branches<H: Harness>() {
 /// With the collect policy every branch runs and each result is kept.
 pub async fn parallel_collect_keeps_every_result<H: Harness>() {
     let runtime = started::<H>().await;
-    let (failed, added) = runtime.execute(&collected(), 1).await.expect("runs").output;
+    let (failed, added) = runtime.execute(&Collected, 1).await.expect("runs").output;
     assert!(matches!(failed, Err(Error::Execution { .. })));
     assert_eq!(added, Ok(2));
 }

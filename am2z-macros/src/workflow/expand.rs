@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 use syn::{Path, PathSegment};
 
 use super::parse::{ArmKey, Node, Selector, WorkflowDef};
-use super::validate::{WorkflowOptions, node_options};
+use super::validate::{Policy, WorkflowOptions, node_options};
 use crate::errors::Errors;
 use crate::naming::type_name_of;
 use crate::respan::respan;
@@ -248,7 +248,12 @@ impl Body<'_> {
                     .iter()
                     .map(|branch| self.node(branch, input))
                     .collect();
-                let parallel = quote_spanned!(*span=> #private::Parallel::new((#(#vars,)*)) #named);
+                let constructor = match options.policy {
+                    Policy::AllOrNothing => quote!(new),
+                    Policy::Collect => quote!(collect),
+                };
+                let parallel =
+                    quote_spanned!(*span=> #private::Parallel::#constructor((#(#vars,)*)) #named);
                 let value = match merge {
                     Some(merge) => {
                         quote_spanned!(merge.span()=> #private::merge(#parallel, #merge))

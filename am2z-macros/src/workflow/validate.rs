@@ -1,11 +1,11 @@
 //! Reads the options of workflows and nodes, and checks the graph's shape.
 
-use syn::{LitStr, Path};
+use syn::{Expr, LitStr, Path};
 
 use super::parse::{ArmKey, Node, Selector};
 use crate::errors::Errors;
 use crate::options::{
-    KeySet, KeyValue, Millis, read_duration, read_name, read_path, read_str, read_u32,
+    KeySet, KeyValue, Millis, closest, read_duration, read_name, read_path, read_str, read_u32,
 };
 
 /// The options a workflow takes, before its body.
@@ -55,14 +55,62 @@ pub(crate) fn workflow_options(options: &[KeyValue], errors: &mut Errors) -> Wor
 pub(crate) struct NodeOptions {
     pub(crate) name: Option<LitStr>,
     pub(crate) concurrency: Option<u32>,
+    pub(crate) policy: Policy,
+}
+
+/// How a `parallel!` treats a failing branch (`Parallel::new` or `Parallel::collect`).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// The first failure fails the parallel and cancels the other branches.
+    #[default]
+    AllOrNothing,
+    /// Every branch runs to its end; the output is the tuple of their `Result`s.
+    Collect,
+}
+
+/// The values `policy = ..` takes, as written.
+const POLICIES: &[&str] = &["all_or_nothing", "collect"];
+
+/// A `policy = ..` value; `None` (reported when `errors` is given) when it is not one.
+fn read_policy(value: &Expr, errors: Option<&mut Errors>) -> Option<Policy> {
+    let name = match value {
+        Expr::Path(path) if path.qself.is_none() && path.attrs.is_empty() => {
+            path.path.get_ident().map(ToString::to_string)
+        }
+        _ => None,
+    };
+    match name.as_deref() {
+        Some("all_or_nothing") => return Some(Policy::AllOrNothing),
+        Some("collect") => return Some(Policy::Collect),
+        _ => {}
+    }
+    if let Some(errors) = errors {
+        let hint = name
+            .as_deref()
+            .and_then(|name| closest(name, POLICIES))
+            .map(|p| format!("; did you mean `{p}`?"))
+            .unwrap_or_default();
+        let what = match &name {
+            Some(name) => format!("unknown parallel policy `{name}`{hint}"),
+            None => "`policy` takes a policy's name, e.g. `policy = collect`".to_owned(),
+        };
+        errors.at(
+            value,
+            format_args!(
+                "{what}\nvalid policies: `all_or_nothing` (the default: the first failure fails \
+                 the parallel and cancels the other branches), `collect` (every branch runs to \
+                 its end; the output is the tuple of their `Result`s)"
+            ),
+        );
+    }
+    None
 }
 
 pub(crate) fn node_options(node: &Node, errors: &mut Errors) -> NodeOptions {
     let (valid, options): (&'static [&'static str], &[KeyValue]) = match node {
         Node::Step(_) => return NodeOptions::default(),
-        Node::Chain { options, .. }
-        | Node::Parallel { options, .. }
-        | Node::Route { options, .. } => (&["name"], options),
+        Node::Chain { options, .. } | Node::Route { options, .. } => (&["name"], options),
+        Node::Parallel { options, .. } => (&["name", "policy"], options),
         Node::Map { options, .. } => (&["name", "concurrency"], options),
     };
     let mut out = NodeOptions::default();
@@ -73,6 +121,9 @@ pub(crate) fn node_options(node: &Node, errors: &mut Errors) -> NodeOptions {
         };
         match key.as_str() {
             "name" => out.name = read_name(&key, &kv.value, errors),
+            // Reported by `check`, which stops the expansion: a guessed policy would change
+            // the output type and cascade.
+            "policy" => out.policy = read_policy(&kv.value, None).unwrap_or_default(),
             _ => {
                 out.concurrency = read_u32(
                     &key,
@@ -105,10 +156,31 @@ pub(crate) fn check(node: &Node, errors: &mut Errors) -> bool {
             }
             nodes.iter().fold(ok, |ok, n| check(n, errors) && ok)
         }
-        Node::Parallel { span, branches, .. } => {
+        Node::Parallel {
+            span,
+            branches,
+            options,
+            merge,
+        } => {
             let mut ok = true;
             if branches.len() < 2 || branches.len() > MAX_BRANCHES {
                 errors.at_span(*span, format_args!("`parallel!` takes 2 to {MAX_BRANCHES} branches, found {}; nest a `parallel!` in a branch for more", branches.len()));
+                ok = false;
+            }
+            let mut collect = false;
+            for kv in options.iter().filter(|kv| kv.key == "policy") {
+                match read_policy(&kv.value, Some(errors)) {
+                    Some(policy) => collect |= policy == Policy::Collect,
+                    None => ok = false,
+                }
+            }
+            if collect && let Some(merge) = merge {
+                errors.at(
+                    merge,
+                    "a merge fn takes the branch outputs, but `policy = collect` keeps each \
+                     branch's `Result`: drop `=> merge` and take the tuple of `Result`s, or leave \
+                     the policy out to merge",
+                );
                 ok = false;
             }
             branches.iter().fold(ok, |ok, n| check(n, errors) && ok)
