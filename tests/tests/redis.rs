@@ -379,3 +379,253 @@ mod redis_only {
         delete_prefix(&url, &prefix);
     }
 }
+
+// Limits, recovery and hostile inputs.
+
+mod redis_limits {
+    use std::process::Command;
+    use std::time::Duration;
+
+    use am2z::{Ctx, Error, Executes, RedisRuntime, Runtime, processor};
+    use am2z_tests::probe::seen;
+    use am2z_tests::processors::{AddOne, SleepMs};
+    use am2z_tests::suite::session;
+
+    use super::{redis_url, test_config};
+
+    fn redis_cli(args: &[&str]) -> String {
+        let url = redis_url();
+        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
+        let output = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Counts down through `ctx.call`, one level per call.
+    #[processor]
+    async fn countdown(n: u32, ctx: &Ctx) -> Result<u32, Error> {
+        if n == 0 {
+            return Ok(0);
+        }
+        Ok(ctx.call(&Countdown, n - 1).await? + 1)
+    }
+
+    /// Recursion 20 deep through `ctx.call` completes on a worker with one slot: nested calls
+    /// run inline, no slot is held waiting for a child.
+    #[tokio::test]
+    async fn recursion_twenty_deep_needs_one_worker_slot() {
+        let runtime = RedisRuntime::new(
+            test_config(&redis_url())
+                .worker_concurrency(1)
+                .max_call_depth(20),
+        );
+        runtime.start().await.unwrap();
+        let s = session("countdown");
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            runtime.execute_in_session(&s, &Countdown, 20),
+        )
+        .await
+        .expect("no deadlock")
+        .expect("completes");
+        assert_eq!(result.output, 20);
+        let failure = runtime
+            .execute_in_session(&s, &Countdown, 21)
+            .await
+            .expect_err("one level too deep");
+        assert!(
+            matches!(
+                failure.error.root_cause(),
+                Error::DepthExceeded {
+                    depth: 21,
+                    limit: 20,
+                    ..
+                }
+            ),
+            "{failure:?}"
+        );
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+
+    /// A session's queue quota refuses more runs with a typed error; other sessions are not
+    /// affected.
+    #[tokio::test]
+    async fn queue_quota_refuses_extra_runs() {
+        let client = RedisRuntime::new(
+            test_config(&redis_url())
+                .worker(false)
+                .max_queued_per_session(2),
+        );
+        client.start().await.unwrap();
+        let (full, other) = (session("full"), session("other"));
+        client.submit(&full, &AddOne, 1).await.unwrap();
+        client.submit(&full, &AddOne, 2).await.unwrap();
+        let error = client
+            .submit(&full, &AddOne, 3)
+            .await
+            .expect_err("over quota");
+        assert!(matches!(error, Error::Resource { .. }), "{error:?}");
+        client
+            .submit(&other, &AddOne, 1)
+            .await
+            .expect("another session has room");
+        client.stop_all_sessions().await.unwrap();
+        client.stop().await.unwrap();
+    }
+
+    /// A session's concurrency quota holds across every worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_concurrency_holds_across_workers() {
+        let config = test_config(&redis_url()).session_concurrency(1);
+        let (a, b) = (
+            RedisRuntime::new(config.clone()),
+            RedisRuntime::new(config.clone()),
+        );
+        for runtime in [&a, &b] {
+            runtime.serve(SleepMs);
+            runtime.start().await.unwrap();
+        }
+        let s = session("one-at-a-time");
+        let outcomes =
+            futures::future::join_all((0..6).map(|_| a.execute_in_session(&s, &SleepMs, 30))).await;
+        assert!(outcomes.iter().all(Result::is_ok));
+        let log = seen(s.as_str());
+        assert_eq!(log.len(), 12, "{log:?}");
+        for pair in log.chunks(2) {
+            assert!(
+                pair[0].starts_with("start:") && pair[1].starts_with("done:"),
+                "{log:?}"
+            );
+        }
+        a.stop_session(&s).await.unwrap();
+        for runtime in [&a, &b] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
+    /// Scripts are reloaded transparently after `SCRIPT FLUSH`.
+    #[tokio::test]
+    async fn script_flush_is_survived() {
+        let runtime = RedisRuntime::new(test_config(&redis_url()));
+        runtime.start().await.unwrap();
+        let s = session("flush");
+        assert_eq!(
+            runtime
+                .execute_in_session(&s, &AddOne, 1)
+                .await
+                .unwrap()
+                .output,
+            2
+        );
+        assert_eq!(redis_cli(&["SCRIPT", "FLUSH"]), "OK");
+        assert_eq!(
+            runtime
+                .execute_in_session(&s, &AddOne, 2)
+                .await
+                .unwrap()
+                .output,
+            3
+        );
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+
+    /// A corrupt payload fails its run with a typed error at the first attempt; its siblings
+    /// are unaffected.
+    #[tokio::test]
+    async fn corrupt_input_fails_its_run_only() {
+        let config = test_config(&redis_url());
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let s = session("corrupt");
+        let bad = client.submit(&s, &AddOne, 1).await.unwrap();
+        let good = client.submit(&s, &AddOne, 2).await.unwrap();
+        let job = format!("{prefix}:{{{s}}}:job:{}", bad.run_id);
+        redis_cli(&["HSET", &job, "input", "{\u{1}not json"]);
+        let worker = RedisRuntime::new(config);
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let failure = client
+            .wait::<i64>(&bad, Some(Duration::from_secs(10)))
+            .await
+            .expect_err("corrupt");
+        assert!(
+            matches!(failure.error, Error::Serialization { .. }),
+            "{failure:?}"
+        );
+        assert_eq!(failure.meta.run_id, bad.run_id);
+        let ok = client
+            .wait::<i64>(&good, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(ok.output, 3);
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
+    /// A lease whose worker vanished is re-queued by the sweeper and completed; one that has
+    /// used up its deliveries is dead-lettered with a typed error.
+    #[tokio::test]
+    async fn expired_leases_are_retried_then_dead_lettered() {
+        let config = test_config(&redis_url())
+            .max_deliveries(3)
+            .sweep_every(Duration::from_millis(50));
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let s = session("lost");
+        let (retried, buried) = (
+            client.submit(&s, &AddOne, 1).await.unwrap(),
+            client.submit(&s, &AddOne, 2).await.unwrap(),
+        );
+        // Fake what a worker that died mid-run leaves behind: leased jobs, expired leases.
+        let base = format!("{prefix}:{{{s}}}");
+        for (handle, deliveries) in [(&retried, "1"), (&buried, "3")] {
+            let run = handle.run_id.to_string();
+            let job = format!("{base}:job:{run}");
+            redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
+            redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
+            redis_cli(&[
+                "HSET",
+                &job,
+                "state",
+                "leased",
+                "deliveries",
+                deliveries,
+                "token",
+                "5",
+            ]);
+        }
+        let worker = RedisRuntime::new(config);
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let ok = client
+            .wait::<i64>(&retried, Some(Duration::from_secs(10)))
+            .await
+            .expect("re-queued and run");
+        assert_eq!(ok.output, 2);
+        let failure = client
+            .wait::<i64>(&buried, Some(Duration::from_secs(10)))
+            .await
+            .expect_err("dead-lettered");
+        assert!(
+            matches!(&failure.error, Error::Unavailable { message, .. } if message.contains("dead-lettered")),
+            "{failure:?}"
+        );
+        assert_eq!(
+            redis_cli(&["LRANGE", &format!("{base}:dead"), "0", "-1"]),
+            buried.run_id.to_string()
+        );
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+}

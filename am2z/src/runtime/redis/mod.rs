@@ -3,7 +3,7 @@
 //! Every value is both a client (submit runs, await any run's outcome from any process,
 //! subscribe to events) and, unless configured otherwise, a worker that claims jobs and
 //! executes them. The key layout, job lifecycle and scripts are described in
-//! `docs/architecture.md`; [`keys`] is the one module that builds keys.
+//! `docs/architecture.md`; one private module (`keys.rs`) builds every key.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), am2z::Error> {
