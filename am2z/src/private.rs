@@ -8,9 +8,11 @@
 //! A macro cannot see types, so `workflow!` threads a [`Witness`] of the type flowing into each
 //! node and wraps every user step with [`step`] (or [`step_to`] for route arms), spanned on the
 //! user's step. The one bound that can fail for an edge (`P: Accepts<I>`) is on that call, so
-//! rustc reports it there, in `Accepts`'s words. The wrapper is returned as an opaque
-//! `impl Node<I, O>` whose input is the *expected* type, so everything built on top of it
-//! type-checks even when the edge is broken: one mistake, one error, no cascade.
+//! rustc reports it there, in `Accepts`'s words. The wrapper is returned as a [`Prefix<I, O>`]
+//! (a concrete type, which carries none of the wrapper fn's bounds) whose input is the
+//! *expected* type, so everything built on top of it type-checks even when the edge is broken:
+//! one mistake, one error, no cascade. Merge fns ([`checked_merge`]) and `map!`
+//! ([`items_of`], [`batch`]) are checked the same way.
 
 use ::core::marker::PhantomData;
 
@@ -64,23 +66,74 @@ where
 }
 
 /// A route arm where an `I` flows and an `O` must come out: checks both at the caller's span.
-pub fn step_to<I, O, P>(
-    _input: &Witness<I>,
-    _output: &Witness<O>,
-    step: P,
-) -> impl Node<I, O> + use<I, O, P>
+///
+/// The result is the concrete [`Prefix`], not an `impl Node<I, O>`: an opaque type carries the
+/// bounds of the fn that made it, so a broken arm would be reported again wherever the route's
+/// type is checked (the `workflow!` call, the declared output).
+pub fn step_to<I, O, P>(_input: &Witness<I>, _output: &Witness<O>, step: P) -> Prefix<I, O>
 where
     I: Clone + Send + 'static,
     O: Send + 'static,
     P: Accepts<I> + Returns<O>,
 {
-    Edge::<I, O, P> {
+    erase(Edge::<I, O, P> {
         step,
         marker: PhantomData,
-    }
+    })
 }
 
-/// A parallel's outputs through a merge fn (checks `F: MergeFn<outputs>` at the caller's span).
+/// A merge fn's signature, read as a fn pointer, compared with the branch outputs `Args`.
+///
+/// `F: MergeFn<Args>` goes through `F: Fn(..)`, and rustc reports a failing `Fn` bound on a fn
+/// item as a signature mismatch (E0631) rather than in `MergeFn`'s words. A fn pointer's
+/// parameters are part of its type, so this trait matches them in the impl header and a
+/// mismatch is a plain "not implemented", reported with the message below.
+#[diagnostic::on_unimplemented(
+    message = "merge fn `{Self}` cannot take the branch outputs `{Args}`",
+    label = "its parameters must be the branch outputs, in branch order: `{Args}`",
+    note = "a merge fn takes one parameter per branch, each of that branch's output type, and returns the merged value"
+)]
+pub trait MergeSignature<Args> {
+    /// `F` when the signature fits; when it does not, the projection fails with the error
+    /// above and the merge built from it is not checked again (one mistake, one error).
+    type Checked<F>;
+    /// The identity.
+    fn checked<F>(merge: F) -> Self::Checked<F>;
+}
+
+macro_rules! merge_signature {
+    ($($A:ident),+) => {
+        impl<$($A,)+ O> MergeSignature<($($A,)+)> for fn($($A),+) -> O {
+            type Checked<F> = F;
+            fn checked<F>(merge: F) -> F {
+                merge
+            }
+        }
+    };
+}
+
+merge_signature!(A, B);
+merge_signature!(A, B, C);
+merge_signature!(A, B, C, D);
+merge_signature!(A, B, C, D, E);
+merge_signature!(A, B, C, D, E, G);
+merge_signature!(A, B, C, D, E, G, H);
+merge_signature!(A, B, C, D, E, G, H, J);
+
+/// `merge` where the branch outputs `Args` flow, checked through its `signature` (the same fn
+/// coerced to a fn pointer) at the caller's span.
+pub fn checked_merge<Args, S, F>(
+    _outputs: &Witness<Args>,
+    _signature: S,
+    merge: F,
+) -> <S as MergeSignature<Args>>::Checked<F>
+where
+    S: MergeSignature<Args>,
+{
+    S::checked(merge)
+}
+
+/// A parallel's outputs through a merge fn (checked first by [`checked_merge`]).
 pub fn merge<I, B, F>(parallel: Parallel<I, B, AllOrNothing>, merge: F) -> Prefix<I, F::Output>
 where
     I: Clone + Send + 'static,
@@ -109,15 +162,34 @@ where
 pub trait Batch {
     /// One item.
     type Item;
+    /// The items, for the map.
+    fn into_items(self) -> ::std::vec::Vec<Self::Item>;
 }
 
 impl<T> Batch for ::std::vec::Vec<T> {
     type Item = T;
+    fn into_items(self) -> ::std::vec::Vec<T> {
+        self
+    }
 }
 
 /// The witness of one item of a batch.
 pub fn items_of<B: Batch>(_batch: &Witness<B>) -> Witness<B::Item> {
     witness()
+}
+
+/// `map` where a `B` flows: a processor taking `B` itself, so that when `B` is not a batch the
+/// only error is `B: Batch` (reported by [`items_of`] at the same span) and everything built on
+/// the map still sees the input it expects.
+pub fn batch<B, M>(_batch: &Witness<B>, map: M) -> Prefix<B, M::Output>
+where
+    B: Batch + Clone + Send + 'static,
+    M: Processor<Input = ::std::vec::Vec<B::Item>>,
+{
+    erase(Batched::<B, M> {
+        map,
+        marker: PhantomData,
+    })
 }
 
 /// The output a workflow declares, compared with what its body returns.
@@ -354,6 +426,71 @@ where
     Self: Processor<Output = O>,
 {
     fn output(output: O) -> O {
+        output
+    }
+}
+
+/// A map seen as taking the batch `B` it is given.
+struct Batched<B, M> {
+    map: M,
+    marker: PhantomData<fn(B)>,
+}
+
+impl<B, M: Clone> Clone for Batched<B, M> {
+    fn clone(&self) -> Self {
+        Batched {
+            map: self.map.clone(),
+            marker: PhantomData,
+        }
+    }
+}
+
+impl<B, M> Processor for Batched<B, M>
+where
+    B: Batch + Clone + Send + 'static,
+    M: Processor<Input = ::std::vec::Vec<B::Item>>,
+{
+    type Input = B;
+    type Output = M::Output;
+
+    fn name(&self) -> &'static str {
+        self.map.name()
+    }
+    fn config(&self) -> &ProcessorConfig {
+        self.map.config()
+    }
+    async fn process(&self, input: B, ctx: &Ctx) -> ::core::result::Result<M::Output, Error> {
+        self.map.process(input.into_items(), ctx).await
+    }
+    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
+        self.map.describe(plan)
+    }
+    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
+        self.map.visit(visitor);
+    }
+    fn is_step(&self) -> bool {
+        self.map.is_step()
+    }
+    fn chain_len(&self) -> usize {
+        self.map.chain_len()
+    }
+}
+
+impl<B, M> Accepts<B> for Batched<B, M>
+where
+    Self: Processor<Input = B>,
+{
+    fn accept(input: B) -> B {
+        input
+    }
+}
+
+impl<B, M> Returns<M::Output> for Batched<B, M>
+where
+    M: Processor,
+    Self: Processor<Output = M::Output>,
+{
+    fn output(output: M::Output) -> M::Output {
         output
     }
 }

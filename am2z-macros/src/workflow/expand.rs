@@ -254,30 +254,48 @@ impl Body<'_> {
                 };
                 let parallel =
                     quote_spanned!(*span=> #private::Parallel::#constructor((#(#vars,)*)) #named);
-                let value = match merge {
-                    Some(merge) => {
-                        quote_spanned!(merge.span()=> #private::merge(#parallel, #merge))
-                    }
-                    None => parallel,
+                let Some(merge) = merge else {
+                    return self.bind("p", *span, parallel);
                 };
-                self.bind("p", *span, value)
+                // The merge fn is checked as a fn pointer whose parameters are compared with the
+                // branch outputs (`__private::checked_merge`); the merge itself is built from the
+                // fn as written, so the plan keeps its name.
+                let parallel = self.bind("p", *span, parallel);
+                let outputs = self.output_of(&parallel);
+                let merge_span = merge.span();
+                let merge_fn = self.bind("f", merge_span, quote!(#merge));
+                let signature = self.fresh("sig");
+                let params = branches.iter().map(|_| quote!(_));
+                self.statements.push(respan(
+                    quote!(let #signature: fn(#(#params),*) -> _ = #merge_fn;),
+                    merge_span,
+                ));
+                let checked = respan(
+                    quote!(#private::checked_merge(&#outputs, #signature, #merge_fn)),
+                    merge_span,
+                );
+                let checked = self.bind("f", merge_span, checked);
+                let merged = respan(quote!(#private::merge(#parallel, #checked)), merge_span);
+                self.bind("p", merge_span, merged)
             }
             Node::Map { span, step, .. } => {
+                // Respanned whole (the `#private` path included), so the error for a non-`Vec`
+                // input lands on the `map!` and not on the whole `workflow!` call.
                 let items = self.bind(
                     "w",
                     *span,
-                    quote_spanned!(*span=> #private::items_of(&#input)),
+                    respan(quote!(#private::items_of(&#input)), *span),
                 );
                 let var = self.node(step, &items);
                 let concurrency = options.concurrency.map(|n| {
                     let n = Literal::usize_suffixed(n as usize);
                     quote!(.concurrency(#n))
                 });
-                self.bind(
-                    "m",
-                    *span,
-                    quote!(#private::Map::new(#var) #concurrency #named),
-                )
+                // Spanned like `items_of`: when the input is not a `Vec`, both report the same
+                // unmet `Batch` bound at the same place, which rustc shows once.
+                let map = quote!(#private::Map::new(#var) #concurrency #named);
+                let batch = respan(quote!(#private::batch(&#input, #map)), *span);
+                self.bind("m", *span, batch)
             }
             Node::Route {
                 span,

@@ -53,6 +53,11 @@ workflow! {
         chain![validate_order, parallel![check_stock, score_fraud, name = "checks"]]
     }
 
+    /// A closure as the merge fn.
+    pub Scored(Order) -> u32 {
+        parallel![check_stock, score_fraud] => |s: Stock, f: Fraud| u32::from(s.0) + f.0
+    }
+
     /// A long chain (its type stays flat).
     pub Long(u32) -> u32 {
         chain![inc, inc, inc, inc, inc, inc, inc, inc, inc, inc, inc, inc]
@@ -72,6 +77,12 @@ fn main() {
             OrderPipeline.plan().step_names(),
             ["validate_order", "check_stock", "score_fraud", "gold_path", "standard_path", "path_a", "path_b", "send_email", "summarize", "tidy"]
         );
+        // The merge fn is checked through a fn pointer, but the plan still names it.
+        let merges: Vec<_> = OrderPipeline.plan().nodes.into_iter().filter_map(|n| match n.kind {
+            am2z::plan::NodeKind::Parallel { merge, .. } => merge,
+            _ => None,
+        }).collect();
+        assert_eq!(merges, ["merge_checks"]);
         r.register(OrderPipeline);
         assert_eq!(
             r.registered(),
@@ -79,6 +90,7 @@ fn main() {
         );
         let tuple = Pair::run(&r, Order { qty: 1, tier: "x".into() }).await.unwrap().output;
         assert!(tuple.0.0 && tuple.1.0 == 1);
+        assert_eq!(Scored::run(&r, Order { qty: 4, tier: "x".into() }).await.unwrap().output, 5);
         let long = Long::run(&r, 0).await.unwrap().output;
         assert_eq!(long, 12);
     });
