@@ -90,6 +90,7 @@ mod redis_only {
     struct OwnRedis {
         child: Child,
         url: String,
+        port: u16,
     }
 
     impl OwnRedis {
@@ -98,6 +99,17 @@ mod redis_only {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
+            OwnRedis::on_port(port)
+        }
+
+        /// Kills the server and starts a fresh one on the same port.
+        fn restart(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            *self = OwnRedis::on_port(self.port);
+        }
+
+        fn on_port(port: u16) -> OwnRedis {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
@@ -113,7 +125,7 @@ mod redis_only {
                 );
                 std::thread::sleep(Duration::from_millis(20));
             }
-            OwnRedis { child, url }
+            OwnRedis { child, url, port }
         }
     }
 
@@ -131,6 +143,49 @@ mod redis_only {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// When Redis goes away and comes back, the runtime reconnects by itself: calls during
+    /// the outage fail fast with a typed error, and work flows again afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reconnects_after_redis_restarts() {
+        let mut redis = OwnRedis::start();
+        let runtime = RedisRuntime::new(test_config(&redis.url));
+        runtime.start().await.unwrap();
+        let s = session("restart");
+        assert_eq!(
+            runtime
+                .execute_in_session(&s, &AddOne, 1)
+                .await
+                .unwrap()
+                .output,
+            2
+        );
+        redis.restart();
+        let begin = Instant::now();
+        loop {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(5),
+                runtime.execute_in_session(&s, &AddOne, 2),
+            )
+            .await
+            .expect("a call never hangs");
+            match outcome {
+                Ok(result) => {
+                    assert_eq!(result.output, 3);
+                    break;
+                }
+                Err(failure) => {
+                    assert!(
+                        matches!(failure.error, Error::Unavailable { .. }),
+                        "{failure:?}"
+                    );
+                    assert!(begin.elapsed() < Duration::from_secs(20), "reconnected");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        runtime.stop().await.unwrap();
     }
 
     /// After `stop_session` no key of the session remains, while a session running beside
@@ -627,5 +682,83 @@ mod redis_limits {
         for runtime in [&client, &worker] {
             runtime.stop().await.unwrap();
         }
+    }
+}
+
+mod redis_edges {
+    use std::time::Duration;
+
+    use am2z::{Error, Executes, RedisRuntime, Runtime, processor};
+    use am2z_tests::suite::session;
+
+    use super::{redis_url, test_config};
+
+    /// Returns a text of `n` bytes.
+    #[processor]
+    async fn inflate(n: usize) -> Result<String, Error> {
+        Ok("x".repeat(n))
+    }
+
+    /// Oversized inputs are refused before anything is written; oversized outcomes fail
+    /// their run with the same typed error.
+    #[tokio::test]
+    async fn oversized_payloads_get_a_typed_error() {
+        let runtime = RedisRuntime::new(test_config(&redis_url()).max_payload_bytes(1_000));
+        runtime.start().await.unwrap();
+        let s = session("oversized");
+        let error = runtime
+            .submit(&s, &am2z_tests::processors::Shout, "y".repeat(2_000))
+            .await
+            .expect_err("too big");
+        assert!(matches!(error, Error::Resource { .. }), "{error:?}");
+        assert!(
+            !runtime.active_sessions().await.unwrap().contains(&s),
+            "nothing written"
+        );
+        let failure = runtime
+            .execute_in_session(&s, &Inflate, 5_000)
+            .await
+            .expect_err("outcome too big");
+        assert!(
+            matches!(failure.error, Error::Resource { .. }),
+            "{failure:?}"
+        );
+        assert_eq!(
+            runtime
+                .execute_in_session(&s, &Inflate, 10)
+                .await
+                .unwrap()
+                .output
+                .len(),
+            10
+        );
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+
+    /// An idle session expires by its TTL, and the sweeper then drops it from the registry.
+    #[tokio::test]
+    async fn idle_sessions_expire() {
+        let runtime = RedisRuntime::new(
+            test_config(&redis_url())
+                .session_ttl(Duration::from_secs(1))
+                .sweep_every(Duration::from_millis(100)),
+        );
+        runtime.start().await.unwrap();
+        let s = session("idle");
+        runtime
+            .execute_in_session(&s, &am2z_tests::processors::AddOne, 1)
+            .await
+            .unwrap();
+        assert!(runtime.active_sessions().await.unwrap().contains(&s));
+        let begin = std::time::Instant::now();
+        while runtime.active_sessions().await.unwrap().contains(&s) {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "the idle session expired"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        runtime.stop().await.unwrap();
     }
 }

@@ -43,6 +43,7 @@ pub struct RedisConfig {
     pub(crate) max_queued: u64,
     pub(crate) session_concurrency: u64,
     pub(crate) events_max_len: u64,
+    pub(crate) max_payload_bytes: usize,
 }
 
 impl Default for RedisConfig {
@@ -71,6 +72,7 @@ impl RedisConfig {
             max_queued: 0,
             session_concurrency: 0,
             events_max_len: 10_000,
+            max_payload_bytes: 16 << 20,
         }
     }
 
@@ -214,6 +216,14 @@ impl RedisConfig {
     /// The approximate length a session's event stream is capped at (default 10 000).
     pub fn events_max_len(mut self, len: u64) -> Self {
         self.events_max_len = len.max(1);
+        self
+    }
+
+    /// The largest encoded input or outcome accepted (default 16 MiB): a bigger input is
+    /// refused with [`Error::Resource`] before anything is written, and a bigger outcome
+    /// fails its run with the same error.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes.max(1);
         self
     }
 

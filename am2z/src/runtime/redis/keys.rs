@@ -110,6 +110,11 @@ impl SessionKeys {
         self.part("leases")
     }
 
+    /// Result keys, scored by their expiry (ms on Redis' clock).
+    pub(crate) fn results(&self) -> String {
+        self.part("results")
+    }
+
     /// Dead-lettered run ids.
     pub(crate) fn dead(&self) -> String {
         self.part("dead")
@@ -180,6 +185,7 @@ mod tests {
             keys.queue(),
             keys.leases(),
             keys.dead(),
+            keys.results(),
             keys.events(),
             keys.job(run),
             keys.result(run),

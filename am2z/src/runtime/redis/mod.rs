@@ -335,6 +335,16 @@ impl RedisRuntime {
         if !inner.running.load(Ordering::Acquire) {
             return Err(not_started());
         }
+        if input.len() > inner.config.max_payload_bytes {
+            return Err(Error::resource(
+                "payload",
+                format!(
+                    "the input of `{name}` is {} bytes; the limit is {}",
+                    input.len(),
+                    inner.config.max_payload_bytes
+                ),
+            ));
+        }
         let mut conn = inner.conn()?;
         let run_id = RunId::generate();
         let keys = inner.keys.session(session);
@@ -645,6 +655,7 @@ impl RedisRuntime {
                 .stop
                 .key(keys.index())
                 .key(keys.meta())
+                .key(keys.results())
                 .arg(STOP_BATCH)
                 .invoke_async(&mut conn)
                 .await

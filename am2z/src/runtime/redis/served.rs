@@ -38,6 +38,7 @@ pub(crate) trait Served: Send + Sync + 'static {
         input: &'a str,
         run_id: RunId,
         created_at: SystemTime,
+        max_bytes: usize,
     ) -> BoxFuture<'a, Executed>;
 }
 
@@ -82,6 +83,7 @@ where
         input: &'a str,
         run_id: RunId,
         created_at: SystemTime,
+        max_bytes: usize,
     ) -> BoxFuture<'a, Executed> {
         Box::pin(async move {
             let started = Instant::now();
@@ -115,21 +117,29 @@ where
                     ..
                 })
             ) && !engine_running(engine);
-            let (wire, outcome) = match serde_json::to_string(&outcome) {
+            let encoded = serde_json::to_string(&outcome)
+                .map_err(|error| Error::Serialization {
+                    message: format!(
+                        "the output of `{}` cannot be encoded: {error}",
+                        self.processor.name()
+                    ),
+                })
+                .and_then(|wire| match wire.len() > max_bytes {
+                    false => Ok(wire),
+                    true => Err(Error::resource(
+                        "payload",
+                        format!(
+                            "the outcome of `{}` is {} bytes; the limit is {max_bytes}",
+                            self.processor.name(),
+                            wire.len()
+                        ),
+                    )),
+                });
+            let (wire, outcome) = match encoded {
                 Ok(wire) => (wire, outcome),
                 Err(error) => {
-                    let failed: RunOutcome<P::Output> = Err(failure(
-                        session,
-                        run_id,
-                        created_at,
-                        started,
-                        Error::Serialization {
-                            message: format!(
-                                "the output of `{}` cannot be encoded: {error}",
-                                self.processor.name()
-                            ),
-                        },
-                    ));
+                    let failed: RunOutcome<P::Output> =
+                        Err(failure(session, run_id, created_at, started, error));
                     let wire = serde_json::to_string(&failed).unwrap_or_else(|_| {
                         // Only reachable if an error's own details cannot be encoded.
                         r#"{"Err":{"error":{"kind":"serialization","message":"outcome cannot be encoded"},"meta":null}}"#.to_owned()

@@ -55,13 +55,15 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 continue;
             };
             let keys = inner.keys.session(&session);
-            let (requeued, dead): (i64, i64) = inner
+            let (requeued, dead, live): (i64, i64, i64) = inner
                 .scripts
                 .sweep
                 .key(keys.leases())
                 .key(keys.queue())
                 .key(keys.dead())
                 .key(keys.index())
+                .key(keys.meta())
+                .key(keys.results())
                 .arg(keys.job_prefix())
                 .arg(keys.result_prefix())
                 .arg(inner.config.max_deliveries)
@@ -71,6 +73,16 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
+            if live == 0 {
+                // The session expired (idle past its TTL): forget it.
+                let _: (i64, i64) = redis::pipe()
+                    .srem(inner.keys.sessions(), session.as_str())
+                    .zrem(inner.keys.sched(), session.as_str())
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| inner.errors.unavailable(&e))?;
+                continue;
+            }
             if requeued > 0 {
                 tracing::info!(%session, requeued, "re-queued expired leases");
                 inner.enlist(&mut conn, &session).await;

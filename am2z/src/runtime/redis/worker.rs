@@ -66,6 +66,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
                     &job.input,
                     job.run_id,
                     created_at,
+                    inner.config.max_payload_bytes,
                 )
                 .instrument(span);
             tokio::select! {
@@ -100,12 +101,14 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
         .key(keys.job(job.run_id))
         .key(keys.result(job.run_id))
         .key(keys.index())
+        .key(keys.results())
         .arg(job.run_id.to_string())
         .arg(&job.token)
         .arg(&executed.wire)
         .arg(millis(inner.config.result_ttl))
         .arg(inner.keys.done_channel())
         .arg(format!("{} {}", job.session, job.run_id))
+        .arg(millis(inner.config.session_ttl))
         .invoke_async(&mut conn)
         .await;
     match committed {

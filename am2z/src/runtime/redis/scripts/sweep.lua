@@ -1,8 +1,12 @@
 -- Re-queues expired leases of a session, or dead-letters them after too many deliveries.
--- KEYS: 1 leases, 2 queue, 3 dead, 4 index
+-- KEYS: 1 leases, 2 queue, 3 dead, 4 index, 5 meta, 6 results
 -- ARGV: 1 job key prefix, 2 result key prefix, 3 max deliveries, 4 result ttl (ms),
 --       5 done channel, 6 session id
--- Returns {requeued, dead}. Looks at 100 leases per call at most.
+-- Returns {requeued, dead, live}: live is 0 when the session expired (its meta is gone), so
+-- the caller can drop it from the registry. Looks at 100 leases per call at most.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return {0, 0, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
@@ -17,7 +21,7 @@ for _, id in ipairs(expired) do
       local result = ARGV[2] .. id
       local outcome = cjson.encode({Dead = {deliveries = deliveries, created_ms = tonumber(f[3])}})
       redis.call('SET', result, outcome, 'PX', ARGV[4])
-      redis.call('SADD', KEYS[4], result)
+      redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]), result)
       redis.call('DEL', job)
       redis.call('SREM', KEYS[4], job)
       redis.call('RPUSH', KEYS[3], id)
@@ -30,4 +34,5 @@ for _, id in ipairs(expired) do
     end
   end
 end
-return {requeued, dead}
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+return {requeued, dead, 1}
