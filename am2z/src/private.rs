@@ -257,7 +257,7 @@ fn erase<P: Processor>(processor: P) -> Prefix<P::Input, P::Output> {
     Prefix(::std::sync::Arc::new(processor))
 }
 
-/// A processor behind a trait object; see [`prefix`] and [`erase`].
+/// A processor behind a trait object; see [`prefix`] and `erase`.
 pub struct Prefix<I, O>(::std::sync::Arc<dyn ErasedNode<I, O>>);
 
 impl<I, O> Clone for Prefix<I, O> {
