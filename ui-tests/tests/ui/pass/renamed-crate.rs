@@ -1,8 +1,10 @@
 //! `crate = ::renamed` for am2z reached under another name.
 //!
-//! Cargo refuses one package depending on the same crate under two names, so the rename is
-//! done with `extern crate ... as`, which puts `renamed` in the extern prelude exactly as a
-//! renamed Cargo dependency does.
+//! Cargo refuses one package depending on the same crate under two names, so here the rename
+//! is done with `extern crate ... as`, which puts `renamed` in the extern prelude exactly as a
+//! renamed Cargo dependency does (`::am2z` still resolves, though). The crate
+//! `ui-tests/renamed-dep` has am2z as a real renamed dependency and nothing named `am2z` in
+//! scope, so it is what proves the generated code never names `::am2z`.
 
 extern crate am2z as renamed;
 
