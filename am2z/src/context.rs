@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventKind};
-use crate::runtime::host::Host;
+use crate::runtime::host::{Host, StepGate};
 use crate::runtime::step::{self, StepFailure};
 use crate::{Error, Metadata, Processor, RunId, SessionId};
 
@@ -39,38 +39,44 @@ pub(crate) struct RunScope {
     pub(crate) updated_at: AtomicU64,
     pub(crate) attempts: AtomicU32,
     pub(crate) host: Arc<dyn Host>,
+    /// Limits enforced beyond this process (a Redis worker's cluster-wide gates), if any.
+    pub(crate) gate: Option<Arc<dyn StepGate>>,
+}
+
+/// What a distributed worker hands to the run it executes: the identity the submitter gave
+/// it, and the cluster-wide gate its steps pass.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct RunSeed {
+    pub(crate) run_id: RunId,
+    pub(crate) created_at: SystemTime,
+    pub(crate) gate: Option<Arc<dyn StepGate>>,
 }
 
 tokio::task_local! {
-    /// The identity a run must take instead of a fresh one: set by a distributed worker
-    /// executing a run that was submitted (and given its id) by another process.
-    static PRESET_IDENTITY: std::cell::Cell<Option<(RunId, SystemTime)>>;
+    /// The seed of the next run made in this task (taken once): set by a Redis worker
+    /// executing a run that another process submitted and named.
+    static SEED: std::cell::Cell<Option<RunSeed>>;
 }
 
-/// Runs `future` so that the first run it starts takes `run_id` and `created_at` (once: runs
-/// started later in the same task get fresh ids).
+/// Runs `future` so that the first run it starts takes `seed`'s identity and gate (once:
+/// runs started later in the same task are ordinary).
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) async fn with_run_identity<F: std::future::Future>(
-    run_id: RunId,
-    created_at: SystemTime,
-    future: F,
-) -> F::Output {
-    PRESET_IDENTITY
-        .scope(std::cell::Cell::new(Some((run_id, created_at))), future)
-        .await
+pub(crate) async fn with_run_seed<F: std::future::Future>(seed: RunSeed, future: F) -> F::Output {
+    SEED.scope(std::cell::Cell::new(Some(seed)), future).await
 }
 
 impl RunScope {
     pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
-        let (run_id, created_at) = PRESET_IDENTITY
-            .try_with(std::cell::Cell::take)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| (RunId::generate(), SystemTime::now()));
+        let seed = SEED.try_with(std::cell::Cell::take).ok().flatten();
+        let (run_id, created_at, gate) = match seed {
+            Some(seed) => (seed.run_id, seed.created_at, seed.gate),
+            None => (RunId::generate(), SystemTime::now(), None),
+        };
         RunScope {
             session,
             run_id,
             created_at,
+            gate,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),

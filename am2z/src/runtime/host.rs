@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
 use crate::event::EventBus;
@@ -29,4 +31,17 @@ pub(crate) struct StepSlot {
     pub(crate) counters: Vec<Arc<Counters>>,
     pub(crate) gates: Vec<Arc<PrioritySemaphore>>,
     pub(crate) rate: Option<Arc<RateLimiter>>,
+}
+
+/// Admission beyond this process: a distributed runtime's cluster-wide concurrency and rate
+/// limits. Passed after the in-process gates, before each attempt; the returned guard is held
+/// for the attempt and gives the permit back when dropped. It never fails: when the shared
+/// limiter cannot be reached it admits (and logs), rather than turning a limiter outage into
+/// failed steps.
+pub(crate) trait StepGate: Send + Sync + 'static {
+    fn admit<'a>(
+        &'a self,
+        processor: &'static str,
+        config: &'a ProcessorConfig,
+    ) -> BoxFuture<'a, Box<dyn Send>>;
 }

@@ -85,6 +85,11 @@ async fn attempts<P: Processor>(
         for gate in &slot.gates {
             permits.push(gate.acquire(config.priority).await);
         }
+        let limited = config.concurrency.is_some() || config.rate_limit.is_some();
+        let shared_permit = match &run.gate {
+            Some(gate) if limited => Some(gate.admit(name, config).await),
+            _ => None,
+        };
         drop(waiting);
         let active = InStage::enter(&slot.counters, Stage::Active);
         run.attempts.fetch_add(1, Ordering::Relaxed);
@@ -125,6 +130,7 @@ async fn attempts<P: Processor>(
         };
         let result = outcome.unwrap_or_else(|panic| Err(Error::from_panic(name, &*panic)));
         drop(permits);
+        drop(shared_permit);
         drop(ctx);
         drop(active);
 
