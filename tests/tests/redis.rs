@@ -442,8 +442,8 @@ mod redis_limits {
     use std::time::Duration;
 
     use am2z::{Ctx, Error, Executes, RedisRuntime, Runtime, processor};
-    use am2z_tests::probe::seen;
-    use am2z_tests::processors::{AddOne, SleepMs};
+    use am2z_tests::probe::{seen, seen_with};
+    use am2z_tests::processors::{AddOne, Limited, RateLimited, SleepMs};
     use am2z_tests::suite::session;
 
     use super::{redis_url, test_config};
@@ -559,6 +559,77 @@ mod redis_limits {
         a.stop_session(&s).await.unwrap();
         for runtime in [&a, &b] {
             runtime.stop().await.unwrap();
+        }
+    }
+
+    /// A processor's `concurrency` and `rate` hold across every worker, not per process:
+    /// two workers together run at most two `limited` steps at once, and start at most two
+    /// `rate_limited` steps per second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processor_limits_hold_across_workers() {
+        let config = test_config(&redis_url());
+        let client = RedisRuntime::new(config.clone().worker(false));
+        let workers = [
+            RedisRuntime::new(config.clone()),
+            RedisRuntime::new(config.clone()),
+        ];
+        for worker in &workers {
+            worker.serve(Limited);
+            worker.serve(RateLimited);
+            worker.start().await.unwrap();
+        }
+        client.start().await.unwrap();
+
+        let s = session("shared-concurrency");
+        let mut handles = Vec::new();
+        for _ in 0..8 {
+            handles.push(client.submit(&s, &Limited, 60).await.unwrap());
+        }
+        for handle in &handles {
+            client
+                .wait::<i64>(handle, Some(Duration::from_secs(20)))
+                .await
+                .unwrap();
+        }
+        let (mut in_flight, mut most) = (0, 0);
+        for entry in seen(s.as_str()) {
+            in_flight += if entry == "enter" { 1 } else { -1 };
+            most = most.max(in_flight);
+        }
+        assert_eq!(most, 2, "two at once across both workers");
+        for worker in &workers {
+            let done = worker.queue_stats().await.unwrap()["limited"].completed;
+            assert!(done > 0, "each worker took some of the work");
+        }
+
+        let r = session("shared-rate");
+        let mut handles = Vec::new();
+        for x in 0..4 {
+            handles.push(client.submit(&r, &RateLimited, x).await.unwrap());
+        }
+        for handle in &handles {
+            client
+                .wait::<i64>(handle, Some(Duration::from_secs(20)))
+                .await
+                .unwrap();
+        }
+        let mut starts: Vec<u64> = seen_with(r.as_str(), "t:")
+            .iter()
+            .map(|t| t.parse::<u64>().unwrap() / 1000)
+            .collect();
+        starts.sort_unstable();
+        assert!(starts[1] - starts[0] < 150, "{starts:?}");
+        assert!(
+            (1000..1150).contains(&(starts[2] - starts[0])),
+            "{starts:?}"
+        );
+
+        for session in [&s, &r] {
+            client.stop_session(session).await.unwrap();
+        }
+        client.stop().await.unwrap();
+        for worker in &workers {
+            worker.stop().await.unwrap();
         }
     }
 

@@ -51,6 +51,17 @@ impl Keys {
         format!("{}:sweeper", self.prefix)
     }
 
+    /// A processor's cluster-wide concurrency permits. Processor names come from code, not
+    /// from callers; `limit:` keeps these apart from session keys (`{` follows the prefix).
+    pub(crate) fn permits(&self, processor: &str) -> String {
+        format!("{}:limit:{processor}", self.prefix)
+    }
+
+    /// A processor's recent starts, for its cluster-wide rate limit.
+    pub(crate) fn starts(&self, processor: &str) -> String {
+        format!("{}:rate:{processor}", self.prefix)
+    }
+
     /// Channel: work was queued.
     pub(crate) fn wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
@@ -242,7 +253,13 @@ mod tests {
         let keys = Keys::new("am2z");
         let runs = [RunId::generate(), RunId::generate()];
         let mut seen = HashSet::new();
-        let globals = [keys.sessions(), keys.sched(), keys.sweeper_lock()];
+        let globals = [
+            keys.sessions(),
+            keys.sched(),
+            keys.sweeper_lock(),
+            keys.permits("sessions"),
+            keys.starts("sessions"),
+        ];
         for key in &globals {
             assert!(seen.insert(key.clone()));
         }

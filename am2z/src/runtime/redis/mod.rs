@@ -28,6 +28,7 @@ mod config;
 mod connection;
 mod forwarder;
 mod keys;
+mod limits;
 mod renewer;
 mod scripts;
 mod served;
@@ -104,6 +105,8 @@ pub(crate) struct Inner {
     pub(crate) waiters: Waiters,
     pub(crate) wake: Notify,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
+    /// Cluster-wide concurrency permits held by steps running here: id → key.
+    pub(crate) permits: Mutex<HashMap<String, String>>,
     pub(crate) lease_returned: Notify,
     pub(crate) barrier: Barrier,
     pub(crate) fenced_commits: AtomicU64,
@@ -226,6 +229,7 @@ impl RedisRuntime {
                 waiters: Waiters::default(),
                 wake: Notify::new(),
                 leases: Mutex::new(HashMap::new()),
+                permits: Mutex::new(HashMap::new()),
                 lease_returned: Notify::new(),
                 barrier: Barrier::default(),
                 fenced_commits: AtomicU64::new(0),

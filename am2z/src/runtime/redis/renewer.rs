@@ -18,6 +18,7 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         renew_all(&inner).await;
+        super::limits::renew_permits(&inner).await;
     }
 }
 

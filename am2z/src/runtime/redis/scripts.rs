@@ -16,6 +16,9 @@ pub(crate) struct Scripts {
     pub(crate) event: Script,
     pub(crate) pick: Script,
     pub(crate) enlist: Script,
+    pub(crate) admit: Script,
+    pub(crate) hold: Script,
+    pub(crate) rate: Script,
 }
 
 impl Scripts {
@@ -31,6 +34,9 @@ impl Scripts {
             event: Script::new(include_str!("scripts/event.lua")),
             pick: Script::new(include_str!("scripts/pick.lua")),
             enlist: Script::new(include_str!("scripts/enlist.lua")),
+            admit: Script::new(include_str!("scripts/admit.lua")),
+            hold: Script::new(include_str!("scripts/hold.lua")),
+            rate: Script::new(include_str!("scripts/rate.lua")),
         }
     }
 }

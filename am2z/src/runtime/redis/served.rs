@@ -2,14 +2,16 @@
 //! typed processor, run by the embedded step executor.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::with_run_identity;
+use crate::context::{RunSeed, with_run_seed};
 use crate::plan::Fingerprint;
+use crate::runtime::host::StepGate;
 use crate::{
     Error, Executes, LocalRuntime, Metadata, Processor, RunFailure, RunId, RunOutcome, SessionId,
 };
@@ -30,16 +32,24 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn fingerprint(&self) -> Fingerprint;
     fn input_type(&self) -> &'static str;
     fn output_type(&self) -> &'static str;
-    /// Runs the job's input through the processor as run `run_id` of `session`.
-    fn execute<'a>(
-        &'a self,
-        engine: &'a LocalRuntime,
-        session: &'a SessionId,
-        input: &'a str,
-        run_id: RunId,
-        created_at: SystemTime,
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Executed>;
+    /// Runs the job's input through the processor.
+    fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed>;
+}
+
+/// One job handed to a served processor.
+pub(crate) struct Assignment<'a> {
+    /// The executor that runs it.
+    pub(crate) engine: &'a LocalRuntime,
+    pub(crate) session: &'a SessionId,
+    /// Its input, as JSON.
+    pub(crate) input: &'a str,
+    /// The identity the submitter gave the run.
+    pub(crate) run_id: RunId,
+    pub(crate) created_at: SystemTime,
+    /// The largest outcome that may be stored.
+    pub(crate) max_bytes: usize,
+    /// The cluster-wide limits its steps pass.
+    pub(crate) gate: Arc<dyn StepGate>,
 }
 
 /// A served processor `P`.
@@ -76,22 +86,27 @@ where
         std::any::type_name::<P::Output>()
     }
 
-    fn execute<'a>(
-        &'a self,
-        engine: &'a LocalRuntime,
-        session: &'a SessionId,
-        input: &'a str,
-        run_id: RunId,
-        created_at: SystemTime,
-        max_bytes: usize,
-    ) -> BoxFuture<'a, Executed> {
+    fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed> {
         Box::pin(async move {
+            let Assignment {
+                engine,
+                session,
+                input,
+                run_id,
+                created_at,
+                max_bytes,
+                gate,
+            } = job;
             let started = Instant::now();
             let outcome: RunOutcome<P::Output> = match serde_json::from_str::<P::Input>(input) {
                 Ok(input) => {
-                    with_run_identity(
+                    let seed = RunSeed {
                         run_id,
                         created_at,
+                        gate: Some(gate),
+                    };
+                    with_run_seed(
+                        seed,
                         engine.execute_in_session(session, &self.processor, input),
                     )
                     .await

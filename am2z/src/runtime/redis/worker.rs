@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
+use super::limits::ClusterGate;
+use super::served::Assignment;
 use crate::{RunId, SessionId};
 
 /// How long a worker waits for a run's events to be forwarded before committing anyway.
@@ -60,14 +62,17 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
                 delivery = job.deliveries,
             );
             let running = served
-                .execute(
-                    &inner.engine,
-                    &job.session,
-                    &job.input,
-                    job.run_id,
+                .execute(Assignment {
+                    engine: &inner.engine,
+                    session: &job.session,
+                    input: &job.input,
+                    run_id: job.run_id,
                     created_at,
-                    inner.config.max_payload_bytes,
-                )
+                    max_bytes: inner.config.max_payload_bytes,
+                    gate: Arc::new(ClusterGate {
+                        inner: Arc::clone(&inner),
+                    }),
+                })
                 .instrument(span);
             tokio::select! {
                 executed = running => Some(executed),
