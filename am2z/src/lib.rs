@@ -5,32 +5,48 @@
 //! many processes on Redis, each run in an isolated session.
 //!
 //! ```
-//! use am2z::{processor_fn, Chain, Error, Executes, LocalRuntime, Runtime, SessionId};
+//! use am2z::{processor, workflow, Error, LocalRuntime, Runtime, SessionId};
 //!
+//! /// Adds one; retried up to 3 attempts, each limited to a second.
+//! #[processor(timeout = "1s", retries = 3)]
 //! async fn add_one(x: i64) -> Result<i64, Error> { Ok(x + 1) }
+//!
+//! #[processor]
 //! async fn double(x: i64) -> Result<i64, Error> { Ok(x * 2) }
+//!
+//! workflow! {
+//!     /// Every edge is checked by rustc: `double` must take what `add_one` returns.
+//!     Arithmetic(i64) -> i64 {
+//!         chain![add_one, double]
+//!     }
+//! }
 //!
 //! # async fn demo() -> Result<(), Error> {
 //! let runtime = LocalRuntime::new();
 //! runtime.start().await?;
 //!
-//! let flow = Chain::new(processor_fn(add_one), processor_fn(double));
 //! let tenant = SessionId::new("tenant-7")?;
-//! let result = runtime.execute_in_session(&tenant, &flow, 20).await?;
+//! let result = Arithmetic::run_in_session(&runtime, &tenant, 20).await?;
 //! assert_eq!(result.output, 42);
 //! assert_eq!(result.meta.session_id, tenant);
+//! assert_eq!(result.meta.version, 2); // one per step
 //!
 //! runtime.stop_session(&tenant).await?;
 //! # Ok(()) }
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 //! ```
 //!
+//! The macros only build ordinary values: the same workflow without them is
+//! `Chain::new(processor_fn(add_one).timeout(..).retries(3), processor_fn(double))`.
+//!
 //! The pieces, one module each:
+//! - [`processor`] and [`workflow!`]: the macros (every key and form documented there).
 //! - [`Processor`] and [`ProcessorConfig`]: a typed, named, configured async step;
 //!   [`processor_fn`] turns a plain async fn into one.
 //! - [`Ctx`]: what a step sees while it runs (metadata, cancellation, events, nested calls).
 //! - [`Chain`], [`Parallel`], [`Route`], [`Map`], [`Workflow`]: typed composition.
-//! - [`Runtime`] and [`Executes`]: the contract every runtime honours; [`LocalRuntime`].
+//! - [`Runtime`] and [`Executes`]: the contract every runtime honours; [`LocalRuntime`]
+//!   (in-process) and, with the `redis` feature (on by default), `RedisRuntime`.
 //! - [`SessionId`], [`Event`], [`Error`], [`Plan`]: sessions, events, errors and plans.
 
 mod context;
