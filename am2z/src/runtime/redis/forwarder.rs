@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::worker::millis;
 use crate::{Event, EventKind, EventStream, RunId};
 
 /// The most events forwarded in one round trip.
@@ -93,6 +94,16 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: Cancel
     }
 }
 
+/// The stats field a finished step counts under (`<processor>:completed` / `:failed`).
+fn stats_field(event: &Event) -> Option<String> {
+    let outcome = match event.kind {
+        EventKind::StepCompleted { .. } => "completed",
+        EventKind::StepFailed { .. } => "failed",
+        _ => return None,
+    };
+    Some(format!("{}:{outcome}", event.processor.as_deref()?))
+}
+
 async fn forward(inner: &Inner, batch: &[Event]) {
     let Ok(conn) = inner.conn() else { return };
     let channel = inner.keys.events_channel();
@@ -111,16 +122,29 @@ async fn forward(inner: &Inner, batch: &[Event]) {
         let mut conn = conn.clone();
         let script = &inner.scripts.event;
         let channel = &channel;
+        let counted = stats_field(event);
         Some(async move {
             let sent: redis::RedisResult<i64> = script
                 .key(keys.meta())
                 .key(keys.events())
+                .key(keys.stats())
                 .arg(json)
                 .arg(max_len)
                 .arg(channel)
+                .arg(counted.as_deref().unwrap_or(""))
                 .invoke_async(&mut conn)
                 .await;
-            if let Err(error) = sent {
+            let counted_globally = match &counted {
+                Some(field) => redis::pipe()
+                    .hincr(inner.keys.stats(), field, 1)
+                    .ignore()
+                    .pexpire(inner.keys.stats(), millis(inner.config.session_ttl).try_into().unwrap_or(i64::MAX))
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await,
+                None => Ok(()),
+            };
+            if let Err(error) = sent.map(|_| ()).and(counted_globally) {
                 tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding an event failed");
             }
         })

@@ -46,6 +46,11 @@ impl Keys {
         format!("{}:sched", self.prefix)
     }
 
+    /// Finished steps per processor, across sessions (`<name>:completed`, `<name>:failed`).
+    pub(crate) fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// The sweeper lock.
     pub(crate) fn sweeper_lock(&self) -> String {
         format!("{}:sweeper", self.prefix)
@@ -119,6 +124,11 @@ impl SessionKeys {
     /// Leased jobs, by lease deadline.
     pub(crate) fn leases(&self) -> String {
         self.part("leases")
+    }
+
+    /// Finished steps per processor (`<name>:completed`, `<name>:failed`).
+    pub(crate) fn stats(&self) -> String {
+        self.part("stats")
     }
 
     /// Result keys, scored by their expiry (ms on Redis' clock).
@@ -197,6 +207,7 @@ mod tests {
             keys.leases(),
             keys.dead(),
             keys.results(),
+            keys.stats(),
             keys.events(),
             keys.job(run),
             keys.result(run),
@@ -256,6 +267,7 @@ mod tests {
         let globals = [
             keys.sessions(),
             keys.sched(),
+            keys.stats(),
             keys.sweeper_lock(),
             keys.permits("sessions"),
             keys.starts("sessions"),

@@ -110,6 +110,7 @@ pub(crate) struct Inner {
     pub(crate) lease_returned: Notify,
     pub(crate) barrier: Barrier,
     pub(crate) fenced_commits: AtomicU64,
+    pub(crate) commits: AtomicU64,
 }
 
 struct Lifecycle {
@@ -233,6 +234,7 @@ impl RedisRuntime {
                 lease_returned: Notify::new(),
                 barrier: Barrier::default(),
                 fenced_commits: AtomicU64::new(0),
+                commits: AtomicU64::new(0),
             }),
         }
     }
@@ -369,6 +371,7 @@ impl RedisRuntime {
             .key(keys.leases())
             .key(keys.events())
             .key(keys.dead())
+            .key(keys.stats())
             .arg(run_id.to_string())
             .arg(name)
             .arg(fingerprint.to_string())
@@ -554,6 +557,11 @@ impl RedisRuntime {
             .len()
     }
 
+    /// How many runs this process executed and committed since it was made.
+    pub fn committed_runs(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
     /// How many commits this process made that Redis refused because the lease had moved on
     /// (the run was retried elsewhere, or its session stopped).
     pub fn refused_commits(&self) -> u64 {
@@ -701,6 +709,37 @@ impl RedisRuntime {
     }
 }
 
+/// This process's gauges (waiting, active, delayed) with the cluster-wide totals (completed,
+/// failed) counted in Redis as `<processor>:completed` / `<processor>:failed`.
+fn merge_totals(
+    local: BTreeMap<String, QueueStats>,
+    totals: HashMap<String, u64>,
+) -> BTreeMap<String, QueueStats> {
+    let mut merged: BTreeMap<String, QueueStats> = local
+        .into_iter()
+        .map(|(name, gauges)| {
+            let gauges = QueueStats {
+                completed: 0,
+                failed: 0,
+                ..gauges
+            };
+            (name, gauges)
+        })
+        .collect();
+    for (field, count) in totals {
+        let Some((name, total)) = field.rsplit_once(':') else {
+            continue;
+        };
+        let entry = merged.entry(name.to_owned()).or_default();
+        match total {
+            "completed" => entry.completed = count,
+            "failed" => entry.failed = count,
+            _ => {}
+        }
+    }
+    merged
+}
+
 /// The stored outcome, as written by `commit.lua` (`Ok`/`Err`) or `sweep.lua` (`Dead`).
 #[derive(Deserialize)]
 enum WireOutcome<T> {
@@ -817,24 +856,50 @@ impl Runtime for RedisRuntime {
     }
 
     async fn stats(&self) -> Result<RuntimeStats, Error> {
-        let mut stats = self.inner.engine.stats().await?;
-        if let Ok(mut conn) = self.inner.conn() {
-            let count: usize = redis::cmd("SCARD")
-                .arg(self.inner.keys.sessions())
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.inner.errors.unavailable(&e))?;
-            stats.active_sessions = count;
-        }
+        let inner = &self.inner;
+        let mut stats = inner.engine.stats().await?;
+        let mut conn = inner.conn()?;
+        let (sessions, totals): (usize, HashMap<String, u64>) = redis::pipe()
+            .scard(inner.keys.sessions())
+            .hgetall(inner.keys.stats())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        let merged = merge_totals(BTreeMap::new(), totals);
+        stats.active_sessions = sessions;
+        stats.completed = merged.values().map(|q| q.completed).sum();
+        stats.failed = merged.values().map(|q| q.failed).sum();
         Ok(stats)
     }
 
     async fn session_stats(&self, session: &SessionId) -> Result<SessionStats, Error> {
-        self.inner.engine.session_stats(session).await
+        let inner = &self.inner;
+        let local = inner.engine.session_stats(session).await?;
+        let mut conn = inner.conn()?;
+        let keys = inner.keys.session(session);
+        let (leased, totals): (u64, HashMap<String, u64>) = redis::pipe()
+            .zcard(keys.leases())
+            .hgetall(keys.stats())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        Ok(SessionStats {
+            session: session.clone(),
+            running_runs: leased,
+            processors: merge_totals(local.processors, totals),
+        })
     }
 
     async fn queue_stats(&self) -> Result<BTreeMap<String, QueueStats>, Error> {
-        self.inner.engine.queue_stats().await
+        let inner = &self.inner;
+        let local = inner.engine.queue_stats().await?;
+        let mut conn = inner.conn()?;
+        let totals: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(inner.keys.stats())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        Ok(merge_totals(local, totals))
     }
 
     fn subscribe(&self) -> EventStream {

@@ -118,6 +118,9 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
         .await;
     match committed {
         Ok(1) => {
+            inner
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             inner.waiters.hand_off(job.run_id, executed.typed);
             inner.waiters.done(job.run_id);
         }
