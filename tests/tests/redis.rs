@@ -334,6 +334,65 @@ mod redis_only {
         delete_prefix(&url, &prefix);
     }
 
+    /// A subscriber of a runtime that executes nothing sees the lifecycle, progress and
+    /// custom events of runs executed by another runtime's workers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_see_events_from_other_workers() {
+        let config = test_config(&redis_url());
+        let (observer, worker) = (
+            RedisRuntime::new(config.clone().worker(false)),
+            RedisRuntime::new(config),
+        );
+        worker.serve(am2z_tests::processors::Reports);
+        observer.start().await.unwrap();
+        worker.start().await.unwrap();
+        let s = session("observed");
+        let mut events = observer.subscribe_session(&s);
+        let handle = observer
+            .submit(&s, &am2z_tests::processors::Reports, 3)
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        while let Ok(Some(event)) = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut events),
+        )
+        .await
+        {
+            if event.run_id.is_some() {
+                assert_eq!(event.run_id, Some(handle.run_id));
+            }
+            let kind = serde_json::to_value(&event.kind).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let done = kind == "run_completed";
+            kinds.push(kind);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            kinds,
+            [
+                "session_created",
+                "step_started",
+                "progress",
+                "progress",
+                "progress",
+                "progress",
+                "custom",
+                "step_completed",
+                "run_completed"
+            ]
+        );
+        assert_eq!(observer.committed_runs(), 0);
+        observer.stop_session(&s).await.unwrap();
+        for runtime in [&observer, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// A worker only claims jobs whose contract fingerprint it serves; others stay queued
     /// without consuming a delivery, and a worker that has the contract runs them.
     #[tokio::test]
