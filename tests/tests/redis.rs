@@ -689,6 +689,57 @@ mod redis_limits {
         }
     }
 
+    /// A job lost a second time waits out a redelivery backoff in the delayed set; the
+    /// promoter then offers it again and it completes.
+    #[tokio::test]
+    async fn repeated_redeliveries_back_off() {
+        let config = test_config(&redis_url())
+            .sweep_every(Duration::from_millis(50))
+            .redelivery_backoff(Duration::from_millis(400), Duration::from_secs(2));
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let s = session("backoff");
+        let handle = client.submit(&s, &AddOne, 1).await.unwrap();
+        let base = format!("{prefix}:{{{s}}}");
+        let run = handle.run_id.to_string();
+        redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
+        redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
+        redis_cli(&[
+            "HSET",
+            &format!("{base}:job:{run}"),
+            "state",
+            "leased",
+            "deliveries",
+            "2",
+        ]);
+        let worker = RedisRuntime::new(config);
+        worker.serve(AddOne);
+        let begin = std::time::Instant::now();
+        worker.start().await.unwrap();
+        while redis_cli(&["ZSCORE", &format!("{base}:delayed"), &run]).is_empty() {
+            assert!(
+                begin.elapsed() < Duration::from_secs(2),
+                "the job went to the delayed set"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let result = client
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .expect("promoted and run");
+        assert_eq!(result.output, 2);
+        assert!(
+            begin.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            begin.elapsed()
+        );
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// Scripts are reloaded transparently after `SCRIPT FLUSH`.
     #[tokio::test]
     async fn script_flush_is_survived() {

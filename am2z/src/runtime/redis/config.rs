@@ -44,6 +44,8 @@ pub struct RedisConfig {
     pub(crate) session_concurrency: u64,
     pub(crate) events_max_len: u64,
     pub(crate) max_payload_bytes: usize,
+    pub(crate) redelivery_backoff: Duration,
+    pub(crate) redelivery_backoff_max: Duration,
 }
 
 impl Default for RedisConfig {
@@ -73,6 +75,8 @@ impl RedisConfig {
             session_concurrency: 0,
             events_max_len: 10_000,
             max_payload_bytes: 16 << 20,
+            redelivery_backoff: Duration::from_millis(500),
+            redelivery_backoff_max: Duration::from_secs(30),
         }
     }
 
@@ -224,6 +228,16 @@ impl RedisConfig {
     /// fails its run with the same error.
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload_bytes = bytes.max(1);
+        self
+    }
+
+    /// How long a job whose lease was lost waits before it is offered again, from its second
+    /// loss on: `base × 2^(losses − 2)`, at most `max` (default 500 ms, 30 s). The first
+    /// redelivery is immediate, so recovery from one dead worker is not slowed; a job that
+    /// keeps killing its workers is offered ever more slowly until it is dead-lettered.
+    pub fn redelivery_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.redelivery_backoff = base;
+        self.redelivery_backoff_max = max.max(base);
         self
     }
 

@@ -51,6 +51,11 @@ impl Keys {
         format!("{}:stats", self.prefix)
     }
 
+    /// Sessions with delayed jobs, scored by their earliest due time (the promoter's timer).
+    pub(crate) fn timers(&self) -> String {
+        format!("{}:timers", self.prefix)
+    }
+
     /// The sweeper lock.
     pub(crate) fn sweeper_lock(&self) -> String {
         format!("{}:sweeper", self.prefix)
@@ -119,6 +124,11 @@ impl SessionKeys {
     /// Ready jobs, by priority then arrival.
     pub(crate) fn queue(&self) -> String {
         self.part("queue")
+    }
+
+    /// Jobs waiting out a redelivery backoff, by due time.
+    pub(crate) fn delayed(&self) -> String {
+        self.part("delayed")
     }
 
     /// Leased jobs, by lease deadline.
@@ -204,6 +214,7 @@ mod tests {
             keys.meta(),
             keys.index(),
             keys.queue(),
+            keys.delayed(),
             keys.leases(),
             keys.dead(),
             keys.results(),
@@ -268,6 +279,7 @@ mod tests {
             keys.sessions(),
             keys.sched(),
             keys.stats(),
+            keys.timers(),
             keys.sweeper_lock(),
             keys.permits("sessions"),
             keys.starts("sessions"),

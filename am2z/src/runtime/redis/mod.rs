@@ -29,6 +29,7 @@ mod connection;
 mod forwarder;
 mod keys;
 mod limits;
+mod promoter;
 mod renewer;
 mod scripts;
 mod served;
@@ -372,6 +373,7 @@ impl RedisRuntime {
             .key(keys.events())
             .key(keys.dead())
             .key(keys.stats())
+            .key(keys.delayed())
             .arg(run_id.to_string())
             .arg(name)
             .arg(fingerprint.to_string())
@@ -626,6 +628,7 @@ impl RedisRuntime {
             )));
             tasks.push(tokio::spawn(renewer::run(Arc::clone(inner), stop.clone())));
             tasks.push(tokio::spawn(sweeper::run(Arc::clone(inner), stop.clone())));
+            tasks.push(tokio::spawn(promoter::run(Arc::clone(inner), stop.clone())));
             claimer = Some(claiming);
         }
         lifecycle.claimer = claimer;
@@ -686,6 +689,8 @@ impl RedisRuntime {
         let (removed,): (i64,) = redis::pipe()
             .srem(inner.keys.sessions(), session.as_str())
             .zrem(inner.keys.sched(), session.as_str())
+            .ignore()
+            .zrem(inner.keys.timers(), session.as_str())
             .ignore()
             .publish(
                 inner.keys.control_channel(),

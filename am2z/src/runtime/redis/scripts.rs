@@ -19,6 +19,8 @@ pub(crate) struct Scripts {
     pub(crate) admit: Script,
     pub(crate) hold: Script,
     pub(crate) rate: Script,
+    pub(crate) due: Script,
+    pub(crate) promote: Script,
 }
 
 impl Scripts {
@@ -37,6 +39,8 @@ impl Scripts {
             admit: Script::new(include_str!("scripts/admit.lua")),
             hold: Script::new(include_str!("scripts/hold.lua")),
             rate: Script::new(include_str!("scripts/rate.lua")),
+            due: Script::new(include_str!("scripts/due.lua")),
+            promote: Script::new(include_str!("scripts/promote.lua")),
         }
     }
 }

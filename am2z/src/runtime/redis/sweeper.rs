@@ -55,7 +55,7 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 continue;
             };
             let keys = inner.keys.session(&session);
-            let (requeued, dead, live): (i64, i64, i64) = inner
+            let (requeued, dead, live, next_due): (i64, i64, i64, i64) = inner
                 .scripts
                 .sweep
                 .key(keys.leases())
@@ -64,12 +64,15 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 .key(keys.index())
                 .key(keys.meta())
                 .key(keys.results())
+                .key(keys.delayed())
                 .arg(keys.job_prefix())
                 .arg(keys.result_prefix())
                 .arg(inner.config.max_deliveries)
                 .arg(millis(inner.config.result_ttl))
                 .arg(inner.keys.done_channel())
                 .arg(session.as_str())
+                .arg(millis(inner.config.redelivery_backoff))
+                .arg(millis(inner.config.redelivery_backoff_max))
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
@@ -82,6 +85,10 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                     .await
                     .map_err(|e| inner.errors.unavailable(&e))?;
                 continue;
+            }
+            if next_due > 0 {
+                // Arms (or re-arms, after a crash of the promoter) the session's timer.
+                super::promoter::arm(inner, &mut conn, &session, next_due).await?;
             }
             if requeued > 0 {
                 tracing::info!(%session, requeued, "re-queued expired leases");

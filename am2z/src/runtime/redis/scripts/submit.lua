@@ -1,5 +1,5 @@
 -- Queues a new run of a session, creating the session when it is new.
--- KEYS: 1 meta, 2 index, 3 queue, 4 job, 5 leases, 6 events, 7 dead, 8 stats
+-- KEYS: 1 meta, 2 index, 3 queue, 4 job, 5 leases, 6 events, 7 dead, 8 stats, 9 delayed
 -- ARGV: 1 run id, 2 processor name, 3 contract fingerprint, 4 input (JSON), 5 priority,
 --       6 session ttl (ms), 7 max queued (0: no limit), 8 events channel,
 --       9 SessionCreated event (JSON), 10 events max length
@@ -16,7 +16,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local created = redis.call('EXISTS', KEYS[1]) == 0
 if created then
   redis.call('HSET', KEYS[1], 'created_ms', now)
-  redis.call('SADD', KEYS[2], KEYS[1], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+  redis.call('SADD', KEYS[2], KEYS[1], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'event', ARGV[9])
   redis.call('PUBLISH', ARGV[8], ARGV[9])
 end
@@ -27,7 +27,7 @@ redis.call('HSET', KEYS[4], 'name', ARGV[2], 'fp', ARGV[3], 'input', ARGV[4],
 redis.call('SADD', KEYS[2], KEYS[4])
 redis.call('ZADD', KEYS[3], -priority * 4294967296 + seq, ARGV[1])
 local ttl = ARGV[6]
-for i = 1, 8 do
+for i = 1, 9 do
   redis.call('PEXPIRE', KEYS[i], ttl)
 end
 if created then

@@ -1,11 +1,15 @@
 -- Re-queues expired leases of a session, or dead-letters them after too many deliveries.
--- KEYS: 1 leases, 2 queue, 3 dead, 4 index, 5 meta, 6 results
+-- KEYS: 1 leases, 2 queue, 3 dead, 4 index, 5 meta, 6 results, 7 delayed
 -- ARGV: 1 job key prefix, 2 result key prefix, 3 max deliveries, 4 result ttl (ms),
---       5 done channel, 6 session id
--- Returns {requeued, dead, live}: live is 0 when the session expired (its meta is gone), so
--- the caller can drop it from the registry. Looks at 100 leases per call at most.
+--       5 done channel, 6 session id, 7 redelivery backoff base (ms), 8 backoff cap (ms)
+-- A first redelivery is immediate (recovery within a lease and a sweep); later ones wait
+-- base × 2^(n-2), capped, in the delayed set, so a job that kills its workers cannot
+-- crash-loop the fleet.
+-- Returns {requeued, dead, live, next_due}: live is 0 when the session expired (its meta is
+-- gone), so the caller can drop it from the registry; next_due is the earliest due time in
+-- the delayed set (0: none), for the promoter's timer. Looks at 100 leases per call at most.
 if redis.call('EXISTS', KEYS[5]) == 0 then
-  return {0, 0, 0}
+  return {0, 0, 0, 0}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,10 +33,21 @@ for _, id in ipairs(expired) do
       dead = dead + 1
     else
       redis.call('HSET', job, 'state', 'queued')
-      redis.call('ZADD', KEYS[2], -tonumber(f[2]) * 4294967296, id)
+      if deliveries <= 1 or tonumber(ARGV[7]) <= 0 then
+        redis.call('ZADD', KEYS[2], -tonumber(f[2]) * 4294967296, id)
+      else
+        local wait = math.min(tonumber(ARGV[7]) * 2 ^ (deliveries - 2), tonumber(ARGV[8]))
+        redis.call('ZADD', KEYS[7], now + wait, id)
+        redis.call('PEXPIRE', KEYS[7], redis.call('PTTL', KEYS[5]))
+      end
       requeued = requeued + 1
     end
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-return {requeued, dead, 1}
+local first = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
+local next_due = 0
+if #first > 0 then
+  next_due = tonumber(first[2])
+end
+return {requeued, dead, 1, next_due}

@@ -1,0 +1,22 @@
+-- Moves a session's due delayed jobs to its ready queue (at most 500 per call).
+-- KEYS: 1 delayed, 2 queue
+-- ARGV: 1 job key prefix
+-- Returns {moved, next_due}: next_due is the earliest due time left (0: none).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
+local moved = 0
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local priority = redis.call('HGET', ARGV[1] .. id, 'priority')
+  if priority then
+    redis.call('ZADD', KEYS[2], -tonumber(priority) * 4294967296, id)
+    moved = moved + 1
+  end
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_due = 0
+if #first > 0 then
+  next_due = tonumber(first[2])
+end
+return {moved, next_due}
