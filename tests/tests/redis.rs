@@ -740,6 +740,97 @@ mod redis_limits {
         }
     }
 
+    /// Higher-priority runs are claimed first from a session's queue.
+    #[tokio::test]
+    async fn priorities_order_the_queue() {
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let step = |name: &'static str, priority: i32| {
+            let order = std::sync::Arc::clone(&order);
+            am2z::processor_fn(move |x: i64| {
+                order.lock().unwrap().push(format!("{name}:{x}"));
+                async move { Ok::<_, Error>(x) }
+            })
+            .named(name)
+            .with_config(am2z::ProcessorConfig::new().priority(priority))
+        };
+        let (low, high) = (step("low", 1), step("high", 9));
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let s = session("priorities");
+        let mut handles = Vec::new();
+        for x in 0..3 {
+            handles.push(client.submit(&s, &low, x).await.unwrap());
+        }
+        for x in 0..3 {
+            handles.push(client.submit(&s, &high, x).await.unwrap());
+        }
+        let worker = RedisRuntime::new(config);
+        worker.serve(low.clone());
+        worker.serve(high.clone());
+        worker.start().await.unwrap();
+        for handle in &handles {
+            client
+                .wait::<i64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["high:0", "high:1", "high:2", "low:0", "low:1", "low:2"]
+        );
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
+    /// `stop_session` from one runtime stops the session's step running on another runtime's
+    /// worker at once (its token fires and its future is dropped, as on the local runtime),
+    /// ends its waiters with "session stopped", and the worker's late commit is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_session_cancels_steps_on_other_workers() {
+        let config = test_config(&redis_url());
+        let (client, worker) = (
+            RedisRuntime::new(config.clone().worker(false)),
+            RedisRuntime::new(config),
+        );
+        worker.serve(SleepMs);
+        client.start().await.unwrap();
+        worker.start().await.unwrap();
+        let s = session("remote-stop");
+        let handle = client.submit(&s, &SleepMs, 60_000).await.unwrap();
+        while worker.runs_in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        client.stop_session(&s).await.unwrap();
+        let failure = client
+            .wait::<i64>(&handle, Some(Duration::from_secs(5)))
+            .await
+            .expect_err("stopped");
+        assert!(
+            matches!(failure.error, Error::SessionStopped { .. }),
+            "{failure:?}"
+        );
+        let begin = std::time::Instant::now();
+        while worker.runs_in_flight() > 0 {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "the worker let go of the run"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(1),
+            "stopped at once, not after 60 s"
+        );
+        assert_eq!(worker.refused_commits(), 1, "its result was refused");
+        assert!(!seen(s.as_str()).iter().any(|e| e.starts_with("done:")));
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// Scripts are reloaded transparently after `SCRIPT FLUSH`.
     #[tokio::test]
     async fn script_flush_is_survived() {
