@@ -34,7 +34,7 @@ pub(crate) struct StepSlot {
 }
 
 /// Admission beyond this process: a distributed runtime's cluster-wide concurrency and rate
-/// limits. Passed after the in-process gates, before each attempt; the returned guard is held
+/// limits. Passed before the in-process gates, before each attempt; the returned guard is held
 /// for the attempt and gives the permit back when dropped. It never fails: when the shared
 /// limiter cannot be reached it admits (and logs), rather than turning a limiter outage into
 /// failed steps.

@@ -78,6 +78,13 @@ async fn attempts<P: Processor>(
     let mut attempt = 1;
     loop {
         let waiting = InStage::enter(&slot.counters, Stage::Waiting);
+        // The cluster-wide gate first, so the in-process gates (exact on tokio's clock, and
+        // ordered by priority) are the last word before the body.
+        let limited = config.concurrency.is_some() || config.rate_limit.is_some();
+        let shared_permit = match &run.gate {
+            Some(gate) if limited => Some(gate.admit(name, config).await),
+            _ => None,
+        };
         if let Some(rate) = &slot.rate {
             rate.acquire().await;
         }
@@ -85,11 +92,6 @@ async fn attempts<P: Processor>(
         for gate in &slot.gates {
             permits.push(gate.acquire(config.priority).await);
         }
-        let limited = config.concurrency.is_some() || config.rate_limit.is_some();
-        let shared_permit = match &run.gate {
-            Some(gate) if limited => Some(gate.admit(name, config).await),
-            _ => None,
-        };
         drop(waiting);
         let active = InStage::enter(&slot.counters, Stage::Active);
         run.attempts.fetch_add(1, Ordering::Relaxed);
