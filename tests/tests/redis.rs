@@ -303,6 +303,16 @@ mod redis_only {
             assert_eq!(result.meta.run_id, handle.run_id);
             assert_eq!(result.meta.session_id, s);
         }
+        // A worker counts its commit when Redis answers, which may be just after the awaiter
+        // heard of it.
+        let begin = std::time::Instant::now();
+        while b.committed_runs() + c.committed_runs() < 20 {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "all commits counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let (by_b, by_c) = (b.committed_runs(), c.committed_runs());
         assert_eq!(by_b + by_c, 20);
         assert!(
@@ -675,10 +685,9 @@ mod redis_limits {
             .collect();
         starts.sort_unstable();
         assert!(starts[1] - starts[0] < 150, "{starts:?}");
-        assert!(
-            (1000..1150).contains(&(starts[2] - starts[0])),
-            "{starts:?}"
-        );
+        // The log runs on Redis' clock and a start is recorded when the admission reply
+        // arrives, so reply latency can shave a few ms off the gap seen here.
+        assert!((990..1150).contains(&(starts[2] - starts[0])), "{starts:?}");
 
         for session in [&s, &r] {
             client.stop_session(session).await.unwrap();

@@ -578,7 +578,13 @@ impl RedisRuntime {
         }
         inner.config.validate()?;
         let client = connection::client(&inner.config, &inner.errors)?;
-        let conn = connection::connect(&client, &inner.errors).await?;
+        let mut conn = connection::connect(&client, &inner.errors).await?;
+        for script in inner.scripts.all() {
+            script
+                .load_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?;
+        }
         *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
 
         let stop = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! The Lua scripts, one file each under `scripts/`, with fixed bodies: every value arrives
 //! through `KEYS`/`ARGV`. `redis::Script` runs `EVALSHA` and falls back to `EVAL` on
-//! `NOSCRIPT`, so a `SCRIPT FLUSH` is survived without anyone noticing.
+//! `NOSCRIPT`, so a `SCRIPT FLUSH` is survived without anyone noticing. `start` loads them
+//! all up front, so no first call pays for the fallback.
 
 use redis::Script;
 
@@ -24,6 +25,27 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
+    /// Every script, for loading them all at start.
+    pub(crate) fn all(&self) -> [&Script; 15] {
+        [
+            &self.submit,
+            &self.claim,
+            &self.renew,
+            &self.commit,
+            &self.release,
+            &self.sweep,
+            &self.stop,
+            &self.event,
+            &self.pick,
+            &self.enlist,
+            &self.admit,
+            &self.hold,
+            &self.rate,
+            &self.due,
+            &self.promote,
+        ]
+    }
+
     pub(crate) fn new() -> Self {
         Scripts {
             submit: Script::new(include_str!("scripts/submit.lua")),
