@@ -1,0 +1,162 @@
+//! The am2z benchmark suite: the scenarios of issue 5 on the Redis runtime, printed as
+//! `RESULT` lines in the peer scripts' format (`bench/run.sh` runs this, the BullMQ peer and
+//! `redis-benchmark` against one scratch Redis and writes `BENCHMARKS.md`).
+//!
+//! ```text
+//! cargo run --release -p am2z-bench -- --quick                  # smoke run (CI): tiny counts
+//! cargo run --release -p am2z-bench -- --redis redis://127.0.0.1:6390   # full figures
+//! am2z-bench worker <url> <prefix> <concurrency>                # a worker process (spawned)
+//! ```
+//!
+//! The Redis URL defaults to `AM2Z_REDIS_URL`, then `REDIS_URL`, then
+//! `redis://127.0.0.1:6379`. The bench never flushes: every scenario works under a key
+//! prefix of its own and stops its sessions at the end, so it is safe on a shared Redis
+//! (its counters are then shared too: figures are meaningful only on a Redis of its own).
+//! Worker processes are this binary's `worker` subcommand; the bench stops each one it
+//! spawned by closing its stdin, and kills it by its pid if it lingers.
+
+mod footprint;
+mod latency;
+mod observe;
+mod report;
+mod throughput;
+mod worker;
+mod workflows;
+
+use am2z::Error;
+
+use crate::observe::Observer;
+use crate::report::note;
+
+/// Counts for one invocation (quick or full).
+pub(crate) struct Settings {
+    pub(crate) url: String,
+    /// Repetitions of each latency scenario (each yields its own p50/p99).
+    pub(crate) reps: usize,
+    /// Sequential one-step runs per rep (BullMQ peer: `LAT_N` 1000).
+    pub(crate) lat_n: u64,
+    /// Sequential chains / parallels per rep (BullMQ peer: `CHAIN_N` / `FLOW_N` 300).
+    pub(crate) chain_n: u64,
+    /// Sessions per rep (BullMQ peer: `SESS_N` 30).
+    pub(crate) sess_n: u64,
+    /// Children of the fan-out.
+    pub(crate) fanout_children: u64,
+    /// Fan-out runs per rep.
+    pub(crate) fanout_runs: u64,
+    /// Runs per throughput pass (BullMQ peer: `N` 20 000).
+    pub(crate) tp_n: u64,
+    /// Passes per throughput setup (BullMQ peer: 3).
+    pub(crate) tp_reps: usize,
+    /// Worker concurrencies (BullMQ peer: `CONC` 1,10,50).
+    pub(crate) concurrency: Vec<usize>,
+    /// Idle sessions for the memory and connection figures.
+    pub(crate) idle_sessions: u64,
+    /// Makes key prefixes unique to this invocation.
+    tag: String,
+}
+
+impl Settings {
+    fn new(url: String, quick: bool) -> Self {
+        let tag = format!("am2z-bench-{}", std::process::id());
+        if quick {
+            Settings {
+                url,
+                reps: 1,
+                lat_n: 50,
+                chain_n: 20,
+                sess_n: 5,
+                fanout_children: 1_000,
+                fanout_runs: 1,
+                tp_n: 300,
+                tp_reps: 1,
+                concurrency: vec![1, 10],
+                idle_sessions: 100,
+                tag,
+            }
+        } else {
+            Settings {
+                url,
+                reps: 5,
+                lat_n: 1_000,
+                chain_n: 300,
+                sess_n: 30,
+                fanout_children: 10_000,
+                fanout_runs: 2,
+                tp_n: 20_000,
+                tp_reps: 3,
+                concurrency: vec![1, 10, 50],
+                idle_sessions: 10_000,
+                tag,
+            }
+        }
+    }
+
+    /// A key prefix for one scenario of this invocation.
+    pub(crate) fn prefix(&self, scenario: &str) -> String {
+        format!("{}-{scenario}", self.tag)
+    }
+}
+
+fn usage() -> Error {
+    Error::configuration(
+        "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle] \
+         | am2z-bench worker <url> <prefix> <concurrency>",
+    )
+}
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::from)?;
+    if args.first().map(String::as_str) == Some("worker") {
+        let [_, url, prefix, concurrency] = args.as_slice() else {
+            return Err(usage());
+        };
+        let concurrency = concurrency.parse().map_err(|_| usage())?;
+        return tokio.block_on(worker::serve(url, prefix, concurrency));
+    }
+    let mut quick = false;
+    let mut url = std::env::var("AM2Z_REDIS_URL")
+        .or_else(|_| std::env::var("REDIS_URL"))
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut only: Option<Vec<String>> = None;
+    let mut rest = args.into_iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--redis" => url = rest.next().ok_or_else(usage)?,
+            "--only" => {
+                let list = rest.next().ok_or_else(usage)?;
+                only = Some(list.split(',').map(str::to_owned).collect());
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
+    let settings = Settings::new(url, quick);
+    tokio.block_on(async {
+        let mut observer = Observer::connect(&settings.url).await?;
+        note(&format!(
+            "am2z-bench {} quick={quick} reps={} lat_n={} chain_n={} tp_n={} idle_sessions={}",
+            env!("CARGO_PKG_VERSION"),
+            settings.reps,
+            settings.lat_n,
+            settings.chain_n,
+            settings.tp_n,
+            settings.idle_sessions,
+        ));
+        if wanted("latency") {
+            latency::run(&settings, &mut observer).await?;
+        }
+        if wanted("throughput") {
+            throughput::run(&settings, &mut observer).await?;
+        }
+        if wanted("idle") {
+            footprint::run(&settings, &mut observer).await?;
+        }
+        note("am2z-bench done");
+        Ok(())
+    })
+}

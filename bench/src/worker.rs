@@ -1,0 +1,106 @@
+//! Worker processes: the `worker` subcommand of this binary, and the handle the bench keeps
+//! on each one it spawns (so the bench owns its worker code and kills only its own children).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use am2z::{Error, RedisConfig, RedisRuntime, Runtime};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::workflows::serve_all;
+
+/// TTL of everything the bench leaves behind (stats keys outlive `stop_session`).
+pub(crate) const KEY_TTL: Duration = Duration::from_secs(600);
+
+/// How long a worker gets to finish its runs after being told to stop, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// `am2z-bench worker <url> <prefix> <concurrency>`: serves every bench processor until its
+/// standard input closes, then drains and exits. Prints `ready` once it claims.
+#[allow(clippy::print_stdout)] // the parent reads `ready` on stdout
+pub(crate) async fn serve(url: &str, prefix: &str, concurrency: usize) -> Result<(), Error> {
+    let runtime = RedisRuntime::new(
+        RedisConfig::new(url)
+            .prefix(prefix)
+            .worker_concurrency(concurrency)
+            .result_ttl(KEY_TTL)
+            .session_ttl(KEY_TTL),
+    );
+    serve_all(&runtime);
+    runtime.start().await?;
+    println!("ready");
+    // Any input or EOF ends the worker: the parent closes our stdin to stop us.
+    let mut sink = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    runtime.drain(Duration::from_secs(10)).await
+}
+
+/// A worker process this bench spawned.
+pub(crate) struct WorkerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Its process id (for `/proc` and `CLIENT LIST`).
+    pub(crate) pid: u32,
+}
+
+impl WorkerProcess {
+    /// Spawns a worker on `prefix` and waits until it is claiming.
+    pub(crate) async fn spawn(url: &str, prefix: &str, concurrency: usize) -> Result<Self, Error> {
+        let exe = std::env::current_exe().map_err(Error::from)?;
+        let mut child = Command::new(exe)
+            .arg("worker")
+            .arg(url)
+            .arg(prefix)
+            .arg(concurrency.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(Error::from)?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::unavailable("bench worker", "exited at once"))?;
+        let stdin = child.stdin.take();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::unavailable("bench worker", "no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == "ready" => {}
+            other => {
+                let _ = child.kill().await;
+                return Err(Error::unavailable(
+                    "bench worker",
+                    format!("did not report ready: {other:?}"),
+                ));
+            }
+        }
+        Ok(WorkerProcess { child, stdin, pid })
+    }
+
+    /// Closes its stdin (it drains and exits); kills it (this pid only) if it lingers.
+    pub(crate) async fn stop(mut self) -> Result<(), Error> {
+        drop(self.stdin.take());
+        match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(status) => {
+                let status = status.map_err(Error::from)?;
+                if !status.success() {
+                    return Err(Error::unavailable(
+                        "bench worker",
+                        format!("pid {} exited with {status}", self.pid),
+                    ));
+                }
+                Ok(())
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err(Error::unavailable(
+                    "bench worker",
+                    format!("pid {} did not stop in time and was killed", self.pid),
+                ))
+            }
+        }
+    }
+}
