@@ -840,6 +840,46 @@ mod redis_limits {
         }
     }
 
+    /// Sessions are served in fair turns: a session with thousands of queued runs does not
+    /// starve a session that arrives after it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flooded_session_does_not_starve_others() {
+        let config = test_config(&redis_url()).worker_concurrency(4);
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let (flood, small) = (session("flood"), session("small"));
+        let floods =
+            futures::future::join_all((0..3_000).map(|x| client.submit(&flood, &AddOne, x))).await;
+        assert!(floods.iter().all(Result::is_ok));
+        let worker = RedisRuntime::new(config);
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let mut handles = Vec::new();
+        for x in 0..10 {
+            handles.push(client.submit(&small, &AddOne, x).await.unwrap());
+        }
+        for handle in &handles {
+            client
+                .wait::<i64>(handle, Some(Duration::from_secs(20)))
+                .await
+                .unwrap();
+        }
+        let queued: usize = redis_cli(&["ZCARD", &format!("{prefix}:{{{flood}}}:queue")])
+            .parse()
+            .unwrap();
+        assert!(
+            queued > 1_500,
+            "the small session finished while {queued} flood runs still waited"
+        );
+        for session in [&flood, &small] {
+            client.stop_session(session).await.unwrap();
+        }
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// Scripts are reloaded transparently after `SCRIPT FLUSH`.
     #[tokio::test]
     async fn script_flush_is_survived() {
