@@ -106,6 +106,45 @@ def add(*vals):
     return None if any(v is None for v in vals) else sum(vals)
 
 
+# What the profiles of this suite showed, written when the suite was built (commit 50f1f05 of
+# the runtime); the tables above are regenerated on every run and are what to check it against.
+NOTES = """### Targets missed: what the profiles show, and what would remove it
+
+Profiles: Redis' side from the SLOWLOG table above; the worker's side from callgrind
+(`AM2Z_BENCH_WORKER_WRAP="valgrind --tool=callgrind" am2z-bench --quick --only throughput`;
+`perf` has no hardware counters on this VM). Written against the runtime at commit `50f1f05`.
+
+- **One-step p50 (≤ 0.25 ms).** Latency here is round trips, not CPU. A one-step run waits on
+  6–7 sequential round trips and one or two pub/sub hops: `submit.lua`, then `enlist.lua`
+  (client); the `wake` message; `pick.lua`, then `claim.lua`; the forwarder's `event.lua`
+  pipeline and the pre-commit barrier; `commit.lua`; the `done` message; and, when the worker
+  is another process, the waiter's `GET`/`EXISTS` pipeline. *Remove:* enlist inside
+  `submit.lua`; pick and claim in one script; the run's events appended by `commit.lua`
+  (no separate call, no barrier); the outcome carried in the `done` message. That leaves
+  submit → claim → commit → done.
+- **Parallel of 3 with fan-in (≤ 0.5 ms).** The one-step path plus four steps' events, each
+  forwarded through `event.lua` before the commit may go. *Remove:* as above; with events
+  folded into the commit it costs what a one-step run costs.
+- **Throughput (≥ 3× BullMQ).** Flat across concurrency 1, 10, 50 and two processes: the
+  claimer leases one job per iteration, sequentially, with two round trips (`pick.lua`,
+  `claim.lua`) each, so worker concurrency only overlaps execution (nothing, for a no-op).
+  *Remove:* batched claims (one script leases up to the free slots), the next claim made by
+  the script that commits the last run, commits of finished runs pipelined together.
+- **Redis CPU per step (≤ 30 µs).** About 8 script calls per one-step run, each with ~10 µs of
+  fixed cost beyond the commands it runs (those total ~40 µs per run); `submit.lua` refreshes
+  the TTL of every session key on every submit (`PEXPIRE` ~14× per run); three `event.lua`
+  calls per step (each `XADD` + `PUBLISH` + stats `HINCRBY`). *Remove:* 2 script calls per run
+  (submit; claim and commit, batched); TTLs refreshed only when below half; events written in
+  the commit, and published only while someone subscribes.
+- **Worker CPU** (callgrind, worker process): event forwarding (serialising each event, one
+  `event.lua` per event) ~27%; redis-rs reply parsing ~15–19%; the pub/sub loop decoding the
+  process's own events back from `<p>:events` ~11–13% (every process receives every event);
+  key and argument formatting (`core::fmt`) ~12%; allocation ~15%. *Remove:* the event work
+  above; per-session key prefixes formatted once and reused.
+- **Fan-out of 10 000 children**: one job, so the children run in one worker; each child step
+  still forwards its events to Redis (the per-step commands above), which is most of its time.
+"""
+
 lines = []
 w = lines.append
 w("# am2z benchmarks")
@@ -170,6 +209,16 @@ for c in (1, 10, 50):
       f"{met(a, 3 * b if b else None, True)} |")
 a = get(am2z, "am2z.throughput.p2.c50.first_to_last")
 w(f"| two worker processes, concurrency 50 each | {fmt(a)} | — | — | — | — |")
+w("")
+w("CPU per run in the processes that do the work (same passes; am2z: the worker processes,")
+w("start-up included; BullMQ: its one Node process):")
+w("")
+w("| setup | am2z worker CPU per run | BullMQ Node CPU per job | am2z/BullMQ |")
+w("|---|---:|---:|---:|")
+for c in (1, 10, 50):
+    a = get(am2z, f"am2z.throughput.p1.c{c}.worker_cpu_per_run")
+    b = get(peer, f"bullmq.throughput.c{c}.node_cpu_per_job_processing")
+    w(f"| concurrency {c} | {fmt(a, 'µs')} | {fmt(b, 'µs')} | {ratio(a, b)} |")
 w(f"| queueing (am2z `submit`, 64 in flight; BullMQ `addBulk` of 1000) | {fmt(get(am2z, 'am2z.submit.rate'))} | "
   f"{fmt(get(peer, 'bullmq.addBulk1000.rate'))} | {ratio(get(am2z, 'am2z.submit.rate'), get(peer, 'bullmq.addBulk1000.rate'))} | — | — |")
 w("")
@@ -226,10 +275,20 @@ w(f"| throughput (runs/s) vs unpipelined EVALSHA push+pop, 50 clients (ops/s) | 
 a = get(am2z, "am2z.one_step.p50")
 w(f"| one-step p50 vs one EVALSHA push+pop round trip, 1 client (ms, 1 / ops/s) | {fmt(a)} | {fmt(e1)} | {ratio(a, e1)} |")
 w("")
-w("### Where Redis' time goes (calls per run or step, Lua-internal calls included)")
+w("### Where Redis' time goes")
+w("")
+w("SLOWLOG of every command (`slowlog-log-slower-than 0`) during a short throughput pass")
+w("(`am2z-bench --quick --only throughput` on the same scratch Redis, after the measured runs;")
+w("`bench/script_costs.py` names each EVALSHA by its script file); per one-step run, queueing included:")
+w("")
+lines.extend(read("script-costs.md").strip().splitlines() or ["not run"])
+w("")
+w("`INFO commandstats` deltas per run or step of each measured scenario (Lua-internal calls included):")
 w("")
 for name, text in am2z_cmds.items():
     w(f"- `{name}`: {text}")
+w("")
+w(NOTES)
 w("")
 w("## Local runtime (`examples/local_overhead`, no Redis), beside direct calls")
 w("")

@@ -7,6 +7,7 @@
 #   bench/run.sh                 # everything (~10 min on 2 cores)
 #   PEERS=0 bench/run.sh         # am2z only (the peer columns show "not run")
 #   PEER_REPS=1 bench/run.sh     # fewer peer repetitions
+#   BENCH_RAW=/tmp/raw bench/run.sh   # also keep the raw outputs there
 #
 # The peer scripts FLUSH the Redis they target: they only ever get the scratch port, and
 # only after checking that the server there is the one this script started.
@@ -16,7 +17,7 @@ PEER_SRC=${PEER_SRC:-$ROOT/../shared/bench}
 PEERS=${PEERS:-1}
 PEER_REPS=${PEER_REPS:-}
 PORT=${BENCH_REDIS_PORT:-6390}
-COMMAND="bench/run.sh${PEER_REPS:+ (PEER_REPS=$PEER_REPS)}"
+COMMAND="${CARGO_TARGET_DIR:+CARGO_TARGET_DIR=$CARGO_TARGET_DIR }${PEER_REPS:+PEER_REPS=$PEER_REPS }$([[ $PEERS == 1 ]] || echo "PEERS=$PEERS ")bench/run.sh"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/am2z-bench.XXXXXX")
 REDIS_PID=""
@@ -73,6 +74,16 @@ URL="redis://127.0.0.1:$PORT"
 say "am2z (bench/)"
 cargo run --release -q -p am2z-bench -- --redis "$URL" | tee "$WORK/am2z.txt"
 
+say "where Redis' time goes: SLOWLOG of every command during a short throughput pass"
+redis-cli -p "$PORT" config set slowlog-max-len 1000000 >/dev/null
+redis-cli -p "$PORT" config set slowlog-log-slower-than 0 >/dev/null
+redis-cli -p "$PORT" slowlog reset >/dev/null
+cargo run --release -q -p am2z-bench -- --redis "$URL" --quick --only throughput > "$WORK/profiled.txt"
+redis-cli -p "$PORT" config set slowlog-log-slower-than 10000 >/dev/null
+RUNS=$(awk '/^RESULT am2z.throughput.runs_total /{sub("median=", "", $3); print $3}' "$WORK/profiled.txt")
+python3 "$ROOT/bench/script_costs.py" "$PORT" "$RUNS" | tee "$WORK/script-costs.md"
+redis-cli -p "$PORT" slowlog reset >/dev/null
+
 if [[ $PEERS == 1 ]]; then
     say "BullMQ peer (../shared/bench, npm install in a temp copy)"
     cp -r "$PEER_SRC" "$WORK/peer"
@@ -98,6 +109,9 @@ for _ in $(seq 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.1; don
 REDIS_PID=""
 
 say "writing BENCHMARKS.md"
+if [[ -n ${BENCH_RAW:-} ]]; then  # keep the raw outputs (report.py can re-render from them)
+    mkdir -p "$BENCH_RAW" && cp "$WORK"/*.txt "$WORK"/*.md "$WORK"/*.csv "$BENCH_RAW"/ 2>/dev/null || true
+fi
 python3 "$ROOT/bench/report.py" "$WORK" "$COMMAND" > "$ROOT/BENCHMARKS.md.tmp"
 mv "$ROOT/BENCHMARKS.md.tmp" "$ROOT/BENCHMARKS.md"
 echo "wrote $ROOT/BENCHMARKS.md" >&2

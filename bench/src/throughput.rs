@@ -29,6 +29,8 @@ struct Pass {
     cpu_process_us: f64,
     cmds_submit: f64,
     cmds_process: f64,
+    /// CPU of the worker processes (start-up included) per run.
+    worker_cpu_us: f64,
 }
 
 /// Queues `runs` no-op runs in one session; returns when all are queued.
@@ -105,6 +107,7 @@ async fn pass(
         tokio::time::sleep(POLL).await;
     };
     let c2: Counters = observer.counters().await?;
+    let worker_cpu: f64 = workers.iter().map(WorkerProcess::cpu_seconds).sum();
     for worker in workers {
         worker.stop().await?;
     }
@@ -129,6 +132,7 @@ async fn pass(
         cpu_process_us,
         cmds_submit,
         cmds_process,
+        worker_cpu_us: worker_cpu * 1e6 / runs as f64,
     })
 }
 
@@ -168,10 +172,21 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
             "cmds",
             &column(|p| p.cmds_process),
         );
+        result(
+            &format!("{label}.worker_cpu_per_run"),
+            "us",
+            &column(|p| p.worker_cpu_us),
+        );
         submit.0.extend(column(|p| p.submit_rate));
         submit.1.extend(column(|p| p.cpu_submit_us));
         submit.2.extend(column(|p| p.cmds_submit));
     }
+    let passes = (settings.concurrency.len() + 1) * settings.tp_reps;
+    result(
+        "throughput.runs_total",
+        "runs",
+        &[(passes as u64 * settings.tp_n) as f64],
+    );
     result("submit.rate", "runs/s", &submit.0);
     result("submit.redis_cpu_per_run", "us", &submit.1);
     result("submit.redis_cmds_per_run", "cmds", &submit.2);

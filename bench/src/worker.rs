@@ -46,9 +46,22 @@ pub(crate) struct WorkerProcess {
 
 impl WorkerProcess {
     /// Spawns a worker on `prefix` and waits until it is claiming.
+    ///
+    /// `AM2Z_BENCH_WORKER_WRAP` (e.g. `valgrind --tool=callgrind`) runs each worker under
+    /// that command, to profile the worker side of a scenario.
     pub(crate) async fn spawn(url: &str, prefix: &str, concurrency: usize) -> Result<Self, Error> {
         let exe = std::env::current_exe().map_err(Error::from)?;
-        let mut child = Command::new(exe)
+        let wrap = std::env::var("AM2Z_BENCH_WORKER_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .arg("worker")
             .arg(url)
             .arg(prefix)
@@ -78,6 +91,23 @@ impl WorkerProcess {
             }
         }
         Ok(WorkerProcess { child, stdin, pid })
+    }
+
+    /// CPU time (user + system) the process used so far, in seconds (`/proc/<pid>/stat`,
+    /// at the usual 100 ticks per second).
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the `(comm)`, which may hold spaces: state is field 3,
+                // utime 14 and stime 15.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: f64 = fields.get(11)?.parse().ok()?;
+                let stime: f64 = fields.get(12)?.parse().ok()?;
+                Some((utime + stime) / 100.0)
+            })
+            .unwrap_or(0.0)
     }
 
     /// Closes its stdin (it drains and exits); kills it (this pid only) if it lingers.
