@@ -1054,7 +1054,8 @@ mod redis_edges {
         runtime.stop().await.unwrap();
     }
 
-    /// An idle session expires by its TTL, and the sweeper then drops it from the registry.
+    /// An idle session expires by its TTL; the sweeper then drops it from the registry and
+    /// workers drop what they held for it.
     #[tokio::test]
     async fn idle_sessions_expire() {
         let runtime = RedisRuntime::new(
@@ -1076,6 +1077,20 @@ mod redis_edges {
                 "the idle session expired"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Workers drop what they held for it too.
+        while !runtime
+            .session_stats(&s)
+            .await
+            .unwrap()
+            .processors
+            .is_empty()
+        {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "the worker forgot the session"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         runtime.stop().await.unwrap();
     }

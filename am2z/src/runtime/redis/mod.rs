@@ -208,7 +208,8 @@ impl RedisRuntime {
     pub fn new(config: RedisConfig) -> Self {
         let engine = LocalRuntime::builder()
             .max_call_depth(config.max_call_depth)
-            .event_capacity(1 << 16)
+            // The forwarder drains this ring as fast as Redis takes the events.
+            .event_capacity(1 << 14)
             .build();
         let stopped = CancellationToken::new();
         stopped.cancel();

@@ -77,13 +77,20 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
             if live == 0 {
-                // The session expired (idle past its TTL): forget it.
-                let _: (i64, i64) = redis::pipe()
+                // The session expired (idle past its TTL): forget it here, and tell every
+                // process to drop what it still holds for it.
+                let _: (i64, i64, i64, i64) = redis::pipe()
                     .srem(inner.keys.sessions(), session.as_str())
                     .zrem(inner.keys.sched(), session.as_str())
+                    .zrem(inner.keys.timers(), session.as_str())
+                    .publish(
+                        inner.keys.control_channel(),
+                        format!("stop {}", session.as_str()),
+                    )
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| inner.errors.unavailable(&e))?;
+                tracing::debug!(%session, "expired session forgotten");
                 continue;
             }
             if next_due > 0 {
