@@ -32,7 +32,22 @@ async fn main() -> Result<(), Error> {
     let config = RedisConfig::default().max_call_depth(32).with_env()?;
     let runtime = RedisRuntime::new(config);
     examples::redis_flows::serve_all(&runtime);
-    runtime.start().await?;
+    // Redis may come up after the worker: wait for it (a bad configuration stops us at once).
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match runtime.start().await {
+            Ok(()) => break,
+            Err(error @ Error::Unavailable { .. }) => {
+                tracing::warn!(%error, retry_in = ?backoff, "redis is not reachable yet");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown_signal() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
     tracing::info!(redis = %runtime.config(), pid = std::process::id(), "worker serving");
 
     shutdown_signal().await;

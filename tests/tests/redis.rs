@@ -454,6 +454,49 @@ mod redis_only {
         assert!(!runtime.is_running());
     }
 
+    /// A server out of memory (with `noeviction`) refuses a submission whole: the caller gets
+    /// a typed resource error, and nothing of the run was written.
+    #[tokio::test]
+    async fn a_full_server_gives_back_pressure() {
+        let redis = OwnRedis::start();
+        let runtime = RedisRuntime::new(test_config(&redis.url).worker(false));
+        runtime.start().await.unwrap();
+        redis_cli(&redis.url, &["CONFIG", "SET", "maxmemory", "3mb"]);
+        let s = session("full");
+        let big = "z".repeat(256 * 1024);
+        let mut refused = None;
+        for _ in 0..64 {
+            match runtime
+                .submit(&s, &am2z_tests::processors::Shout, big.clone())
+                .await
+            {
+                Ok(_) => {}
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        let error = refused.expect("the server filled up");
+        assert!(matches!(error, Error::Resource { .. }), "{error:?}");
+        let jobs = keys_matching(&redis.url, &format!("*{{{s}}}:job:*")).len();
+        let queued: usize = redis_cli(
+            &redis.url,
+            &[
+                "ZCARD",
+                &format!("{}:{{{s}}}:queue", runtime.config().queue_prefix()),
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap();
+        assert_eq!(
+            jobs, queued,
+            "every job written is queued: no partial submission"
+        );
+        runtime.stop().await.unwrap();
+    }
+
     /// A password never shows in the runtime's Debug output or its connection errors.
     #[tokio::test]
     async fn passwords_stay_secret() {

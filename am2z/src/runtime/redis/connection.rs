@@ -27,9 +27,14 @@ impl ErrorMap {
         }
     }
 
-    /// `error`, as a typed unavailable error with the secret scrubbed.
+    /// `error`, typed: [`Error::Resource`] when Redis is out of memory (back-pressure: the
+    /// write was refused whole), else [`Error::Unavailable`]; the secret scrubbed either way.
     pub(crate) fn unavailable(&self, error: &redis::RedisError) -> Error {
-        Error::unavailable(self.service.clone(), self.scrub(&error.to_string()))
+        let message = self.scrub(&error.to_string());
+        if error.code() == Some("OOM") {
+            return Error::resource(self.service.clone(), message);
+        }
+        Error::unavailable(self.service.clone(), message)
     }
 
     pub(crate) fn scrub(&self, message: &str) -> String {
