@@ -422,6 +422,18 @@ mod redis_only {
         assert_eq!(redis_cli(&url, &["HGET", &job, "deliveries"]).trim(), "0");
         assert_eq!(redis_cli(&url, &["HGET", &job, "state"]).trim(), "queued");
 
+        // Jobs it cannot run at the head of the queue do not hide one it can run.
+        let mut blocked = Vec::new();
+        for x in 0..20 {
+            blocked.push(client.submit(&s, &AddOne, x).await.unwrap());
+        }
+        let runnable = client.submit(&s, &SleepMs, 5).await.unwrap();
+        let slept = client
+            .wait::<i64>(&runnable, Some(Duration::from_secs(10)))
+            .await
+            .expect("the runnable job behind them ran");
+        assert_eq!(slept.output, 5);
+
         let knows = RedisRuntime::new(base.clone());
         knows.serve(AddOne);
         knows.start().await.unwrap();
@@ -430,6 +442,13 @@ mod redis_only {
             .await
             .unwrap();
         assert_eq!(result.output, 42);
+        for (x, handle) in blocked.iter().enumerate() {
+            let result = client
+                .wait::<i64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            assert_eq!(result.output, x as i64 + 1);
+        }
         for runtime in [&client, &stranger, &knows] {
             runtime.stop_all_sessions().await.unwrap();
             runtime.stop().await.unwrap();

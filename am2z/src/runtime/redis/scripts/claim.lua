@@ -8,7 +8,9 @@ local quota = tonumber(ARGV[3])
 if quota > 0 and redis.call('ZCARD', KEYS[2]) >= quota then
   return {'busy'}
 end
-local ids = redis.call('ZRANGE', KEYS[1], 0, 15)
+-- A bounded look past jobs this worker cannot run (another version's, or another
+-- deployment's): up to 64 of them at the head do not block the ones behind.
+local ids = redis.call('ZRANGE', KEYS[1], 0, 63)
 if #ids == 0 then
   return {'empty'}
 end
