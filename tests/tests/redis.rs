@@ -942,6 +942,41 @@ mod redis_limits {
         }
     }
 
+    /// A job that no live worker serves fails with a typed error after the grace period;
+    /// while no worker is alive at all, jobs simply wait.
+    #[tokio::test]
+    async fn unserved_jobs_fail_after_a_grace_period() {
+        let config = test_config(&redis_url())
+            .sweep_every(Duration::from_millis(50))
+            .unserved_grace(Some(Duration::from_millis(300)));
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        let s = session("unserved");
+        let orphan = client.submit(&s, &AddOne, 1).await.unwrap();
+        // Nobody alive: it waits.
+        let waited = client
+            .wait::<i64>(&orphan, Some(Duration::from_millis(500)))
+            .await
+            .expect_err("still waiting");
+        assert!(matches!(waited.error, Error::Timeout { .. }), "{waited:?}");
+        // A worker that serves something else comes up: the job fails, typed.
+        let stranger = RedisRuntime::new(config);
+        stranger.serve(SleepMs);
+        stranger.start().await.unwrap();
+        let failure = client
+            .wait::<i64>(&orphan, Some(Duration::from_secs(10)))
+            .await
+            .expect_err("unserved");
+        assert!(
+            matches!(&failure.error, Error::NotFound { name, .. } if name == "add_one"),
+            "{failure:?}"
+        );
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &stranger] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// Scripts are reloaded transparently after `SCRIPT FLUSH`.
     #[tokio::test]
     async fn script_flush_is_survived() {

@@ -46,6 +46,7 @@ pub struct RedisConfig {
     pub(crate) max_payload_bytes: usize,
     pub(crate) redelivery_backoff: Duration,
     pub(crate) redelivery_backoff_max: Duration,
+    pub(crate) unserved_grace: Option<Duration>,
 }
 
 impl Default for RedisConfig {
@@ -77,6 +78,7 @@ impl RedisConfig {
             max_payload_bytes: 16 << 20,
             redelivery_backoff: Duration::from_millis(500),
             redelivery_backoff_max: Duration::from_secs(30),
+            unserved_grace: Some(Duration::from_secs(300)),
         }
     }
 
@@ -238,6 +240,15 @@ impl RedisConfig {
     pub fn redelivery_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.redelivery_backoff = base;
         self.redelivery_backoff_max = max.max(base);
+        self
+    }
+
+    /// How long a queued job may wait while live workers exist but none serves its contract
+    /// (its processor is unknown to them, or they run another version) before it fails with
+    /// [`Error::NotFound`] (default 5 min; `None`: it waits for such a worker forever). With no
+    /// live worker at all, jobs just wait.
+    pub fn unserved_grace(mut self, grace: Option<Duration>) -> Self {
+        self.unserved_grace = grace;
         self
     }
 

@@ -56,6 +56,16 @@ impl Keys {
         format!("{}:timers", self.prefix)
     }
 
+    /// Live workers, scored by when their heartbeat lapses.
+    pub(crate) fn workers(&self) -> String {
+        format!("{}:{{workers}}", self.prefix)
+    }
+
+    /// The contract fingerprints one live worker serves (same slot as [`Keys::workers`]).
+    pub(crate) fn worker_contracts(&self, worker: &str) -> String {
+        format!("{}:{{workers}}:{worker}", self.prefix)
+    }
+
     /// The sweeper lock.
     pub(crate) fn sweeper_lock(&self) -> String {
         format!("{}:sweeper", self.prefix)
@@ -280,6 +290,8 @@ mod tests {
             keys.sched(),
             keys.stats(),
             keys.timers(),
+            keys.workers(),
+            keys.worker_contracts("w1"),
             keys.sweeper_lock(),
             keys.permits("sessions"),
             keys.starts("sessions"),

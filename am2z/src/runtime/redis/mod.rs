@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) barrier: Barrier,
     pub(crate) fenced_commits: AtomicU64,
     pub(crate) commits: AtomicU64,
+    /// This runtime's id in the worker registry.
+    pub(crate) worker_id: String,
 }
 
 struct Lifecycle {
@@ -154,7 +156,7 @@ impl Inner {
             .key(self.keys.sessions())
             .arg(session.as_str())
             .arg(self.keys.wake_channel())
-            .arg(millis(self.config.session_ttl))
+            .arg(millis(self.config.session_ttl).saturating_mul(2))
             .invoke_async(conn)
             .await;
         if let Err(error) = enlisted {
@@ -237,6 +239,7 @@ impl RedisRuntime {
                 barrier: Barrier::default(),
                 fenced_commits: AtomicU64::new(0),
                 commits: AtomicU64::new(0),
+                worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
             }),
         }
     }
@@ -663,6 +666,9 @@ impl RedisRuntime {
         for task in lifecycle.tasks.drain(..) {
             let _ = task.await;
         }
+        if inner.config.worker {
+            renewer::farewell(inner).await;
+        }
         tracing::info!("redis runtime stopped");
         Ok(())
     }
@@ -758,6 +764,7 @@ enum WireOutcome<T> {
     Ok(RunResult<T>),
     Err(RunFailure),
     Dead { deliveries: u32, created_ms: u64 },
+    Unserved { name: String, fingerprint: String },
 }
 
 #[allow(clippy::result_large_err)] // `RunOutcome` is the contract's type.
@@ -779,6 +786,17 @@ fn decode<O: DeserializeOwned>(wire: &str, handle: &RunHandle, started: Instant)
                     "run `{}` of `{}` was leased {deliveries} times and its worker died or froze each time; it was dead-lettered",
                     handle.run_id, handle.processor
                 ),
+            ),
+        )),
+        Ok(WireOutcome::Unserved { name, fingerprint }) => Err(failure(
+            &handle.session,
+            handle.run_id,
+            SystemTime::now(),
+            started,
+            Error::not_found(
+                format!("live worker serving contract {fingerprint} of processor"),
+                name,
+                std::iter::empty::<String>(),
             ),
         )),
         Err(error) => Err(failure(

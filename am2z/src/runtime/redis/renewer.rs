@@ -17,9 +17,39 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        heartbeat(&inner).await;
         renew_all(&inner).await;
         super::limits::renew_permits(&inner).await;
     }
+}
+
+/// Tells every process this worker is alive and which contracts it serves (for three renewal
+/// periods).
+async fn heartbeat(inner: &Inner) {
+    let Ok(mut conn) = inner.conn() else { return };
+    let beat: redis::RedisResult<i64> = inner
+        .scripts
+        .heartbeat
+        .key(inner.keys.workers())
+        .key(inner.keys.worker_contracts(&inner.worker_id))
+        .arg(&inner.worker_id)
+        .arg(millis(inner.config.renew_every() * 3).max(1))
+        .arg(inner.served_fingerprints())
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(error) = beat {
+        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "the worker heartbeat failed");
+    }
+}
+
+/// Takes this worker out of the registry (at stop).
+pub(crate) async fn farewell(inner: &Inner) {
+    let Ok(mut conn) = inner.conn() else { return };
+    let _: redis::RedisResult<(i64, i64)> = redis::pipe()
+        .zrem(inner.keys.workers(), &inner.worker_id)
+        .del(inner.keys.worker_contracts(&inner.worker_id))
+        .query_async(&mut conn)
+        .await;
 }
 
 async fn renew_all(inner: &Inner) {

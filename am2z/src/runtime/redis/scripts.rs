@@ -22,11 +22,12 @@ pub(crate) struct Scripts {
     pub(crate) rate: Script,
     pub(crate) due: Script,
     pub(crate) promote: Script,
+    pub(crate) heartbeat: Script,
 }
 
 impl Scripts {
     /// Every script, for loading them all at start.
-    pub(crate) fn all(&self) -> [&Script; 15] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.submit,
             &self.claim,
@@ -43,6 +44,7 @@ impl Scripts {
             &self.rate,
             &self.due,
             &self.promote,
+            &self.heartbeat,
         ]
     }
 
@@ -63,6 +65,7 @@ impl Scripts {
             rate: Script::new(include_str!("scripts/rate.lua")),
             due: Script::new(include_str!("scripts/due.lua")),
             promote: Script::new(include_str!("scripts/promote.lua")),
+            heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
         }
     }
 }

@@ -40,6 +40,8 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
     if locked.is_none() {
         return Ok(());
     }
+    let served = live_contracts(inner, &mut conn).await?;
+    let grace = inner.config.unserved_grace.map_or(0, millis);
     let mut cursor: u64 = 0;
     loop {
         let (next, sessions): (u64, Vec<String>) = redis::cmd("SSCAN")
@@ -73,6 +75,8 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
                 .arg(session.as_str())
                 .arg(millis(inner.config.redelivery_backoff))
                 .arg(millis(inner.config.redelivery_backoff_max))
+                .arg(grace)
+                .arg(&served)
                 .invoke_async(&mut conn)
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
@@ -110,4 +114,28 @@ async fn sweep(inner: &Inner) -> Result<(), Error> {
         }
         cursor = next;
     }
+}
+
+/// The contracts some live worker serves (from the heartbeat registry).
+async fn live_contracts(
+    inner: &Inner,
+    conn: &mut redis::aio::ConnectionManager,
+) -> Result<Vec<String>, Error> {
+    let workers: Vec<String> = redis::cmd("ZRANGE")
+        .arg(inner.keys.workers())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .map_err(|e| inner.errors.unavailable(&e))?;
+    let mut served = std::collections::BTreeSet::new();
+    for worker in workers {
+        let contracts: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(inner.keys.worker_contracts(&worker))
+            .query_async(conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        served.extend(contracts);
+    }
+    Ok(served.into_iter().collect())
 }

@@ -1,7 +1,8 @@
 -- Re-queues expired leases of a session, or dead-letters them after too many deliveries.
 -- KEYS: 1 leases, 2 queue, 3 dead, 4 index, 5 meta, 6 results, 7 delayed
 -- ARGV: 1 job key prefix, 2 result key prefix, 3 max deliveries, 4 result ttl (ms),
---       5 done channel, 6 session id, 7 redelivery backoff base (ms), 8 backoff cap (ms)
+--       5 done channel, 6 session id, 7 redelivery backoff base (ms), 8 backoff cap (ms),
+--       9 unserved grace (ms; 0: off), 10.. contracts some live worker serves
 -- A first redelivery is immediate (recovery within a lease and a sweep); later ones wait
 -- base × 2^(n-2), capped, in the delayed set, so a job that kills its workers cannot
 -- crash-loop the fleet.
@@ -41,6 +42,29 @@ for _, id in ipairs(expired) do
         redis.call('PEXPIRE', KEYS[7], redis.call('PTTL', KEYS[5]))
       end
       requeued = requeued + 1
+    end
+  end
+end
+-- Queued jobs no live worker has served for longer than the grace period fail with a
+-- typed outcome (callers stop waiting; the jobs behind them are not hidden). Only when
+-- some worker is alive: with none, everything simply waits for workers to come back.
+local grace = tonumber(ARGV[9])
+if grace > 0 and #ARGV >= 10 then
+  local served = {}
+  for i = 10, #ARGV do
+    served[ARGV[i]] = true
+  end
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 63)) do
+    local job = ARGV[1] .. id
+    local f = redis.call('HMGET', job, 'fp', 'created_ms', 'name')
+    if f[1] and not served[f[1]] and tonumber(f[2]) + grace < now then
+      local result = ARGV[2] .. id
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('SET', result, cjson.encode({Unserved = {name = f[3], fingerprint = f[1]}}), 'PX', ARGV[4])
+      redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]), result)
+      redis.call('DEL', job)
+      redis.call('SREM', KEYS[4], job)
+      redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. id)
     end
   end
 end
