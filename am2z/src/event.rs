@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -102,6 +103,8 @@ pub enum EventKind {
 pub(crate) struct EventBus {
     sender: broadcast::Sender<Event>,
     sink: Option<EventSink>,
+    /// Live subscriptions, kept apart from the channel's own count, which sits behind a lock.
+    subscribers: Arc<AtomicUsize>,
 }
 
 /// A callback that sees every published event (before in-process subscribers do).
@@ -110,12 +113,16 @@ pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        EventBus { sender, sink: None }
+        EventBus {
+            sender,
+            sink: None,
+            subscribers: Arc::default(),
+        }
     }
 
     /// Whether anyone would see an event: lets hot paths skip building one.
     pub(crate) fn is_observed(&self) -> bool {
-        self.sink.is_some() || self.sender.receiver_count() > 0
+        self.sink.is_some() || self.subscribers.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn publish(&self, event: Event) {
@@ -127,7 +134,9 @@ impl EventBus {
     }
 
     pub(crate) fn subscribe(&self, session: Option<SessionId>) -> EventStream {
-        EventStream::new(self.sender.subscribe(), session)
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        let subscription = Subscription(Arc::clone(&self.subscribers));
+        EventStream::new(self.sender.subscribe(), session, subscription)
     }
 }
 
@@ -143,6 +152,16 @@ pub struct EventStream {
     next: ReusableBoxFuture<'static, Next>,
     session: Option<SessionId>,
     missed: u64,
+    _subscription: Subscription,
+}
+
+/// Counts a live [`EventStream`] in its bus while it exists.
+struct Subscription(Arc<AtomicUsize>);
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn receive(mut receiver: broadcast::Receiver<Event>) -> Next {
@@ -151,11 +170,16 @@ async fn receive(mut receiver: broadcast::Receiver<Event>) -> Next {
 }
 
 impl EventStream {
-    fn new(receiver: broadcast::Receiver<Event>, session: Option<SessionId>) -> Self {
+    fn new(
+        receiver: broadcast::Receiver<Event>,
+        session: Option<SessionId>,
+        subscription: Subscription,
+    ) -> Self {
         EventStream {
             next: ReusableBoxFuture::new(receive(receiver)),
             session,
             missed: 0,
+            _subscription: subscription,
         }
     }
 

@@ -96,7 +96,12 @@ async fn attempts<P: Processor>(
         let active = InStage::enter(&slot.counters, Stage::Active);
         run.attempts.fetch_add(1, Ordering::Relaxed);
 
-        let token = parent.token.child_token();
+        // Only a timeout cancels one attempt alone; without one, the attempt shares its parent's
+        // token (stop_session, a failed sibling) and skips a child token's allocation.
+        let token = match config.timeout {
+            Some(_) => parent.token.child_token(),
+            None => parent.token.clone(),
+        };
         let span = tracing::info_span!(
             "am2z.step",
             session = %run.session,

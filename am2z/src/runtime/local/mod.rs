@@ -280,14 +280,26 @@ impl LocalRuntime {
         let scope = Arc::new(RunScope::new(session.id.clone(), host));
         let ctx = Ctx::root(Arc::clone(&scope), session.token.clone());
 
+        // The work is polled first, so a run that finishes at once never registers with the
+        // session's token; any failure of a run whose session was stopped is reported as the stop.
         let result = tokio::select! {
             biased;
-            () = session.token.cancelled() => Err(if session.stopped.load(Ordering::SeqCst) {
-                Error::SessionStopped { session: session.id.to_string() }
-            } else {
-                Error::Cancelled { reason: "the runtime was stopped".to_owned() }
-            }),
             result = ctx.run(processor, input) => result.map_err(|failed| failed.error),
+            () = session.token.cancelled() => Err(Error::Cancelled { reason: String::new() }),
+        };
+        let result = match result {
+            Err(_) if session.token.is_cancelled() => {
+                Err(if session.stopped.load(Ordering::SeqCst) {
+                    Error::SessionStopped {
+                        session: session.id.to_string(),
+                    }
+                } else {
+                    Error::Cancelled {
+                        reason: "the runtime was stopped".to_owned(),
+                    }
+                })
+            }
+            other => other,
         };
 
         let execution_time = started.elapsed();
