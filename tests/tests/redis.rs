@@ -555,6 +555,18 @@ mod redis_only {
         .filter(|k| entries.contains(&format!("\"type\":\"{k}\"")))
         .collect();
         assert_eq!(kinds.len(), 4, "{entries}");
+        // Replay, in pages.
+        let all = runtime.replay(&s, None, 100).await.unwrap();
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert!(matches!(all[0].1.kind, am2z::EventKind::SessionCreated));
+        assert!(matches!(
+            all[3].1.kind,
+            am2z::EventKind::RunCompleted { .. }
+        ));
+        let first = runtime.replay(&s, None, 1).await.unwrap();
+        let rest = runtime.replay(&s, Some(&first[0].0), 100).await.unwrap();
+        assert_eq!(first.len() + rest.len(), 4);
+        assert_eq!(rest[0].1, all[1].1);
         runtime.stop_session(&s).await.unwrap();
         runtime.stop().await.unwrap();
         delete_prefix(&url, &prefix);

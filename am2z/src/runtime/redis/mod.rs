@@ -554,6 +554,43 @@ impl RedisRuntime {
         }
     }
 
+    /// The events kept in `session`'s stream, oldest first: at most `limit`, after the
+    /// stream entry id `after` when given. Each comes with its entry id, so an observer that
+    /// joins late (or reconnects) pages through what it missed, then follows
+    /// [`subscribe_session`](Runtime::subscribe_session). Streams are capped at
+    /// `events_max_len` entries and go with their session.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when Redis cannot be reached; [`Error::Configuration`] before
+    /// `start`.
+    pub async fn replay(
+        &self,
+        session: &SessionId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Event)>, Error> {
+        let inner = &self.inner;
+        let mut conn = inner.conn()?;
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(inner.keys.session(session).events())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let (_, json) = fields.into_iter().find(|(field, _)| field == "event")?;
+                let event = serde_json::from_str::<Event>(&json).ok()?;
+                Some((id, event))
+            })
+            .collect())
+    }
+
     /// How many runs this process holds a lease on right now.
     pub fn runs_in_flight(&self) -> usize {
         self.inner
