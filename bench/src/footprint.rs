@@ -8,15 +8,11 @@ use am2z::{Error, Runtime, SessionId};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::Settings;
-use crate::latency::runtime;
 use crate::observe::{Observer, rss_bytes};
 use crate::report::{note, result};
-use crate::throughput::completed;
+use crate::throughput::{SUBMIT_IN_FLIGHT, completed};
 use crate::worker::WorkerProcess;
 use crate::workflows::Noop;
-
-/// Submissions in flight while creating the sessions.
-const SUBMIT_IN_FLIGHT: usize = 64;
 
 /// Creates `settings.idle_sessions` sessions and measures what they cost at rest.
 pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<(), Error> {
@@ -25,7 +21,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     let memory_before = observer.used_memory().await?;
     let worker = WorkerProcess::spawn(&settings.url, &prefix, 50).await?;
     let rss_before = rss_bytes(worker.pid);
-    let client = runtime(&settings.url, &prefix, false).await?;
+    let client = settings.runtime(&prefix, false).await?;
 
     let ids: Vec<SessionId> = (0..sessions)
         .map(|i| SessionId::new(format!("idle-{i}")))

@@ -4,32 +4,16 @@
 
 use std::time::Instant;
 
-use am2z::{Error, Executes, RedisConfig, RedisRuntime, Runtime, SessionId};
+use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId};
 
 use crate::Settings;
 use crate::observe::Observer;
 use crate::report::{commands, p50_p99, result};
-use crate::worker::{KEY_TTL, WorkerProcess};
-use crate::workflows::{Chain5, FanOut, Noop, Parallel3, serve_all};
+use crate::worker::WorkerProcess;
+use crate::workflows::{Chain5, FanOut, Noop, Parallel3};
 
 /// Runs before each scenario's samples, not counted.
 const WARM_UP: u64 = 20;
-
-/// A runtime on its own key prefix; a worker too unless `worker` is false.
-pub(crate) async fn runtime(url: &str, prefix: &str, worker: bool) -> Result<RedisRuntime, Error> {
-    let runtime = RedisRuntime::new(
-        RedisConfig::new(url)
-            .prefix(prefix)
-            .worker(worker)
-            .result_ttl(KEY_TTL)
-            .session_ttl(KEY_TTL),
-    );
-    if worker {
-        serve_all(&runtime);
-    }
-    runtime.start().await?;
-    Ok(runtime)
-}
 
 /// Checks an output, so a smoke run fails if a scenario stops doing its work.
 fn expect(what: &str, got: u64, want: u64) -> Result<(), Error> {
@@ -154,7 +138,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     let url = &settings.url;
     let prefix = settings.prefix("lat");
     {
-        let rt = runtime(url, &prefix, true).await?;
+        let rt = settings.runtime(&prefix, true).await?;
         let s = settings;
         measure(
             s,
@@ -199,7 +183,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     }
     // The same one-step run, executed by a worker process at concurrency 1.
     let prefix = settings.prefix("lat-remote");
-    let client = runtime(url, &prefix, false).await?;
+    let client = settings.runtime(&prefix, false).await?;
     let worker = WorkerProcess::spawn(url, &prefix, 1).await?;
     let measured = measure(
         settings,

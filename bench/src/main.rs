@@ -23,10 +23,12 @@ mod throughput;
 mod worker;
 mod workflows;
 
-use am2z::Error;
+use am2z::{Error, RedisConfig, RedisRuntime, Runtime};
 
 use crate::observe::Observer;
 use crate::report::note;
+use crate::worker::KEY_TTL;
+use crate::workflows::serve_all;
 
 /// Counts for one invocation (quick or full).
 pub(crate) struct Settings {
@@ -94,6 +96,23 @@ impl Settings {
     /// A key prefix for one scenario of this invocation.
     pub(crate) fn prefix(&self, scenario: &str) -> String {
         format!("{}-{scenario}", self.tag)
+    }
+
+    /// A started runtime on `prefix`; a worker serving every bench processor unless
+    /// `worker` is false (a client only: it submits and awaits).
+    pub(crate) async fn runtime(&self, prefix: &str, worker: bool) -> Result<RedisRuntime, Error> {
+        let runtime = RedisRuntime::new(
+            RedisConfig::new(&self.url)
+                .prefix(prefix)
+                .worker(worker)
+                .result_ttl(KEY_TTL)
+                .session_ttl(KEY_TTL),
+        );
+        if worker {
+            serve_all(&runtime);
+        }
+        runtime.start().await?;
+        Ok(runtime)
     }
 }
 

@@ -9,14 +9,13 @@ use am2z::{Error, RedisRuntime, Runtime, SessionId};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::Settings;
-use crate::latency::runtime;
 use crate::observe::{Counters, Observer};
 use crate::report::{commands, result};
 use crate::worker::WorkerProcess;
 use crate::workflows::Noop;
 
 /// Submissions in flight while queueing.
-const SUBMIT_IN_FLIGHT: usize = 64;
+pub(crate) const SUBMIT_IN_FLIGHT: usize = 64;
 /// How often the completed count is read (one `HGETALL` each, left out of the command counts).
 const POLL: Duration = Duration::from_millis(2);
 
@@ -73,7 +72,7 @@ async fn pass(
     let runs = settings.tp_n;
     // A prefix per pass: the cluster-wide completed count outlives `stop_session`.
     let prefix = settings.prefix(&format!("{label}-{rep}"));
-    let client = runtime(&settings.url, &prefix, false).await?;
+    let client = settings.runtime(&prefix, false).await?;
     let session = SessionId::new("throughput")?;
     let c0 = observer.counters().await?;
     let submit_begin = Instant::now();
