@@ -52,6 +52,7 @@ say "machine and versions"
     echo "node=$(node --version 2>/dev/null || echo none)"
     echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "commit=$(git rev-parse --short HEAD)"
+    echo "dirty=$(git status --porcelain --untracked-files=no | wc -l)"
     echo "load=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$WORK/env.txt"
 cat "$WORK/env.txt" >&2
