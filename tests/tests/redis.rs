@@ -772,6 +772,56 @@ mod redis_limits {
         }
     }
 
+    /// Between its full passes the sweeper visits only the sessions whose earliest lease
+    /// deadline has passed: an expired lease there is re-queued within a pass, and a session
+    /// left without leases leaves the index.
+    #[tokio::test]
+    async fn the_sweeper_follows_lease_deadlines() {
+        let config = test_config(&redis_url()).sweep_every(Duration::from_millis(100));
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        let worker = RedisRuntime::new(config);
+        worker.serve(SleepMs); // not add_one: the job stays put once re-queued
+        client.start().await.unwrap();
+        worker.start().await.unwrap();
+        // Past the first (full) pass.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let s = session("deadlines");
+        let handle = client.submit(&s, &AddOne, 1).await.unwrap();
+        let base = format!("{prefix}:{{{s}}}");
+        let run = handle.run_id.to_string();
+        let job = format!("{base}:job:{run}");
+        redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
+        redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
+        redis_cli(&[
+            "HSET",
+            &job,
+            "state",
+            "leased",
+            "deliveries",
+            "1",
+            "token",
+            "5",
+        ]);
+        redis_cli(&["ZADD", &format!("{prefix}:leasing"), "1", s.as_str()]);
+        let begin = std::time::Instant::now();
+        while redis_cli(&["HGET", &job, "state"]) != "queued" {
+            assert!(
+                begin.elapsed() < Duration::from_millis(600),
+                "re-queued by a fast pass, before the next full one"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while !redis_cli(&["ZSCORE", &format!("{prefix}:leasing"), s.as_str()]).is_empty() {
+            assert!(begin.elapsed() < Duration::from_secs(2), "left the index");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        client.stop_session(&s).await.unwrap();
+        for runtime in [&client, &worker] {
+            runtime.stop().await.unwrap();
+        }
+    }
+
     /// A job lost a second time waits out a redelivery backoff in the delayed set; the
     /// promoter then offers it again and it completes.
     #[tokio::test]

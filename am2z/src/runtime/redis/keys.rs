@@ -56,6 +56,11 @@ impl Keys {
         format!("{}:timers", self.prefix)
     }
 
+    /// Sessions with leases, scored by when the sweeper should look at them next.
+    pub(crate) fn leasing(&self) -> String {
+        format!("{}:leasing", self.prefix)
+    }
+
     /// Live workers, scored by when their heartbeat lapses.
     pub(crate) fn workers(&self) -> String {
         format!("{}:{{workers}}", self.prefix)
@@ -290,6 +295,7 @@ mod tests {
             keys.sched(),
             keys.stats(),
             keys.timers(),
+            keys.leasing(),
             keys.workers(),
             keys.worker_contracts("w1"),
             keys.sweeper_lock(),

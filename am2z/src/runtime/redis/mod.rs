@@ -742,6 +742,8 @@ impl RedisRuntime {
             .ignore()
             .zrem(inner.keys.timers(), session.as_str())
             .ignore()
+            .zrem(inner.keys.leasing(), session.as_str())
+            .ignore()
             .publish(
                 inner.keys.control_channel(),
                 format!("stop {}", session.as_str()),

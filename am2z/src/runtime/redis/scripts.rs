@@ -23,11 +23,14 @@ pub(crate) struct Scripts {
     pub(crate) due: Script,
     pub(crate) promote: Script,
     pub(crate) heartbeat: Script,
+    pub(crate) watch: Script,
+    pub(crate) settle: Script,
+    pub(crate) leases_due: Script,
 }
 
 impl Scripts {
     /// Every script, for loading them all at start.
-    pub(crate) fn all(&self) -> [&Script; 16] {
+    pub(crate) fn all(&self) -> [&Script; 19] {
         [
             &self.submit,
             &self.claim,
@@ -45,6 +48,9 @@ impl Scripts {
             &self.due,
             &self.promote,
             &self.heartbeat,
+            &self.watch,
+            &self.settle,
+            &self.leases_due,
         ]
     }
 
@@ -66,6 +72,9 @@ impl Scripts {
             due: Script::new(include_str!("scripts/due.lua")),
             promote: Script::new(include_str!("scripts/promote.lua")),
             heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
+            watch: Script::new(include_str!("scripts/watch.lua")),
+            settle: Script::new(include_str!("scripts/settle.lua")),
+            leases_due: Script::new(include_str!("scripts/leases_due.lua")),
         }
     }
 }

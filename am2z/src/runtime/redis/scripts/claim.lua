@@ -2,7 +2,7 @@
 -- KEYS: 1 queue, 2 leases
 -- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
 --       4 session ttl (ms), 5.. fingerprints this worker serves
--- Returns {'ok', run, name, fingerprint, input, token, created_ms, deliveries},
+-- Returns {'ok', run, name, fingerprint, input, token, created_ms, deliveries, lease deadline},
 --         {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this worker serves).
 local quota = tonumber(ARGV[3])
 if quota > 0 and redis.call('ZCARD', KEYS[2]) >= quota then
@@ -34,7 +34,8 @@ for _, id in ipairs(ids) do
     local deliveries = redis.call('HINCRBY', job, 'deliveries', 1)
     redis.call('HSET', job, 'state', 'leased')
     local f = redis.call('HMGET', job, 'name', 'input', 'created_ms')
-    return {'ok', id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'), tostring(deliveries)}
+    return {'ok', id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'), tostring(deliveries),
+      tostring(now + tonumber(ARGV[2]))}
   end
 end
 return {'busy'}

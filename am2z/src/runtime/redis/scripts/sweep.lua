@@ -6,11 +6,12 @@
 -- A first redelivery is immediate (recovery within a lease and a sweep); later ones wait
 -- base × 2^(n-2), capped, in the delayed set, so a job that kills its workers cannot
 -- crash-loop the fleet.
--- Returns {requeued, dead, live, next_due}: live is 0 when the session expired (its meta is
--- gone), so the caller can drop it from the registry; next_due is the earliest due time in
--- the delayed set (0: none), for the promoter's timer. Looks at 100 leases per call at most.
+-- Returns {requeued, dead, live, next_due, next_lease}: live is 0 when the session expired
+-- (its meta is gone), so the caller can drop it from the registry; next_due is the earliest
+-- due time in the delayed set and next_lease the earliest lease deadline left (0: none), for
+-- the promoter's and the sweeper's timers. Looks at 100 leases per call at most.
 if redis.call('EXISTS', KEYS[5]) == 0 then
-  return {0, 0, 0, 0}
+  return {0, 0, 0, 0, 0}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -74,4 +75,9 @@ local next_due = 0
 if #first > 0 then
   next_due = tonumber(first[2])
 end
-return {requeued, dead, 1, next_due}
+local lease = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_lease = 0
+if #lease > 0 then
+  next_lease = tonumber(lease[2])
+end
+return {requeued, dead, 1, next_due, next_lease}
