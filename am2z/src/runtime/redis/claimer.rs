@@ -98,19 +98,6 @@ async fn claim(inner: &Inner) -> Result<Option<ClaimedJob>, Error> {
             Some("ok") if reply.len() == 9 => {
                 let run_id = u128::from_str_radix(&reply[1], 16).map(RunId::from_u128);
                 let Ok(run_id) = run_id else { continue };
-                // The sweeper looks at this session by the lease's deadline. (If this process
-                // dies before this line, the sweeper's periodic full pass finds the lease.)
-                let watched: redis::RedisResult<i64> = inner
-                    .scripts
-                    .watch
-                    .key(inner.keys.leasing())
-                    .arg(session.as_str())
-                    .arg(&reply[8])
-                    .invoke_async(&mut conn)
-                    .await;
-                if let Err(error) = watched {
-                    tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
-                }
                 return Ok(Some(ClaimedJob {
                     session,
                     run_id,
@@ -120,6 +107,7 @@ async fn claim(inner: &Inner) -> Result<Option<ClaimedJob>, Error> {
                     token: reply[5].clone(),
                     created_ms: reply[6].parse().unwrap_or(0),
                     deliveries: reply[7].parse().unwrap_or(1),
+                    lease_deadline: reply[8].clone(),
                 }));
             }
             Some("empty") => retire(inner, &mut conn, &session).await?,

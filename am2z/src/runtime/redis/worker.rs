@@ -26,6 +26,8 @@ pub(crate) struct ClaimedJob {
     pub(crate) token: String,
     pub(crate) created_ms: u64,
     pub(crate) deliveries: u32,
+    /// When the lease runs out (ms on Redis' clock), unless renewed.
+    pub(crate) lease_deadline: String,
 }
 
 /// What the renewer needs to know about a held lease.
@@ -37,6 +39,7 @@ pub(crate) struct HeldLease {
 }
 
 pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
+    watch(&inner, &job).await;
     let lost = CancellationToken::new();
     inner
         .leases
@@ -94,6 +97,23 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&job.run_id);
     inner.lease_returned.notify_waiters();
+}
+
+/// Makes the sweeper look at the job's session by the lease's deadline. (If this process dies
+/// before this, the sweeper's periodic full pass finds the lease.)
+async fn watch(inner: &Inner, job: &ClaimedJob) {
+    let Ok(mut conn) = inner.conn() else { return };
+    let watched: redis::RedisResult<i64> = inner
+        .scripts
+        .watch
+        .key(inner.keys.leasing())
+        .arg(job.session.as_str())
+        .arg(&job.lease_deadline)
+        .invoke_async(&mut conn)
+        .await;
+    if let Err(error) = watched {
+        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
+    }
 }
 
 async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
