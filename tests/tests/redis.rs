@@ -456,6 +456,36 @@ mod redis_only {
         delete_prefix(&url, &prefix);
     }
 
+    /// Dropping the last handle of a started runtime ends its loops and closes its
+    /// connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_handle_closes_everything() {
+        let redis = OwnRedis::start();
+        let clients = || {
+            redis_cli(&redis.url, &["CLIENT", "LIST"])
+                .lines()
+                .filter(|l| !l.contains("cmd=client"))
+                .count()
+        };
+        let runtime = RedisRuntime::new(test_config(&redis.url));
+        runtime.start().await.unwrap();
+        let clone = runtime.clone();
+        assert_eq!(clone.execute(&AddOne, 1).await.unwrap().output, 2);
+        assert!(clients() > 0);
+        drop(runtime);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(clients() > 0, "a clone still holds it");
+        drop(clone);
+        let begin = Instant::now();
+        while clients() > 0 {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "connections closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The runtime refuses to start on a server that evicts keys.
     #[tokio::test]
     async fn refuses_an_evicting_server() {

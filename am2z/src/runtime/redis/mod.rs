@@ -83,9 +83,23 @@ pub struct RunHandle {
 }
 
 /// The Redis runtime. Cloning is cheap and every clone is the same runtime.
+///
+/// Dropping the last clone without [`stop`](Runtime::stop) stops its background loops (runs
+/// already executing finish and commit); `stop` is still the orderly way out.
 #[derive(Clone)]
 pub struct RedisRuntime {
     inner: Arc<Inner>,
+    /// Held only by the user's clones (the runtime's own tasks hold `inner`): its drop ends
+    /// the loops, which would otherwise keep `inner` alive forever.
+    _handle: Arc<LastHandle>,
+}
+
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.stop_token().cancel();
+    }
 }
 
 pub(crate) struct Inner {
@@ -215,32 +229,34 @@ impl RedisRuntime {
             .build();
         let stopped = CancellationToken::new();
         stopped.cancel();
-        RedisRuntime {
-            inner: Arc::new(Inner {
-                keys: Keys::new(&config.prefix),
-                scripts: Scripts::new(),
-                errors: ErrorMap::new(&config),
-                config,
-                engine,
-                events: EventBus::new(4096),
-                served: RwLock::new(HashMap::new()),
-                conn: Mutex::new(None),
-                lifecycle: tokio::sync::Mutex::new(Lifecycle {
-                    claimer: None,
-                    tasks: Vec::new(),
-                }),
-                running: AtomicBool::new(false),
-                stop_token: Mutex::new(stopped),
-                waiters: Waiters::default(),
-                wake: Notify::new(),
-                leases: Mutex::new(HashMap::new()),
-                permits: Mutex::new(HashMap::new()),
-                lease_returned: Notify::new(),
-                barrier: Barrier::default(),
-                fenced_commits: AtomicU64::new(0),
-                commits: AtomicU64::new(0),
-                worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
+        let inner = Arc::new(Inner {
+            keys: Keys::new(&config.prefix),
+            scripts: Scripts::new(),
+            errors: ErrorMap::new(&config),
+            config,
+            engine,
+            events: EventBus::new(4096),
+            served: RwLock::new(HashMap::new()),
+            conn: Mutex::new(None),
+            lifecycle: tokio::sync::Mutex::new(Lifecycle {
+                claimer: None,
+                tasks: Vec::new(),
             }),
+            running: AtomicBool::new(false),
+            stop_token: Mutex::new(stopped),
+            waiters: Waiters::default(),
+            wake: Notify::new(),
+            leases: Mutex::new(HashMap::new()),
+            permits: Mutex::new(HashMap::new()),
+            lease_returned: Notify::new(),
+            barrier: Barrier::default(),
+            fenced_commits: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
+        });
+        RedisRuntime {
+            _handle: Arc::new(LastHandle(Arc::clone(&inner))),
+            inner,
         }
     }
 
