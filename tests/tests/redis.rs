@@ -627,6 +627,15 @@ mod redis_limits {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Every key under `prefix` expires by itself (none would outlive its session).
+    fn assert_all_expire(prefix: &str) {
+        let keys = redis_cli(&["--scan", "--pattern", &format!("{prefix}:*")]);
+        for key in keys.lines() {
+            let ttl: i64 = redis_cli(&["PTTL", key]).parse().expect("a ttl");
+            assert!(ttl > 0 || ttl == -2, "{key} has no TTL ({ttl})");
+        }
+    }
+
     /// Counts down through `ctx.call`, one level per call.
     #[processor]
     async fn countdown(n: u32, ctx: &Ctx) -> Result<u32, Error> {
@@ -897,6 +906,7 @@ mod redis_limits {
             "{:?}",
             begin.elapsed()
         );
+        assert_all_expire(&prefix);
         client.stop_session(&s).await.unwrap();
         for runtime in [&client, &worker] {
             runtime.stop().await.unwrap();
@@ -1185,6 +1195,7 @@ mod redis_limits {
             redis_cli(&["LRANGE", &format!("{base}:dead"), "0", "-1"]),
             buried.run_id.to_string()
         );
+        assert_all_expire(&prefix);
         client.stop_session(&s).await.unwrap();
         for runtime in [&client, &worker] {
             runtime.stop().await.unwrap();

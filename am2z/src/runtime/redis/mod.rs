@@ -170,12 +170,18 @@ impl Inner {
             .key(self.keys.sessions())
             .arg(session.as_str())
             .arg(self.keys.wake_channel())
-            .arg(millis(self.config.session_ttl).saturating_mul(2))
+            .arg(self.registry_ttl_ms())
             .invoke_async(conn)
             .await;
         if let Err(error) = enlisted {
             tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
         }
+    }
+
+    /// How long the session registry outlives its last submission: long enough for the
+    /// sweeper's full pass (every tenth sweep) to see an idle session expire and announce it.
+    pub(crate) fn registry_ttl_ms(&self) -> u64 {
+        millis(self.config.session_ttl * 2 + self.config.sweep_every * 20)
     }
 
     fn stop_token(&self) -> CancellationToken {

@@ -70,13 +70,18 @@ pub(crate) async fn arm(
     session: &SessionId,
     due: i64,
 ) -> Result<(), Error> {
-    redis::cmd("ZADD")
+    redis::pipe()
+        .cmd("ZADD")
         .arg(inner.keys.timers())
         .arg("LT")
         .arg(due)
         .arg(session.as_str())
-        .query_async::<i64>(conn)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(inner.keys.timers())
+        .arg(inner.registry_ttl_ms())
+        .ignore()
+        .query_async::<()>(conn)
         .await
-        .map(drop)
         .map_err(|e| inner.errors.unavailable(&e))
 }

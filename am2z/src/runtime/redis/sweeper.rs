@@ -153,6 +153,7 @@ async fn sweep_session(
         .key(inner.keys.leasing())
         .arg(session.as_str())
         .arg(next_lease)
+        .arg(inner.registry_ttl_ms())
         .invoke_async(conn)
         .await
         .map_err(|e| inner.errors.unavailable(&e))?;

@@ -109,6 +109,7 @@ async fn watch(inner: &Inner, job: &ClaimedJob) {
         .key(inner.keys.leasing())
         .arg(job.session.as_str())
         .arg(&job.lease_deadline)
+        .arg(inner.registry_ttl_ms())
         .invoke_async(&mut conn)
         .await;
     if let Err(error) = watched {

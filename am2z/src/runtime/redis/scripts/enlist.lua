@@ -1,7 +1,7 @@
 -- Registers a session and marks it as having work (at the current least-served score, so a
 -- newcomer is served next but cannot jump ahead of others), then wakes idle workers.
 -- KEYS: 1 sched, 2 sessions
--- ARGV: 1 session id, 2 wake channel, 3 registry ttl (ms): twice the session ttl, so the
+-- ARGV: 1 session id, 2 wake channel, 3 registry ttl (ms): longer than a session's, so the
 --       registry outlives an idle session and the sweeper can tell everyone it expired
 local low = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local score = 0

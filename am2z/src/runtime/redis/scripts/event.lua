@@ -8,7 +8,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
   if ARGV[4] ~= '' then
     redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-    redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then
+      redis.call('PEXPIRE', KEYS[3], ttl)
+    end
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[1])

@@ -1,6 +1,6 @@
 -- After a session was swept: when the sweeper should look at it next.
 -- KEYS: 1 leasing
--- ARGV: 1 session id, 2 its earliest lease deadline (0: it has no leases)
+-- ARGV: 1 session id, 2 its earliest lease deadline (0: it has no leases), 3 the index's ttl (ms)
 -- Without leases it is forgotten, unless a claim re-armed it meanwhile (a future score).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -15,4 +15,5 @@ elseif not current or tonumber(current) <= now then
 else
   redis.call('ZADD', KEYS[1], 'LT', next_lease, ARGV[1])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1

@@ -13,6 +13,14 @@
 if redis.call('EXISTS', KEYS[5]) == 0 then
   return {0, 0, 0, 0, 0}
 end
+-- Gives `key` the remaining lifetime of `like` (keys recreated here must expire with their
+-- session, never outlive it).
+local function expire_like(key, like)
+  local ttl = redis.call('PTTL', like)
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
@@ -28,19 +36,22 @@ for _, id in ipairs(expired) do
       local outcome = cjson.encode({Dead = {deliveries = deliveries, created_ms = tonumber(f[3])}})
       redis.call('SET', result, outcome, 'PX', ARGV[4])
       redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]), result)
+      expire_like(KEYS[6], KEYS[5])
       redis.call('DEL', job)
       redis.call('SREM', KEYS[4], job)
       redis.call('RPUSH', KEYS[3], id)
+      expire_like(KEYS[3], KEYS[5])
       redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. id)
       dead = dead + 1
     else
       redis.call('HSET', job, 'state', 'queued')
       if deliveries <= 1 or tonumber(ARGV[7]) <= 0 then
         redis.call('ZADD', KEYS[2], -tonumber(f[2]) * 4294967296, id)
+        expire_like(KEYS[2], KEYS[5])
       else
         local wait = math.min(tonumber(ARGV[7]) * 2 ^ (deliveries - 2), tonumber(ARGV[8]))
         redis.call('ZADD', KEYS[7], now + wait, id)
-        redis.call('PEXPIRE', KEYS[7], redis.call('PTTL', KEYS[5]))
+        expire_like(KEYS[7], KEYS[5])
       end
       requeued = requeued + 1
     end
@@ -63,6 +74,7 @@ if grace > 0 and #ARGV >= 10 then
       redis.call('ZREM', KEYS[2], id)
       redis.call('SET', result, cjson.encode({Unserved = {name = f[3], fingerprint = f[1]}}), 'PX', ARGV[4])
       redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]), result)
+      expire_like(KEYS[6], KEYS[5])
       redis.call('DEL', job)
       redis.call('SREM', KEYS[4], job)
       redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. id)
