@@ -244,6 +244,9 @@ for key, label in (("one_step", "one-step run"), ("chain5", "chain of 5"), ("par
     w(f"| Redis CPU / commands per **step**, {label}, sequential latency runs | "
       f"{fmt(get(am2z, f'am2z.{key}.redis_cpu_per_step'), 'µs')} / {fmt(get(am2z, f'am2z.{key}.redis_cmds_per_step'))} | — | — | "
       f"≤ 30 µs | {met(get(am2z, f'am2z.{key}.redis_cpu_per_step'), 30)} |")
+a = get(am2z, "am2z.session_run_stop.redis_cpu_per_session")
+w(f"| Redis CPU / commands per session: create, one run, `stop_session` | {fmt(a, 'µs')} / "
+  f"{fmt(get(am2z, 'am2z.session_run_stop.redis_cmds_per_session'))} | — | — | — | — |")
 w("")
 w("The per-step rows of the sequential latency runs include what an idle worker costs Redis between")
 w("runs (its claimer finds the session empty, retires it and polls again; the sweeper and renewer),")

@@ -177,7 +177,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
             fan,
         )
         .await?;
-        session(settings, &rt).await?;
+        session(settings, observer, &rt).await?;
         rt.stop_all_sessions().await?;
         rt.stop().await?;
     }
@@ -200,9 +200,15 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     measured.and(stopped)
 }
 
-/// A new session, one run in it, `stop_session`: p50 and p99 of the whole, per rep.
-async fn session(settings: &Settings, runtime: &RedisRuntime) -> Result<(), Error> {
+/// A new session, one run in it, `stop_session`: p50 and p99 of the whole, per rep, and
+/// Redis' CPU and commands per session.
+async fn session(
+    settings: &Settings,
+    observer: &mut Observer,
+    runtime: &RedisRuntime,
+) -> Result<(), Error> {
     let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    let before = observer.counters().await?;
     for rep in 0..settings.reps {
         let mut lat = Vec::with_capacity(settings.sess_n as usize);
         for i in 0..settings.sess_n {
@@ -217,7 +223,22 @@ async fn session(settings: &Settings, runtime: &RedisRuntime) -> Result<(), Erro
         p50s.push(p50);
         p99s.push(p99);
     }
+    let after = observer.counters().await?;
     result("session_run_stop.p50", "ms", &p50s);
     result("session_run_stop.p99", "ms", &p99s);
+    let sessions = (settings.reps as u64 * settings.sess_n) as f64;
+    let (cpu, calls) = before.delta(&after);
+    result(
+        "session_run_stop.redis_cpu_per_session",
+        "us",
+        &[cpu * 1e6 / sessions],
+    );
+    let total: u64 = calls.values().sum();
+    result(
+        "session_run_stop.redis_cmds_per_session",
+        "cmds",
+        &[total as f64 / sessions],
+    );
+    commands("session_run_stop", &calls, sessions);
     Ok(())
 }
