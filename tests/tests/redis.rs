@@ -799,8 +799,9 @@ mod redis_limits {
         starts.sort_unstable();
         assert!(starts[1] - starts[0] < 150, "{starts:?}");
         // The log runs on Redis' clock and a start is recorded when the admission reply
-        // arrives, so reply latency can shave a few ms off the gap seen here.
-        assert!((990..1150).contains(&(starts[2] - starts[0])), "{starts:?}");
+        // arrives, so reply latency can shave a few ms off the gap seen here (and a loaded
+        // machine add some).
+        assert!((990..1400).contains(&(starts[2] - starts[0])), "{starts:?}");
 
         for session in [&s, &r] {
             client.stop_session(session).await.unwrap();
@@ -816,7 +817,7 @@ mod redis_limits {
     /// left without leases leaves the index.
     #[tokio::test]
     async fn the_sweeper_follows_lease_deadlines() {
-        let config = test_config(&redis_url()).sweep_every(Duration::from_millis(100));
+        let config = test_config(&redis_url()).sweep_every(Duration::from_millis(200));
         let prefix = config.queue_prefix().to_owned();
         let client = RedisRuntime::new(config.clone().worker(false));
         let worker = RedisRuntime::new(config);
@@ -824,7 +825,7 @@ mod redis_limits {
         client.start().await.unwrap();
         worker.start().await.unwrap();
         // Past the first (full) pass.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let s = session("deadlines");
         let handle = client.submit(&s, &AddOne, 1).await.unwrap();
         let base = format!("{prefix}:{{{s}}}");
@@ -846,7 +847,7 @@ mod redis_limits {
         let begin = std::time::Instant::now();
         while redis_cli(&["HGET", &job, "state"]) != "queued" {
             assert!(
-                begin.elapsed() < Duration::from_millis(600),
+                begin.elapsed() < Duration::from_millis(1_200),
                 "re-queued by a fast pass, before the next full one"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
