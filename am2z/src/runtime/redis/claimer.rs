@@ -16,24 +16,38 @@ use crate::{Error, RunId, SessionId};
 /// How many sessions one claim looks at before concluding there is nothing it can take.
 const SESSIONS_PER_CLAIM: usize = 8;
 
+/// The most jobs one claim leases from one session (a fair turn's quantum).
+const CLAIM_BATCH: usize = 16;
+
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(inner.config.worker_concurrency));
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             () = stop.cancelled() => return,
             permit = Arc::clone(&slots).acquire_owned() => permit,
         };
-        let Ok(permit) = permit else { return };
-        match claim(&inner).await {
-            Ok(Some(job)) => {
-                let inner = Arc::clone(&inner);
-                tokio::spawn(async move {
-                    worker::execute(inner, job).await;
-                    drop(permit);
-                });
+        let Ok(first) = first else { return };
+        // Lease as many jobs at once as there are free slots (up to a batch): one round trip
+        // for many jobs when the worker is busy.
+        let mut permits = vec![first];
+        while permits.len() < CLAIM_BATCH {
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
             }
-            Ok(None) => {
-                drop(permit);
+        }
+        match claim(&inner, permits.len()).await {
+            Ok(jobs) if !jobs.is_empty() => {
+                for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                    let inner = Arc::clone(&inner);
+                    tokio::spawn(async move {
+                        worker::execute(inner, job).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Ok(_) => {
+                drop(permits);
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = inner.wake.notified() => {}
@@ -41,7 +55,7 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                 }
             }
             Err(error) => {
-                drop(permit);
+                drop(permits);
                 tracing::warn!(%error, "claiming failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
@@ -52,11 +66,12 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Leases one job this process can run, from the least-served session that has one.
-async fn claim(inner: &Inner) -> Result<Option<ClaimedJob>, Error> {
+/// Leases up to `most` jobs this process can run, from the least-served session that has
+/// any.
+async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
     let fingerprints = inner.served_fingerprints();
     if fingerprints.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let mut conn = inner.conn()?;
     let sched = inner.keys.sched();
@@ -69,7 +84,7 @@ async fn claim(inner: &Inner) -> Result<Option<ClaimedJob>, Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         let Some(picked) = picked else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let Ok(session) = SessionId::new(&picked) else {
             // Not one of ours (ids are validated before they reach Redis): drop it.
@@ -90,31 +105,40 @@ async fn claim(inner: &Inner) -> Result<Option<ClaimedJob>, Error> {
             .arg(millis(inner.config.lease))
             .arg(inner.config.session_concurrency)
             .arg(millis(inner.config.session_ttl))
+            .arg(most)
             .arg(&fingerprints)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         match reply.first().map(String::as_str) {
-            Some("ok") if reply.len() == 9 => {
-                let run_id = u128::from_str_radix(&reply[1], 16).map(RunId::from_u128);
-                let Ok(run_id) = run_id else { continue };
-                return Ok(Some(ClaimedJob {
-                    session,
-                    run_id,
-                    name: reply[2].clone(),
-                    fingerprint: reply[3].clone(),
-                    input: reply[4].clone(),
-                    token: reply[5].clone(),
-                    created_ms: reply[6].parse().unwrap_or(0),
-                    deliveries: reply[7].parse().unwrap_or(1),
-                    lease_deadline: reply[8].clone(),
-                }));
+            Some("ok") => {
+                let jobs: Vec<ClaimedJob> = reply[1..]
+                    .chunks_exact(8)
+                    .filter_map(|fields| job(&session, fields))
+                    .collect();
+                return Ok(jobs);
             }
             Some("empty") => retire(inner, &mut conn, &session).await?,
             _ => {}
         }
     }
-    Ok(None)
+    Ok(Vec::new())
+}
+
+/// One leased job from its eight fields in `claim.lua`'s reply.
+fn job(session: &SessionId, fields: &[String]) -> Option<ClaimedJob> {
+    let run_id = u128::from_str_radix(&fields[0], 16).ok()?;
+    Some(ClaimedJob {
+        session: session.clone(),
+        run_id: RunId::from_u128(run_id),
+        name: fields[1].clone(),
+        fingerprint: fields[2].clone(),
+        input: fields[3].clone(),
+        token: fields[4].clone(),
+        created_ms: fields[5].parse().unwrap_or(0),
+        deliveries: fields[6].parse().unwrap_or(1),
+        lease_deadline: fields[7].clone(),
+    })
 }
 
 /// Takes an empty session out of the schedule, then re-checks its queue: a submission that

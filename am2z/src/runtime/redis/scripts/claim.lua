@@ -1,12 +1,18 @@
--- Leases the best ready job of a session that this worker can run.
+-- Leases the best ready jobs of a session that this worker can run (up to a batch).
 -- KEYS: 1 queue, 2 leases
 -- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
---       4 session ttl (ms), 5.. fingerprints this worker serves
--- Returns {'ok', run, name, fingerprint, input, token, created_ms, deliveries, lease deadline},
---         {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this worker serves).
+--       4 session ttl (ms), 5 most jobs to lease, 6.. fingerprints this worker serves
+-- Returns {'ok', then per job: run, name, fingerprint, input, token, created_ms, deliveries,
+--         lease deadline}, {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this
+--         worker serves).
+local most = tonumber(ARGV[5])
 local quota = tonumber(ARGV[3])
-if quota > 0 and redis.call('ZCARD', KEYS[2]) >= quota then
-  return {'busy'}
+if quota > 0 then
+  local room = quota - redis.call('ZCARD', KEYS[2])
+  if room <= 0 then
+    return {'busy'}
+  end
+  most = math.min(most, room)
 end
 -- A bounded look past jobs this worker cannot run (another version's, or another
 -- deployment's): up to 64 of them at the head do not block the ones behind.
@@ -15,27 +21,39 @@ if #ids == 0 then
   return {'empty'}
 end
 local served = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   served[ARGV[i]] = true
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = now + tonumber(ARGV[2])
+local out = {'ok'}
+local leased = 0
 for _, id in ipairs(ids) do
+  if leased >= most then
+    break
+  end
   local job = ARGV[1] .. id
   local fp = redis.call('HGET', job, 'fp')
   if not fp then
     -- The job expired or was deleted: drop its queue entry.
     redis.call('ZREM', KEYS[1], id)
   elseif served[fp] then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     redis.call('ZREM', KEYS[1], id)
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), id)
-    redis.call('PEXPIRE', KEYS[2], ARGV[4])
+    redis.call('ZADD', KEYS[2], deadline, id)
     local token = redis.call('HINCRBY', job, 'token', 1)
     local deliveries = redis.call('HINCRBY', job, 'deliveries', 1)
     redis.call('HSET', job, 'state', 'leased')
     local f = redis.call('HMGET', job, 'name', 'input', 'created_ms')
-    return {'ok', id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'), tostring(deliveries),
-      tostring(now + tonumber(ARGV[2]))}
+    for _, field in ipairs({id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'),
+        tostring(deliveries), tostring(deadline)}) do
+      out[#out + 1] = field
+    end
+    leased = leased + 1
   end
 end
-return {'busy'}
+if leased == 0 then
+  return {'busy'}
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return out
