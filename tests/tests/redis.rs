@@ -278,7 +278,8 @@ mod redis_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn submitted_by_one_executed_by_others_awaited_by_another() {
         let url = redis_url();
-        let base = test_config(&url);
+        // Four slots each: neither worker can take all twenty runs at once.
+        let base = test_config(&url).worker_concurrency(4);
         let prefix = base.queue_prefix().to_owned();
         let client = |worker: bool| RedisRuntime::new(base.clone().worker(worker));
         let (submitter, awaiter) = (client(false), client(false));
@@ -744,7 +745,8 @@ mod redis_limits {
     /// `rate_limited` steps per second.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn processor_limits_hold_across_workers() {
-        let config = test_config(&redis_url());
+        // Four slots each: neither worker can take all eight runs at once.
+        let config = test_config(&redis_url()).worker_concurrency(4);
         let client = RedisRuntime::new(config.clone().worker(false));
         let workers = [
             RedisRuntime::new(config.clone()),

@@ -3,7 +3,10 @@
 //! Every key of a session is `<prefix>:{<session>}:<part>`: the hash tag puts all of a
 //! session's keys on one Cluster slot, so every session script touches one slot. Session ids
 //! are validated by [`SessionId`] (letters, digits, `_`, `-`, `.`) and prefixes by
-//! [`validate_prefix`], so no id can smuggle `{`, `}` or `:` into a key.
+//! [`validate_prefix`], so no id can smuggle `{`, `}` or `:` into a key. Global keys that a
+//! script touches together share a hash tag that starts with `:`, which no session id can
+//! (`{:registry}` for the session registry and schedule, `{:workers}` for the worker
+//! registry), so they too live on one slot and never collide with a session's keys.
 
 use crate::{Error, RunId, SessionId};
 
@@ -38,12 +41,12 @@ impl Keys {
 
     /// The session registry (set of session ids).
     pub(crate) fn sessions(&self) -> String {
-        format!("{}:sessions", self.prefix)
+        format!("{}:{{:registry}}:sessions", self.prefix)
     }
 
     /// Sessions that may have ready work, scored by the claims they were given.
     pub(crate) fn sched(&self) -> String {
-        format!("{}:sched", self.prefix)
+        format!("{}:{{:registry}}:sched", self.prefix)
     }
 
     /// Finished steps per processor, across sessions (`<name>:completed`, `<name>:failed`).
@@ -63,12 +66,12 @@ impl Keys {
 
     /// Live workers, scored by when their heartbeat lapses.
     pub(crate) fn workers(&self) -> String {
-        format!("{}:{{workers}}", self.prefix)
+        format!("{}:{{:workers}}", self.prefix)
     }
 
     /// The contract fingerprints one live worker serves (same slot as [`Keys::workers`]).
     pub(crate) fn worker_contracts(&self, worker: &str) -> String {
-        format!("{}:{{workers}}:{worker}", self.prefix)
+        format!("{}:{{:workers}}:{worker}", self.prefix)
     }
 
     /// The sweeper lock.
@@ -316,6 +319,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn global_keys_used_together_share_a_slot() {
+        let keys = Keys::new("am2z");
+        assert_eq!(slot(&keys.sessions()), slot(&keys.sched()));
+        assert_eq!(slot(&keys.workers()), slot(&keys.worker_contracts("w-1")));
+        // No session id can produce a registry key: `:` is not allowed in ids.
+        assert!(SessionId::new(":registry").is_err());
     }
 
     #[test]

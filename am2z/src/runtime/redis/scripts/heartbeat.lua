@@ -1,7 +1,7 @@
 -- Registers a live worker and the contracts it serves, until its heartbeat lapses.
 -- KEYS: 1 workers (zset: worker id -> expiry, ms on Redis' clock), 2 this worker's contracts
 -- ARGV: 1 worker id, 2 time to live (ms), 3.. contract fingerprints it serves
--- Both keys share the `{workers}` hash tag (one slot). Lapsed workers are pruned here.
+-- Both keys share the `{:workers}` hash tag (one slot). Lapsed workers are pruned here.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
