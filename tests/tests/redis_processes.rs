@@ -47,7 +47,9 @@ pub async fn ledgered(work: Work) -> Result<Done, Error> {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        writeln!(file, "{} {} {at}", work.id, std::process::id())
+        // One write per line: concurrent runs in this process append to the same file.
+        let line = format!("{} {} {at}\n", work.id, std::process::id());
+        file.write_all(line.as_bytes())
             .map_err(|e| Error::execution("ledgered", e.to_string()))?;
     }
     tokio::time::sleep(Duration::from_millis(work.ms)).await;
