@@ -11,6 +11,7 @@ mod naming;
 mod options;
 mod processor;
 mod respan;
+mod typed;
 mod workflow;
 
 /// (`#[processor]` is defined in `am2z-macros` and documented on its re-export,

@@ -49,6 +49,9 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
         #private::step_result(#fn_ident(__am2z_input #ctx_arg).await)
     };
 
+    let entry_points =
+        crate::typed::entry_points(&vis, &ty, &input, &output, &private, "processor");
+    let identity_edges = crate::typed::identity_edges(&ty, &input, &output, &private);
     quote! {
         #item
 
@@ -64,31 +67,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
         #[allow(dead_code)]
         #vis struct #ty;
 
-        #[allow(dead_code)]
-        impl #ty {
-            /// Runs this processor on `runtime`, in the default session.
-            #vis async fn run<__Am2zRuntime>(
-                runtime: &__Am2zRuntime,
-                input: #input,
-            ) -> #private::RunOutcome<#output>
-            where
-                __Am2zRuntime: #private::Executes<#ty>,
-            {
-                #private::Executes::execute(runtime, &#ty, input).await
-            }
-
-            /// Runs this processor on `runtime`, in `session`.
-            #vis async fn run_in_session<__Am2zRuntime>(
-                runtime: &__Am2zRuntime,
-                session: &#private::SessionId,
-                input: #input,
-            ) -> #private::RunOutcome<#output>
-            where
-                __Am2zRuntime: #private::Executes<#ty>,
-            {
-                #private::Executes::execute_in_session(runtime, session, &#ty, input).await
-            }
-        }
+        #entry_points
 
         const _: () = {
             impl #private::Processor for #ty {
@@ -113,17 +92,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
                 }
             }
 
-            impl #private::Accepts<#input> for #ty {
-                fn accept(input: #input) -> #input {
-                    input
-                }
-            }
-
-            impl #private::Returns<#output> for #ty {
-                fn output(output: #output) -> #output {
-                    output
-                }
-            }
+            #identity_edges
         };
     }
 }

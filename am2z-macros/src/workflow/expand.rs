@@ -70,6 +70,9 @@ pub(crate) fn workflow(
         quote!(#[doc = #doc])
     });
 
+    let entry_points =
+        crate::typed::entry_points(&vis, &ident, &input, &output, &private, "workflow");
+    let identity_edges = crate::typed::identity_edges(&ident, &input, &output, &private);
     quote! {
         #(#attrs)*
         #default_doc
@@ -82,31 +85,7 @@ pub(crate) fn workflow(
         #[allow(dead_code)]
         #vis struct #ident;
 
-        #[allow(dead_code)]
-        impl #ident {
-            /// Runs this workflow on `runtime`, in the default session.
-            #vis async fn run<__Am2zRuntime>(
-                runtime: &__Am2zRuntime,
-                input: #input,
-            ) -> #private::RunOutcome<#output>
-            where
-                __Am2zRuntime: #private::Executes<#ident>,
-            {
-                #private::Executes::execute(runtime, &#ident, input).await
-            }
-
-            /// Runs this workflow on `runtime`, in `session`.
-            #vis async fn run_in_session<__Am2zRuntime>(
-                runtime: &__Am2zRuntime,
-                session: &#private::SessionId,
-                input: #input,
-            ) -> #private::RunOutcome<#output>
-            where
-                __Am2zRuntime: #private::Executes<#ident>,
-            {
-                #private::Executes::execute_in_session(runtime, session, &#ident, input).await
-            }
-        }
+        #entry_points
 
         const _: () = {
             static __AM2Z_CONFIG: #private::ProcessorConfig = #config;
@@ -155,17 +134,7 @@ pub(crate) fn workflow(
                 }
             }
 
-            impl #private::Accepts<#input> for #ident {
-                fn accept(input: #input) -> #input {
-                    input
-                }
-            }
-
-            impl #private::Returns<#output> for #ident {
-                fn output(output: #output) -> #output {
-                    output
-                }
-            }
+            #identity_edges
         };
     }
 }
