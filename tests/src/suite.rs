@@ -10,76 +10,47 @@ use crate::flows::*;
 use crate::probe::{seen, seen_with};
 use crate::processors::*;
 
-/// A runtime the suite can drive: started, with every processor of the suite runnable.
-pub trait SuiteRuntime:
-    Runtime
-    + Clone
-    + Executes<AddOne>
-    + Executes<Arith>
-    + Executes<NegateThenReject>
-    + Executes<TextFan>
-    + Executes<TextMerged>
-    + Executes<FailFast>
-    + Executes<Collected>
-    + Executes<ChannelRoute>
-    + Executes<StrictChannelRoute>
-    + Executes<TierRoute>
-    + Executes<Nested>
-    + Executes<Inverts>
-    + Executes<Whoami>
-    + Executes<SleepMs>
-    + Executes<TooSlow>
-    + Executes<Flaky>
-    + Executes<AlwaysFails>
-    + Executes<BacksOff>
-    + Executes<Judged>
-    + Executes<InvalidEmail>
-    + Executes<DeclinesCard>
-    + Executes<ParseNumber>
-    + Executes<Panics>
-    + Executes<Reports>
-    + Executes<Recurse>
-    + Executes<CallWithFallback>
-    + Executes<Limited>
-    + Executes<RateLimited>
-    + Executes<Delayed>
-{
+/// Declares [`SuiteRuntime`] once from the list of what the suite runs.
+macro_rules! suite_runtime {
+    ($($processor:ty),+ $(,)?) => {
+        /// A runtime the suite can drive: started, with every processor of the suite runnable.
+        pub trait SuiteRuntime: Runtime + Clone $(+ Executes<$processor>)+ {}
+
+        impl<R> SuiteRuntime for R where R: Runtime + Clone $(+ Executes<$processor>)+ {}
+    };
 }
 
-impl<R> SuiteRuntime for R where
-    R: Runtime
-        + Clone
-        + Executes<AddOne>
-        + Executes<Arith>
-        + Executes<NegateThenReject>
-        + Executes<TextFan>
-        + Executes<TextMerged>
-        + Executes<FailFast>
-        + Executes<Collected>
-        + Executes<ChannelRoute>
-        + Executes<StrictChannelRoute>
-        + Executes<TierRoute>
-        + Executes<Nested>
-        + Executes<Inverts>
-        + Executes<Whoami>
-        + Executes<SleepMs>
-        + Executes<TooSlow>
-        + Executes<Flaky>
-        + Executes<AlwaysFails>
-        + Executes<BacksOff>
-        + Executes<Judged>
-        + Executes<InvalidEmail>
-        + Executes<DeclinesCard>
-        + Executes<ParseNumber>
-        + Executes<Panics>
-        + Executes<Reports>
-        + Executes<Recurse>
-        + Executes<CallWithFallback>
-        + Executes<Limited>
-        + Executes<RateLimited>
-        + Executes<Delayed>
-{
-}
+suite_runtime!(
+    AddOne,
+    Arith,
+    NegateThenReject,
+    TextFan,
+    TextMerged,
+    FailFast,
+    Collected,
+    ChannelRoute,
+    StrictChannelRoute,
+    TierRoute,
+    Nested,
+    Inverts,
+    Whoami,
+    SleepMs,
+    TooSlow,
+    Flaky,
+    AlwaysFails,
+    BacksOff,
+    Judged,
+    InvalidEmail,
+    DeclinesCard,
+    ParseNumber,
+    Panics,
+    Reports,
+    Recurse,
+    CallWithFallback,
+    Limited,
+    RateLimited,
+    Delayed,
+);
 
 /// How a runtime under test is made.
 pub trait Harness {

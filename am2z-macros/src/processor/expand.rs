@@ -49,9 +49,8 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
         #private::step_result(#fn_ident(__am2z_input #ctx_arg).await)
     };
 
-    let entry_points =
-        crate::typed::entry_points(&vis, &ty, &input, &output, &private, "processor");
-    let identity_edges = crate::typed::identity_edges(&ty, &input, &output, &private);
+    let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "processor");
+    let identity_edges = crate::typed::identity_edges(&ty, input, output, &private);
     quote! {
         #item
 

@@ -70,9 +70,8 @@ pub(crate) fn workflow(
         quote!(#[doc = #doc])
     });
 
-    let entry_points =
-        crate::typed::entry_points(&vis, &ident, &input, &output, &private, "workflow");
-    let identity_edges = crate::typed::identity_edges(&ident, &input, &output, &private);
+    let entry_points = crate::typed::entry_points(vis, ident, input, output, &private, "workflow");
+    let identity_edges = crate::typed::identity_edges(ident, input, output, &private);
     quote! {
         #(#attrs)*
         #default_doc
