@@ -116,4 +116,50 @@ mod local_only {
             "{failure:?}"
         );
     }
+
+    /// A subscriber that stops reading falls behind and skips the oldest events (counted in
+    /// `missed`), while the runtime and a subscriber that keeps reading lose nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_subscriber_skips_events_without_slowing_anyone() {
+        use futures::StreamExt;
+
+        let runtime = LocalRuntime::builder().event_capacity(16).build();
+        runtime.start().await.unwrap();
+        let s = session("slow-subscriber");
+        let mut slow = runtime.subscribe_session(&s);
+        let mut fast = runtime.subscribe_session(&s);
+        let reader = tokio::spawn(async move {
+            let mut completed = 0;
+            while let Some(event) = fast.next().await {
+                if matches!(event.kind, am2z::EventKind::RunCompleted { .. }) {
+                    completed += 1;
+                    if completed == 200 {
+                        break;
+                    }
+                }
+            }
+            (completed, fast.missed())
+        });
+        for x in 0..200 {
+            runtime
+                .execute_in_session(&s, &am2z_tests::processors::AddOne, x)
+                .await
+                .unwrap();
+            // Let the fast reader keep up, as a live consumer does.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(reader.await.unwrap(), (200, 0));
+        // 601 events (the session's creation, then started, completed and run-completed for
+        // each of the 200 runs) went past a ring of 16: the slow one keeps only the newest 16.
+        let newest = slow
+            .next()
+            .await
+            .expect("the newest events are still there");
+        assert_eq!(slow.missed(), 601 - 16);
+        // Event 585 is the last of run 194's three: its run-completed.
+        assert!(
+            matches!(newest.kind, am2z::EventKind::RunCompleted { .. }),
+            "{newest:?}"
+        );
+    }
 }
