@@ -97,38 +97,30 @@ pub enum EventKind {
     },
 }
 
-/// Where events go: the in-process subscribers, and an optional sink (the Redis runtime
-/// forwards to a per-session stream through it).
+/// Where events go: the in-process subscribers (the Redis runtime forwards to its per-session
+/// streams as one of them).
 #[derive(Clone)]
 pub(crate) struct EventBus {
     sender: broadcast::Sender<Event>,
-    sink: Option<EventSink>,
     /// Live subscriptions, kept apart from the channel's own count, which sits behind a lock.
     subscribers: Arc<AtomicUsize>,
 }
-
-/// A callback that sees every published event (before in-process subscribers do).
-pub(crate) type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl EventBus {
     pub(crate) fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         EventBus {
             sender,
-            sink: None,
             subscribers: Arc::default(),
         }
     }
 
     /// Whether anyone would see an event: lets hot paths skip building one.
     pub(crate) fn is_observed(&self) -> bool {
-        self.sink.is_some() || self.subscribers.load(Ordering::Relaxed) > 0
+        self.subscribers.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn publish(&self, event: Event) {
-        if let Some(sink) = &self.sink {
-            sink(&event);
-        }
         // An error only means nobody listens right now.
         let _ = self.sender.send(event);
     }
