@@ -24,6 +24,14 @@ fn test_config(url: &str) -> RedisConfig {
         .result_ttl(Duration::from_secs(120))
 }
 
+/// Stops `session` (deleting its keys) through `client`, then both runtimes.
+async fn shut_down(session: &am2z::SessionId, client: &RedisRuntime, worker: &RedisRuntime) {
+    use am2z::Runtime;
+    client.stop_session(session).await.expect("stop_session");
+    client.stop().await.expect("the client stops");
+    worker.stop().await.expect("the worker stops");
+}
+
 struct Redis;
 
 impl Harness for Redis {
@@ -615,7 +623,7 @@ mod redis_limits {
     use am2z_tests::processors::{AddOne, Limited, RateLimited, SleepMs};
     use am2z_tests::suite::session;
 
-    use super::{redis_url, test_config};
+    use super::{redis_url, shut_down, test_config};
 
     fn redis_cli(args: &[&str]) -> String {
         let url = redis_url();
@@ -858,10 +866,7 @@ mod redis_limits {
             assert!(begin.elapsed() < Duration::from_secs(2), "left the index");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        client.stop_session(&s).await.unwrap();
-        for runtime in [&client, &worker] {
-            runtime.stop().await.unwrap();
-        }
+        shut_down(&s, &client, &worker).await;
     }
 
     /// A job lost a second time waits out a redelivery backoff in the delayed set; the
@@ -910,10 +915,7 @@ mod redis_limits {
             begin.elapsed()
         );
         assert_all_expire(&prefix);
-        client.stop_session(&s).await.unwrap();
-        for runtime in [&client, &worker] {
-            runtime.stop().await.unwrap();
-        }
+        shut_down(&s, &client, &worker).await;
     }
 
     /// Higher-priority runs are claimed first from a session's queue.
@@ -955,10 +957,7 @@ mod redis_limits {
             *order.lock().unwrap(),
             ["high:0", "high:1", "high:2", "low:0", "low:1", "low:2"]
         );
-        client.stop_session(&s).await.unwrap();
-        for runtime in [&client, &worker] {
-            runtime.stop().await.unwrap();
-        }
+        shut_down(&s, &client, &worker).await;
     }
 
     /// `stop_session` from one runtime stops the session's step running on another runtime's
@@ -1139,10 +1138,7 @@ mod redis_limits {
             .await
             .unwrap();
         assert_eq!(ok.output, 3);
-        client.stop_session(&s).await.unwrap();
-        for runtime in [&client, &worker] {
-            runtime.stop().await.unwrap();
-        }
+        shut_down(&s, &client, &worker).await;
     }
 
     /// A lease whose worker vanished is re-queued by the sweeper and completed; one that has
@@ -1199,10 +1195,7 @@ mod redis_limits {
             buried.run_id.to_string()
         );
         assert_all_expire(&prefix);
-        client.stop_session(&s).await.unwrap();
-        for runtime in [&client, &worker] {
-            runtime.stop().await.unwrap();
-        }
+        shut_down(&s, &client, &worker).await;
     }
 }
 
