@@ -4,6 +4,7 @@
 //! [`conformance_suite!`] turns them into `#[tokio::test]`s for a runtime's [`suite::Harness`].
 //! `tests/local.rs` runs them on the local runtime.
 
+pub mod fault;
 pub mod flows;
 pub mod probe;
 pub mod processors;

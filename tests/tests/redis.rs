@@ -52,11 +52,11 @@ am2z_tests::conformance_suite!(Redis, paused = false);
 
 mod redis_only {
     use std::collections::BTreeSet;
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::{Duration, Instant};
 
     use am2z::{Error, Executes, RedisConfig, RedisRuntime, Runtime, SessionId};
+    use am2z_tests::fault::{RedisServer, ServerSpec, free_port};
     use am2z_tests::processors::{AddOne, SleepMs};
     use am2z_tests::suite::session;
 
@@ -94,71 +94,18 @@ mod redis_only {
         }
     }
 
-    /// A `redis-server` of our own on a free loopback port, stopped on drop.
-    struct OwnRedis {
-        child: Child,
-        url: String,
-        port: u16,
-    }
-
-    impl OwnRedis {
-        fn start() -> OwnRedis {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            OwnRedis::on_port(port)
-        }
-
-        /// Kills the server and starts a fresh one on the same port.
-        fn restart(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            *self = OwnRedis::on_port(self.port);
-        }
-
-        fn on_port(port: u16) -> OwnRedis {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server starts");
-            let url = format!("redis://127.0.0.1:{port}");
-            let begin = Instant::now();
-            while redis_cli_status(&url) != "PONG" {
-                assert!(
-                    begin.elapsed() < Duration::from_secs(10),
-                    "redis-server came up"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            OwnRedis { child, url, port }
-        }
-    }
-
-    fn redis_cli_status(url: &str) -> String {
-        let port = url.rsplit(':').next().unwrap_or("6379");
-        Command::new("redis-cli")
-            .args(["-p", port, "PING"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    }
-
-    impl Drop for OwnRedis {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+    /// A `redis-server` of our own on a free loopback port, without persistence (a restart
+    /// comes back empty), stopped on drop.
+    fn own_redis() -> RedisServer {
+        ServerSpec::default().arg("appendonly", "no").start()
     }
 
     /// When Redis goes away and comes back, the runtime reconnects by itself: calls during
     /// the outage fail fast with a typed error, and work flows again afterwards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reconnects_after_redis_restarts() {
-        let mut redis = OwnRedis::start();
-        let runtime = RedisRuntime::new(test_config(&redis.url));
+        let mut redis = own_redis();
+        let runtime = RedisRuntime::new(test_config(&redis.url()));
         runtime.start().await.unwrap();
         let s = session("restart");
         assert_eq!(
@@ -253,8 +200,8 @@ mod redis_only {
     /// However many sessions a process serves, it holds a fixed handful of connections.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thousand_sessions_use_a_handful_of_connections() {
-        let redis = OwnRedis::start();
-        let runtime = RedisRuntime::new(test_config(&redis.url).worker_concurrency(64));
+        let redis = own_redis();
+        let runtime = RedisRuntime::new(test_config(&redis.url()).worker_concurrency(64));
         runtime.start().await.unwrap();
         let sessions: Vec<SessionId> = (0..1000).map(|i| session(&format!("s{i}"))).collect();
         let outcomes = futures::future::join_all(
@@ -268,7 +215,7 @@ mod redis_only {
             assert_eq!(outcome.unwrap().output, i as i64 + 1);
         }
         assert_eq!(runtime.active_sessions().await.unwrap().len(), 1000);
-        let clients = redis_cli(&redis.url, &["CLIENT", "LIST"]);
+        let clients = redis_cli(&redis.url(), &["CLIENT", "LIST"]);
         // One line per connection; one of them is this redis-cli.
         let ours = clients
             .lines()
@@ -469,14 +416,14 @@ mod redis_only {
     /// connections.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn dropping_the_last_handle_closes_everything() {
-        let redis = OwnRedis::start();
+        let redis = own_redis();
         let clients = || {
-            redis_cli(&redis.url, &["CLIENT", "LIST"])
+            redis_cli(&redis.url(), &["CLIENT", "LIST"])
                 .lines()
                 .filter(|l| !l.contains("cmd=client"))
                 .count()
         };
-        let runtime = RedisRuntime::new(test_config(&redis.url));
+        let runtime = RedisRuntime::new(test_config(&redis.url()));
         runtime.start().await.unwrap();
         let clone = runtime.clone();
         assert_eq!(clone.execute(&AddOne, 1).await.unwrap().output, 2);
@@ -498,12 +445,12 @@ mod redis_only {
     /// The runtime refuses to start on a server that evicts keys.
     #[tokio::test]
     async fn refuses_an_evicting_server() {
-        let redis = OwnRedis::start();
+        let redis = own_redis();
         redis_cli(
-            &redis.url,
+            &redis.url(),
             &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
         );
-        let runtime = RedisRuntime::new(test_config(&redis.url));
+        let runtime = RedisRuntime::new(test_config(&redis.url()));
         let error = runtime.start().await.expect_err("refused");
         assert!(
             matches!(&error, Error::Configuration { message } if message.contains("allkeys-lru")),
@@ -516,10 +463,10 @@ mod redis_only {
     /// a typed resource error, and nothing of the run was written.
     #[tokio::test]
     async fn a_full_server_gives_back_pressure() {
-        let redis = OwnRedis::start();
-        let runtime = RedisRuntime::new(test_config(&redis.url).worker(false));
+        let redis = own_redis();
+        let runtime = RedisRuntime::new(test_config(&redis.url()).worker(false));
         runtime.start().await.unwrap();
-        redis_cli(&redis.url, &["CONFIG", "SET", "maxmemory", "3mb"]);
+        redis_cli(&redis.url(), &["CONFIG", "SET", "maxmemory", "3mb"]);
         let s = session("full");
         let big = "z".repeat(256 * 1024);
         let mut refused = None;
@@ -537,9 +484,9 @@ mod redis_only {
         }
         let error = refused.expect("the server filled up");
         assert!(matches!(error, Error::Resource { .. }), "{error:?}");
-        let jobs = keys_matching(&redis.url, &format!("*{{{s}}}:job:*")).len();
+        let jobs = keys_matching(&redis.url(), &format!("*{{{s}}}:job:*")).len();
         let queued: usize = redis_cli(
-            &redis.url,
+            &redis.url(),
             &[
                 "ZCARD",
                 &format!("{}:{{{s}}}:queue", runtime.config().queue_prefix()),
@@ -558,10 +505,7 @@ mod redis_only {
     /// A password never shows in the runtime's Debug output or its connection errors.
     #[tokio::test]
     async fn passwords_stay_secret() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let port = free_port();
         let config = RedisConfig::new(format!("redis://:hunter2-secret@127.0.0.1:{port}"));
         let runtime = RedisRuntime::new(config);
         assert!(!format!("{runtime:?}").contains("hunter2"));
