@@ -2,6 +2,7 @@
 //! environment overrides. The Redis password never appears in `Debug`, `Display` or errors.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::validate_prefix;
@@ -29,6 +30,7 @@ pub const DEFAULT_QUEUE_PREFIX: &str = "am2z";
 #[derive(Clone)]
 pub struct RedisConfig {
     pub(crate) url: String,
+    pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) prefix: String,
     pub(crate) worker: bool,
     pub(crate) worker_concurrency: usize,
@@ -61,6 +63,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            tls_ca: None,
             prefix: DEFAULT_QUEUE_PREFIX.to_owned(),
             worker: true,
             worker_concurrency: 16,
@@ -83,6 +86,7 @@ impl RedisConfig {
     }
 
     /// The defaults, overridden by the environment: `AM2Z_REDIS_URL` (else `REDIS_URL`),
+    /// `AM2Z_REDIS_TLS_CA` (a PEM file of the CA that signed the server's certificate),
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
     /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`.
     ///
@@ -103,6 +107,9 @@ impl RedisConfig {
     fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         if let Some(url) = var("AM2Z_REDIS_URL").or_else(|| var("REDIS_URL")) {
             self.url = url;
+        }
+        if let Some(ca) = var("AM2Z_REDIS_TLS_CA") {
+            self.tls_ca = Some(PathBuf::from(ca));
         }
         if let Some(prefix) = var("AM2Z_QUEUE_PREFIX") {
             self.prefix = prefix;
@@ -131,6 +138,15 @@ impl RedisConfig {
     /// The Redis URL.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self
+    }
+
+    /// Trusts only the CA certificates in the PEM file at `path` when connecting to a
+    /// `rediss://` URL (default: the system's roots). Needs am2z's `tls` feature; the file is
+    /// read at [`start`](crate::Runtime::start), and a server whose certificate that CA did not
+    /// sign is refused with [`Error::Configuration`].
+    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
         self
     }
 
@@ -311,6 +327,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("tls_ca", &self.tls_ca)
             .field("prefix", &self.prefix)
             .field("worker", &self.worker)
             .field("worker_concurrency", &self.worker_concurrency)
@@ -359,6 +376,7 @@ mod tests {
     fn environment_overrides_code() {
         let vars = |name: &str| match name {
             "REDIS_URL" => Some("redis://fallback".to_owned()),
+            "AM2Z_REDIS_TLS_CA" => Some("/etc/redis/ca.pem".to_owned()),
             "AM2Z_QUEUE_PREFIX" => Some("jobs".to_owned()),
             "AM2Z_DEFAULT_TIMEOUT" => Some("30s".to_owned()),
             "AM2Z_MAX_CALL_DEPTH" => Some("4".to_owned()),
@@ -367,6 +385,7 @@ mod tests {
         };
         let config = RedisConfig::new("redis://code").with_vars(vars).unwrap();
         assert_eq!(config.url, "redis://fallback");
+        assert_eq!(config.tls_ca, Some(PathBuf::from("/etc/redis/ca.pem")));
         assert_eq!(config.prefix, "jobs");
         assert_eq!(config.default_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.max_call_depth, 4);

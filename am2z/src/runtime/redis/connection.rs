@@ -17,6 +17,8 @@ use crate::Error;
 pub(crate) struct ErrorMap {
     service: String,
     secret: Option<String>,
+    /// Whether the URL is plaintext (`redis://`), for a hint when a TLS server hangs up.
+    plaintext: bool,
 }
 
 impl ErrorMap {
@@ -24,7 +26,38 @@ impl ErrorMap {
         ErrorMap {
             service: format!("redis at {}", config.redacted_url()),
             secret: password(&config.url).filter(|p| !p.is_empty()),
+            plaintext: !config.url.starts_with("rediss://"),
         }
+    }
+
+    /// `error` from opening a connection, typed by what must be fixed: refused credentials
+    /// and a certificate the client does not trust are [`Error::Configuration`] (waiting
+    /// cannot help), anything else [`Error::Unavailable`]; the secret scrubbed either way.
+    pub(crate) fn connecting(&self, error: &redis::RedisError) -> Error {
+        let message = self.scrub(&error.to_string());
+        if error.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"))
+        {
+            return Error::configuration(format!(
+                "{} refused the credentials (authentication failed): {message}",
+                self.service
+            ));
+        }
+        let lowered = message.to_ascii_lowercase();
+        if lowered.contains("certificate") || lowered.contains("tls") {
+            return Error::configuration(format!(
+                "{}: the TLS handshake failed (does the CA given by `tls_ca` / \
+                 `AM2Z_REDIS_TLS_CA` sign the server's certificate?): {message}",
+                self.service
+            ));
+        }
+        if self.plaintext && error.is_io_error() {
+            return Error::unavailable(
+                self.service.clone(),
+                format!("{message} (if the server only speaks TLS, use a `rediss://` URL)"),
+            );
+        }
+        self.unavailable(error)
     }
 
     /// `error`, typed: [`Error::Resource`] when Redis is out of memory (back-pressure: the
@@ -56,15 +89,66 @@ fn password(url: &str) -> Option<String> {
     })
 }
 
-/// Opens the client (no I/O yet).
+/// Opens the client (no I/O yet, but the TLS CA file is read here).
 pub(crate) fn client(config: &RedisConfig, errors: &ErrorMap) -> Result<redis::Client, Error> {
-    redis::Client::open(config.url.as_str()).map_err(|e| {
+    let invalid = |e: redis::RedisError| {
         Error::configuration(format!(
             "the Redis URL `{}` is invalid: {}",
             config.redacted_url(),
             errors.scrub(&e.to_string())
         ))
-    })
+    };
+    match &config.tls_ca {
+        None => redis::Client::open(config.url.as_str()).map_err(invalid),
+        Some(ca) => tls_client(config, ca).and_then(|built| built.map_err(invalid)),
+    }
+}
+
+/// A client that trusts only the CA certificates in the PEM file `ca`.
+#[cfg(feature = "tls")]
+fn tls_client(
+    config: &RedisConfig,
+    ca: &std::path::Path,
+) -> Result<redis::RedisResult<redis::Client>, Error> {
+    let unusable = |why: String| {
+        Error::configuration(format!(
+            "the TLS CA file `{}` cannot be used: {why}",
+            ca.display()
+        ))
+    };
+    let pem = std::fs::read(ca).map_err(|e| unusable(e.to_string()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(unusable("it holds no PEM certificate".to_owned()));
+    }
+    if !config.url.starts_with("rediss://") {
+        return Err(Error::configuration(format!(
+            "a TLS CA is set (`{}`), but the Redis URL `{}` is not `rediss://`",
+            ca.display(),
+            config.redacted_url()
+        )));
+    }
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Ok(redis::Client::build_with_tls(
+        config.url.as_str(),
+        certificates,
+    ))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_client(
+    _config: &RedisConfig,
+    ca: &std::path::Path,
+) -> Result<redis::RedisResult<redis::Client>, Error> {
+    Err(Error::configuration(format!(
+        "a TLS CA is set (`{}`), but am2z was built without its `tls` feature",
+        ca.display()
+    )))
 }
 
 /// Connects the command connection and checks the server is safe to use.
@@ -80,7 +164,7 @@ pub(crate) async fn connect(
     let mut conn = client
         .get_connection_manager_with_config(settings)
         .await
-        .map_err(|e| errors.unavailable(&e))?;
+        .map_err(|e| errors.connecting(&e))?;
     refuse_evicting_server(&mut conn, errors).await?;
     Ok(conn)
 }
@@ -209,5 +293,13 @@ mod tests {
         assert_eq!(password("redis://h:1"), None);
         let errors = ErrorMap::new(&RedisConfig::new("redis://:sekrit@127.0.0.1:1"));
         assert_eq!(errors.scrub("bad sekrit here"), "bad *** here");
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+            "sekrit".to_owned(),
+        ));
+        let error = errors.connecting(&refused);
+        assert!(matches!(error, Error::Configuration { .. }), "{error:?}");
+        assert!(!error.to_string().contains("sekrit"), "{error}");
     }
 }
