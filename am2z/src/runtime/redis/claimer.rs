@@ -96,7 +96,9 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             continue;
         };
         let keys = inner.keys.session(&session);
-        let reply: Vec<String> = inner
+        // Raw bytes: a job's input is whatever is in Redis, not necessarily UTF-8, and one bad
+        // job must not make the whole batch's reply unreadable.
+        let reply: Vec<Vec<u8>> = inner
             .scripts
             .claim
             .key(keys.queue())
@@ -110,34 +112,36 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => {
+        match reply.first().map(Vec::as_slice) {
+            Some(b"ok") => {
                 let jobs: Vec<ClaimedJob> = reply[1..]
                     .chunks_exact(8)
                     .filter_map(|fields| job(&session, fields))
                     .collect();
                 return Ok(jobs);
             }
-            Some("empty") => retire(inner, &mut conn, &session).await?,
+            Some(b"empty") => retire(inner, &mut conn, &session).await?,
             _ => {}
         }
     }
     Ok(Vec::new())
 }
 
-/// One leased job from its eight fields in `claim.lua`'s reply.
-fn job(session: &SessionId, fields: &[String]) -> Option<ClaimedJob> {
-    let run_id = u128::from_str_radix(&fields[0], 16).ok()?;
+/// One leased job from its eight fields in `claim.lua`'s reply (the input is kept as bytes:
+/// decoding it is the served processor's job, which fails the run with a typed error).
+fn job(session: &SessionId, fields: &[Vec<u8>]) -> Option<ClaimedJob> {
+    let text = |i: usize| String::from_utf8_lossy(&fields[i]).into_owned();
+    let run_id = u128::from_str_radix(&text(0), 16).ok()?;
     Some(ClaimedJob {
         session: session.clone(),
         run_id: RunId::from_u128(run_id),
-        name: fields[1].clone(),
-        fingerprint: fields[2].clone(),
+        name: text(1),
+        fingerprint: text(2),
         input: fields[3].clone(),
-        token: fields[4].clone(),
-        created_ms: fields[5].parse().unwrap_or(0),
-        deliveries: fields[6].parse().unwrap_or(1),
-        lease_deadline: fields[7].clone(),
+        token: text(4),
+        created_ms: text(5).parse().unwrap_or(0),
+        deliveries: text(6).parse().unwrap_or(1),
+        lease_deadline: text(7),
     })
 }
 

@@ -25,6 +25,9 @@ pub(crate) struct Executed {
     /// Whether the run ended because this process's runtime was stopped (so the job should
     /// be released for another worker, not committed).
     pub(crate) cancelled_here: bool,
+    /// Whether the job's input could not be decoded: it fails at once, without a retry, and
+    /// is dead-lettered with the reason.
+    pub(crate) undecodable: bool,
 }
 
 /// A processor whose data crosses Redis, erased.
@@ -41,8 +44,8 @@ pub(crate) struct Assignment<'a> {
     /// The executor that runs it.
     pub(crate) engine: &'a LocalRuntime,
     pub(crate) session: &'a SessionId,
-    /// Its input, as JSON.
-    pub(crate) input: &'a str,
+    /// Its input, as JSON (bytes as found in Redis: not necessarily UTF-8).
+    pub(crate) input: &'a [u8],
     /// The identity the submitter gave the run.
     pub(crate) run_id: RunId,
     pub(crate) created_at: SystemTime,
@@ -98,7 +101,9 @@ where
                 gate,
             } = job;
             let started = Instant::now();
-            let outcome: RunOutcome<P::Output> = match serde_json::from_str::<P::Input>(input) {
+            let decoded = serde_json::from_slice::<P::Input>(input);
+            let undecodable = decoded.is_err();
+            let outcome: RunOutcome<P::Output> = match decoded {
                 Ok(input) => {
                     let seed = RunSeed {
                         run_id,
@@ -166,6 +171,7 @@ where
                 wire,
                 typed: Box::new(outcome),
                 cancelled_here,
+                undecodable,
             }
         })
     }

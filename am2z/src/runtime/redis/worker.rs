@@ -22,7 +22,7 @@ pub(crate) struct ClaimedJob {
     pub(crate) run_id: RunId,
     pub(crate) name: String,
     pub(crate) fingerprint: String,
-    pub(crate) input: String,
+    pub(crate) input: Vec<u8>,
     pub(crate) token: String,
     pub(crate) created_ms: u64,
     pub(crate) deliveries: u32,
@@ -120,14 +120,16 @@ async fn watch(inner: &Inner, job: &ClaimedJob) {
 async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
     let Ok(mut conn) = inner.conn() else { return };
     let keys = inner.keys.session(&job.session);
-    let committed: redis::RedisResult<i64> = inner
-        .scripts
-        .commit
-        .key(keys.leases())
+    let mut commit = inner.scripts.commit.key(keys.leases());
+    commit
         .key(keys.job(job.run_id))
         .key(keys.result(job.run_id))
         .key(keys.index())
-        .key(keys.results())
+        .key(keys.results());
+    if executed.undecodable {
+        commit.key(keys.dead());
+    }
+    let committed: redis::RedisResult<i64> = commit
         .arg(job.run_id.to_string())
         .arg(&job.token)
         .arg(&executed.wire)

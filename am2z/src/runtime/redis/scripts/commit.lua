@@ -1,5 +1,5 @@
 -- Commits a run's terminal outcome, if the caller still holds the lease (fencing).
--- KEYS: 1 leases, 2 job, 3 result, 4 index, 5 results
+-- KEYS: 1 leases, 2 job, 3 result, 4 index, 5 results, 6 dead (only for an undecodable job)
 -- ARGV: 1 run id, 2 fencing token, 3 outcome (JSON), 4 result ttl (ms), 5 done channel,
 --       6 done message, 7 session ttl (ms)
 -- Returns 1 (committed) or 0 (refused: stale token, or the job is gone).
@@ -18,5 +18,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), KEYS[3])
 redis.call('PEXPIRE', KEYS[5], ARGV[7])
+if KEYS[6] then
+  redis.call('RPUSH', KEYS[6], ARGV[1])
+  redis.call('PEXPIRE', KEYS[6], ARGV[7])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 1
