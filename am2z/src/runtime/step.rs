@@ -125,8 +125,10 @@ async fn attempts<P: Processor>(
         let outcome = match config.timeout {
             None => body.instrument(span).await,
             Some(limit) => match tokio::time::timeout(limit, body.instrument(span)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
+                // A body that blocks its thread past the limit ignores its token and finishes
+                // before the timer is looked at: its late result is refused all the same.
+                Ok(outcome) if started.elapsed() <= limit => outcome,
+                _ => {
                     token.cancel();
                     Ok(Err(Error::Timeout {
                         processor: name.to_owned(),
