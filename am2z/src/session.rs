@@ -160,6 +160,80 @@ mod tests {
         }
     }
 
+    /// The allowlist, written independently of `validate`, as the property's oracle.
+    fn allowed(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= MAX_SESSION_ID_LEN
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    }
+
+    /// Property: over many generated strings, mostly allowlisted characters with hostile ones
+    /// mixed in at every position and lengths around the limit, `SessionId::new` accepts
+    /// exactly the allowlist, refuses the rest with a validation error on `session_id`, and
+    /// an accepted id round-trips through `as_str`, `Display` and serde unchanged.
+    #[test]
+    fn accepts_exactly_the_allowlist() {
+        let safe: Vec<char> = ('a'..='z')
+            .chain('A'..='Z')
+            .chain('0'..='9')
+            .chain(['_', '-', '.'])
+            .collect();
+        let hostile = [
+            '*', '?', '[', ']', '{', '}', ':', ' ', '\0', '\n', '\r', '\t', '/', '\\', '"', '\'',
+            '%', '$', '#', '\u{7f}', '\u{e9}', '\u{202e}', '\u{200b}', '\u{ff41}', '\u{ff1a}',
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for case in 0..20_000 {
+            let len = match case % 4 {
+                0 => (next() % 4) as usize,
+                1 => MAX_SESSION_ID_LEN - 2 + (next() % 5) as usize,
+                _ => (next() % 40) as usize,
+            };
+            let hostile_odds = 1 + next() % 64;
+            let id: String = (0..len)
+                .map(|_| {
+                    let roll = next();
+                    if roll % hostile_odds == 0 {
+                        hostile[(roll >> 8) as usize % hostile.len()]
+                    } else {
+                        safe[(roll >> 8) as usize % safe.len()]
+                    }
+                })
+                .collect();
+            match SessionId::new(&id) {
+                Ok(session) => {
+                    assert!(allowed(&id), "{id:?} was accepted");
+                    assert_eq!(session.as_str(), id);
+                    assert_eq!(session.to_string(), id);
+                    let json = serde_json::to_string(&session).unwrap();
+                    assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), session);
+                    accepted += 1;
+                }
+                Err(error) => {
+                    assert!(!allowed(&id), "{id:?} was refused: {error}");
+                    assert!(
+                        matches!(&error, Error::Validation { field, .. } if field == "session_id"),
+                        "{error:?}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            accepted > 1_000 && refused > 1_000,
+            "{accepted} / {refused}"
+        );
+    }
+
     #[test]
     fn deserialising_validates() {
         assert!(serde_json::from_str::<SessionId>("\"a:b\"").is_err());

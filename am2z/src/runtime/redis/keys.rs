@@ -321,6 +321,31 @@ mod tests {
         }
     }
 
+    /// Property: every session key reads back as `<prefix>:{<id>}:<part>` with the id
+    /// recoverable from the hash tag alone (ids cannot hold `}`), so the builder is injective
+    /// for every valid id, not only the sampled ones; ids that are prefixes of each other
+    /// (`a`, `a.`, `a.b`) included.
+    #[test]
+    fn the_session_is_recoverable_from_each_key() {
+        let keys = Keys::new("am2z");
+        let run = RunId::generate();
+        let mut ids = sample_ids();
+        for near in ["a", "a.", "a.b", "a-", "a_", "ab", "A", "-a", ".a"] {
+            ids.push(SessionId::new(near).unwrap());
+        }
+        for id in ids {
+            for key in all_keys(&keys.session(&id), run) {
+                let tagged = key
+                    .strip_prefix("am2z:{")
+                    .expect("the prefix, then the tag");
+                let (session, part) = tagged.split_once('}').expect("a closed hash tag");
+                assert_eq!(session, id.as_str(), "{key}");
+                assert!(part.starts_with(':') && !part[1..].is_empty(), "{key}");
+                assert!(!part.contains(['{', '}']), "{key}: one hash tag only");
+            }
+        }
+    }
+
     #[test]
     fn global_keys_used_together_share_a_slot() {
         let keys = Keys::new("am2z");
