@@ -186,9 +186,21 @@ impl Ctx {
     /// Publishes a custom event named `name` with `payload`.
     ///
     /// # Errors
-    /// [`Error::Serialization`] if `payload` cannot be turned into JSON.
+    /// [`Error::Serialization`] if `payload` cannot be turned into JSON; [`Error::Resource`]
+    /// if the run executes on a distributed runtime and the encoded payload is larger than its
+    /// payload limit (nothing is published then).
     pub fn emit(&self, name: &str, payload: impl Serialize) -> Result<(), Error> {
         let events = self.run.host.events();
+        let limit = self.run.gate.as_ref().and_then(|g| g.max_payload_bytes());
+        if let Some(limit) = limit {
+            let size = serde_json::to_vec(&payload)?.len();
+            if size > limit {
+                return Err(Error::resource(
+                    "payload",
+                    format!("the event `{name}` is {size} bytes; the limit is {limit}"),
+                ));
+            }
+        }
         if events.is_observed() {
             let payload = serde_json::to_value(payload)?;
             events.publish(self.run.event(

@@ -673,6 +673,13 @@ mod oversized {
         Ok(text.len())
     }
 
+    /// Publishes a custom event of `n` bytes.
+    #[processor]
+    async fn announce(n: usize, ctx: &am2z::Ctx) -> Result<usize, Error> {
+        ctx.emit("announce", "x".repeat(n))?;
+        Ok(n)
+    }
+
     workflow! {
         /// A big intermediate state, a small output.
         Balloon(usize) -> usize {
@@ -707,8 +714,9 @@ mod oversized {
 
     /// Scenario 21: an oversized input is refused with `Error::Resource` before anything is
     /// written (the server's keys are unchanged); an oversized output fails its run with the
-    /// same error and nothing of the output is stored; a big intermediate state stays in the
-    /// worker and never reaches Redis.
+    /// same error and nothing of the output is stored; an oversized custom event is refused
+    /// to the processor with the same error; a big intermediate state stays in the worker and
+    /// never reaches Redis.
     #[tokio::test]
     async fn oversized_payloads_are_refused_before_any_write() {
         const LIMIT: usize = 1_000;
@@ -731,6 +739,7 @@ mod oversized {
         let worker = started(config).await;
         worker.serve(Inflate);
         worker.serve(Balloon);
+        worker.serve(Announce);
         let failure = client
             .execute_in_session(&s, &Inflate, 5 * LIMIT)
             .await
@@ -739,6 +748,19 @@ mod oversized {
             matches!(&failure.error, Error::Resource { message, .. } if message.contains("limit is 1000")),
             "{failure:?}"
         );
+        let event = client
+            .execute_in_session(&s, &Announce, 2 * LIMIT)
+            .await
+            .expect_err("the event is too big");
+        assert!(
+            matches!(event.error.root_cause(), Error::Resource { message, .. } if message.contains("event")),
+            "{event:?}"
+        );
+        let small = client
+            .execute_in_session(&s, &Announce, 10)
+            .await
+            .expect("a small event is published");
+        assert_eq!(small.output, 10);
         let big_state = client
             .execute_in_session(&s, &Balloon, 5 * LIMIT)
             .await
@@ -760,6 +782,7 @@ mod oversized {
             &[
                 ("refused_inputs", "1".into()),
                 ("failed_outputs", "1".into()),
+                ("refused_events", "1".into()),
                 ("largest_stored_bytes", largest.to_string()),
                 ("lost", "0".into()),
             ],

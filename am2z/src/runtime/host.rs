@@ -44,4 +44,9 @@ pub(crate) trait StepGate: Send + Sync + 'static {
         processor: &'static str,
         config: &'a ProcessorConfig,
     ) -> BoxFuture<'a, Box<dyn Send>>;
+
+    /// The largest custom event payload (encoded) that may leave this process, if limited.
+    fn max_payload_bytes(&self) -> Option<usize> {
+        None
+    }
 }

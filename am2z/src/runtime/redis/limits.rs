@@ -139,6 +139,12 @@ impl StepGate for ClusterGate {
             Box::new(permit) as Box<dyn Send>
         })
     }
+
+    /// Custom events go to the session stream: they obey the payload limit like inputs and
+    /// outcomes do.
+    fn max_payload_bytes(&self) -> Option<usize> {
+        Some(self.inner.config.max_payload_bytes)
+    }
 }
 
 /// Extends every concurrency permit this process holds (called by the renewer).
