@@ -86,7 +86,10 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
     };
     match executed {
         Some(executed) if !executed.cancelled_here => {
-            inner.barrier.wait(job.run_id, EVENTS_BARRIER).await;
+            // A run whose input did not decode never started, so it has no events to wait for.
+            if !executed.undecodable {
+                inner.barrier.wait(job.run_id, EVENTS_BARRIER).await;
+            }
             commit(&inner, &job, executed).await;
         }
         _ => release(&inner, &job).await,
