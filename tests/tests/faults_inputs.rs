@@ -58,6 +58,26 @@ async fn finish(
     );
 }
 
+/// Every value stored under `prefix` (strings, hash fields and values, list, set and sorted
+/// set members, stream entries), one per line of `redis-cli`'s output.
+fn stored_values(server: &RedisServer, prefix: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for key in server.keys(&format!("{prefix}:*")) {
+        let dump = match server.cli(&["TYPE", &key]).as_str() {
+            "string" => server.cli(&["GET", &key]),
+            "hash" => server.cli(&["HGETALL", &key]),
+            "list" => server.cli(&["LRANGE", &key, "0", "-1"]),
+            "set" => server.cli(&["SMEMBERS", &key]),
+            "zset" => server.cli(&["ZRANGE", &key, "0", "-1"]),
+            "stream" => server.cli(&["XRANGE", &key, "-", "+"]),
+            _ => String::new(),
+        };
+        values.extend(dump.lines().map(str::to_owned));
+        values.push(key);
+    }
+    values
+}
+
 /// Whether the long profile (`AM2Z_FAULT_PROFILE=long`: bigger counts) is asked for.
 fn long_profile() -> bool {
     std::env::var("AM2Z_FAULT_PROFILE").is_ok_and(|profile| profile == "long")
@@ -708,27 +728,11 @@ mod oversized {
         }
     }
 
-    /// The largest value stored under `prefix` (strings, hash fields, stream entries).
+    /// The largest value stored under `prefix`.
     fn largest_value(server: &RedisServer, prefix: &str) -> usize {
-        server
-            .keys(&format!("{prefix}:*"))
+        stored_values(server, prefix)
             .iter()
-            .map(|key| match server.cli(&["TYPE", key]).as_str() {
-                "string" => server.cli(&["GET", key]).len(),
-                "hash" => server
-                    .cli(&["HVALS", key])
-                    .lines()
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0),
-                "stream" => server
-                    .cli(&["XRANGE", key, "-", "+"])
-                    .lines()
-                    .map(str::len)
-                    .max()
-                    .unwrap_or(0),
-                _ => 0,
-            })
+            .map(String::len)
             .max()
             .unwrap_or(0)
     }
@@ -954,6 +958,9 @@ mod secrets {
             "stats",
             &format!("{stats:?} {session_stats:?} {queue_stats:?} {worker:?} {client:?}"),
         );
+        let stored = stored_values(&server, client.config().queue_prefix());
+        assert!(!stored.is_empty());
+        assert_hidden("what the runtime stored in Redis", &stored.join("\n"));
         finish(&server, &s, &client, &[&worker]).await;
         drop((nowhere, wrong, no_ca));
         let logs = logs.text();
@@ -1134,6 +1141,7 @@ mod tls {
             .expect_err("start fails");
         let took = begin.elapsed();
         let attempts = accepted.load(Ordering::SeqCst);
+        eprintln!("scenario 23: {error}");
         assert!(took < Duration::from_secs(20), "{error}: took {took:?}");
         assert!(
             (1..=8).contains(&attempts),
@@ -1180,6 +1188,7 @@ mod tls {
                 if message.contains("TLS") && message.contains("certificate")),
             "{error:?}"
         );
+        assert!(!format!("{error:?}").contains(PASSWORD));
 
         let plaintext = format!("redis://:{PASSWORD}@127.0.0.1:{}", server.port());
         let (error, plaintext_took, plaintext_attempts) =

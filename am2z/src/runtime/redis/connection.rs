@@ -43,8 +43,13 @@ impl ErrorMap {
                 self.service
             ));
         }
+        // rustls' refusals (`invalid peer certificate: UnknownIssuer`, `received fatal alert:
+        // HandshakeFailure`, ...) reach us as I/O errors: recognised by their text.
         let lowered = message.to_ascii_lowercase();
-        if lowered.contains("certificate") || lowered.contains("tls") {
+        if ["certificate", "handshake", "fatal alert"]
+            .iter()
+            .any(|sign| lowered.contains(sign))
+        {
             return Error::configuration(format!(
                 "{}: the TLS handshake failed (does the CA given by `tls_ca` / \
                  `AM2Z_REDIS_TLS_CA` sign the server's certificate?): {message}",
