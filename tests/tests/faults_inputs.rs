@@ -112,8 +112,8 @@ mod corrupt_payloads {
         assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0");
     }
 
-    /// Scenario 12: invalid JSON, a value of the wrong shape and random bytes (NUL and
-    /// invalid UTF-8 among them) written into queued jobs fail those runs at their first
+    /// Scenario 12: invalid JSON, a value of the wrong shape, random bytes (NUL and invalid
+    /// UTF-8 among them) and a deleted input field in queued jobs fail those runs at their first
     /// delivery with a typed error saying what was wrong, dead-letter them, and leave the
     /// siblings claimed in the same batch untouched.
     #[tokio::test]
@@ -128,7 +128,7 @@ mod corrupt_payloads {
         let prefix = config.queue_prefix().to_owned();
         let client = started(config.clone().worker(false)).await;
         let s = session("corrupt");
-        let runs: usize = if long_profile() { 120 } else { 6 };
+        let runs: usize = if long_profile() { 120 } else { 8 };
         let mut handles = Vec::new();
         for x in 0..runs {
             handles.push(client.submit(&s, &AddOne, x as i64).await.expect("queued"));
@@ -145,22 +145,26 @@ mod corrupt_payloads {
                 .chain([0, 0xff, 0xfe, b'"'])
                 .collect()
         };
-        let corruptions: [(&str, &[u8]); 3] = [
-            ("invalid JSON", b"{\"not json"),
-            ("wrong shape", b"{\"x\": [1, 2]}"),
-            ("random bytes", &random),
+        let corruptions: [(&str, Option<&[u8]>); 4] = [
+            ("invalid JSON", Some(b"{\"not json")),
+            ("wrong shape", Some(b"{\"x\": [1, 2]}")),
+            ("random bytes", Some(&random)),
+            ("input missing", None),
         ];
         // Corrupt every other job, so bad and good ones share a claim batch.
         let corrupt = |i: usize| i % 2 == 0;
         for (i, handle) in handles.iter().enumerate().filter(|(i, _)| corrupt(*i)) {
             let job = format!("{prefix}:{{{s}}}:job:{}", handle.run_id);
-            overwrite_input(&server, &job, corruptions[i / 2 % 3].1);
+            match corruptions[i / 2 % corruptions.len()].1 {
+                Some(bytes) => overwrite_input(&server, &job, bytes),
+                None => assert_eq!(server.cli(&["HDEL", &job, "input"]), "1"),
+            }
         }
         let worker = started(config.clone()).await;
         worker.serve(AddOne);
         let begin = Instant::now();
         for (i, handle) in handles.iter().enumerate().filter(|(i, _)| corrupt(*i)) {
-            let what = corruptions[i / 2 % 3].0;
+            let what = corruptions[i / 2 % corruptions.len()].0;
             let failure = client
                 .wait::<i64>(handle, Some(Duration::from_secs(15)))
                 .await
@@ -189,7 +193,7 @@ mod corrupt_payloads {
             "every outcome came at the first delivery (a redelivery waits out a 30 s lease)"
         );
         if !long_profile() {
-            // Each corrupt job waiting out the 2 s events barrier would take 6 s here.
+            // Each corrupt job waiting out the 2 s events barrier would take 8 s here.
             assert!(
                 recovery < Duration::from_secs(4),
                 "corrupt jobs do not hold the worker's slot: {recovery:?}"
