@@ -152,7 +152,7 @@ mod corrupt_payloads {
             ("input missing", None),
         ];
         // Corrupt every other job, so bad and good ones share a claim batch.
-        let corrupt = |i: usize| i % 2 == 0;
+        let corrupt = |i: usize| i.is_multiple_of(2);
         for (i, handle) in handles.iter().enumerate().filter(|(i, _)| corrupt(*i)) {
             let job = format!("{prefix}:{{{s}}}:job:{}", handle.run_id);
             match corruptions[i / 2 % corruptions.len()].1 {
