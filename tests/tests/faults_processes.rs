@@ -635,3 +635,109 @@ async fn s24_clock_skew_between_workers_reclaims_nothing_early() {
     );
     fleet.stop().await;
 }
+
+/// Scenario 3, thawed mid-step: the thawed worker's renewer finds the lease gone before the
+/// step ends, so the run is abandoned at once (no late commit is even tried); the fenced
+/// attempt is counted all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s03_a_worker_thawed_mid_step_abandons_the_lost_run() {
+    let knobs = Knobs::default()
+        .concurrency(1)
+        .lease(Duration::from_millis(600))
+        .sweep(Duration::from_millis(200));
+    let mut fleet = Fleet::start("s03b", knobs.clone(), 1).await;
+    let session = &fleet.sessions(1, "s03b")[0];
+    let handle = fleet
+        .submit(session, &StepA, Work::new(7, 3_000))
+        .await
+        .expect("submitted");
+    fleet
+        .until("the run started", Duration::from_secs(20), |f| {
+            !f.ledger().is_empty()
+        })
+        .await;
+    let frozen = fleet.worker(0).pid();
+    let fault = SystemTime::now();
+    fleet.worker(0).stop();
+    let other = fleet.spawn();
+    let other_pid = fleet.worker(other).pid();
+    fleet
+        .until(
+            "another worker took the run",
+            Duration::from_secs(20),
+            |f| f.ledger().count_by(other_pid) == 1,
+        )
+        .await;
+    fleet.worker(0).cont();
+    fleet
+        .until(
+            "the lost attempt is counted",
+            Duration::from_secs(10),
+            |f| f.worker(0).counts().refused == 1,
+        )
+        .await;
+    let done = fleet
+        .client()
+        .wait::<Work>(&handle, Some(Duration::from_secs(20)))
+        .await
+        .expect("the other worker completes it");
+    assert_eq!(done.output.pid, other_pid);
+
+    let mut report = fleet
+        .check("s03b thawed mid-step", Duration::from_secs(20))
+        .await;
+    report.faults = 1;
+    report.recovery = fleet.ledger().recovery(&[frozen], fault);
+    print(&report);
+    report.assert_invariants();
+    assert_eq!(fleet.worker(0).counts().committed, 0, "{report}");
+    assert_eq!(report.refused_commits, 1, "{report}");
+    assert!(
+        report.recovery.expect("re-leased") <= recovery_bound(&knobs),
+        "{report}"
+    );
+    fleet.stop().await;
+}
+
+/// The checker catches what it claims to: a run the runtime dropped (its job deleted behind
+/// its back, though the append-only file has it), a second terminal transition, a job hash in
+/// no queue, and a key outside the scene.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_losses_double_commits_half_writes_and_stray_keys() {
+    let fleet = Fleet::start("checker", Knobs::default(), 0).await;
+    let session = &fleet.sessions(1, "checker")[0];
+    let dropped = fleet
+        .submit(session, &StepA, Work::new(1, 0))
+        .await
+        .expect("submitted");
+    let tag = format!("{}:{{{session}}}:", fleet.prefix());
+    let server = fleet.server();
+    let run = dropped.run_id.to_string();
+    server.cli(&["DEL", &format!("{tag}job:{run}")]);
+    server.cli(&["ZREM", &format!("{tag}queue"), &run]);
+    server.cli(&[
+        "HSET",
+        &format!("{tag}job:{}", "0".repeat(32)),
+        "state",
+        "queued",
+    ]);
+    server.cli(&["SET", "not-the-scene:key", "1"]);
+    let done = format!("{}:done", fleet.prefix());
+    for _ in 0..2 {
+        server.cli(&["PUBLISH", &done, &format!("{session} {}", "f".repeat(32))]);
+    }
+
+    let report = fleet
+        .check("checker self-test", Duration::from_secs(2))
+        .await;
+    print(&report);
+    assert_eq!((report.lost, report.redis_forgot), (1, 0), "{report}");
+    assert_eq!(report.double_commits, 1, "{report}");
+    assert_eq!(report.half_written, 1, "{report}");
+    assert_eq!(
+        report.stray_keys,
+        vec!["not-the-scene:key".to_owned()],
+        "{report}"
+    );
+    fleet.stop().await;
+}
