@@ -170,6 +170,34 @@ impl Ledger {
             .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
     }
 
+    /// As [`recovery`](Self::recovery), for the runs the fault orphaned on their first
+    /// delivery only (no other process had started them before): the ones the sweeper
+    /// re-queues at once. Later redeliveries add the documented redelivery backoff.
+    pub fn first_delivery_recovery(&self, victims: &[u32], fault: SystemTime) -> Option<Duration> {
+        let fault = unix_nanos(fault);
+        let orphaned: BTreeSet<&str> = self
+            .executions
+            .iter()
+            .filter(|e| victims.contains(&e.pid) && e.at < fault)
+            .map(|e| e.run.as_str())
+            .filter(|run| {
+                self.executions
+                    .iter()
+                    .all(|e| e.run != *run || e.at >= fault || victims.contains(&e.pid))
+            })
+            .collect();
+        orphaned
+            .into_iter()
+            .filter_map(|run| {
+                self.executions
+                    .iter()
+                    .find(|e| e.run == run && e.at >= fault && !victims.contains(&e.pid))
+                    .map(|e| e.at - fault)
+            })
+            .max()
+            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
+    }
+
     /// The first execution by a process not in `victims` started after `fault`: the time to the
     /// first work taken over (or just taken) by another worker.
     pub fn first_after(&self, victims: &[u32], fault: SystemTime) -> Option<Duration> {
