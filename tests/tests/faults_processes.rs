@@ -854,3 +854,80 @@ async fn a_run_whose_submitter_died_before_scheduling_it_still_runs() {
     assert!(found_in <= knobs.sweep * 10 + MARGIN, "{found_in:?}");
     fleet.stop().await;
 }
+
+/// Scenario 24, delays: only skewed workers (30 s ahead, 30 s behind) redeliver a job that
+/// kills its worker every time. The redelivery backoff (500 ms, then 1 s) is kept on Redis'
+/// clock: no redelivery comes early (as a promoter reading its own fast clock would make it)
+/// and none waits the skew out (as a slow clock would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s24_redelivery_delays_follow_redis_clock_under_skew() {
+    let (Some(ahead), Some(behind)) = (faketime_env("+30s"), faketime_env("-30s")) else {
+        panic!("libfaketime is not installed (apt-get install -y faketime)");
+    };
+    let knobs = Knobs::default()
+        .concurrency(1)
+        .lease(Duration::from_secs(1))
+        .sweep(Duration::from_millis(200))
+        .max_deliveries(4);
+    let mut fleet = Fleet::start("s24b", knobs.clone(), 0).await;
+    fleet.spawn_with(&knobs, &ahead);
+    fleet.spawn_with(&knobs, &behind);
+    let session = &fleet.sessions(1, "s24b")[0];
+    let poison = fleet
+        .submit(session, &AbortAlways, Work::new(0, 0))
+        .await
+        .expect("submitted");
+    let waiting = {
+        let (client, poison) = (fleet.client().clone(), poison.clone());
+        tokio::spawn(async move {
+            client
+                .wait::<Work>(&poison, Some(Duration::from_secs(60)))
+                .await
+        })
+    };
+    // The supervisor restarts each dead worker with its skew; the deaths are the deliveries.
+    let mut deaths: Vec<Instant> = Vec::new();
+    while !waiting.is_finished() {
+        for slot in 0..fleet.len() {
+            if fleet.worker_mut(slot).try_exit().is_some() {
+                deaths.push(Instant::now());
+                let env = if slot == 0 { &ahead } else { &behind };
+                fleet.restart_with(slot, &knobs, env);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failure = waiting
+        .await
+        .expect("the waiter")
+        .expect_err("dead-lettered");
+    assert!(
+        matches!(failure.error, Error::Unavailable { .. }),
+        "{}",
+        failure.error
+    );
+
+    let mut report = fleet
+        .check("s24b skewed redelivery", Duration::from_secs(20))
+        .await;
+    report.faults = deaths.len();
+    print(&report);
+    let gaps: Vec<Duration> = deaths.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("[s24b skewed redelivery] gaps between deliveries {gaps:?}");
+    report.assert_invariants();
+    assert_eq!(deaths.len(), 4, "{deaths:?}");
+    // After delivery n the job waits out its lease, then 0, 500 ms, 1 s of backoff.
+    let backoffs = [0, 500, 1_000].map(Duration::from_millis);
+    for (gap, backoff) in gaps.iter().zip(backoffs) {
+        let early = knobs.lease + backoff;
+        assert!(
+            *gap + Duration::from_millis(150) >= early,
+            "redelivered early: {gap:?} < {early:?}"
+        );
+        assert!(
+            *gap <= early + knobs.sweep + MARGIN,
+            "redelivered late: {gap:?}"
+        );
+    }
+    fleet.stop().await;
+}

@@ -508,7 +508,12 @@ impl Fleet {
     /// process died; the old one is kept for its counts. Returns the new pid.
     pub fn restart(&mut self, slot: usize) -> u32 {
         let knobs = self.knobs.clone();
-        let fresh = self.new_worker(&knobs, &[]);
+        self.restart_with(slot, &knobs, &[])
+    }
+
+    /// As [`restart`](Self::restart), with these knobs and extra environment.
+    pub fn restart_with(&mut self, slot: usize, knobs: &Knobs, env: &[(&str, String)]) -> u32 {
+        let fresh = self.new_worker(knobs, env);
         let pid = fresh.pid();
         let old = std::mem::replace(&mut self.workers[slot], fresh);
         self.retired.push(old);
