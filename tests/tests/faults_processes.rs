@@ -73,6 +73,9 @@ async fn s01_kill_9_of_two_of_four_workers_loses_nothing() {
     let ledger = fleet.ledger();
     report.faults = 2;
     report.recovery = ledger.recovery(&victims, fault);
+    report.first_commit = fleet
+        .commits()
+        .first_after(&ledger.orphaned(&victims, fault), fault);
     print(&report);
     report.assert_invariants();
     assert_eq!(report.completed as u64, runs, "{report}");
@@ -178,6 +181,14 @@ async fn s02_chaos_of_random_kills_keeps_every_invariant() {
         .iter()
         .filter_map(|&(pid, at)| ledger.recovery(&[pid], at))
         .max();
+    report.first_commit = kills
+        .iter()
+        .filter_map(|&(pid, at)| {
+            fleet
+                .commits()
+                .first_after(&ledger.orphaned(&[pid], at), at)
+        })
+        .max();
     let first_deliveries = kills
         .iter()
         .filter_map(|&(pid, at)| ledger.first_delivery_recovery(&[pid], at))
@@ -277,6 +288,9 @@ async fn s03_a_frozen_worker_cannot_overwrite_a_newer_attempt() {
     let ledger = fleet.ledger();
     report.faults = 1;
     report.recovery = ledger.recovery(&[frozen], fault);
+    report.first_commit = fleet
+        .commits()
+        .first_after(&ledger.orphaned(&[frozen], fault), fault);
     print(&report);
     report.assert_invariants();
     let pids: Vec<u32> = ledger
@@ -356,6 +370,9 @@ async fn s04_sigterm_drains_commits_finished_runs_and_releases_the_rest() {
     let ledger = fleet.ledger();
     report.faults = 1;
     report.recovery = ledger.recovery(&[draining], fault);
+    report.first_commit = fleet
+        .commits()
+        .first_after(&ledger.orphaned(&[draining], fault), fault);
     print(&report);
     eprintln!(
         "[s04 SIGTERM] exited {:.2}s after the signal",
@@ -409,7 +426,15 @@ async fn s05_redis_kill_9_and_restart_loses_no_acknowledged_run() {
         .check("s05 redis kill -9", Duration::from_secs(60))
         .await;
     report.faults = 1;
+    // Here recovery is from the restart to the first step started, and to the first commit.
     report.recovery = fleet.ledger().first_after(&[], restarted);
+    let runs = fleet
+        .checker()
+        .ok()
+        .iter()
+        .map(|h| h.run_id.to_string())
+        .collect();
+    report.first_commit = fleet.commits().first_after(&runs, restarted);
     print(&report);
     assert_eq!(
         report.redis_forgot, 0,
@@ -699,7 +724,11 @@ async fn s03_a_worker_thawed_mid_step_abandons_the_lost_run() {
         .check("s03b thawed mid-step", Duration::from_secs(20))
         .await;
     report.faults = 1;
-    report.recovery = fleet.ledger().recovery(&[frozen], fault);
+    let ledger = fleet.ledger();
+    report.recovery = ledger.recovery(&[frozen], fault);
+    report.first_commit = fleet
+        .commits()
+        .first_after(&ledger.orphaned(&[frozen], fault), fault);
     print(&report);
     report.assert_invariants();
     assert_eq!(fleet.worker(0).counts().committed, 0, "{report}");
@@ -808,7 +837,11 @@ async fn s01_a_busy_sessions_claims_do_not_postpone_recovery() {
         .check("s01b busy session", Duration::from_secs(30))
         .await;
     report.faults = 1;
-    report.recovery = fleet.ledger().recovery(&[victim], fault);
+    let ledger = fleet.ledger();
+    report.recovery = ledger.recovery(&[victim], fault);
+    report.first_commit = fleet
+        .commits()
+        .first_after(&ledger.orphaned(&[victim], fault), fault);
     print(&report);
     report.assert_invariants();
     assert!(

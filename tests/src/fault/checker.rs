@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use am2z::{Error, RunHandle, RunId, Runtime, SessionId};
 use futures::StreamExt;
@@ -309,8 +309,11 @@ pub struct Report {
     pub stop_errors: Vec<String>,
     /// Faults the scenario injected.
     pub faults: usize,
-    /// Fault to the last orphaned run re-leased (set by the scenario).
+    /// Fault to the last orphaned run re-leased (started again by another worker; set by the
+    /// scenario).
     pub recovery: Option<Duration>,
+    /// Fault to the first orphaned run committed by another worker (set by the scenario).
+    pub first_commit: Option<Duration>,
     /// Every acknowledged run's outcome.
     pub outcomes: BTreeMap<RunId, Outcome>,
 }
@@ -344,7 +347,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "[{}] runs {} (ok {}, failed {}, unknown {}), completed {}, typed failures {}, faults {}, lost {} (redis forgot {}), double commits {}, commits seen {}, refused late commits {}, executions {}, duplicate executions {}, half-written {}, stray keys {}, keys after stop {}, recovery {}",
+            "[{}] runs {} (ok {}, failed {}, unknown {}), completed {}, typed failures {}, faults {}, lost {} (redis forgot {}), double commits {}, commits seen {}, refused late commits {}, executions {}, duplicate executions {}, half-written {}, stray keys {}, keys after stop {}, recovery: all orphans re-leased {}, first orphan committed {}",
             self.scenario,
             self.submitted,
             self.ok,
@@ -363,16 +366,20 @@ impl fmt::Display for Report {
             self.half_written,
             self.stray_keys.len(),
             self.left_after_stop,
-            self.recovery
-                .map_or_else(|| "-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64())),
+            seconds(self.recovery),
+            seconds(self.first_commit),
         )
     }
 }
 
-/// Counts the terminal transitions of a scene's runs: a `redis-cli SUBSCRIBE` to its `done`
-/// channel, restarted whenever the server goes away.
+fn seconds(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| "-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
+}
+
+/// Counts (and times) the terminal transitions of a scene's runs: a `redis-cli SUBSCRIBE` to
+/// its `done` channel, restarted whenever the server goes away.
 pub struct CommitWatch {
-    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+    seen: Arc<Mutex<BTreeMap<String, Vec<SystemTime>>>>,
     child: Arc<Mutex<Option<Child>>>,
     done: Arc<AtomicBool>,
 }
@@ -384,15 +391,15 @@ impl CommitWatch {
     /// When the first subscription does not come up within 10 s.
     pub fn start(server: &RedisServer, channel: &str) -> CommitWatch {
         let watch = CommitWatch {
-            counts: Arc::default(),
+            seen: Arc::default(),
             child: Arc::default(),
             done: Arc::default(),
         };
         let (subscribed, first) = std::sync::mpsc::channel();
         let port = server.port().to_string();
         let channel = channel.to_owned();
-        let (counts, child, done) = (
-            Arc::clone(&watch.counts),
+        let (seen, child, done) = (
+            Arc::clone(&watch.seen),
             Arc::clone(&watch.child),
             Arc::clone(&watch.done),
         );
@@ -423,11 +430,11 @@ impl CommitWatch {
                     if message && line != channel {
                         message = false;
                         if let Some((_, run)) = line.split_once(' ') {
-                            *counts
-                                .lock()
+                            seen.lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .entry(run.to_owned())
-                                .or_default() += 1;
+                                .or_default()
+                                .push(SystemTime::now());
                         }
                     }
                 }
@@ -446,10 +453,24 @@ impl CommitWatch {
 
     /// Terminal transitions seen per run id.
     pub fn counts(&self) -> BTreeMap<String, usize> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock()
+            .iter()
+            .map(|(run, at)| (run.clone(), at.len()))
+            .collect()
+    }
+
+    /// From `fault` to the first terminal transition of one of `runs` seen after it.
+    pub fn first_after(&self, runs: &BTreeSet<String>, fault: SystemTime) -> Option<Duration> {
+        self.lock()
+            .iter()
+            .filter(|(run, _)| runs.contains(*run))
+            .flat_map(|(_, at)| at.iter())
+            .filter_map(|at| at.duration_since(fault).ok())
+            .min()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<SystemTime>>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Terminal transitions seen.

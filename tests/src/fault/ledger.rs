@@ -146,56 +146,54 @@ impl Ledger {
             .collect()
     }
 
-    /// Recovery after a fault at `fault` to the processes in `victims`: for every run a victim
-    /// had started before the fault and another process started again after it, the time from
-    /// the fault to that re-execution; the largest (the last orphaned run re-leased), or `None`
-    /// when no run was orphaned.
+    /// The runs a fault at `fault` to the processes in `victims` orphaned: a victim had
+    /// started them before the fault, and another process started them again after it.
+    pub fn orphaned(&self, victims: &[u32], fault: SystemTime) -> BTreeSet<String> {
+        self.relet(victims, fault, false).into_keys().collect()
+    }
+
+    /// Recovery after a fault at `fault` to the processes in `victims`: the time from the
+    /// fault to the last orphaned run started again by another process (`None`: no orphan).
     pub fn recovery(&self, victims: &[u32], fault: SystemTime) -> Option<Duration> {
-        let fault = unix_nanos(fault);
-        let orphaned: BTreeSet<&str> = self
-            .executions
-            .iter()
-            .filter(|e| victims.contains(&e.pid) && e.at < fault)
-            .map(|e| e.run.as_str())
-            .collect();
-        orphaned
-            .into_iter()
-            .filter_map(|run| {
-                self.executions
-                    .iter()
-                    .find(|e| e.run == run && e.at >= fault && !victims.contains(&e.pid))
-                    .map(|e| e.at - fault)
-            })
-            .max()
-            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
+        self.relet(victims, fault, false).into_values().max()
     }
 
     /// As [`recovery`](Self::recovery), for the runs the fault orphaned on their first
     /// delivery only (no other process had started them before): the ones the sweeper
     /// re-queues at once. Later redeliveries add the documented redelivery backoff.
     pub fn first_delivery_recovery(&self, victims: &[u32], fault: SystemTime) -> Option<Duration> {
+        self.relet(victims, fault, true).into_values().max()
+    }
+
+    /// Orphaned runs → time from the fault to their first start by another process.
+    fn relet(
+        &self,
+        victims: &[u32],
+        fault: SystemTime,
+        first_delivery_only: bool,
+    ) -> BTreeMap<String, Duration> {
         let fault = unix_nanos(fault);
-        let orphaned: BTreeSet<&str> = self
+        let held: BTreeSet<&str> = self
             .executions
             .iter()
             .filter(|e| victims.contains(&e.pid) && e.at < fault)
             .map(|e| e.run.as_str())
-            .filter(|run| {
-                self.executions
-                    .iter()
-                    .all(|e| e.run != *run || e.at >= fault || victims.contains(&e.pid))
-            })
             .collect();
-        orphaned
-            .into_iter()
-            .filter_map(|run| {
-                self.executions
-                    .iter()
-                    .find(|e| e.run == run && e.at >= fault && !victims.contains(&e.pid))
-                    .map(|e| e.at - fault)
+        held.into_iter()
+            .filter(|run| {
+                !first_delivery_only
+                    || self
+                        .of_run(run)
+                        .all(|e| e.at >= fault || victims.contains(&e.pid))
             })
-            .max()
-            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
+            .filter_map(|run| {
+                let again = self
+                    .of_run(run)
+                    .find(|e| e.at >= fault && !victims.contains(&e.pid))?;
+                let after = u64::try_from(again.at - fault).unwrap_or(u64::MAX);
+                Some((run.to_owned(), Duration::from_nanos(after)))
+            })
+            .collect()
     }
 
     /// The first execution by a process not in `victims` started after `fault`: the time to the

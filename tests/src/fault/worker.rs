@@ -453,6 +453,11 @@ impl Fleet {
         &self.client
     }
 
+    /// The watch on the scene's terminal transitions.
+    pub fn commits(&self) -> &CommitWatch {
+        &self.commits
+    }
+
     /// The checker recording this scene's submissions.
     pub fn checker(&self) -> &Checker {
         &self.checker
