@@ -628,7 +628,8 @@ impl RedisRuntime {
     }
 
     /// How many commits this process made that Redis refused because the lease had moved on
-    /// (the run was retried elsewhere, or its session stopped).
+    /// (the run was retried elsewhere, or its session stopped), counting attempts abandoned
+    /// because their lease was lost before they could try to commit.
     pub fn refused_commits(&self) -> u64 {
         self.inner.fenced_commits.load(Ordering::Relaxed)
     }

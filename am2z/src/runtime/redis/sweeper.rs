@@ -62,7 +62,7 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         for session in due {
-            sweep_session(inner, &mut conn, &session, &served, 0).await?;
+            sweep_session(inner, &mut conn, &session, &served, None).await?;
         }
         return Ok(());
     }
@@ -78,7 +78,7 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         for session in sessions {
-            sweep_session(inner, &mut conn, &session, &served, grace).await?;
+            sweep_session(inner, &mut conn, &session, &served, Some(grace)).await?;
         }
         if next == 0 {
             return Ok(());
@@ -87,15 +87,18 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
     }
 }
 
-/// Sweeps one session: expired leases, unserved jobs (when `grace` > 0), expiry of the
-/// session itself; then re-arms its timers.
+/// Sweeps one session: expired leases, expiry of the session itself; then re-arms its timers.
+/// In the full pass (`full_pass`: the unserved grace, 0 for none) also fails unserved jobs and
+/// schedules a session with ready jobs: a submitter that died (or whose call was dropped)
+/// between queueing a job and scheduling its session would otherwise leave it unclaimed.
 async fn sweep_session(
     inner: &Inner,
     conn: &mut ConnectionManager,
     session: &str,
     served: &[String],
-    grace: u64,
+    full_pass: Option<u64>,
 ) -> Result<(), Error> {
+    let grace = full_pass.unwrap_or(0);
     let Ok(session) = SessionId::new(session) else {
         // Not one of ours (ids are validated before they reach Redis).
         let _: redis::RedisResult<i64> = redis::cmd("ZREM")
@@ -106,29 +109,30 @@ async fn sweep_session(
         return Ok(());
     };
     let keys = inner.keys.session(&session);
-    let (requeued, dead, live, next_due, next_lease): (i64, i64, i64, i64, i64) = inner
-        .scripts
-        .sweep
-        .key(keys.leases())
-        .key(keys.queue())
-        .key(keys.dead())
-        .key(keys.index())
-        .key(keys.meta())
-        .key(keys.results())
-        .key(keys.delayed())
-        .arg(keys.job_prefix())
-        .arg(keys.result_prefix())
-        .arg(inner.config.max_deliveries)
-        .arg(millis(inner.config.result_ttl))
-        .arg(inner.keys.done_channel())
-        .arg(session.as_str())
-        .arg(millis(inner.config.redelivery_backoff))
-        .arg(millis(inner.config.redelivery_backoff_max))
-        .arg(grace)
-        .arg(served)
-        .invoke_async(conn)
-        .await
-        .map_err(|e| inner.errors.unavailable(&e))?;
+    let (requeued, dead, live, next_due, next_lease, queued): (i64, i64, i64, i64, i64, i64) =
+        inner
+            .scripts
+            .sweep
+            .key(keys.leases())
+            .key(keys.queue())
+            .key(keys.dead())
+            .key(keys.index())
+            .key(keys.meta())
+            .key(keys.results())
+            .key(keys.delayed())
+            .arg(keys.job_prefix())
+            .arg(keys.result_prefix())
+            .arg(inner.config.max_deliveries)
+            .arg(millis(inner.config.result_ttl))
+            .arg(inner.keys.done_channel())
+            .arg(session.as_str())
+            .arg(millis(inner.config.redelivery_backoff))
+            .arg(millis(inner.config.redelivery_backoff_max))
+            .arg(grace)
+            .arg(served)
+            .invoke_async(conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
     if live == 0 {
         // The session expired (idle past its TTL): forget it here, and tell every process to
         // drop what it still holds for it.
@@ -157,16 +161,52 @@ async fn sweep_session(
         .invoke_async(conn)
         .await
         .map_err(|e| inner.errors.unavailable(&e))?;
+    if next_lease == 0 {
+        rewatch(inner, conn, &session).await?;
+    }
     if next_due > 0 {
         // Arms (or re-arms, after a crash of the promoter) the session's timer.
         super::promoter::arm(inner, conn, &session, next_due).await?;
     }
     if requeued > 0 {
         tracing::info!(%session, requeued, "re-queued expired leases");
+    }
+    if requeued > 0 || (full_pass.is_some() && queued > 0) {
         inner.enlist(conn, &session).await;
     }
     if dead > 0 {
         tracing::warn!(%session, dead, "dead-lettered jobs whose workers kept dying");
+    }
+    Ok(())
+}
+
+/// After a settle that found no lease: a claim that raced it left its lease unwatched (its
+/// watch kept the due score the settle then removed), so look at the session's leases again
+/// and watch the earliest.
+async fn rewatch(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    session: &SessionId,
+) -> Result<(), Error> {
+    let earliest: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(inner.keys.session(session).leases())
+        .arg(0)
+        .arg(0)
+        .arg("WITHSCORES")
+        .query_async(conn)
+        .await
+        .map_err(|e| inner.errors.unavailable(&e))?;
+    if let Some((_, deadline)) = earliest.first() {
+        let _: i64 = inner
+            .scripts
+            .watch
+            .key(inner.keys.leasing())
+            .arg(session.as_str())
+            .arg(*deadline)
+            .arg(inner.registry_ttl_ms())
+            .invoke_async(conn)
+            .await
+            .map_err(|e| inner.errors.unavailable(&e))?;
     }
     Ok(())
 }

@@ -180,7 +180,13 @@ async fn release(inner: &Inner, job: &ClaimedJob) {
             tracing::debug!(session = %job.session, run = %job.run_id, "lease released");
             inner.enlist(&mut conn, &job.session).await;
         }
-        Ok(_) => {}
+        // The lease moved on while this attempt ran (the renewer saw it and abandoned the
+        // run): as fenced as a refused commit, and counted with them.
+        Ok(_) => {
+            inner
+                .fenced_commits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(error) => {
             tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "releasing a lease failed; it will expire");
         }

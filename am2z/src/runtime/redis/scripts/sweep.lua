@@ -6,12 +6,14 @@
 -- A first redelivery is immediate (recovery within a lease and a sweep); later ones wait
 -- base × 2^(n-2), capped, in the delayed set, so a job that kills its workers cannot
 -- crash-loop the fleet.
--- Returns {requeued, dead, live, next_due, next_lease}: live is 0 when the session expired
--- (its meta is gone), so the caller can drop it from the registry; next_due is the earliest
--- due time in the delayed set and next_lease the earliest lease deadline left (0: none), for
--- the promoter's and the sweeper's timers. Looks at 100 leases per call at most.
+-- Returns {requeued, dead, live, next_due, next_lease, queued}: live is 0 when the session
+-- expired (its meta is gone), so the caller can drop it from the registry; next_due is the
+-- earliest due time in the delayed set and next_lease the earliest lease deadline left (0:
+-- none), for the promoter's and the sweeper's timers; queued is the number of ready jobs (the
+-- full pass schedules a session that has some, in case its submitter never did). Looks at
+-- 100 leases per call at most.
 if redis.call('EXISTS', KEYS[5]) == 0 then
-  return {0, 0, 0, 0, 0}
+  return {0, 0, 0, 0, 0, 0}
 end
 -- Gives `key` the remaining lifetime of `like` (keys recreated here must expire with their
 -- session, never outlive it).
@@ -92,4 +94,4 @@ local next_lease = 0
 if #lease > 0 then
   next_lease = tonumber(lease[2])
 end
-return {requeued, dead, 1, next_due, next_lease}
+return {requeued, dead, 1, next_due, next_lease, redis.call('ZCARD', KEYS[2])}
