@@ -10,7 +10,7 @@ use am2z::{
     Error, EventKind, Executes, RedisConfig, RedisRuntime, RunId, Runtime, SessionId, processor,
     workflow,
 };
-use am2z_tests::fault::{RedisServer, ServerSpec, TlsFiles, free_port};
+use am2z_tests::fault::{RedisServer, ServerSpec, TlsFiles, free_port, long_profile};
 use am2z_tests::processors::AddOne;
 use am2z_tests::suite::session;
 use futures::StreamExt;
@@ -76,11 +76,6 @@ fn stored_values(server: &RedisServer, prefix: &str) -> Vec<String> {
         values.push(key);
     }
     values
-}
-
-/// Whether the long profile (`AM2Z_FAULT_PROFILE=long`: bigger counts) is asked for.
-fn long_profile() -> bool {
-    std::env::var("AM2Z_FAULT_PROFILE").is_ok_and(|profile| profile == "long")
 }
 
 /// The one-line figures of a scenario, for the report.
