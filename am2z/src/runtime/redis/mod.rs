@@ -641,7 +641,7 @@ impl RedisRuntime {
         }
         inner.config.validate()?;
         let client = connection::client(&inner.config, &inner.errors)?;
-        let mut conn = connection::connect(&client, &inner.errors).await?;
+        let mut conn = connection::connect(&client, &inner.errors, &inner.config).await?;
         for script in inner.scripts.all() {
             script
                 .load_async(&mut conn)
