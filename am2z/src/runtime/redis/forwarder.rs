@@ -27,6 +27,8 @@ pub(crate) struct Barrier {
 struct BarrierState {
     forwarded: HashSet<RunId>,
     waiting: HashMap<RunId, oneshot::Sender<()>>,
+    /// How many times the forwarder fell behind and skipped events.
+    lags: u64,
 }
 
 impl Barrier {
@@ -46,11 +48,27 @@ impl Barrier {
         }
     }
 
-    /// Waits until the terminal event of `run` has been forwarded (at most `limit`).
-    pub(crate) async fn wait(&self, run: RunId, limit: Duration) {
+    /// The forwarder skipped events (it fell a whole ring behind): the terminal events of runs
+    /// waiting now, or finished since, may be among them, so they stop waiting for them.
+    fn lagged(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.lags += 1;
+        for (_, waiter) in state.waiting.drain() {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// A mark to pass to [`wait`](Self::wait), taken before the run starts.
+    pub(crate) fn mark(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).lags
+    }
+
+    /// Waits until the terminal event of `run` has been forwarded (at most `limit`), unless
+    /// the forwarder skipped events since `mark` (that event may be one of them).
+    pub(crate) async fn wait(&self, run: RunId, mark: u64, limit: Duration) {
         let receiver = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.forwarded.remove(&run) {
+            if state.forwarded.remove(&run) || state.lags != mark {
                 return;
             }
             let (sender, receiver) = oneshot::channel();
@@ -70,12 +88,21 @@ impl Barrier {
 
 /// Forwards `stream` (the embedded executor's events) until `stop` fires.
 pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: CancellationToken) {
+    let mut missed = 0;
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
             event = stream.next() => event,
         };
         let Some(first) = first else { return };
+        if stream.missed() > missed {
+            missed = stream.missed();
+            tracing::warn!(
+                missed,
+                "events were produced faster than Redis took them; some were skipped"
+            );
+            inner.barrier.lagged();
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match stream.next().now_or_never() {

@@ -54,6 +54,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
             },
         );
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
+    let mark = inner.barrier.mark();
     let served = inner.served_for(&job.name, &job.fingerprint);
     let executed = match served {
         Some(served) => {
@@ -86,7 +87,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
     };
     match executed {
         Some(executed) if !executed.cancelled_here => {
-            inner.barrier.wait(job.run_id, EVENTS_BARRIER).await;
+            inner.barrier.wait(job.run_id, mark, EVENTS_BARRIER).await;
             commit(&inner, &job, executed).await;
         }
         _ => release(&inner, &job).await,
