@@ -750,7 +750,7 @@ async fn frozen_redis_gives_typed_errors_in_time_then_recovers() {
 // ---------------------------------------------------------------------------------------------
 // 8: SCRIPT FLUSH during load.
 
-/// Scripts flushed every 100 ms during load are reloaded transparently: no error reaches a
+/// Scripts flushed every 25 ms during load are reloaded transparently: no error reaches a
 /// caller, nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn script_flush_during_load_is_transparent() {
@@ -763,7 +763,7 @@ async fn script_flush_during_load_is_transparent() {
     while begin.elapsed() < length {
         assert_eq!(cli(&fleet.server, &["SCRIPT", "FLUSH"]).await, "OK");
         flushes += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let record = load.finish().await;
     let verdict = judge(&record);

@@ -52,7 +52,7 @@ pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::connection::ErrorMap;
 use self::forwarder::Barrier;
 use self::keys::Keys;
-use self::scripts::Scripts;
+use self::scripts::{InvokeReloading, Scripts};
 use self::served::{Served, ServedProcessor, failure};
 use self::waiters::{WaitSlot, Waiters};
 use self::worker::{HeldLease, millis};
@@ -410,7 +410,7 @@ impl RedisRuntime {
             .arg(inner.keys.events_channel())
             .arg(created)
             .arg(inner.config.events_max_len)
-            .invoke_async(&mut conn)
+            .invoke_reloading(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         match queued {
@@ -744,7 +744,7 @@ impl RedisRuntime {
                 .key(keys.meta())
                 .key(keys.results())
                 .arg(STOP_BATCH)
-                .invoke_async(&mut conn)
+                .invoke_reloading(&mut conn)
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
             if remaining == 0 {

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::Inner;
 use super::limits::ClusterGate;
+use super::scripts::InvokeReloading;
 use super::served::Assignment;
 use crate::{RunId, SessionId};
 
@@ -136,7 +137,7 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
         .arg(inner.keys.done_channel())
         .arg(format!("{} {}", job.session, job.run_id))
         .arg(millis(inner.config.session_ttl))
-        .invoke_async(&mut conn)
+        .invoke_reloading(&mut conn)
         .await;
     match committed {
         Ok(1) => {
@@ -169,7 +170,7 @@ async fn release(inner: &Inner, job: &ClaimedJob) {
         .key(keys.queue())
         .arg(job.run_id.to_string())
         .arg(&job.token)
-        .invoke_async(&mut conn)
+        .invoke_reloading(&mut conn)
         .await;
     match released {
         Ok(1) => {
