@@ -33,6 +33,7 @@ mod promoter;
 mod renewer;
 mod scripts;
 mod served;
+mod stops;
 mod sweeper;
 mod waiters;
 mod worker;
@@ -118,6 +119,8 @@ pub(crate) struct Inner {
     /// Fired by `stop` (and replaced by `start`): every loop and waiter watches it.
     stop_token: Mutex<CancellationToken>,
     pub(crate) waiters: Waiters,
+    /// Stops this process announced, awaiting every process's answer.
+    stops: stops::Stops,
     pub(crate) wake: Notify,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
@@ -207,15 +210,36 @@ impl Inner {
             {
                 self.waiters.done(RunId::from_u128(run));
             }
-        } else if channel == self.keys.control_channel()
-            && let Some(session) = payload
-                .strip_prefix("stop ")
-                .and_then(|s| SessionId::new(s).ok())
-        {
+        } else if channel == self.keys.control_channel() {
+            if let Some(nonce) = payload.strip_prefix("stopped ") {
+                self.stops.answered(nonce);
+                return;
+            }
+            // `stop <session>`, with a nonce to answer when `stop_session` sent it.
+            let Some(stop) = payload.strip_prefix("stop ") else {
+                return;
+            };
+            let (session, nonce) = match stop.split_once(' ') {
+                Some((session, nonce)) => (session, Some(nonce.to_owned())),
+                None => (stop, None),
+            };
+            let Ok(session) = SessionId::new(session) else {
+                return;
+            };
             self.waiters.session_stopped(&session);
-            let engine = self.engine.clone();
+            let inner = Arc::clone(self);
             tokio::spawn(async move {
-                let _ = engine.stop_session(&session).await;
+                let _ = inner.engine.stop_session(&session).await;
+                if let (Some(nonce), Ok(mut conn)) = (nonce, inner.conn()) {
+                    let answered: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(inner.keys.control_channel())
+                        .arg(format!("stopped {nonce}"))
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(error) = answered {
+                        tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "answering a stop failed");
+                    }
+                }
             });
         }
     }
@@ -251,6 +275,7 @@ impl RedisRuntime {
             running: AtomicBool::new(false),
             stop_token: Mutex::new(stopped),
             waiters: Waiters::default(),
+            stops: stops::Stops::default(),
             wake: Notify::new(),
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
@@ -758,7 +783,9 @@ impl RedisRuntime {
             at: SystemTime::now(),
             kind: EventKind::SessionStopped,
         })?;
-        let (removed,): (i64,) = redis::pipe()
+        let nonce = RunId::generate().to_string();
+        let answers = inner.stops.expect(&nonce);
+        let (removed, heard): (i64, usize) = redis::pipe()
             .srem(inner.keys.sessions(), session.as_str())
             .zrem(inner.keys.sched(), session.as_str())
             .ignore()
@@ -768,9 +795,8 @@ impl RedisRuntime {
             .ignore()
             .publish(
                 inner.keys.control_channel(),
-                format!("stop {}", session.as_str()),
+                format!("stop {} {nonce}", session.as_str()),
             )
-            .ignore()
             .query_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
@@ -784,6 +810,13 @@ impl RedisRuntime {
         }
         inner.waiters.session_stopped(session);
         inner.engine.stop_session(session).await?;
+        // Every process that heard the stop (this one included) has fired its runs of the
+        // session once it answers: no step of them starts after we return.
+        let limit = stops::ACK_WAIT.min(inner.config.response_timeout);
+        let answered = answers.answered_by(heard, limit).await;
+        if answered < heard {
+            tracing::warn!(%session, heard, answered, "not every process answered the stop in time");
+        }
         Ok(())
     }
 }
