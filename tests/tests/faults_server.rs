@@ -74,7 +74,8 @@ fn executions(id: u64) -> usize {
 /// Records an execution of `job`, then works.
 #[processor(timeout = "30s")]
 pub async fn work(job: Job) -> Result<u64, Error> {
-    ledger().entry(job.id).or_default().push(Instant::now());
+    let started = Instant::now();
+    ledger().entry(job.id).or_default().push(started);
     if job.ms > 0 {
         tokio::time::sleep(Duration::from_millis(job.ms)).await;
     }
@@ -915,7 +916,8 @@ pub struct PaddedJob {
 /// Returns the padded job's id.
 #[processor]
 pub async fn padded(job: PaddedJob) -> Result<u64, Error> {
-    ledger().entry(job.id).or_default().push(Instant::now());
+    let started = Instant::now();
+    ledger().entry(job.id).or_default().push(started);
     Ok(job.id)
 }
 
@@ -1181,14 +1183,14 @@ async fn stop_racing_the_final_commit_ends_each_run_once() {
             let delay = Duration::from_micros((i % 16) * 400);
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                client.stop_session(&s).await
+                client.stop_session(&s).await.map(|()| Instant::now())
             })
         };
         let outcome = fleet
             .client
             .wait::<u64>(&handle, Some(Duration::from_secs(10)))
             .await;
-        stopper.await.unwrap().expect("stop_session");
+        let stop_returned = stopper.await.unwrap().expect("stop_session");
         match outcome {
             Ok(result) => {
                 assert_eq!(result.output, job.id);
@@ -1212,7 +1214,7 @@ async fn stop_racing_the_final_commit_ends_each_run_once() {
             "iteration {i}: {again:?}"
         );
         sessions.push(s);
-        ids.push(job.id);
+        ids.push((job.id, stop_returned));
     }
     let took = begin.elapsed();
     // Workers finishing a run of a stopped session are refused; give them a moment to try.
@@ -1225,12 +1227,26 @@ async fn stop_racing_the_final_commit_ends_each_run_once() {
     )
     .await;
     let (commits, refused) = fleet.commits();
-    let duplicates: usize = ids.iter().map(|id| executions(*id).saturating_sub(1)).sum();
+    let duplicates: usize = ids
+        .iter()
+        .map(|(id, _)| executions(*id).saturating_sub(1))
+        .sum();
+    let started_late = {
+        let ledger = ledger();
+        ids.iter()
+            .filter(|(id, stopped)| {
+                ledger
+                    .get(id)
+                    .is_some_and(|starts| starts.iter().any(|at| at > stopped))
+            })
+            .count()
+    };
     eprintln!(
-        "scenario 17 (stop racing the commit x{iterations} in {took:?}): completed {completed}, stopped {stopped}, neither 0, both 0; keys left {}; commits {commits}, refused {refused}; duplicates {duplicates}",
+        "scenario 17 (stop racing the commit x{iterations} in {took:?}): completed {completed}, stopped {stopped}, neither 0, both 0; started after the stop returned {started_late}; keys left {}; commits {commits}, refused {refused}; duplicates {duplicates}",
         left.len()
     );
     assert_eq!(completed + stopped, iterations);
+    assert_eq!(started_late, 0, "runs started after stop_session returned");
     assert_eq!(left, Vec::<String>::new(), "stopped sessions left keys");
     assert_eq!(registered, "0", "stopped sessions left the registry");
     fleet.shut_down().await;

@@ -74,6 +74,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
         return Ok(Vec::new());
     }
     let mut conn = inner.conn()?;
+    let asked = std::time::Instant::now();
     let sched = inner.keys.sched();
     for _ in 0..SESSIONS_PER_CLAIM {
         let picked: Option<String> = inner
@@ -114,7 +115,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             Some("ok") => {
                 let jobs: Vec<ClaimedJob> = reply[1..]
                     .chunks_exact(8)
-                    .filter_map(|fields| job(&session, fields))
+                    .filter_map(|fields| job(&session, fields, asked))
                     .collect();
                 return Ok(jobs);
             }
@@ -126,7 +127,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
 }
 
 /// One leased job from its eight fields in `claim.lua`'s reply.
-fn job(session: &SessionId, fields: &[String]) -> Option<ClaimedJob> {
+fn job(session: &SessionId, fields: &[String], asked: std::time::Instant) -> Option<ClaimedJob> {
     let run_id = u128::from_str_radix(&fields[0], 16).ok()?;
     Some(ClaimedJob {
         session: session.clone(),
@@ -138,6 +139,7 @@ fn job(session: &SessionId, fields: &[String]) -> Option<ClaimedJob> {
         created_ms: fields[5].parse().unwrap_or(0),
         deliveries: fields[6].parse().unwrap_or(1),
         lease_deadline: fields[7].clone(),
+        asked,
     })
 }
 

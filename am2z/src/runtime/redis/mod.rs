@@ -119,8 +119,8 @@ pub(crate) struct Inner {
     /// Fired by `stop` (and replaced by `start`): every loop and waiter watches it.
     stop_token: Mutex<CancellationToken>,
     pub(crate) waiters: Waiters,
-    /// Stops this process announced, awaiting every process's answer.
-    stops: stops::Stops,
+    /// Stops this process announced (awaiting every process's answer) and heard.
+    pub(crate) stops: stops::Stops,
     pub(crate) wake: Notify,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
@@ -226,6 +226,7 @@ impl Inner {
             let Ok(session) = SessionId::new(session) else {
                 return;
             };
+            self.stops.heard(&session);
             self.waiters.session_stopped(&session);
             let inner = Arc::clone(self);
             tokio::spawn(async move {

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+
+use crate::SessionId;
 
 /// The longest `stop_session` waits for processes to answer (one that is frozen or cut off
 /// never does; its runs' commits are refused anyway).
@@ -60,10 +62,14 @@ impl Drop for Expected<'_> {
     }
 }
 
-/// The stops this process announced and awaits answers for, by nonce.
+/// How long a heard stop is remembered: far longer than a claim takes to start running.
+const REMEMBER: Duration = Duration::from_secs(60);
+
+/// The stops this process announced and awaits answers for, by nonce, and the stops it heard.
 #[derive(Default)]
 pub(crate) struct Stops {
     pending: Mutex<HashMap<String, Arc<PendingStop>>>,
+    heard: Mutex<HashMap<SessionId, Instant>>,
 }
 
 impl Stops {
@@ -84,6 +90,22 @@ impl Stops {
             pending.answered.fetch_add(1, Ordering::SeqCst);
             pending.notify.notify_waiters();
         }
+    }
+
+    /// This process heard that `session` was stopped.
+    pub(crate) fn heard(&self, session: &SessionId) {
+        let now = Instant::now();
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.retain(|_, at| now.duration_since(*at) < REMEMBER);
+        heard.insert(session.clone(), now);
+    }
+
+    /// Whether a stop of `session` was heard after `asked`: a job claimed by a request sent
+    /// then may belong to the stopped session (its claim may have preceded the stop), so it
+    /// must not start.
+    pub(crate) fn heard_since(&self, session: &SessionId, asked: Instant) -> bool {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(session).is_some_and(|at| *at >= asked)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PendingStop>>> {

@@ -29,6 +29,8 @@ pub(crate) struct ClaimedJob {
     pub(crate) deliveries: u32,
     /// When the lease runs out (ms on Redis' clock), unless renewed.
     pub(crate) lease_deadline: String,
+    /// When this process sent the claim (a stop heard since may predate the claim).
+    pub(crate) asked: std::time::Instant,
 }
 
 /// What the renewer needs to know about a held lease.
@@ -57,6 +59,9 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
     let mark = inner.barrier.mark();
     let served = inner.served_for(&job.name, &job.fingerprint);
+    // A stop of the session heard since the claim was sent: the job may be the stopped
+    // session's (then the release is refused), or a new one's (then it is claimed again).
+    let served = served.filter(|_| !inner.stops.heard_since(&job.session, job.asked));
     let executed = match served {
         Some(served) => {
             let span = tracing::debug_span!(
