@@ -558,6 +558,13 @@ async fn answers(server: &RedisServer) -> bool {
     .unwrap_or(false)
 }
 
+/// Runs `call`, timing it.
+async fn timed<T>(call: impl std::future::Future<Output = T>) -> (Duration, T) {
+    let begin = Instant::now();
+    let result = call.await;
+    (begin.elapsed(), result)
+}
+
 /// Every call made while Redis does not answer returns a typed error within the response
 /// timeout (plus a margin) and never hangs; afterwards everything recovers without a restart.
 async fn stalled(stall: Stall) {
@@ -583,7 +590,7 @@ async fn stalled(stall: Stall) {
         .await
         .expect("submit");
 
-    let length = Duration::from_secs(profile(5, 10));
+    let length = Duration::from_secs(profile(6, 10));
     let (name, sleeper) = match stall {
         Stall::DebugSleep => {
             let port = fleet.server.port();
@@ -617,71 +624,53 @@ async fn stalled(stall: Stall) {
         );
     }
 
-    // Calls during the stall, until a second before it ends.
+    // Rounds of calls, all at once, during the stall (until it is about to end).
     let bound = RESPONSE_TIMEOUT + MARGIN;
     let mut slowest: HashMap<&str, Duration> = HashMap::new();
     let mut calls = 0;
     let mut unknown_submissions = 0;
-    while stalled_at.elapsed() + Duration::from_secs(1) + bound < length {
-        let timed = Instant::now();
-        let submitted = fleet.client.submit(&s, &Work, Job::new(0)).await;
-        let took = timed.elapsed();
-        assert!(
-            matches!(submitted, Err(Error::Unavailable { .. })),
-            "submit: {submitted:?}"
+    while stalled_at.elapsed() + Duration::from_millis(500) + bound < length {
+        let client = &fleet.client;
+        let (submitted, waited, stats, session_stats, sessions, stopped) = tokio::join!(
+            timed(client.submit(&s, &Work, Job::new(0))),
+            timed(client.wait::<u64>(&before, Some(Duration::from_millis(500)))),
+            timed(client.stats()),
+            timed(client.session_stats(&s)),
+            timed(client.active_sessions()),
+            timed(client.stop_session(&other)),
         );
         unknown_submissions += 1;
-        assert!(took < bound, "submit took {took:?}");
-        let slot = slowest.entry("submit").or_default();
-        *slot = (*slot).max(took);
-
-        let timed = Instant::now();
-        let waited = fleet
-            .client
-            .wait::<u64>(&before, Some(Duration::from_millis(500)))
-            .await;
-        let took = timed.elapsed();
-        match &waited {
-            Err(failure) => assert!(
-                matches!(
-                    failure.error,
-                    Error::Timeout { .. } | Error::Unavailable { .. }
-                ),
-                "wait: {failure:?}"
+        let typed = |error: &Error| matches!(error, Error::Unavailable { .. });
+        let results = [
+            ("submit", submitted.0, submitted.1.err(), bound),
+            (
+                "wait(500ms)",
+                waited.0,
+                waited.1.err().map(|f| f.error),
+                bound + Duration::from_millis(500),
             ),
-            Ok(result) => panic!("an outcome read from a stalled server: {result:?}"),
+            ("stats", stats.0, stats.1.err(), bound),
+            (
+                "session_stats",
+                session_stats.0,
+                session_stats.1.err(),
+                bound,
+            ),
+            ("active_sessions", sessions.0, sessions.1.err(), bound),
+            ("stop_session", stopped.0, stopped.1.err(), bound),
+        ];
+        for (name, took, error, limit) in results {
+            let error = error.unwrap_or_else(|| panic!("{name} succeeded on a stalled server"));
+            let expected = typed(&error)
+                || (name.starts_with("wait") && matches!(error, Error::Timeout { .. }));
+            assert!(expected, "{name}: {error:?}");
+            assert!(took < limit, "{name} took {took:?}");
+            let slot = slowest.entry(name).or_default();
+            *slot = (*slot).max(took);
+            calls += 1;
         }
-        assert!(
-            took < Duration::from_millis(500) + bound,
-            "wait took {took:?}"
-        );
-        let slot = slowest.entry("wait(500ms)").or_default();
-        *slot = (*slot).max(took);
-
-        let timed = Instant::now();
-        let stats = fleet.client.stats().await;
-        let took = timed.elapsed();
-        assert!(
-            matches!(stats, Err(Error::Unavailable { .. })),
-            "stats: {stats:?}"
-        );
-        assert!(took < bound, "stats took {took:?}");
-        let slot = slowest.entry("stats").or_default();
-        *slot = (*slot).max(took);
-
-        let timed = Instant::now();
-        let stopped = fleet.client.stop_session(&other).await;
-        let took = timed.elapsed();
-        assert!(
-            matches!(stopped, Err(Error::Unavailable { .. })),
-            "stop_session: {stopped:?}"
-        );
-        assert!(took < bound, "stop_session took {took:?}");
-        let slot = slowest.entry("stop_session").or_default();
-        *slot = (*slot).max(took);
-        calls += 4;
     }
-    assert!(calls >= 4, "calls were made during the stall");
+    assert!(calls >= 6, "calls were made during the stall");
 
     match sleeper {
         Some(sleeper) => sleeper.await.expect("DEBUG SLEEP returned"),
