@@ -534,6 +534,36 @@ async fn killed_connections_are_re_established_without_a_wedge() {
     fleet.shut_down().await;
 }
 
+/// A submission whose scheduling was lost (its connection killed between queueing the job and
+/// scheduling the session, which are two calls) is still run: the sweeper's full pass puts a
+/// session with queued jobs back on the schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_schedule_is_restored_by_the_sweeper() {
+    let fleet = Fleet::start(RedisServer::start(), 0, |c| c).await;
+    let s = session("unscheduled");
+    let job = Job::new(0);
+    let handle = fleet.client.submit(&s, &Work, job.clone()).await.unwrap();
+    // What a connection killed right after `submit.lua` leaves behind.
+    let sched = format!("{}:{{:registry}}:sched", fleet.prefix);
+    assert_eq!(cli(&fleet.server, &["ZREM", &sched, s.as_str()]).await, "1");
+    let worker = worker(settings(&fleet.server, &fleet.prefix));
+    worker.start().await.unwrap();
+    let begin = Instant::now();
+    let outcome = fleet
+        .client
+        .wait::<u64>(&handle, Some(Duration::from_secs(15)))
+        .await
+        .expect("the unscheduled run is run");
+    assert_eq!(outcome.output, job.id);
+    let recovery = begin.elapsed();
+    eprintln!(
+        "scenario 6 (a lost schedule): the queued run ran {recovery:?} after a worker started"
+    );
+    fleet.stop_sessions(&[&s]).await;
+    worker.stop().await.unwrap();
+    fleet.shut_down().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7: Redis asleep or frozen.
 

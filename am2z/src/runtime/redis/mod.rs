@@ -174,10 +174,10 @@ impl Inner {
             .arg(session.as_str())
             .arg(self.keys.wake_channel())
             .arg(self.registry_ttl_ms())
-            .invoke_async(conn)
+            .invoke_reloading(conn)
             .await;
         if let Err(error) = enlisted {
-            tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
+            tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the sweeper's full pass will");
         }
     }
 

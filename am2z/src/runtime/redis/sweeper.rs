@@ -62,7 +62,7 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         for session in due {
-            sweep_session(inner, &mut conn, &session, &served, 0).await?;
+            sweep_session(inner, &mut conn, &session, &served, 0, false).await?;
         }
         return Ok(());
     }
@@ -78,7 +78,7 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         for session in sessions {
-            sweep_session(inner, &mut conn, &session, &served, grace).await?;
+            sweep_session(inner, &mut conn, &session, &served, grace, true).await?;
         }
         if next == 0 {
             return Ok(());
@@ -88,13 +88,15 @@ async fn sweep(inner: &Inner, full: bool) -> Result<(), Error> {
 }
 
 /// Sweeps one session: expired leases, unserved jobs (when `grace` > 0), expiry of the
-/// session itself; then re-arms its timers.
+/// session itself; then re-arms its timers, and on a `full` pass puts it back on the
+/// schedule if it has queued jobs but is not scheduled.
 async fn sweep_session(
     inner: &Inner,
     conn: &mut ConnectionManager,
     session: &str,
     served: &[String],
     grace: u64,
+    full: bool,
 ) -> Result<(), Error> {
     let Ok(session) = SessionId::new(session) else {
         // Not one of ours (ids are validated before they reach Redis).
@@ -164,11 +166,39 @@ async fn sweep_session(
     if requeued > 0 {
         tracing::info!(%session, requeued, "re-queued expired leases");
         inner.enlist(conn, &session).await;
+    } else if full && unscheduled_work(inner, conn, &session).await? {
+        // A submission whose scheduling was lost (the connection dropped between `submit.lua`
+        // and `enlist.lua`) would otherwise wait for the session's next submission.
+        tracing::info!(%session, "queued jobs were not scheduled; scheduling them");
+        inner.enlist(conn, &session).await;
     }
     if dead > 0 {
         tracing::warn!(%session, dead, "dead-lettered jobs whose workers kept dying");
     }
     Ok(())
+}
+
+/// Whether `session` has queued jobs but is missing from the schedule.
+async fn unscheduled_work(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    session: &SessionId,
+) -> Result<bool, Error> {
+    let queued: u64 = redis::cmd("ZCARD")
+        .arg(inner.keys.session(session).queue())
+        .query_async(conn)
+        .await
+        .map_err(|e| inner.errors.unavailable(&e))?;
+    if queued == 0 {
+        return Ok(false);
+    }
+    let scheduled: Option<f64> = redis::cmd("ZSCORE")
+        .arg(inner.keys.sched())
+        .arg(session.as_str())
+        .query_async(conn)
+        .await
+        .map_err(|e| inner.errors.unavailable(&e))?;
+    Ok(scheduled.is_none())
 }
 
 /// The contracts some live worker serves (from the heartbeat registry).
