@@ -776,6 +776,21 @@ async fn frozen_redis_gives_typed_errors_in_time_then_recovers() {
 async fn script_flush_during_load_is_transparent() {
     let fleet = Fleet::start(RedisServer::start(), 2, |c| c).await;
     let s = session("flush");
+    // Every run's events reach a live subscriber: no `event.lua` call is lost either.
+    let heard = Arc::new(Mutex::new((BTreeSet::new(), 0)));
+    let listener = {
+        let mut events = fleet.client.subscribe_session(&s);
+        let heard = Arc::clone(&heard);
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let mut heard = heard.lock().unwrap_or_else(PoisonError::into_inner);
+                heard.1 = events.missed();
+                if let (EventKind::RunCompleted { .. }, Some(run)) = (&event.kind, event.run_id) {
+                    heard.0.insert(run);
+                }
+            }
+        })
+    };
     let load = Load::start(&fleet.client, &s, 8, 2);
     let length = Duration::from_secs(profile(4, 20));
     let begin = Instant::now();
@@ -788,11 +803,31 @@ async fn script_flush_during_load_is_transparent() {
     let record = load.finish().await;
     let verdict = judge(&record);
     let settled = fleet.quiesce(Duration::from_secs(30)).await;
+    let runs: BTreeSet<RunId> = record.ok.iter().map(|(_, h)| h.run_id).collect();
+    let quiet = Instant::now();
+    let (events_heard, missed) = loop {
+        let (heard, missed) = {
+            let heard = heard.lock().unwrap_or_else(PoisonError::into_inner);
+            (heard.0.intersection(&runs).count(), heard.1)
+        };
+        if heard == runs.len() || quiet.elapsed() > Duration::from_secs(5) {
+            break (heard, missed);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    listener.abort();
     eprintln!(
-        "scenario 8 (SCRIPT FLUSH x{flushes} over {length:?}): {}; wait errors {}; all jobs terminal {settled:?} after",
+        "scenario 8 (SCRIPT FLUSH x{flushes} over {length:?}): {}; wait errors {}; completion events heard {events_heard} (subscriber skipped {missed}); all jobs terminal {settled:?} after",
         verdict.line(),
         record.wait_errors.len()
     );
+    if missed == 0 {
+        assert_eq!(
+            events_heard,
+            runs.len(),
+            "every run's completion event arrived"
+        );
+    }
     assert!(
         record.refused.is_empty(),
         "no submission failed: {:?}",

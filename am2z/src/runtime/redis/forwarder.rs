@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::scripts::InvokeReloading;
 use super::worker::millis;
 use crate::{Event, EventKind, EventStream, RunId};
 
@@ -159,7 +160,7 @@ async fn forward(inner: &Inner, batch: &[Event]) {
                 .arg(max_len)
                 .arg(channel)
                 .arg(counted.as_deref().unwrap_or(""))
-                .invoke_async(&mut conn)
+                .invoke_reloading(&mut conn)
                 .await;
             let counted_globally = match &counted {
                 Some(field) => redis::pipe()

@@ -117,7 +117,7 @@ async fn watch(inner: &Inner, job: &ClaimedJob) {
         .arg(job.session.as_str())
         .arg(&job.lease_deadline)
         .arg(inner.registry_ttl_ms())
-        .invoke_async(&mut conn)
+        .invoke_reloading(&mut conn)
         .await;
     if let Err(error) = watched {
         tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
