@@ -18,6 +18,11 @@ use crate::{Event, EventKind, EventStream, RunId};
 /// The most events forwarded in one round trip.
 const BATCH: usize = 256;
 
+/// How old an event may be when it is forwarded before the forwarder counts as behind: runs
+/// then commit without waiting for their events, so a flood of one session's events does not
+/// hold every other session's commits on this worker.
+const BEHIND: Duration = Duration::from_millis(500);
+
 /// Which runs' terminal events are out.
 #[derive(Default)]
 pub(crate) struct Barrier {
@@ -49,8 +54,9 @@ impl Barrier {
         }
     }
 
-    /// The forwarder skipped events (it fell a whole ring behind): the terminal events of runs
-    /// waiting now, or finished since, may be among them, so they stop waiting for them.
+    /// The forwarder skipped events (it fell a whole ring behind) or is far behind: the
+    /// terminal events of runs waiting now, or finished since, may be among the skipped or
+    /// long in coming, so they stop waiting for them.
     fn lagged(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.lags += 1;
@@ -102,6 +108,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: Cancel
                 missed,
                 "events were produced faster than Redis took them; some were skipped"
             );
+            inner.barrier.lagged();
+        } else if first.at.elapsed().is_ok_and(|age| age > BEHIND) {
             inner.barrier.lagged();
         }
         let mut batch = vec![first];
