@@ -13,6 +13,20 @@ pub(crate) trait InvokeReloading {
         &self,
         conn: &mut ConnectionManager,
     ) -> RedisResult<T>;
+
+    /// [`invoke_reloading`](Self::invoke_reloading), tried once more on the re-established
+    /// connection when the connection dropped with the call in flight (it may never have
+    /// reached Redis). Only for scripts fenced by a token, which refuse a repetition: a commit
+    /// lost that way would otherwise wait out its lease and run again.
+    async fn invoke_fenced<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> RedisResult<T> {
+        match self.invoke_reloading(conn).await {
+            Err(error) if error.is_connection_dropped() => self.invoke_reloading(conn).await,
+            result => result,
+        }
+    }
 }
 
 impl InvokeReloading for ScriptInvocation<'_> {

@@ -142,7 +142,7 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
         .arg(inner.keys.done_channel())
         .arg(format!("{} {}", job.session, job.run_id))
         .arg(millis(inner.config.session_ttl))
-        .invoke_reloading(&mut conn)
+        .invoke_fenced(&mut conn)
         .await;
     match committed {
         Ok(1) => {
@@ -175,7 +175,7 @@ async fn release(inner: &Inner, job: &ClaimedJob) {
         .key(keys.queue())
         .arg(job.run_id.to_string())
         .arg(&job.token)
-        .invoke_reloading(&mut conn)
+        .invoke_fenced(&mut conn)
         .await;
     match released {
         Ok(1) => {
