@@ -74,6 +74,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
         return Ok(Vec::new());
     }
     let mut conn = inner.conn()?;
+    let asked = std::time::Instant::now();
     let sched = inner.keys.sched();
     for _ in 0..SESSIONS_PER_CLAIM {
         let picked: Option<String> = inner
@@ -116,7 +117,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             Some(b"ok") => {
                 let jobs: Vec<ClaimedJob> = reply[1..]
                     .chunks_exact(8)
-                    .filter_map(|fields| job(&session, fields))
+                    .filter_map(|fields| job(&session, fields, asked))
                     .collect();
                 return Ok(jobs);
             }
@@ -128,8 +129,9 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
 }
 
 /// One leased job from its eight fields in `claim.lua`'s reply (the input is kept as bytes:
-/// decoding it is the served processor's job, which fails the run with a typed error).
-fn job(session: &SessionId, fields: &[Vec<u8>]) -> Option<ClaimedJob> {
+/// decoding it is the served processor's job, which fails the run with a typed error);
+/// `asked` is when the claim was sent.
+fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Option<ClaimedJob> {
     let text = |i: usize| String::from_utf8_lossy(&fields[i]).into_owned();
     let run_id = u128::from_str_radix(&text(0), 16).ok()?;
     Some(ClaimedJob {
@@ -142,6 +144,7 @@ fn job(session: &SessionId, fields: &[Vec<u8>]) -> Option<ClaimedJob> {
         created_ms: text(5).parse().unwrap_or(0),
         deliveries: text(6).parse().unwrap_or(1),
         lease_deadline: text(7),
+        asked,
     })
 }
 

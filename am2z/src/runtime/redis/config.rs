@@ -49,6 +49,8 @@ pub struct RedisConfig {
     pub(crate) redelivery_backoff: Duration,
     pub(crate) redelivery_backoff_max: Duration,
     pub(crate) unserved_grace: Option<Duration>,
+    pub(crate) response_timeout: Duration,
+    pub(crate) start_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -82,13 +84,16 @@ impl RedisConfig {
             redelivery_backoff: Duration::from_millis(500),
             redelivery_backoff_max: Duration::from_secs(30),
             unserved_grace: Some(Duration::from_secs(300)),
+            response_timeout: Duration::from_secs(5),
+            start_timeout: Duration::from_secs(30),
         }
     }
 
     /// The defaults, overridden by the environment: `AM2Z_REDIS_URL` (else `REDIS_URL`),
     /// `AM2Z_REDIS_TLS_CA` (a PEM file of the CA that signed the server's certificate),
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
-    /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`.
+    /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_REDIS_TIMEOUT` (the
+    /// [response timeout](Self::response_timeout)), `AM2Z_START_TIMEOUT`.
     ///
     /// # Errors
     /// [`Error::Configuration`] naming the variable whose value cannot be parsed.
@@ -120,6 +125,12 @@ impl RedisConfig {
                     "AM2Z_DEFAULT_TIMEOUT=`{raw}` is not a duration (e.g. `500ms`, `30s`, `5m`)"
                 ))
             })?);
+        }
+        if let Some(raw) = var("AM2Z_REDIS_TIMEOUT") {
+            self = self.response_timeout(duration_var("AM2Z_REDIS_TIMEOUT", &raw)?);
+        }
+        if let Some(raw) = var("AM2Z_START_TIMEOUT") {
+            self.start_timeout = duration_var("AM2Z_START_TIMEOUT", &raw)?;
         }
         if let Some(raw) = var("AM2Z_MAX_CALL_DEPTH") {
             self.max_call_depth = raw.trim().parse().map_err(|_| {
@@ -268,6 +279,24 @@ impl RedisConfig {
         self
     }
 
+    /// How long one Redis round trip (or one connection attempt) may take before the call
+    /// fails with [`Error::Unavailable`] (default 5 s): a frozen or overloaded server makes
+    /// calls fail within this bound instead of hanging. [`wait`](super::RedisRuntime::wait)
+    /// keeps re-checking until its own deadline.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long [`start`](crate::Runtime::start) keeps retrying while Redis refuses
+    /// connections or is still loading its data (default 30 s), so a worker started before
+    /// Redis begins serving when Redis comes up. Other failures (a bad password, TLS, an
+    /// evicting server) are reported at once. `Duration::ZERO` tries once.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
     /// The queue prefix.
     pub fn queue_prefix(&self) -> &str {
         &self.prefix
@@ -306,6 +335,15 @@ pub(crate) fn redact(url: &str) -> String {
     format!("{}{redacted}{}", &url[..scheme_end], &rest[at..])
 }
 
+/// The duration in the environment variable `name`.
+fn duration_var(name: &str, raw: &str) -> Result<Duration, Error> {
+    parse_duration(raw).ok_or_else(|| {
+        Error::configuration(format!(
+            "{name}=`{raw}` is not a duration (e.g. `500ms`, `30s`, `5m`)"
+        ))
+    })
+}
+
 /// `500ms`, `30s`, `5m`, `1h`, or a bare number of milliseconds.
 fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
@@ -340,6 +378,8 @@ impl fmt::Debug for RedisConfig {
             .field("session_ttl", &self.session_ttl)
             .field("max_queued", &self.max_queued)
             .field("session_concurrency", &self.session_concurrency)
+            .field("response_timeout", &self.response_timeout)
+            .field("start_timeout", &self.start_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -381,6 +421,8 @@ mod tests {
             "AM2Z_DEFAULT_TIMEOUT" => Some("30s".to_owned()),
             "AM2Z_MAX_CALL_DEPTH" => Some("4".to_owned()),
             "AM2Z_WORKER_CONCURRENCY" => Some("3".to_owned()),
+            "AM2Z_REDIS_TIMEOUT" => Some("750ms".to_owned()),
+            "AM2Z_START_TIMEOUT" => Some("2m".to_owned()),
             _ => None,
         };
         let config = RedisConfig::new("redis://code").with_vars(vars).unwrap();
@@ -390,6 +432,8 @@ mod tests {
         assert_eq!(config.default_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.max_call_depth, 4);
         assert_eq!(config.worker_concurrency, 3);
+        assert_eq!(config.response_timeout, Duration::from_millis(750));
+        assert_eq!(config.start_timeout, Duration::from_secs(120));
         let both = |name: &str| match name {
             "AM2Z_REDIS_URL" => Some("redis://first".to_owned()),
             "REDIS_URL" => Some("redis://second".to_owned()),

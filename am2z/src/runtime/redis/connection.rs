@@ -156,50 +156,85 @@ fn tls_client(
     )))
 }
 
-/// Connects the command connection and checks the server is safe to use.
+/// Connects the command connection and checks the server is safe to use. While Redis refuses
+/// connections or is loading its data, retries with backoff for up to `start_timeout`.
 pub(crate) async fn connect(
     client: &redis::Client,
     errors: &ErrorMap,
+    config: &RedisConfig,
 ) -> Result<ConnectionManager, Error> {
+    // One bound for a round trip and a connection attempt: a frozen server makes calls fail
+    // with a typed error within it. Few reconnection retries, so callers hear of an outage
+    // fast (the next call starts a new attempt).
     let settings = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(2));
-    let mut conn = client
-        .get_connection_manager_with_config(settings)
-        .await
-        .map_err(|e| errors.connecting(&e))?;
-    refuse_evicting_server(&mut conn, errors).await?;
-    Ok(conn)
+        .set_connection_timeout(Some(config.response_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    let patience = tokio::time::Instant::now() + config.start_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut conn = client
+                .get_connection_manager_with_config(settings.clone())
+                .await?;
+            let policy = maxmemory_policy(&mut conn, errors).await?;
+            Ok::<_, redis::RedisError>((conn, policy))
+        };
+        match attempt.await {
+            Ok((conn, policy)) => {
+                refuse_evicting(policy.as_deref())?;
+                return Ok(conn);
+            }
+            Err(error)
+                if not_up_yet(&error) && tokio::time::Instant::now() + backoff < patience =>
+            {
+                tracing::warn!(error = %errors.scrub(&error.to_string()), retry_in = ?backoff, "Redis is not up yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(errors.connecting(&error)),
+        }
+    }
 }
 
-/// An evicting `maxmemory-policy` would silently drop queued work: refuse to start on one.
-async fn refuse_evicting_server(
+/// Whether `error` says Redis is not serving yet (nothing listens, or it loads its data), as
+/// opposed to a misconfiguration that waiting does not fix.
+fn not_up_yet(error: &redis::RedisError) -> bool {
+    error.is_connection_refusal() || error.is_timeout() || error.code() == Some("LOADING")
+}
+
+/// The server's `maxmemory-policy` (`None` when it cannot be read: managed servers may forbid
+/// `CONFIG`, and then we say so).
+async fn maxmemory_policy(
     conn: &mut ConnectionManager,
     errors: &ErrorMap,
-) -> Result<(), Error> {
+) -> redis::RedisResult<Option<String>> {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
         .query_async(conn)
         .await;
     match reply {
-        Ok(pair) => match pair.get(1).map(String::as_str) {
-            Some("noeviction") | None => Ok(()),
-            Some(policy) => Err(Error::configuration(format!(
-                "Redis evicts keys under memory pressure (maxmemory-policy `{policy}`), which \
-                 would silently lose queued work: set `maxmemory-policy noeviction`"
-            ))),
-        },
-        // Managed servers may forbid CONFIG; we cannot check, so we say so.
+        Ok(pair) => Ok(pair.into_iter().nth(1)),
         Err(error)
             if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
         {
             tracing::warn!(error = %errors.scrub(&error.to_string()), "cannot read maxmemory-policy; make sure it is `noeviction`");
-            Ok(())
+            Ok(None)
         }
-        Err(error) => Err(errors.unavailable(&error)),
+        Err(error) => Err(error),
+    }
+}
+
+/// An evicting `maxmemory-policy` would silently drop queued work: refuse to start on one.
+fn refuse_evicting(policy: Option<&str>) -> Result<(), Error> {
+    match policy {
+        Some("noeviction") | None => Ok(()),
+        Some(policy) => Err(Error::configuration(format!(
+            "Redis evicts keys under memory pressure (maxmemory-policy `{policy}`), which \
+             would silently lose queued work: set `maxmemory-policy noeviction`"
+        ))),
     }
 }
 

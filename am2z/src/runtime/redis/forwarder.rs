@@ -11,11 +11,17 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::scripts::InvokeReloading;
 use super::worker::millis;
 use crate::{Event, EventKind, EventStream, RunId};
 
 /// The most events forwarded in one round trip.
 const BATCH: usize = 256;
+
+/// How old an event may be when it is forwarded before the forwarder counts as behind: runs
+/// then commit without waiting for their events, so a flood of one session's events does not
+/// hold every other session's commits on this worker.
+const BEHIND: Duration = Duration::from_millis(500);
 
 /// Which runs' terminal events are out.
 #[derive(Default)]
@@ -27,6 +33,8 @@ pub(crate) struct Barrier {
 struct BarrierState {
     forwarded: HashSet<RunId>,
     waiting: HashMap<RunId, oneshot::Sender<()>>,
+    /// How many times the forwarder fell behind and skipped events.
+    lags: u64,
 }
 
 impl Barrier {
@@ -46,11 +54,28 @@ impl Barrier {
         }
     }
 
-    /// Waits until the terminal event of `run` has been forwarded (at most `limit`).
-    pub(crate) async fn wait(&self, run: RunId, limit: Duration) {
+    /// The forwarder skipped events (it fell a whole ring behind) or is far behind: the
+    /// terminal events of runs waiting now, or finished since, may be among the skipped or
+    /// long in coming, so they stop waiting for them.
+    fn lagged(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.lags += 1;
+        for (_, waiter) in state.waiting.drain() {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// A mark to pass to [`wait`](Self::wait), taken before the run starts.
+    pub(crate) fn mark(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).lags
+    }
+
+    /// Waits until the terminal event of `run` has been forwarded (at most `limit`), unless
+    /// the forwarder skipped events since `mark` (that event may be one of them).
+    pub(crate) async fn wait(&self, run: RunId, mark: u64, limit: Duration) {
         let receiver = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.forwarded.remove(&run) {
+            if state.forwarded.remove(&run) || state.lags != mark {
                 return;
             }
             let (sender, receiver) = oneshot::channel();
@@ -70,12 +95,23 @@ impl Barrier {
 
 /// Forwards `stream` (the embedded executor's events) until `stop` fires.
 pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: CancellationToken) {
+    let mut missed = 0;
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
             event = stream.next() => event,
         };
         let Some(first) = first else { return };
+        if stream.missed() > missed {
+            missed = stream.missed();
+            tracing::warn!(
+                missed,
+                "events were produced faster than Redis took them; some were skipped"
+            );
+            inner.barrier.lagged();
+        } else if first.at.elapsed().is_ok_and(|age| age > BEHIND) {
+            inner.barrier.lagged();
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match stream.next().now_or_never() {
@@ -132,7 +168,7 @@ async fn forward(inner: &Inner, batch: &[Event]) {
                 .arg(max_len)
                 .arg(channel)
                 .arg(counted.as_deref().unwrap_or(""))
-                .invoke_async(&mut conn)
+                .invoke_reloading(&mut conn)
                 .await;
             let counted_globally = match &counted {
                 Some(field) => redis::pipe()

@@ -33,6 +33,7 @@ mod promoter;
 mod renewer;
 mod scripts;
 mod served;
+mod stops;
 mod sweeper;
 mod waiters;
 mod worker;
@@ -52,7 +53,7 @@ pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::connection::ErrorMap;
 use self::forwarder::Barrier;
 use self::keys::Keys;
-use self::scripts::Scripts;
+use self::scripts::{InvokeReloading, Scripts};
 use self::served::{Served, ServedProcessor, failure};
 use self::waiters::{WaitSlot, Waiters};
 use self::worker::{HeldLease, millis};
@@ -118,6 +119,8 @@ pub(crate) struct Inner {
     /// Fired by `stop` (and replaced by `start`): every loop and waiter watches it.
     stop_token: Mutex<CancellationToken>,
     pub(crate) waiters: Waiters,
+    /// Stops this process announced (awaiting every process's answer) and heard.
+    pub(crate) stops: stops::Stops,
     pub(crate) wake: Notify,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
@@ -171,10 +174,10 @@ impl Inner {
             .arg(session.as_str())
             .arg(self.keys.wake_channel())
             .arg(self.registry_ttl_ms())
-            .invoke_async(conn)
+            .invoke_reloading(conn)
             .await;
         if let Err(error) = enlisted {
-            tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
+            tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the sweeper's full pass will");
         }
     }
 
@@ -207,15 +210,37 @@ impl Inner {
             {
                 self.waiters.done(RunId::from_u128(run));
             }
-        } else if channel == self.keys.control_channel()
-            && let Some(session) = payload
-                .strip_prefix("stop ")
-                .and_then(|s| SessionId::new(s).ok())
-        {
+        } else if channel == self.keys.control_channel() {
+            if let Some(nonce) = payload.strip_prefix("stopped ") {
+                self.stops.answered(nonce);
+                return;
+            }
+            // `stop <session>`, with a nonce to answer when `stop_session` sent it.
+            let Some(stop) = payload.strip_prefix("stop ") else {
+                return;
+            };
+            let (session, nonce) = match stop.split_once(' ') {
+                Some((session, nonce)) => (session, Some(nonce.to_owned())),
+                None => (stop, None),
+            };
+            let Ok(session) = SessionId::new(session) else {
+                return;
+            };
+            self.stops.heard(&session);
             self.waiters.session_stopped(&session);
-            let engine = self.engine.clone();
+            let inner = Arc::clone(self);
             tokio::spawn(async move {
-                let _ = engine.stop_session(&session).await;
+                let _ = inner.engine.stop_session(&session).await;
+                if let (Some(nonce), Ok(mut conn)) = (nonce, inner.conn()) {
+                    let answered: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(inner.keys.control_channel())
+                        .arg(format!("stopped {nonce}"))
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(error) = answered {
+                        tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "answering a stop failed");
+                    }
+                }
             });
         }
     }
@@ -251,6 +276,7 @@ impl RedisRuntime {
             running: AtomicBool::new(false),
             stop_token: Mutex::new(stopped),
             waiters: Waiters::default(),
+            stops: stops::Stops::default(),
             wake: Notify::new(),
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
@@ -410,7 +436,7 @@ impl RedisRuntime {
             .arg(inner.keys.events_channel())
             .arg(created)
             .arg(inner.config.events_max_len)
-            .invoke_async(&mut conn)
+            .invoke_reloading(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         match queued {
@@ -642,7 +668,7 @@ impl RedisRuntime {
         }
         inner.config.validate()?;
         let client = connection::client(&inner.config, &inner.errors)?;
-        let mut conn = connection::connect(&client, &inner.errors).await?;
+        let mut conn = connection::connect(&client, &inner.errors, &inner.config).await?;
         for script in inner.scripts.all() {
             script
                 .load_async(&mut conn)
@@ -745,7 +771,7 @@ impl RedisRuntime {
                 .key(keys.meta())
                 .key(keys.results())
                 .arg(STOP_BATCH)
-                .invoke_async(&mut conn)
+                .invoke_reloading(&mut conn)
                 .await
                 .map_err(|e| inner.errors.unavailable(&e))?;
             if remaining == 0 {
@@ -759,7 +785,9 @@ impl RedisRuntime {
             at: SystemTime::now(),
             kind: EventKind::SessionStopped,
         })?;
-        let (removed,): (i64,) = redis::pipe()
+        let nonce = RunId::generate().to_string();
+        let answers = inner.stops.expect(&nonce);
+        let (removed, heard): (i64, usize) = redis::pipe()
             .srem(inner.keys.sessions(), session.as_str())
             .zrem(inner.keys.sched(), session.as_str())
             .ignore()
@@ -769,9 +797,8 @@ impl RedisRuntime {
             .ignore()
             .publish(
                 inner.keys.control_channel(),
-                format!("stop {}", session.as_str()),
+                format!("stop {} {nonce}", session.as_str()),
             )
-            .ignore()
             .query_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
@@ -785,6 +812,13 @@ impl RedisRuntime {
         }
         inner.waiters.session_stopped(session);
         inner.engine.stop_session(session).await?;
+        // Every process that heard the stop (this one included) has fired its runs of the
+        // session once it answers: no step of them starts after we return.
+        let limit = stops::ACK_WAIT.min(inner.config.response_timeout);
+        let answered = answers.answered_by(heard, limit).await;
+        if answered < heard {
+            tracing::warn!(%session, heard, answered, "not every process answered the stop in time");
+        }
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::scripts::InvokeReloading;
 use super::worker::millis;
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
@@ -35,7 +36,7 @@ async fn heartbeat(inner: &Inner) {
         .arg(&inner.worker_id)
         .arg(millis(inner.config.renew_every() * 3).max(1))
         .arg(inner.served_fingerprints())
-        .invoke_async(&mut conn)
+        .invoke_reloading(&mut conn)
         .await;
     if let Err(error) = beat {
         tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "the worker heartbeat failed");
@@ -84,7 +85,7 @@ async fn renew_all(inner: &Inner) {
                 .arg(run.to_string())
                 .arg(&token)
                 .arg(lease_ms)
-                .invoke_async(&mut conn)
+                .invoke_reloading(&mut conn)
                 .await;
             match renewed {
                 Ok(1) => {}

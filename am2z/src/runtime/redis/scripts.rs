@@ -3,7 +3,51 @@
 //! `NOSCRIPT`, so a `SCRIPT FLUSH` is survived without anyone noticing. `start` loads them
 //! all up front, so no first call pays for the fallback.
 
-use redis::Script;
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
+
+/// `invoke_async` that also survives a `SCRIPT FLUSH` landing between redis-rs's reload of a
+/// flushed script and its retry (which would otherwise reach the caller as `NOSCRIPT`).
+pub(crate) trait InvokeReloading {
+    async fn invoke_reloading<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> RedisResult<T>;
+
+    /// [`invoke_reloading`](Self::invoke_reloading), tried once more on the re-established
+    /// connection when the connection dropped with the call in flight (it may never have
+    /// reached Redis). Only for scripts fenced by a token, which refuse a repetition: a commit
+    /// lost that way would otherwise wait out its lease and run again.
+    async fn invoke_fenced<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> RedisResult<T> {
+        match self.invoke_reloading(conn).await {
+            Err(error) if error.is_connection_dropped() => self.invoke_reloading(conn).await,
+            result => result,
+        }
+    }
+}
+
+impl InvokeReloading for ScriptInvocation<'_> {
+    async fn invoke_reloading<T: FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> RedisResult<T> {
+        let mut reloads = 0;
+        loop {
+            match self.invoke_async(conn).await {
+                Err(error)
+                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                        && reloads < 3 =>
+                {
+                    reloads += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
 
 /// Every script the runtime runs.
 pub(crate) struct Scripts {

@@ -171,6 +171,9 @@ async fn sweep_session(
     if requeued > 0 {
         tracing::info!(%session, requeued, "re-queued expired leases");
     }
+    // In the full pass, a session with ready jobs is (re)scheduled: a submission whose
+    // scheduling was lost (its submitter died, or the connection dropped between `submit.lua`
+    // and `enlist.lua`) would otherwise wait for the session's next submission.
     if requeued > 0 || (full_pass.is_some() && queued > 0) {
         inner.enlist(conn, &session).await;
     }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::Inner;
 use super::limits::ClusterGate;
+use super::scripts::InvokeReloading;
 use super::served::Assignment;
 use crate::{RunId, SessionId};
 
@@ -28,6 +29,8 @@ pub(crate) struct ClaimedJob {
     pub(crate) deliveries: u32,
     /// When the lease runs out (ms on Redis' clock), unless renewed.
     pub(crate) lease_deadline: String,
+    /// When this process sent the claim (a stop heard since may predate the claim).
+    pub(crate) asked: std::time::Instant,
 }
 
 /// What the renewer needs to know about a held lease.
@@ -54,7 +57,11 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
             },
         );
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
+    let mark = inner.barrier.mark();
     let served = inner.served_for(&job.name, &job.fingerprint);
+    // A stop of the session heard since the claim was sent: the job may be the stopped
+    // session's (then the release is refused), or a new one's (then it is claimed again).
+    let served = served.filter(|_| !inner.stops.heard_since(&job.session, job.asked));
     let executed = match served {
         Some(served) => {
             let span = tracing::debug_span!(
@@ -88,7 +95,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
         Some(executed) if !executed.cancelled_here => {
             // A run whose input did not decode never started, so it has no events to wait for.
             if !executed.undecodable {
-                inner.barrier.wait(job.run_id, EVENTS_BARRIER).await;
+                inner.barrier.wait(job.run_id, mark, EVENTS_BARRIER).await;
             }
             commit(&inner, &job, executed).await;
         }
@@ -113,7 +120,7 @@ async fn watch(inner: &Inner, job: &ClaimedJob) {
         .arg(job.session.as_str())
         .arg(&job.lease_deadline)
         .arg(inner.registry_ttl_ms())
-        .invoke_async(&mut conn)
+        .invoke_reloading(&mut conn)
         .await;
     if let Err(error) = watched {
         tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
@@ -140,7 +147,7 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
         .arg(inner.keys.done_channel())
         .arg(format!("{} {}", job.session, job.run_id))
         .arg(millis(inner.config.session_ttl))
-        .invoke_async(&mut conn)
+        .invoke_fenced(&mut conn)
         .await;
     match committed {
         Ok(1) => {
@@ -173,7 +180,7 @@ async fn release(inner: &Inner, job: &ClaimedJob) {
         .key(keys.queue())
         .arg(job.run_id.to_string())
         .arg(&job.token)
-        .invoke_async(&mut conn)
+        .invoke_fenced(&mut conn)
         .await;
     match released {
         Ok(1) => {
