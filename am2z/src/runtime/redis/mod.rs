@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::connection::ErrorMap;
-use self::forwarder::Barrier;
+use self::forwarder::Commit;
 use self::keys::Keys;
 use self::scripts::Scripts;
 use self::served::{Served, ServedProcessor, failure};
@@ -123,7 +123,8 @@ pub(crate) struct Inner {
     /// Cluster-wide concurrency permits held by steps running here: id → key.
     pub(crate) permits: Mutex<HashMap<String, String>>,
     pub(crate) lease_returned: Notify,
-    pub(crate) barrier: Barrier,
+    /// Commits for the forwarder to send behind their runs' events (set by `start`).
+    outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
     pub(crate) fenced_commits: AtomicU64,
     pub(crate) commits: AtomicU64,
     /// This runtime's id in the worker registry.
@@ -161,21 +162,31 @@ impl Inner {
             .collect()
     }
 
+    /// Where commits go (none before `start`).
+    pub(crate) fn outbox(&self) -> Option<tokio::sync::mpsc::UnboundedSender<Commit>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Registers `session` and marks it as having work, then wakes idle workers.
     pub(crate) async fn enlist(&self, conn: &mut ConnectionManager, session: &SessionId) {
-        let enlisted: redis::RedisResult<i64> = self
-            .scripts
-            .enlist
-            .key(self.keys.sched())
-            .key(self.keys.sessions())
-            .arg(session.as_str())
-            .arg(self.keys.wake_channel())
-            .arg(self.registry_ttl_ms())
-            .invoke_async(conn)
-            .await;
+        let enlisted: redis::RedisResult<i64> = self.enlist_call(session).invoke_async(conn).await;
         if let Err(error) = enlisted {
             tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
         }
+    }
+
+    /// `enlist.lua` for `session`.
+    fn enlist_call(&self, session: &SessionId) -> redis::ScriptInvocation<'_> {
+        let mut call = self.scripts.enlist.prepare_invoke();
+        call.key(self.keys.sched())
+            .key(self.keys.sessions())
+            .arg(session.as_str())
+            .arg(self.keys.wake_channel())
+            .arg(self.registry_ttl_ms());
+        call
     }
 
     /// How long the session registry outlives its last submission: long enough for the
@@ -255,7 +266,7 @@ impl RedisRuntime {
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
             lease_returned: Notify::new(),
-            barrier: Barrier::default(),
+            outbox: Mutex::new(None),
             fenced_commits: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
@@ -682,9 +693,12 @@ impl RedisRuntime {
                 return Err(Error::unavailable("redis", "the subscriber ended"));
             }
         }
+        let (outbox, commits) = tokio::sync::mpsc::unbounded_channel();
+        *inner.outbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(outbox);
         tasks.push(tokio::spawn(forwarder::run(
             Arc::clone(inner),
             inner.engine.subscribe(),
+            commits,
             stop.clone(),
         )));
         inner.engine.start().await?;

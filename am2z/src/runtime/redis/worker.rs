@@ -1,19 +1,19 @@
-//! Executing one claimed job: run it, then commit its outcome fenced by the lease token, or
-//! release it at once when this process stops before the run finished.
+//! Executing one claimed job: run it, then commit its outcome fenced by the lease token
+//! (through the forwarder, behind the run's events), or release it at once when this process
+//! stops before the run finished.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
+use super::forwarder::Commit;
 use super::limits::ClusterGate;
 use super::served::Assignment;
 use crate::{RunId, SessionId};
-
-/// How long a worker waits for a run's events to be forwarded before committing anyway.
-const EVENTS_BARRIER: Duration = Duration::from_secs(2);
 
 /// A job this process holds a lease on.
 #[derive(Debug, Clone)]
@@ -39,7 +39,6 @@ pub(crate) struct HeldLease {
 }
 
 pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
-    watch(&inner, &job).await;
     let lost = CancellationToken::new();
     inner
         .leases
@@ -55,38 +54,41 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
         );
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
     let served = inner.served_for(&job.name, &job.fingerprint);
-    let executed = match served {
-        Some(served) => {
-            let span = tracing::debug_span!(
-                "am2z.job",
-                session = %job.session,
-                run = %job.run_id,
-                processor = %job.name,
-                delivery = job.deliveries,
-            );
-            let running = served
-                .execute(Assignment {
-                    engine: &inner.engine,
-                    session: &job.session,
-                    input: &job.input,
-                    run_id: job.run_id,
-                    created_at,
-                    max_bytes: inner.config.max_payload_bytes,
-                    gate: Arc::new(ClusterGate {
-                        inner: Arc::clone(&inner),
-                    }),
-                })
-                .instrument(span);
-            tokio::select! {
-                executed = running => Some(executed),
-                () = lost.cancelled() => None,
+    let running = async {
+        match served {
+            Some(served) => {
+                let span = tracing::debug_span!(
+                    "am2z.job",
+                    session = %job.session,
+                    run = %job.run_id,
+                    processor = %job.name,
+                    delivery = job.deliveries,
+                );
+                let running = served
+                    .execute(Assignment {
+                        engine: &inner.engine,
+                        session: &job.session,
+                        input: &job.input,
+                        run_id: job.run_id,
+                        created_at,
+                        max_bytes: inner.config.max_payload_bytes,
+                        gate: Arc::new(ClusterGate {
+                            inner: Arc::clone(&inner),
+                        }),
+                    })
+                    .instrument(span);
+                tokio::select! {
+                    executed = running => Some(executed),
+                    () = lost.cancelled() => None,
+                }
             }
+            None => None,
         }
-        None => None,
     };
+    // The sweeper's watch goes out while the run executes: the run does not wait for it.
+    let (executed, ()) = tokio::join!(running, watch(&inner, &job));
     match executed {
         Some(executed) if !executed.cancelled_here => {
-            inner.barrier.wait(job.run_id, EVENTS_BARRIER).await;
             commit(&inner, &job, executed).await;
         }
         _ => release(&inner, &job).await,
@@ -118,41 +120,39 @@ async fn watch(inner: &Inner, job: &ClaimedJob) {
 }
 
 async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let keys = inner.keys.session(&job.session);
-    let committed: redis::RedisResult<i64> = inner
-        .scripts
-        .commit
-        .key(keys.leases())
-        .key(keys.job(job.run_id))
-        .key(keys.result(job.run_id))
-        .key(keys.index())
-        .key(keys.results())
-        .arg(job.run_id.to_string())
-        .arg(&job.token)
-        .arg(&executed.wire)
-        .arg(millis(inner.config.result_ttl))
-        .arg(inner.keys.done_channel())
-        .arg(format!("{} {}", job.session, job.run_id))
-        .arg(millis(inner.config.session_ttl))
-        .invoke_async(&mut conn)
-        .await;
-    match committed {
-        Ok(1) => {
+    let (reply, replied) = oneshot::channel();
+    let asked = inner.outbox().map(|outbox| {
+        outbox.send(Commit {
+            session: job.session.clone(),
+            run_id: job.run_id,
+            token: job.token.clone(),
+            wire: executed.wire,
+            reply,
+        })
+    });
+    if !matches!(asked, Some(Ok(()))) {
+        tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped before the commit; the lease will expire and the run be retried");
+        return;
+    }
+    match replied.await {
+        Ok(Ok(1)) => {
             inner
                 .commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             inner.waiters.hand_off(job.run_id, executed.typed);
             inner.waiters.done(job.run_id);
         }
-        Ok(_) => {
+        Ok(Ok(_)) => {
             inner
                 .fenced_commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(session = %job.session, run = %job.run_id, "commit refused: the lease was lost or the session stopped");
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::warn!(session = %job.session, run = %job.run_id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the run be retried");
+        }
+        Err(_) => {
+            tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped during the commit; the lease will expire and the run be retried");
         }
     }
 }
