@@ -399,9 +399,8 @@ impl RedisRuntime {
             at: SystemTime::now(),
             kind: EventKind::SessionCreated,
         })?;
-        let queued: i64 = inner
-            .scripts
-            .submit
+        let mut submit = inner.scripts.submit.prepare_invoke();
+        submit
             .key(keys.meta())
             .key(keys.index())
             .key(keys.queue())
@@ -420,10 +419,50 @@ impl RedisRuntime {
             .arg(inner.config.max_queued)
             .arg(inner.keys.events_channel())
             .arg(created)
-            .arg(inner.config.events_max_len)
-            .invoke_async(&mut conn)
+            .arg(inner.config.events_max_len);
+        // Queued and scheduled in one round trip: `enlist` runs after `submit` (one
+        // connection, in order), as the claimer's retire step needs. Enlisting after a refused
+        // submission is harmless: the session then has queued work anyway.
+        let replies: Vec<redis::Value> = redis::pipe()
+            .ignore_errors()
+            .invoke_script(&submit)
+            .invoke_script(&inner.enlist_call(session))
+            .query_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
+        let mut replies = replies.into_iter();
+        let queued: i64 = match replies.next() {
+            Some(redis::Value::ServerError(error)) if error.code() == "NOSCRIPT" => {
+                // After a `SCRIPT FLUSH`: `invoke_async` loads the script and runs it.
+                let queued = submit
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| inner.errors.unavailable(&e))?;
+                inner.enlist(&mut conn, session).await;
+                queued
+            }
+            reply => {
+                let queued = match reply {
+                    Some(redis::Value::ServerError(error)) => Err(error.into()),
+                    Some(reply) => redis::from_redis_value(reply).map_err(Into::into),
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no reply to submit",
+                    ))),
+                };
+                let queued = queued.map_err(|e| inner.errors.unavailable(&e))?;
+                match replies.next() {
+                    Some(redis::Value::ServerError(error)) if error.code() == "NOSCRIPT" => {
+                        inner.enlist(&mut conn, session).await;
+                    }
+                    Some(redis::Value::ServerError(error)) => {
+                        tracing::warn!(%session, error = %inner.errors.scrub(&error.to_string()), "scheduling a session failed; the idle poll will find it");
+                    }
+                    _ => {}
+                }
+                queued
+            }
+        };
         match queued {
             -1 => {
                 return Err(Error::resource(
@@ -437,7 +476,6 @@ impl RedisRuntime {
             -2 => return Err(Error::configuration("duplicate run id")),
             _ => {}
         }
-        inner.enlist(&mut conn, session).await;
         Ok(RunHandle {
             session: session.clone(),
             run_id,
