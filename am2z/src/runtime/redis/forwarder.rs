@@ -23,6 +23,10 @@ const BATCH: usize = 256;
 /// is buffered when Redis is slow.
 const MAX_IN_FLIGHT: usize = 32;
 
+/// The largest outcome (bytes) a `done` message carries, so that a waiter in another process
+/// needs no read; every process receives every `done` message, so larger ones are only named.
+pub(crate) const DONE_INLINE: usize = 4096;
+
 /// A finished run to commit, fenced by its lease token.
 pub(crate) struct Commit {
     pub(crate) session: SessionId,
@@ -189,7 +193,8 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                 .arg(millis(inner.config.result_ttl))
                 .arg(inner.keys.done_channel())
                 .arg(format!("{} {}", commit.session, commit.run_id))
-                .arg(millis(inner.config.session_ttl));
+                .arg(millis(inner.config.session_ttl))
+                .arg(DONE_INLINE);
             pipe.invoke_script(&call);
         }
     }

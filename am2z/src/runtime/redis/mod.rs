@@ -212,12 +212,26 @@ impl Inner {
         } else if channel == self.keys.wake_channel() {
             self.wake.notify_one();
         } else if channel == self.keys.done_channel() {
-            if let Some(run) = payload
-                .split_once(' ')
-                .and_then(|(_, run)| u128::from_str_radix(run, 16).ok())
+            // `<session> <run>`, then the stored outcome when it is small.
+            let mut parts = payload.splitn(3, ' ');
+            let (_, run, wire) = (parts.next(), parts.next(), parts.next());
+            let Some(run) = run.and_then(|run| u128::from_str_radix(run, 16).ok()) else {
+                return;
+            };
+            let run = RunId::from_u128(run);
+            if self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&run)
             {
-                self.waiters.done(RunId::from_u128(run));
+                // Executed here: its worker hands the typed outcome over itself.
+                return;
             }
+            if let Some(wire) = wire {
+                self.waiters.deliver(run, wire.to_owned());
+            }
+            self.waiters.done(run);
         } else if channel == self.keys.control_channel()
             && let Some(session) = payload
                 .strip_prefix("stop ")
@@ -359,6 +373,7 @@ impl RedisRuntime {
         let input = serde_json::to_string(&input)?;
         self.submit_raw(
             session,
+            RunId::generate(),
             processor.name(),
             processor.contract().fingerprint,
             input,
@@ -367,9 +382,45 @@ impl RedisRuntime {
         .await
     }
 
+    /// Submits a run and waits for its outcome. The waiter is registered before the run
+    /// exists, so it cannot miss the outcome and needs no first read of the result key.
+    async fn submit_and_wait<O>(
+        &self,
+        session: &SessionId,
+        name: &str,
+        fingerprint: Fingerprint,
+        input: Result<String, Error>,
+        priority: i32,
+        started: Instant,
+    ) -> RunOutcome<O>
+    where
+        O: DeserializeOwned + Send + 'static,
+    {
+        let run_id = RunId::generate();
+        let slot = self.inner.waiters.register(run_id, session);
+        let submitted = match input {
+            Ok(input) => {
+                self.submit_raw(session, run_id, name, fingerprint, input, priority)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let outcome = match submitted {
+            Ok(handle) => {
+                let deadline = self.inner.config.default_timeout;
+                self.wait_slot(&handle, &slot, deadline, started, false)
+                    .await
+            }
+            Err(error) => Err(failure(session, run_id, SystemTime::now(), started, error)),
+        };
+        self.inner.waiters.unregister(run_id, &slot);
+        outcome
+    }
+
     async fn submit_raw(
         &self,
         session: &SessionId,
+        run_id: RunId,
         name: &str,
         fingerprint: Fingerprint,
         input: String,
@@ -390,7 +441,6 @@ impl RedisRuntime {
             ));
         }
         let mut conn = inner.conn()?;
-        let run_id = RunId::generate();
         let keys = inner.keys.session(session);
         let created = serde_json::to_string(&Event {
             session: session.clone(),
@@ -495,17 +545,20 @@ impl RedisRuntime {
     {
         let started = Instant::now();
         let slot = self.inner.waiters.register(handle.run_id, &handle.session);
-        let outcome = self.wait_slot(handle, &slot, deadline, started).await;
+        let outcome = self.wait_slot(handle, &slot, deadline, started, true).await;
         self.inner.waiters.unregister(handle.run_id, &slot);
         outcome
     }
 
+    /// Waits on `slot`; `read_first`: read the result key before the first notification
+    /// (unless the slot was registered before the run was submitted).
     async fn wait_slot<O>(
         &self,
         handle: &RunHandle,
         slot: &WaitSlot,
         deadline: Option<Duration>,
         started: Instant,
+        read_first: bool,
     ) -> RunOutcome<O>
     where
         O: DeserializeOwned + Send + 'static,
@@ -528,6 +581,7 @@ impl RedisRuntime {
         }
         let until = deadline.map(|d| tokio::time::Instant::now() + d);
         let keys = inner.keys.session(&handle.session);
+        let mut read = read_first;
         loop {
             if slot.stopped.load(Ordering::SeqCst) {
                 return fail(Error::SessionStopped {
@@ -539,36 +593,42 @@ impl RedisRuntime {
             {
                 return *outcome;
             }
-            let mut conn = match inner.conn() {
-                Ok(conn) => conn,
-                Err(error) => return fail(error),
-            };
-            let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
-                .atomic()
-                .get(keys.result(handle.run_id))
-                .exists(keys.job(handle.run_id))
-                .exists(keys.meta())
-                .query_async(&mut conn)
-                .await;
-            match read {
-                Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
-                Ok((None, false, false)) => {
-                    return fail(Error::SessionStopped {
-                        session: handle.session.to_string(),
-                    });
-                }
-                Ok((None, false, true)) => {
-                    return fail(Error::not_found(
-                        "run",
-                        handle.run_id.to_string(),
-                        std::iter::empty::<String>(),
-                    ));
-                }
-                Ok((None, true, _)) => {}
-                Err(error) => {
-                    tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "reading an outcome failed; retrying");
+            if let Some(wire) = inner.waiters.take_delivered(handle.run_id) {
+                return decode(&wire, handle, started);
+            }
+            if read {
+                let mut conn = match inner.conn() {
+                    Ok(conn) => conn,
+                    Err(error) => return fail(error),
+                };
+                let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
+                    .atomic()
+                    .get(keys.result(handle.run_id))
+                    .exists(keys.job(handle.run_id))
+                    .exists(keys.meta())
+                    .query_async(&mut conn)
+                    .await;
+                match read {
+                    Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
+                    Ok((None, false, false)) => {
+                        return fail(Error::SessionStopped {
+                            session: handle.session.to_string(),
+                        });
+                    }
+                    Ok((None, false, true)) => {
+                        return fail(Error::not_found(
+                            "run",
+                            handle.run_id.to_string(),
+                            std::iter::empty::<String>(),
+                        ));
+                    }
+                    Ok((None, true, _)) => {}
+                    Err(error) => {
+                        tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "reading an outcome failed; retrying");
+                    }
                 }
             }
+            read = true;
             let expired = async {
                 match until {
                     Some(until) => tokio::time::sleep_until(until).await,
@@ -1106,17 +1166,9 @@ impl Runtime for RedisRuntime {
             .engine
             .processor_info(name)
             .map_or(0, |info| info.config.priority);
-        let handle = match serde_json::to_string(&input) {
-            Ok(input) => {
-                self.submit_raw(session, name, fingerprint, input, priority)
-                    .await
-            }
-            Err(error) => Err(error.into()),
-        };
-        match handle {
-            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
-            Err(error) => detached(error),
-        }
+        let input = serde_json::to_string(&input).map_err(Error::from);
+        self.submit_and_wait(session, name, fingerprint, input, priority, started)
+            .await
     }
 }
 
@@ -1134,15 +1186,15 @@ where
     ) -> RunOutcome<P::Output> {
         let started = Instant::now();
         self.ensure_served(processor);
-        match self.submit(session, processor, input).await {
-            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
-            Err(error) => Err(failure(
-                session,
-                RunId::generate(),
-                SystemTime::now(),
-                started,
-                error,
-            )),
-        }
+        let encoded = serde_json::to_string(&input).map_err(Error::from);
+        self.submit_and_wait(
+            session,
+            processor.name(),
+            processor.contract().fingerprint,
+            encoded,
+            processor.config().priority,
+            started,
+        )
+        .await
     }
 }
