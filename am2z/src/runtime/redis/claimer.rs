@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +37,17 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                 Err(_) => break,
             }
         }
+        // A wake that came while this claimer was busy announced work the claim below sees
+        // anyway: drop it, and listen from now on, so no wake during the claim is lost and
+        // none makes an idle claimer look again for nothing.
+        let _ = inner.wake.notified().now_or_never();
+        let woken = inner.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         match claim(&inner, permits.len()).await {
-            Ok(jobs) if !jobs.is_empty() => {
+            Ok(Claimed { jobs, drained }) if !jobs.is_empty() => {
+                let session = jobs[0].session.clone();
+                let deadline = jobs[0].lease_deadline.clone();
                 for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
                     let inner = Arc::clone(&inner);
                     tokio::spawn(async move {
@@ -45,12 +55,14 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                         drop(permit);
                     });
                 }
+                drop(permits);
+                after_claim(&inner, &session, &deadline, drained).await;
             }
             Ok(_) => {
                 drop(permits);
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = inner.wake.notified() => {}
+                    () = &mut woken => {}
                     () = tokio::time::sleep(inner.config.idle_poll) => {}
                 }
             }
@@ -66,12 +78,28 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
+/// What one claim leased.
+struct Claimed {
+    jobs: Vec<ClaimedJob>,
+    /// Whether the claim left the session's queue empty.
+    drained: bool,
+}
+
+impl Claimed {
+    fn nothing() -> Self {
+        Claimed {
+            jobs: Vec::new(),
+            drained: false,
+        }
+    }
+}
+
 /// Leases up to `most` jobs this process can run, from the least-served session that has
 /// any.
-async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
+async fn claim(inner: &Inner, most: usize) -> Result<Claimed, Error> {
     let fingerprints = inner.served_fingerprints();
     if fingerprints.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Claimed::nothing());
     }
     let mut conn = inner.conn()?;
     let sched = inner.keys.sched();
@@ -84,7 +112,7 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         let Some(picked) = picked else {
-            return Ok(Vec::new());
+            return Ok(Claimed::nothing());
         };
         let Ok(session) = SessionId::new(&picked) else {
             // Not one of ours (ids are validated before they reach Redis): drop it.
@@ -111,18 +139,59 @@ async fn claim(inner: &Inner, most: usize) -> Result<Vec<ClaimedJob>, Error> {
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
         match reply.first().map(String::as_str) {
-            Some("ok") => {
-                let jobs: Vec<ClaimedJob> = reply[1..]
+            Some("ok") if reply.len() >= 2 => {
+                let jobs: Vec<ClaimedJob> = reply[2..]
                     .chunks_exact(8)
                     .filter_map(|fields| job(&session, fields))
                     .collect();
-                return Ok(jobs);
+                let drained = reply[1] == "0";
+                return Ok(Claimed { jobs, drained });
             }
             Some("empty") => retire(inner, &mut conn, &session).await?,
             _ => {}
         }
     }
-    Ok(Vec::new())
+    Ok(Claimed::nothing())
+}
+
+/// After a claim from `session`, in one round trip while its jobs run: makes the sweeper
+/// look at the session by the new leases' `deadline` (if this process dies before this, the
+/// sweeper's full pass finds the leases), and, when the claim `drained` the session's queue,
+/// takes the session out of the schedule rather than picking it again only to find it empty.
+async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) {
+    let Ok(mut conn) = inner.conn() else { return };
+    let mut watch = inner.scripts.watch.prepare_invoke();
+    watch
+        .key(inner.keys.leasing())
+        .arg(session.as_str())
+        .arg(deadline)
+        .arg(inner.registry_ttl_ms());
+    let mut pipe = redis::pipe();
+    pipe.invoke_script(&watch).ignore();
+    if drained {
+        pipe.zrem(inner.keys.sched(), session.as_str())
+            .ignore()
+            .zcard(inner.keys.session(session).queue());
+    }
+    let done: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
+    let queued = match done {
+        Ok(replies) => replies.first().copied().unwrap_or(0),
+        Err(_) => {
+            // After a `SCRIPT FLUSH`, say: the loading path, one step at a time.
+            let watched: redis::RedisResult<i64> = watch.invoke_async(&mut conn).await;
+            if let Err(error) = watched {
+                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
+            }
+            if drained && let Err(error) = retire(inner, &mut conn, session).await {
+                tracing::debug!(%error, "retiring a drained session failed; the next claim finds it empty");
+            }
+            return;
+        }
+    };
+    // A submission raced in after the claim: keep the session scheduled.
+    if queued > 0 {
+        inner.enlist(&mut conn, session).await;
+    }
 }
 
 /// One leased job from its eight fields in `claim.lua`'s reply.

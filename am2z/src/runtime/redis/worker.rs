@@ -54,39 +54,35 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
         );
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
     let served = inner.served_for(&job.name, &job.fingerprint);
-    let running = async {
-        match served {
-            Some(served) => {
-                let span = tracing::debug_span!(
-                    "am2z.job",
-                    session = %job.session,
-                    run = %job.run_id,
-                    processor = %job.name,
-                    delivery = job.deliveries,
-                );
-                let running = served
-                    .execute(Assignment {
-                        engine: &inner.engine,
-                        session: &job.session,
-                        input: &job.input,
-                        run_id: job.run_id,
-                        created_at,
-                        max_bytes: inner.config.max_payload_bytes,
-                        gate: Arc::new(ClusterGate {
-                            inner: Arc::clone(&inner),
-                        }),
-                    })
-                    .instrument(span);
-                tokio::select! {
-                    executed = running => Some(executed),
-                    () = lost.cancelled() => None,
-                }
+    let executed = match served {
+        Some(served) => {
+            let span = tracing::debug_span!(
+                "am2z.job",
+                session = %job.session,
+                run = %job.run_id,
+                processor = %job.name,
+                delivery = job.deliveries,
+            );
+            let running = served
+                .execute(Assignment {
+                    engine: &inner.engine,
+                    session: &job.session,
+                    input: &job.input,
+                    run_id: job.run_id,
+                    created_at,
+                    max_bytes: inner.config.max_payload_bytes,
+                    gate: Arc::new(ClusterGate {
+                        inner: Arc::clone(&inner),
+                    }),
+                })
+                .instrument(span);
+            tokio::select! {
+                executed = running => Some(executed),
+                () = lost.cancelled() => None,
             }
-            None => None,
         }
+        None => None,
     };
-    // The sweeper's watch goes out while the run executes: the run does not wait for it.
-    let (executed, ()) = tokio::join!(running, watch(&inner, &job));
     match executed {
         Some(executed) if !executed.cancelled_here => {
             commit(&inner, &job, executed).await;
@@ -99,24 +95,6 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&job.run_id);
     inner.lease_returned.notify_waiters();
-}
-
-/// Makes the sweeper look at the job's session by the lease's deadline. (If this process dies
-/// before this, the sweeper's periodic full pass finds the lease.)
-async fn watch(inner: &Inner, job: &ClaimedJob) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let watched: redis::RedisResult<i64> = inner
-        .scripts
-        .watch
-        .key(inner.keys.leasing())
-        .arg(job.session.as_str())
-        .arg(&job.lease_deadline)
-        .arg(inner.registry_ttl_ms())
-        .invoke_async(&mut conn)
-        .await;
-    if let Err(error) = watched {
-        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
-    }
 }
 
 async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {

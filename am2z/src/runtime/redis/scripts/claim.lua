@@ -2,9 +2,9 @@
 -- KEYS: 1 queue, 2 leases
 -- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
 --       4 session ttl (ms), 5 most jobs to lease, 6.. fingerprints this worker serves
--- Returns {'ok', then per job: run, name, fingerprint, input, token, created_ms, deliveries,
---         lease deadline}, {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this
---         worker serves).
+-- Returns {'ok', how many jobs are still queued, then per job: run, name, fingerprint, input,
+--         token, created_ms, deliveries, lease deadline}, {'empty'} (nothing queued) or
+--         {'busy'} (at quota, or nothing this worker serves).
 local most = tonumber(ARGV[5])
 local quota = tonumber(ARGV[3])
 if quota > 0 then
@@ -27,7 +27,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])
-local out = {'ok'}
+local out = {'ok', '0'}
 local leased = 0
 for _, id in ipairs(ids) do
   if leased >= most then
@@ -56,4 +56,5 @@ if leased == 0 then
   return {'busy'}
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+out[2] = tostring(redis.call('ZCARD', KEYS[1]))
 return out
