@@ -205,9 +205,17 @@ impl Inner {
     /// Handles a message from one of the runtime's channels.
     fn on_message(self: &Arc<Self>, channel: &str, payload: String) {
         if channel == self.keys.events_channel() {
-            match serde_json::from_str::<Event>(&payload) {
-                Ok(event) => self.events.publish(event),
-                Err(error) => tracing::debug!(%error, "undecodable event ignored"),
+            // A worker's batch (a JSON array), or one event published by the runtime itself.
+            if payload.starts_with('[') {
+                match serde_json::from_str::<Vec<Event>>(&payload) {
+                    Ok(events) => events.into_iter().for_each(|e| self.events.publish(e)),
+                    Err(error) => tracing::debug!(%error, "undecodable events ignored"),
+                }
+            } else {
+                match serde_json::from_str::<Event>(&payload) {
+                    Ok(event) => self.events.publish(event),
+                    Err(error) => tracing::debug!(%error, "undecodable event ignored"),
+                }
             }
         } else if channel == self.keys.wake_channel() {
             self.wake.notify_one();
