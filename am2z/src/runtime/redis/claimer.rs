@@ -22,6 +22,7 @@ const CLAIM_BATCH: usize = 16;
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(inner.config.worker_concurrency));
+    let mut hint: Option<SessionId> = None;
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -41,10 +42,11 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         // anyway: drop it, and listen from now on, so no wake during the claim is lost and
         // none makes an idle claimer look again for nothing.
         let _ = inner.wake.notified().now_or_never();
+        inner.woken.lock().unwrap_or_else(|p| p.into_inner()).take();
         let woken = inner.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        match claim(&inner, permits.len()).await {
+        match claim(&inner, permits.len(), hint.take()).await {
             Ok(Claimed { jobs, drained }) if !jobs.is_empty() => {
                 let session = jobs[0].session.clone();
                 let deadline = jobs[0].lease_deadline.clone();
@@ -56,14 +58,18 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                     });
                 }
                 drop(permits);
-                after_claim(&inner, &session, &deadline, drained).await;
+                if after_claim(&inner, &session, &deadline, drained).await {
+                    // Nothing left to pick: wait as an idle claimer does (the listener was
+                    // armed before the claim, so a wake since then is not lost).
+                    if !idle(&inner, &stop, woken, &mut hint).await {
+                        return;
+                    }
+                }
             }
             Ok(_) => {
                 drop(permits);
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = &mut woken => {}
-                    () = tokio::time::sleep(inner.config.idle_poll) => {}
+                if !idle(&inner, &stop, woken, &mut hint).await {
+                    return;
                 }
             }
             Err(error) => {
@@ -75,6 +81,26 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Waits for a wake (setting `hint` to the session it names), the idle poll, or `stop`;
+/// false when stopped.
+async fn idle(
+    inner: &Inner,
+    stop: &CancellationToken,
+    woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    hint: &mut Option<SessionId>,
+) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = woken => {
+            // Nothing was claimable at the last look, so the session whose wake ended the
+            // wait is the one to serve, without a `pick` round trip.
+            *hint = inner.woken.lock().unwrap_or_else(|p| p.into_inner()).take();
+            true
+        }
+        () = tokio::time::sleep(inner.config.idle_poll) => true,
     }
 }
 
@@ -95,49 +121,85 @@ impl Claimed {
 }
 
 /// Leases up to `most` jobs this process can run, from the least-served session that has
-/// any.
-async fn claim(inner: &Inner, most: usize) -> Result<Claimed, Error> {
+/// any, or first from `hint`, the session whose `wake` ended this claimer's idleness (charged
+/// its turn in `sched` as `pick` would, in the same round trip).
+async fn claim(inner: &Inner, most: usize, hint: Option<SessionId>) -> Result<Claimed, Error> {
     let fingerprints = inner.served_fingerprints();
     if fingerprints.is_empty() {
         return Ok(Claimed::nothing());
     }
     let mut conn = inner.conn()?;
     let sched = inner.keys.sched();
+    let mut hint = hint;
     for _ in 0..SESSIONS_PER_CLAIM {
-        let picked: Option<String> = inner
-            .scripts
-            .pick
-            .key(&sched)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| inner.errors.unavailable(&e))?;
-        let Some(picked) = picked else {
-            return Ok(Claimed::nothing());
-        };
-        let Ok(session) = SessionId::new(&picked) else {
-            // Not one of ours (ids are validated before they reach Redis): drop it.
-            let _: redis::RedisResult<i64> = redis::cmd("ZREM")
-                .arg(&sched)
-                .arg(&picked)
-                .query_async(&mut conn)
-                .await;
-            continue;
+        let hinted = hint.is_some();
+        let session = match hint.take() {
+            Some(session) => session,
+            None => {
+                let picked: Option<String> = inner
+                    .scripts
+                    .pick
+                    .key(&sched)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| inner.errors.unavailable(&e))?;
+                let Some(picked) = picked else {
+                    return Ok(Claimed::nothing());
+                };
+                let Ok(session) = SessionId::new(&picked) else {
+                    // Not one of ours (ids are validated before they reach Redis): drop it.
+                    let _: redis::RedisResult<i64> = redis::cmd("ZREM")
+                        .arg(&sched)
+                        .arg(&picked)
+                        .query_async(&mut conn)
+                        .await;
+                    continue;
+                };
+                session
+            }
         };
         let keys = inner.keys.session(&session);
-        let reply: Vec<String> = inner
-            .scripts
-            .claim
-            .key(keys.queue())
+        let mut call = inner.scripts.claim.prepare_invoke();
+        call.key(keys.queue())
             .key(keys.leases())
             .arg(keys.job_prefix())
             .arg(millis(inner.config.lease))
             .arg(inner.config.session_concurrency)
             .arg(millis(inner.config.session_ttl))
             .arg(most)
-            .arg(&fingerprints)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| inner.errors.unavailable(&e))?;
+            .arg(&fingerprints);
+        let pipelined: Option<redis::Value> = if hinted {
+            // `XX`: a session retired meanwhile is not put back by its charge.
+            let replies: Vec<redis::Value> = redis::pipe()
+                .ignore_errors()
+                .cmd("ZADD")
+                .arg(&sched)
+                .arg("XX")
+                .arg("INCR")
+                .arg(1)
+                .arg(session.as_str())
+                .ignore()
+                .invoke_script(&call)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?;
+            replies.into_iter().next()
+        } else {
+            None
+        };
+        let reply: Vec<String> = match pipelined {
+            Some(redis::Value::ServerError(error)) if error.code() != "NOSCRIPT" => {
+                return Err(inner.errors.unavailable(&error.into()));
+            }
+            Some(reply) if !matches!(reply, redis::Value::ServerError(_)) => {
+                redis::from_redis_value(reply).map_err(|e| inner.errors.unavailable(&e.into()))?
+            }
+            // Picked above, or `NOSCRIPT` (after a `SCRIPT FLUSH`): the loading path.
+            _ => call
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| inner.errors.unavailable(&e))?,
+        };
         match reply.first().map(String::as_str) {
             Some("ok") if reply.len() >= 2 => {
                 let jobs: Vec<ClaimedJob> = reply[2..]
@@ -158,8 +220,11 @@ async fn claim(inner: &Inner, most: usize) -> Result<Claimed, Error> {
 /// look at the session by the new leases' `deadline` (if this process dies before this, the
 /// sweeper's full pass finds the leases), and, when the claim `drained` the session's queue,
 /// takes the session out of the schedule rather than picking it again only to find it empty.
-async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) {
-    let Ok(mut conn) = inner.conn() else { return };
+/// Returns whether the schedule is then known to be empty (nothing left to pick).
+async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) -> bool {
+    let Ok(mut conn) = inner.conn() else {
+        return false;
+    };
     let mut watch = inner.scripts.watch.prepare_invoke();
     watch
         .key(inner.keys.leasing())
@@ -171,11 +236,13 @@ async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained
     if drained {
         pipe.zrem(inner.keys.sched(), session.as_str())
             .ignore()
-            .zcard(inner.keys.session(session).queue());
+            .zcard(inner.keys.session(session).queue())
+            .zcard(inner.keys.sched());
     }
     let done: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
-    let queued = match done {
-        Ok(replies) => replies.first().copied().unwrap_or(0),
+    let (queued, scheduled) = match done {
+        Ok(replies) if drained && replies.len() == 2 => (replies[0], replies[1]),
+        Ok(_) => return false,
         Err(_) => {
             // After a `SCRIPT FLUSH`, say: the loading path, one step at a time.
             let watched: redis::RedisResult<i64> = watch.invoke_async(&mut conn).await;
@@ -185,13 +252,15 @@ async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained
             if drained && let Err(error) = retire(inner, &mut conn, session).await {
                 tracing::debug!(%error, "retiring a drained session failed; the next claim finds it empty");
             }
-            return;
+            return false;
         }
     };
     // A submission raced in after the claim: keep the session scheduled.
     if queued > 0 {
         inner.enlist(&mut conn, session).await;
+        return false;
     }
+    scheduled == 0
 }
 
 /// One leased job from its eight fields in `claim.lua`'s reply.

@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     stop_token: Mutex<CancellationToken>,
     pub(crate) waiters: Waiters,
     pub(crate) wake: Notify,
+    /// The session named by the latest `wake` message: an idle claimer claims from it
+    /// directly (see `claimer.rs`).
+    pub(crate) woken: Mutex<Option<SessionId>>,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
     pub(crate) permits: Mutex<HashMap<String, String>>,
@@ -218,6 +221,7 @@ impl Inner {
                 }
             }
         } else if channel == self.keys.wake_channel() {
+            *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = SessionId::new(&payload).ok();
             self.wake.notify_one();
         } else if channel == self.keys.done_channel() {
             // `<session> <run>`, then the stored outcome when it is small.
@@ -285,6 +289,7 @@ impl RedisRuntime {
             stop_token: Mutex::new(stopped),
             waiters: Waiters::default(),
             wake: Notify::new(),
+            woken: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
             lease_returned: Notify::new(),
