@@ -34,18 +34,21 @@ for _, id in ipairs(ids) do
     break
   end
   local job = ARGV[1] .. id
-  local fp = redis.call('HGET', job, 'fp')
+  -- Two reads and one write per leased job (token and deliveries are only ever changed by
+  -- scripts, which run atomically); the input is read only for a job this worker takes.
+  local f = redis.call('HMGET', job, 'fp', 'name', 'created_ms', 'token', 'deliveries')
+  local fp = f[1]
   if not fp then
     -- The job expired or was deleted: drop its queue entry.
     redis.call('ZREM', KEYS[1], id)
   elseif served[fp] then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZADD', KEYS[2], deadline, id)
-    local token = redis.call('HINCRBY', job, 'token', 1)
-    local deliveries = redis.call('HINCRBY', job, 'deliveries', 1)
-    redis.call('HSET', job, 'state', 'leased')
-    local f = redis.call('HMGET', job, 'name', 'input', 'created_ms')
-    for _, field in ipairs({id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'),
+    local token = tonumber(f[4] or '0') + 1
+    local deliveries = tonumber(f[5] or '0') + 1
+    redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
+    local input = redis.call('HGET', job, 'input')
+    for _, field in ipairs({id, f[2], fp, input, tostring(token), tostring(f[3] or '0'),
         tostring(deliveries), tostring(deadline)}) do
       out[#out + 1] = field
     end
