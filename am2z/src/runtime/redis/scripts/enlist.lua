@@ -10,16 +10,19 @@
 -- Returns 1 (scheduled now) or 0 (already scheduled).
 local ttl = tonumber(ARGV[3])
 local scheduled = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[1])
+local added = redis.call('SADD', KEYS[2], ARGV[1]) == 1
 if not scheduled then
-  local low = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local least = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   local score = 0
-  if #low > 0 then
-    score = tonumber(low[2])
+  if #least > 0 then
+    score = tonumber(least[2])
   end
   redis.call('ZADD', KEYS[1], score, ARGV[1])
 end
-if redis.call('PTTL', KEYS[1]) < ttl - math.floor(ttl / 16) then
+-- A key this call may have created has no TTL yet: refresh then too.
+local low = ttl - math.floor(ttl / 16)
+if added or not scheduled or redis.call('PTTL', KEYS[1]) < low
+    or redis.call('PTTL', KEYS[2]) < low then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
