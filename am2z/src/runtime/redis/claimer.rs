@@ -58,11 +58,15 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
                     });
                 }
                 drop(permits);
-                if after_claim(&inner, &session, &deadline, drained).await {
-                    // Nothing left to pick: wait as an idle claimer does (the listener was
-                    // armed before the claim, so a wake since then is not lost).
-                    if !idle(&inner, &stop, woken, &mut hint).await {
-                        return;
+                match after_claim(&inner, &session, &deadline, drained).await {
+                    Next::Pick => {}
+                    Next::Again => hint = Some(session),
+                    Next::Idle => {
+                        // Nothing left to pick: wait as an idle claimer does (the listener
+                        // was armed before the claim, so a wake since then is not lost).
+                        if !idle(&inner, &stop, woken, &mut hint).await {
+                            return;
+                        }
                     }
                 }
             }
@@ -216,14 +220,25 @@ async fn claim(inner: &Inner, most: usize, hint: Option<SessionId>) -> Result<Cl
     Ok(Claimed::nothing())
 }
 
+/// What the claimer does after a claim.
+enum Next {
+    /// Pick the least-served session.
+    Pick,
+    /// Claim from the same session again without picking: it is the only one scheduled and
+    /// still has queued jobs, so `pick` could only return it.
+    Again,
+    /// Nothing is scheduled: wait for a wake.
+    Idle,
+}
+
 /// After a claim from `session`, in one round trip while its jobs run: makes the sweeper
 /// look at the session by the new leases' `deadline` (if this process dies before this, the
 /// sweeper's full pass finds the leases), and, when the claim `drained` the session's queue,
-/// takes the session out of the schedule rather than picking it again only to find it empty.
-/// Returns whether the schedule is then known to be empty (nothing left to pick).
-async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) -> bool {
+/// takes the session out of the schedule rather than picking it again only to find it empty;
+/// then looks at the schedule to tell what the claimer does next.
+async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) -> Next {
     let Ok(mut conn) = inner.conn() else {
-        return false;
+        return Next::Pick;
     };
     let mut watch = inner.scripts.watch.prepare_invoke();
     watch
@@ -238,29 +253,50 @@ async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained
             .ignore()
             .zcard(inner.keys.session(session).queue())
             .zcard(inner.keys.sched());
-    }
-    let done: redis::RedisResult<Vec<i64>> = pipe.query_async(&mut conn).await;
-    let (queued, scheduled) = match done {
-        Ok(replies) if drained && replies.len() == 2 => (replies[0], replies[1]),
-        Ok(_) => return false,
-        Err(_) => {
-            // After a `SCRIPT FLUSH`, say: the loading path, one step at a time.
-            let watched: redis::RedisResult<i64> = watch.invoke_async(&mut conn).await;
-            if let Err(error) = watched {
-                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
+        let done: redis::RedisResult<(i64, i64)> = pipe.query_async(&mut conn).await;
+        match done {
+            // A submission raced in after the claim: keep the session scheduled.
+            Ok((queued, _)) if queued > 0 => {
+                inner.enlist(&mut conn, session).await;
+                Next::Pick
             }
-            if drained && let Err(error) = retire(inner, &mut conn, session).await {
-                tracing::debug!(%error, "retiring a drained session failed; the next claim finds it empty");
+            Ok((_, 0)) => Next::Idle,
+            Ok(_) => Next::Pick,
+            Err(_) => {
+                watch_slowly(inner, &mut conn, &watch).await;
+                if let Err(error) = retire(inner, &mut conn, session).await {
+                    tracing::debug!(%error, "retiring a drained session failed; the next claim finds it empty");
+                }
+                Next::Pick
             }
-            return false;
         }
-    };
-    // A submission raced in after the claim: keep the session scheduled.
-    if queued > 0 {
-        inner.enlist(&mut conn, session).await;
-        return false;
+    } else {
+        pipe.zrange(inner.keys.sched(), 0, 1);
+        let done: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut conn).await;
+        match done {
+            Ok((scheduled,)) if scheduled.len() == 1 && scheduled[0] == session.as_str() => {
+                Next::Again
+            }
+            Ok(_) => Next::Pick,
+            Err(_) => {
+                watch_slowly(inner, &mut conn, &watch).await;
+                Next::Pick
+            }
+        }
     }
-    scheduled == 0
+}
+
+/// `watch.lua` on its own, through the path that loads the script (after a `SCRIPT FLUSH`,
+/// say).
+async fn watch_slowly(
+    inner: &Inner,
+    conn: &mut ConnectionManager,
+    watch: &redis::ScriptInvocation<'_>,
+) {
+    let watched: redis::RedisResult<i64> = watch.invoke_async(conn).await;
+    if let Err(error) = watched {
+        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
+    }
 }
 
 /// One leased job from its eight fields in `claim.lua`'s reply.
