@@ -106,43 +106,56 @@ def add(*vals):
     return None if any(v is None for v in vals) else sum(vals)
 
 
-# What the profiles of this suite showed, written when the suite was built (commit 50f1f05 of
-# the runtime); the tables above are regenerated on every run and are what to check it against.
+# What the profiles showed after the optimisation work of branch `perf` (the runtime at commit
+# 29868cb); the tables above are regenerated on every run and are what to check it against.
 NOTES = """### Targets missed: what the profiles show, and what would remove it
 
 Profiles: Redis' side from the SLOWLOG table above; the worker's side from callgrind
-(`AM2Z_BENCH_WORKER_WRAP="valgrind --tool=callgrind" am2z-bench --quick --only throughput`;
-`perf` has no hardware counters on this VM). Written against the runtime at commit `50f1f05`.
+(`AM2Z_BENCH_WORKER_WRAP="valgrind --tool=callgrind" am2z-bench --quick --only throughput`,
+the worker at concurrency 10; `perf` has no hardware counters on this VM); the latency path
+from `redis-cli MONITOR` on a scratch Redis. Written against the runtime at commit `29868cb`.
 
-- **One-step p50 (≤ 0.25 ms).** Latency here is round trips, not CPU. A one-step run waits on
-  6–7 sequential round trips and one or two pub/sub hops: `submit.lua`, then `enlist.lua`
-  (client); the `wake` message; `pick.lua`, then `claim.lua`; the forwarder's `event.lua`
-  pipeline and the pre-commit barrier; `commit.lua`; the `done` message; and, when the worker
-  is another process, the waiter's `GET`/`EXISTS` pipeline. *Remove:* enlist inside
-  `submit.lua`; pick and claim in one script; the run's events appended by `commit.lua`
-  (no separate call, no barrier); the outcome carried in the `done` message. That leaves
-  submit → claim → commit → done.
-- **Parallel of 3 with fan-in (≤ 0.5 ms).** The one-step path plus four steps' events, each
-  forwarded through `event.lua` before the commit may go. *Remove:* as above; with events
-  folded into the commit it costs what a one-step run costs.
-- **Throughput (≥ 3× BullMQ).** Flat across concurrency 1, 10, 50 and two processes: the
-  claimer leases one job per iteration, sequentially, with two round trips (`pick.lua`,
-  `claim.lua`) each, so worker concurrency only overlaps execution (nothing, for a no-op).
-  *Remove:* batched claims (one script leases up to the free slots), the next claim made by
-  the script that commits the last run, commits of finished runs pipelined together.
-- **Redis CPU per step (≤ 30 µs).** About 8 script calls per one-step run, each with ~10 µs of
-  fixed cost beyond the commands it runs (those total ~40 µs per run); `submit.lua` refreshes
-  the TTL of every session key on every submit (`PEXPIRE` ~14× per run); three `event.lua`
-  calls per step (each `XADD` + `PUBLISH` + stats `HINCRBY`). *Remove:* 2 script calls per run
-  (submit; claim and commit, batched); TTLs refreshed only when below half; events written in
-  the commit, and published only while someone subscribes.
-- **Worker CPU** (callgrind, worker process): event forwarding (serialising each event, one
-  `event.lua` per event) ~27%; redis-rs reply parsing ~15–19%; the pub/sub loop decoding the
-  process's own events back from `<p>:events` ~11–13% (every process receives every event);
-  key and argument formatting (`core::fmt`) ~12%; allocation ~15%. *Remove:* the event work
-  above; per-session key prefixes formatted once and reused.
-- **Fan-out of 10 000 children**: one job, so the children run in one worker; each child step
-  still forwards its events to Redis (the per-step commands above), which is most of its time.
+- **One-step p50 (≤ 0.25 ms).** Latency here is hops, not CPU. A run now waits on three
+  sequential round trips and one pub/sub hop: `submit.lua` + `enlist.lua` (one pipeline); the
+  `wake` message; the idle claimer's `claim.lua` on the session the wake names (its turn
+  charged in the same pipeline, no `pick.lua`); the forwarder's one pipeline of the run's
+  events and `commit.lua`. The waiter in the worker's process is handed the outcome; one
+  elsewhere takes it from the `done` message (no read). Each hop can wake a sleeping process:
+  a PING from idle costs about as much as the whole target here (the rows above), against
+  ~0.04 ms back to back. *Remove:* hops. A process that submits and serves the processor with
+  a free slot could lease the job in the submit's own pipeline (`claim.lua` on that session
+  after `submit.lua`; fencing unchanged), leaving two round trips; a worker in another
+  process needs the wake-up and the claim to be one hop (a blocking pop of a per-worker list
+  that `enlist` pushes to, on one more connection).
+- **Throughput (≥ 3× BullMQ).** At concurrency 1 each run waits two sequential round trips,
+  the claim and the commit (the claimer skips `pick` when the session is the only one
+  scheduled); BullMQ's `moveToFinished` fetches the next job in the same call, one round trip
+  per job. *Remove:* `commit.lua` leasing the next job of the same session for the slot it
+  frees (same slot, so still Cluster-slot-safe). At concurrency 10 and 50 the limit is Redis'
+  CPU: the total per run (queueing + processing) caps one Redis core at 1 s / that many µs,
+  whatever the workers do; 3× BullMQ needs it near 20 µs.
+- **Redis CPU per run (≤ 30 µs).** Script calls per run are down to about 4 under load
+  (submit, enlist, a share of claim and watch, a share of event, commit). What they run
+  (SLOWLOG above): `claim.lua` per leased job five commands plus a 64-id `ZRANGE` and the
+  job's fields, input included, in the reply; `commit.lua` ten commands, four of them the
+  results index (`TIME`, `ZREMRANGEBYSCORE`, `ZADD`, `PEXPIRE`); `event.lua` one `XADD` per
+  event (three per one-step run) and one `PUBLISH` per batch; `submit.lua` ten.
+  *Remove:* one stream entry per batch of events instead of one per event (replay pages
+  batches); trimming the results index in the sweeper, not on every commit; claim and commit
+  of consecutive runs in one script (above), one script call (~10 µs fixed) less per run.
+- **Redis CPU per step of the sequential latency runs (≤ 30 µs).** A lone run pays per round
+  trip, not per command: reading and writing each request and reply, and delivering each
+  pub/sub message (`wake`, events, `done`) to every process. *Remove:* the hops above.
+- **Worker CPU** (callgrind, worker process at concurrency 10): the forwarder ~36% (building
+  its pipelines ~16%, mostly key and argument formatting: `core::fmt` ~12% of the total,
+  `u128` hex of run ids ~1.5%; serialising events ~10%); redis-rs reply parsing (`combine`)
+  ~22%; decoding the process's own events back from `<p>:events` ~17% (every process receives
+  every event); allocation ~15%. *Remove:* subscribing to `<p>:events` only while the process
+  has a subscriber (the pub/sub loop in `connection.rs`); per-session key prefixes and run ids
+  formatted once per job, not per command.
+- **Fan-out of 10 000 children**: one job, so the children run in one worker; its steps'
+  events now go out in batches (one `event.lua` per session per pipeline), which is most of
+  what is left of its time.
 """
 
 lines = []
@@ -249,7 +262,7 @@ w(f"| Redis CPU / commands per session: create, one run, `stop_session` | {fmt(a
   f"{fmt(get(am2z, 'am2z.session_run_stop.redis_cmds_per_session'))} | — | — | — | — |")
 w("")
 w("The per-step rows of the sequential latency runs include what an idle worker costs Redis between")
-w("runs (its claimer finds the session empty, retires it and polls again; the sweeper and renewer),")
+w("runs (its claimer retires the drained session and waits for a wake; the sweeper and renewer),")
 w("spread over few runs per second; the throughput rows are the cost under load.")
 w("")
 w("Idle sessions (one run in each, then measured at rest; one worker process at concurrency 50):")

@@ -1,131 +1,115 @@
 //! Forwards the events of runs executed here to Redis (the session's stream and the events
-//! channel), in order, and lets a worker wait until a run's events are out before it
-//! commits the run, so every process sees a run's events before its outcome.
+//! channel), and commits finished runs behind their events: one task sends both, in order,
+//! as pipelines on the one multiplexed connection, so every process sees a run's events
+//! before its outcome without the commit waiting for the events' round trip.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
+use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::oneshot;
+use redis::{RedisResult, Value};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
-use super::scripts::InvokeReloading;
 use super::worker::millis;
-use crate::{Event, EventKind, EventStream, RunId};
+use crate::{Event, EventKind, EventStream, RunId, SessionId};
 
-/// The most events forwarded in one round trip.
+/// The most events or commits sent in one pipeline.
 const BATCH: usize = 256;
 
-/// How old an event may be when it is forwarded before the forwarder counts as behind: runs
-/// then commit without waiting for their events, so a flood of one session's events does not
-/// hold every other session's commits on this worker.
-const BEHIND: Duration = Duration::from_millis(500);
+/// Pipelines in flight at once: enough to keep the connection busy, few enough to bound what
+/// is buffered when Redis is slow.
+const MAX_IN_FLIGHT: usize = 32;
 
-/// Which runs' terminal events are out.
-#[derive(Default)]
-pub(crate) struct Barrier {
-    state: Mutex<BarrierState>,
+/// The largest outcome (bytes) a `done` message carries, so that a waiter in another process
+/// needs no read; every process receives every `done` message, so larger ones are only named.
+pub(crate) const DONE_INLINE: usize = 4096;
+
+/// A finished run to commit, fenced by its lease token.
+pub(crate) struct Commit {
+    pub(crate) session: SessionId,
+    pub(crate) run_id: RunId,
+    pub(crate) token: String,
+    /// The outcome as stored.
+    pub(crate) wire: String,
+    /// The job's input did not decode: the run is dead-lettered with its outcome.
+    pub(crate) dead: bool,
+    /// `commit.lua`'s answer (1 committed, 0 refused).
+    pub(crate) reply: oneshot::Sender<RedisResult<i64>>,
 }
 
-#[derive(Default)]
-struct BarrierState {
-    forwarded: HashSet<RunId>,
-    waiting: HashMap<RunId, oneshot::Sender<()>>,
-    /// How many times the forwarder fell behind and skipped events.
-    lags: u64,
+/// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
+enum Item {
+    /// Events of one session, in order (JSON, and the stats field each counts or `""`).
+    Events {
+        session: SessionId,
+        events: Vec<(String, String)>,
+    },
+    /// Finished steps counted in the prefix-wide stats.
+    Counted(HashMap<String, i64>),
+    Commit(Commit),
 }
 
-impl Barrier {
-    fn forwarded(&self, run: RunId) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.waiting.remove(&run) {
-            Some(waiter) => {
-                let _ = waiter.send(());
-            }
-            None => {
-                // Runs abandoned before their commit never collect their mark: bound the set.
-                if state.forwarded.len() >= 10_000 {
-                    state.forwarded.clear();
-                }
-                state.forwarded.insert(run);
-            }
-        }
-    }
-
-    /// The forwarder skipped events (it fell a whole ring behind) or is far behind: the
-    /// terminal events of runs waiting now, or finished since, may be among the skipped or
-    /// long in coming, so they stop waiting for them.
-    fn lagged(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.lags += 1;
-        for (_, waiter) in state.waiting.drain() {
-            let _ = waiter.send(());
-        }
-    }
-
-    /// A mark to pass to [`wait`](Self::wait), taken before the run starts.
-    pub(crate) fn mark(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).lags
-    }
-
-    /// Waits until the terminal event of `run` has been forwarded (at most `limit`), unless
-    /// the forwarder skipped events since `mark` (that event may be one of them).
-    pub(crate) async fn wait(&self, run: RunId, mark: u64, limit: Duration) {
-        let receiver = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.forwarded.remove(&run) || state.lags != mark {
-                return;
-            }
-            let (sender, receiver) = oneshot::channel();
-            state.waiting.insert(run, sender);
-            receiver
-        };
-        if tokio::time::timeout(limit, receiver).await.is_err() {
-            self.state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .waiting
-                .remove(&run);
-            tracing::debug!(%run, "events of the run were not all forwarded in time");
-        }
-    }
-}
-
-/// Forwards `stream` (the embedded executor's events) until `stop` fires.
-pub(crate) async fn run(inner: Arc<Inner>, mut stream: EventStream, stop: CancellationToken) {
+/// Forwards `stream` (the embedded executor's events) and sends the commits asked for on
+/// `commits`, until `stop` fires.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    mut stream: EventStream,
+    mut commits: mpsc::UnboundedReceiver<Commit>,
+    stop: CancellationToken,
+) {
+    let mut in_flight = FuturesOrdered::new();
+    let mut open = true;
     let mut missed = 0;
     loop {
-        let first = tokio::select! {
-            () = stop.cancelled() => return,
-            event = stream.next() => event,
-        };
-        let Some(first) = first else { return };
         if stream.missed() > missed {
             missed = stream.missed();
             tracing::warn!(
                 missed,
                 "events were produced faster than Redis took them; some were skipped"
             );
-            inner.barrier.lagged();
-        } else if first.at.elapsed().is_ok_and(|age| age > BEHIND) {
-            inner.barrier.lagged();
         }
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
+        let mut requests = Vec::new();
+        let mut events = Vec::new();
+        let room = in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+            request = commits.recv(), if open && room => match request {
+                Some(request) => requests.push(request),
+                None => open = false,
+            },
+            event = stream.next(), if room => match event {
+                Some(event) => events.push(event),
+                None => return,
+            },
+        }
+        // Every commit asked for so far, then every event published so far: a run's events
+        // were all published before its commit was asked for, so they are in this drain and
+        // go out first.
+        while requests.len() < BATCH {
+            match commits.try_recv() {
+                Ok(request) => requests.push(request),
+                Err(_) => break,
+            }
+        }
+        loop {
             match stream.next().now_or_never() {
-                Some(Some(event)) => batch.push(event),
+                Some(Some(event)) => events.push(event),
                 _ => break,
             }
-        }
-        forward(&inner, &batch).await;
-        for event in &batch {
-            if let (Some(run), EventKind::RunCompleted { .. } | EventKind::RunFailed { .. }) =
-                (event.run_id, &event.kind)
-            {
-                inner.barrier.forwarded(run);
+            if events.len() >= BATCH {
+                // Pipelines are sent in the order they are queued here.
+                in_flight.push_back(send(Arc::clone(&inner), items(std::mem::take(&mut events))));
             }
+        }
+        let mut batch = items(events);
+        batch.extend(requests.into_iter().map(Item::Commit));
+        if !batch.is_empty() {
+            in_flight.push_back(send(Arc::clone(&inner), batch));
         }
     }
 }
@@ -140,51 +124,194 @@ fn stats_field(event: &Event) -> Option<String> {
     Some(format!("{}:{outcome}", event.processor.as_deref()?))
 }
 
-async fn forward(inner: &Inner, batch: &[Event]) {
-    let Ok(conn) = inner.conn() else { return };
-    let channel = inner.keys.events_channel();
-    let max_len = inner.config.events_max_len;
-    let sends = batch.iter().filter_map(|event| {
+/// `events` as one script call per session (in order within each session) and one count of
+/// finished steps.
+fn items(events: Vec<Event>) -> Vec<Item> {
+    let mut sessions: Vec<(SessionId, Vec<(String, String)>)> = Vec::new();
+    let mut counted: HashMap<String, i64> = HashMap::new();
+    for event in events {
         // Session lifecycle events are published by the runtime itself (once, cluster-wide),
         // not by each worker's executor.
         if matches!(
             event.kind,
             EventKind::SessionCreated | EventKind::SessionStopped
         ) {
-            return None;
+            continue;
         }
-        let json = serde_json::to_string(event).ok()?;
-        let keys = inner.keys.session(&event.session);
-        let mut conn = conn.clone();
-        let script = &inner.scripts.event;
-        let channel = &channel;
-        let counted = stats_field(event);
-        Some(async move {
-            let sent: redis::RedisResult<i64> = script
-                .key(keys.meta())
+        let Ok(json) = serde_json::to_string(&event) else {
+            continue;
+        };
+        let field = stats_field(&event).unwrap_or_default();
+        if !field.is_empty() {
+            *counted.entry(field.clone()).or_default() += 1;
+        }
+        match sessions.iter_mut().find(|(s, _)| *s == event.session) {
+            Some((_, list)) => list.push((json, field)),
+            None => sessions.push((event.session, vec![(json, field)])),
+        }
+    }
+    let mut items: Vec<Item> = sessions
+        .into_iter()
+        .map(|(session, events)| Item::Events { session, events })
+        .collect();
+    if !counted.is_empty() {
+        items.push(Item::Counted(counted));
+    }
+    items
+}
+
+/// Adds `item` to `pipe`, as one command.
+fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
+    match item {
+        Item::Events { session, events } => {
+            let keys = inner.keys.session(session);
+            let mut call = inner.scripts.event.prepare_invoke();
+            call.key(keys.meta())
                 .key(keys.events())
                 .key(keys.stats())
-                .arg(json)
-                .arg(max_len)
-                .arg(channel)
-                .arg(counted.as_deref().unwrap_or(""))
-                .invoke_reloading(&mut conn)
-                .await;
-            let counted_globally = match &counted {
-                Some(field) => redis::pipe()
-                    .hincr(inner.keys.stats(), field, 1)
-                    .ignore()
-                    .pexpire(inner.keys.stats(), millis(inner.config.session_ttl).try_into().unwrap_or(i64::MAX))
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await,
-                None => Ok(()),
-            };
-            if let Err(error) = sent.map(|_| ()).and(counted_globally) {
-                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding an event failed");
+                .arg(inner.config.events_max_len)
+                .arg(inner.keys.events_channel());
+            for (json, field) in events {
+                call.arg(json).arg(field);
             }
-        })
-    });
-    // Joined futures send in order on the one multiplexed connection.
-    futures::future::join_all(sends).await;
+            pipe.invoke_script(&call);
+        }
+        Item::Counted(counted) => {
+            // Plain commands: a script call would cost Redis more than these few.
+            let stats = inner.keys.stats();
+            for (field, n) in counted {
+                pipe.hincr(&stats, field, *n).ignore();
+            }
+            pipe.pexpire(
+                &stats,
+                millis(inner.config.session_ttl)
+                    .try_into()
+                    .unwrap_or(i64::MAX),
+            );
+        }
+        Item::Commit(commit) => {
+            let keys = inner.keys.session(&commit.session);
+            let mut call = inner.scripts.commit.prepare_invoke();
+            call.key(keys.leases())
+                .key(keys.job(commit.run_id))
+                .key(keys.result(commit.run_id))
+                .key(keys.index())
+                .key(keys.results());
+            if commit.dead {
+                call.key(keys.dead());
+            }
+            call.arg(commit.run_id.to_string())
+                .arg(&commit.token)
+                .arg(&commit.wire)
+                .arg(millis(inner.config.result_ttl))
+                .arg(inner.keys.done_channel())
+                .arg(format!("{} {}", commit.session, commit.run_id))
+                .arg(millis(inner.config.session_ttl))
+                .arg(DONE_INLINE);
+            pipe.invoke_script(&call);
+        }
+    }
+}
+
+/// How many times a pipeline's `NOSCRIPT` items are sent again after loading the scripts (a
+/// `SCRIPT FLUSH` may land again between the load and the retry).
+const RELOADS: usize = 3;
+
+/// Sends `items` as one pipeline and answers the commits among them. Items refused with
+/// `NOSCRIPT` (after a `SCRIPT FLUSH`) are sent again once the scripts are loaded. When the
+/// connection drops with the pipeline in flight, its commits are sent once more on the
+/// re-established connection (a repetition of one that landed is refused by its token, and
+/// a commit lost that way would otherwise wait out its lease and run again); its events are
+/// not (a repetition would duplicate them in the stream).
+async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
+    let mut reloads = 0;
+    let mut resent = false;
+    loop {
+        let replies = match pipeline(&inner, &items).await {
+            Ok(replies) => replies,
+            Err(error) if error.is_connection_dropped() && !resent => {
+                resent = true;
+                let (commits, events): (Vec<Item>, Vec<Item>) = items
+                    .into_iter()
+                    .partition(|item| matches!(item, Item::Commit(_)));
+                fail(&inner, events, &error);
+                if commits.is_empty() {
+                    return;
+                }
+                items = commits;
+                continue;
+            }
+            Err(error) => {
+                fail(&inner, items, &error);
+                return;
+            }
+        };
+        let mut retry = Vec::new();
+        for (item, reply) in items.into_iter().zip(replies) {
+            match reply {
+                Value::ServerError(error) if error.code() == "NOSCRIPT" && reloads < RELOADS => {
+                    retry.push(item);
+                }
+                reply => answer(&inner, item, reply),
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        reloads += 1;
+        let Ok(mut conn) = inner.conn() else { return };
+        let loaded: RedisResult<()> = async {
+            inner.scripts.event.load_async(&mut conn).await?;
+            inner.scripts.commit.load_async(&mut conn).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = loaded {
+            fail(&inner, retry, &error);
+            return;
+        }
+        items = retry;
+    }
+}
+
+/// One reply per item (the counts' `HINCRBY`s are ignored; their `PEXPIRE` answers).
+async fn pipeline(inner: &Inner, items: &[Item]) -> RedisResult<Vec<Value>> {
+    let mut conn = inner.conn().map_err(|_| {
+        redis::RedisError::from((redis::ErrorKind::Client, "the runtime is stopped"))
+    })?;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for item in items {
+        add(&mut pipe, inner, item);
+    }
+    pipe.query_async(&mut conn).await
+}
+
+fn answer(inner: &Inner, item: Item, reply: Value) {
+    match item {
+        Item::Commit(commit) => {
+            let committed = match reply {
+                Value::ServerError(error) => Err(error.into()),
+                reply => redis::from_redis_value(reply).map_err(Into::into),
+            };
+            let _ = commit.reply.send(committed);
+        }
+        _ => {
+            if let Value::ServerError(error) = reply {
+                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding events failed");
+            }
+        }
+    }
+}
+
+fn fail(inner: &Inner, items: Vec<Item>, error: &redis::RedisError) {
+    if items.is_empty() {
+        return;
+    }
+    tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding events and commits failed");
+    for item in items {
+        if let Item::Commit(commit) = item {
+            let _ = commit.reply.send(Err(error.clone()));
+        }
+    }
 }

@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::connection::ErrorMap;
-use self::forwarder::Barrier;
+use self::forwarder::Commit;
 use self::keys::Keys;
 use self::scripts::{InvokeReloading, Scripts};
 use self::served::{Served, ServedProcessor, failure};
@@ -122,11 +122,15 @@ pub(crate) struct Inner {
     /// Stops this process announced (awaiting every process's answer) and heard.
     pub(crate) stops: stops::Stops,
     pub(crate) wake: Notify,
+    /// The session named by the latest `wake` message: an idle claimer claims from it
+    /// directly (see `claimer.rs`).
+    pub(crate) woken: Mutex<Option<SessionId>>,
     pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
     pub(crate) permits: Mutex<HashMap<String, String>>,
     pub(crate) lease_returned: Notify,
-    pub(crate) barrier: Barrier,
+    /// Commits for the forwarder to send behind their runs' events (set by `start`).
+    outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
     pub(crate) fenced_commits: AtomicU64,
     pub(crate) commits: AtomicU64,
     /// This runtime's id in the worker registry.
@@ -164,21 +168,32 @@ impl Inner {
             .collect()
     }
 
+    /// Where commits go (none before `start`).
+    pub(crate) fn outbox(&self) -> Option<tokio::sync::mpsc::UnboundedSender<Commit>> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Registers `session` and marks it as having work, then wakes idle workers.
     pub(crate) async fn enlist(&self, conn: &mut ConnectionManager, session: &SessionId) {
-        let enlisted: redis::RedisResult<i64> = self
-            .scripts
-            .enlist
-            .key(self.keys.sched())
-            .key(self.keys.sessions())
-            .arg(session.as_str())
-            .arg(self.keys.wake_channel())
-            .arg(self.registry_ttl_ms())
-            .invoke_reloading(conn)
-            .await;
+        let enlisted: redis::RedisResult<i64> =
+            self.enlist_call(session).invoke_reloading(conn).await;
         if let Err(error) = enlisted {
             tracing::warn!(%session, error = %self.errors.scrub(&error.to_string()), "scheduling a session failed; the sweeper's full pass will");
         }
+    }
+
+    /// `enlist.lua` for `session`.
+    fn enlist_call(&self, session: &SessionId) -> redis::ScriptInvocation<'_> {
+        let mut call = self.scripts.enlist.prepare_invoke();
+        call.key(self.keys.sched())
+            .key(self.keys.sessions())
+            .arg(session.as_str())
+            .arg(self.keys.wake_channel())
+            .arg(self.registry_ttl_ms());
+        call
     }
 
     /// How long the session registry outlives its last submission: long enough for the
@@ -197,19 +212,42 @@ impl Inner {
     /// Handles a message from one of the runtime's channels.
     fn on_message(self: &Arc<Self>, channel: &str, payload: String) {
         if channel == self.keys.events_channel() {
-            match serde_json::from_str::<Event>(&payload) {
-                Ok(event) => self.events.publish(event),
-                Err(error) => tracing::debug!(%error, "undecodable event ignored"),
+            // A worker's batch (a JSON array), or one event published by the runtime itself.
+            if payload.starts_with('[') {
+                match serde_json::from_str::<Vec<Event>>(&payload) {
+                    Ok(events) => events.into_iter().for_each(|e| self.events.publish(e)),
+                    Err(error) => tracing::debug!(%error, "undecodable events ignored"),
+                }
+            } else {
+                match serde_json::from_str::<Event>(&payload) {
+                    Ok(event) => self.events.publish(event),
+                    Err(error) => tracing::debug!(%error, "undecodable event ignored"),
+                }
             }
         } else if channel == self.keys.wake_channel() {
+            *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = SessionId::new(&payload).ok();
             self.wake.notify_one();
         } else if channel == self.keys.done_channel() {
-            if let Some(run) = payload
-                .split_once(' ')
-                .and_then(|(_, run)| u128::from_str_radix(run, 16).ok())
+            // `<session> <run>`, then the stored outcome when it is small.
+            let mut parts = payload.splitn(3, ' ');
+            let (_, run, wire) = (parts.next(), parts.next(), parts.next());
+            let Some(run) = run.and_then(|run| u128::from_str_radix(run, 16).ok()) else {
+                return;
+            };
+            let run = RunId::from_u128(run);
+            if self
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&run)
             {
-                self.waiters.done(RunId::from_u128(run));
+                // Executed here: its worker hands the typed outcome over itself.
+                return;
             }
+            if let Some(wire) = wire {
+                self.waiters.deliver(run, wire.to_owned());
+            }
+            self.waiters.done(run);
         } else if channel == self.keys.control_channel() {
             if let Some(nonce) = payload.strip_prefix("stopped ") {
                 self.stops.answered(nonce);
@@ -278,10 +316,11 @@ impl RedisRuntime {
             waiters: Waiters::default(),
             stops: stops::Stops::default(),
             wake: Notify::new(),
+            woken: Mutex::new(None),
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
             lease_returned: Notify::new(),
-            barrier: Barrier::default(),
+            outbox: Mutex::new(None),
             fenced_commits: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
@@ -374,6 +413,7 @@ impl RedisRuntime {
         let input = serde_json::to_string(&input)?;
         self.submit_raw(
             session,
+            RunId::generate(),
             processor.name(),
             processor.contract().fingerprint,
             input,
@@ -382,9 +422,45 @@ impl RedisRuntime {
         .await
     }
 
+    /// Submits a run and waits for its outcome. The waiter is registered before the run
+    /// exists, so it cannot miss the outcome and needs no first read of the result key.
+    async fn submit_and_wait<O>(
+        &self,
+        session: &SessionId,
+        name: &str,
+        fingerprint: Fingerprint,
+        input: Result<String, Error>,
+        priority: i32,
+        started: Instant,
+    ) -> RunOutcome<O>
+    where
+        O: DeserializeOwned + Send + 'static,
+    {
+        let run_id = RunId::generate();
+        let slot = self.inner.waiters.register(run_id, session);
+        let submitted = match input {
+            Ok(input) => {
+                self.submit_raw(session, run_id, name, fingerprint, input, priority)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let outcome = match submitted {
+            Ok(handle) => {
+                let deadline = self.inner.config.default_timeout;
+                self.wait_slot(&handle, &slot, deadline, started, false)
+                    .await
+            }
+            Err(error) => Err(failure(session, run_id, SystemTime::now(), started, error)),
+        };
+        self.inner.waiters.unregister(run_id, &slot);
+        outcome
+    }
+
     async fn submit_raw(
         &self,
         session: &SessionId,
+        run_id: RunId,
         name: &str,
         fingerprint: Fingerprint,
         input: String,
@@ -405,7 +481,6 @@ impl RedisRuntime {
             ));
         }
         let mut conn = inner.conn()?;
-        let run_id = RunId::generate();
         let keys = inner.keys.session(session);
         let created = serde_json::to_string(&Event {
             session: session.clone(),
@@ -414,9 +489,8 @@ impl RedisRuntime {
             at: SystemTime::now(),
             kind: EventKind::SessionCreated,
         })?;
-        let queued: i64 = inner
-            .scripts
-            .submit
+        let mut submit = inner.scripts.submit.prepare_invoke();
+        submit
             .key(keys.meta())
             .key(keys.index())
             .key(keys.queue())
@@ -435,10 +509,51 @@ impl RedisRuntime {
             .arg(inner.config.max_queued)
             .arg(inner.keys.events_channel())
             .arg(created)
-            .arg(inner.config.events_max_len)
-            .invoke_reloading(&mut conn)
+            .arg(inner.config.events_max_len);
+        // Queued and scheduled in one round trip: `enlist` runs after `submit` (one
+        // connection, in order), as the claimer's retire step needs. Enlisting after a refused
+        // submission is harmless: the session then has queued work anyway.
+        let replies: Vec<redis::Value> = redis::pipe()
+            .ignore_errors()
+            .invoke_script(&submit)
+            .invoke_script(&inner.enlist_call(session))
+            .query_async(&mut conn)
             .await
             .map_err(|e| inner.errors.unavailable(&e))?;
+        let mut replies = replies.into_iter();
+        let queued: i64 = match replies.next() {
+            Some(redis::Value::ServerError(error)) if error.code() == "NOSCRIPT" => {
+                // After a `SCRIPT FLUSH`: load the script and run it (again, if another
+                // flush lands between the two).
+                let queued = submit
+                    .invoke_reloading(&mut conn)
+                    .await
+                    .map_err(|e| inner.errors.unavailable(&e))?;
+                inner.enlist(&mut conn, session).await;
+                queued
+            }
+            reply => {
+                let queued = match reply {
+                    Some(redis::Value::ServerError(error)) => Err(error.into()),
+                    Some(reply) => redis::from_redis_value(reply).map_err(Into::into),
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no reply to submit",
+                    ))),
+                };
+                let queued = queued.map_err(|e| inner.errors.unavailable(&e))?;
+                match replies.next() {
+                    Some(redis::Value::ServerError(error)) if error.code() == "NOSCRIPT" => {
+                        inner.enlist(&mut conn, session).await;
+                    }
+                    Some(redis::Value::ServerError(error)) => {
+                        tracing::warn!(%session, error = %inner.errors.scrub(&error.to_string()), "scheduling a session failed; the sweeper's full pass will");
+                    }
+                    _ => {}
+                }
+                queued
+            }
+        };
         match queued {
             -1 => {
                 return Err(Error::resource(
@@ -452,7 +567,6 @@ impl RedisRuntime {
             -2 => return Err(Error::configuration("duplicate run id")),
             _ => {}
         }
-        inner.enlist(&mut conn, session).await;
         Ok(RunHandle {
             session: session.clone(),
             run_id,
@@ -472,17 +586,20 @@ impl RedisRuntime {
     {
         let started = Instant::now();
         let slot = self.inner.waiters.register(handle.run_id, &handle.session);
-        let outcome = self.wait_slot(handle, &slot, deadline, started).await;
+        let outcome = self.wait_slot(handle, &slot, deadline, started, true).await;
         self.inner.waiters.unregister(handle.run_id, &slot);
         outcome
     }
 
+    /// Waits on `slot`; `read_first`: read the result key before the first notification
+    /// (unless the slot was registered before the run was submitted).
     async fn wait_slot<O>(
         &self,
         handle: &RunHandle,
         slot: &WaitSlot,
         deadline: Option<Duration>,
         started: Instant,
+        read_first: bool,
     ) -> RunOutcome<O>
     where
         O: DeserializeOwned + Send + 'static,
@@ -505,6 +622,7 @@ impl RedisRuntime {
         }
         let until = deadline.map(|d| tokio::time::Instant::now() + d);
         let keys = inner.keys.session(&handle.session);
+        let mut read = read_first;
         loop {
             if slot.stopped.load(Ordering::SeqCst) {
                 return fail(Error::SessionStopped {
@@ -516,36 +634,42 @@ impl RedisRuntime {
             {
                 return *outcome;
             }
-            let mut conn = match inner.conn() {
-                Ok(conn) => conn,
-                Err(error) => return fail(error),
-            };
-            let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
-                .atomic()
-                .get(keys.result(handle.run_id))
-                .exists(keys.job(handle.run_id))
-                .exists(keys.meta())
-                .query_async(&mut conn)
-                .await;
-            match read {
-                Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
-                Ok((None, false, false)) => {
-                    return fail(Error::SessionStopped {
-                        session: handle.session.to_string(),
-                    });
-                }
-                Ok((None, false, true)) => {
-                    return fail(Error::not_found(
-                        "run",
-                        handle.run_id.to_string(),
-                        std::iter::empty::<String>(),
-                    ));
-                }
-                Ok((None, true, _)) => {}
-                Err(error) => {
-                    tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "reading an outcome failed; retrying");
+            if let Some(wire) = inner.waiters.take_delivered(handle.run_id) {
+                return decode(&wire, handle, started);
+            }
+            if read {
+                let mut conn = match inner.conn() {
+                    Ok(conn) => conn,
+                    Err(error) => return fail(error),
+                };
+                let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
+                    .atomic()
+                    .get(keys.result(handle.run_id))
+                    .exists(keys.job(handle.run_id))
+                    .exists(keys.meta())
+                    .query_async(&mut conn)
+                    .await;
+                match read {
+                    Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
+                    Ok((None, false, false)) => {
+                        return fail(Error::SessionStopped {
+                            session: handle.session.to_string(),
+                        });
+                    }
+                    Ok((None, false, true)) => {
+                        return fail(Error::not_found(
+                            "run",
+                            handle.run_id.to_string(),
+                            std::iter::empty::<String>(),
+                        ));
+                    }
+                    Ok((None, true, _)) => {}
+                    Err(error) => {
+                        tracing::debug!(error = %inner.errors.scrub(&error.to_string()), "reading an outcome failed; retrying");
+                    }
                 }
             }
+            read = true;
             let expired = async {
                 match until {
                     Some(until) => tokio::time::sleep_until(until).await,
@@ -709,9 +833,12 @@ impl RedisRuntime {
                 return Err(Error::unavailable("redis", "the subscriber ended"));
             }
         }
+        let (outbox, commits) = tokio::sync::mpsc::unbounded_channel();
+        *inner.outbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(outbox);
         tasks.push(tokio::spawn(forwarder::run(
             Arc::clone(inner),
             inner.engine.subscribe(),
+            commits,
             stop.clone(),
         )));
         inner.engine.start().await?;
@@ -1089,17 +1216,9 @@ impl Runtime for RedisRuntime {
             .engine
             .processor_info(name)
             .map_or(0, |info| info.config.priority);
-        let handle = match serde_json::to_string(&input) {
-            Ok(input) => {
-                self.submit_raw(session, name, fingerprint, input, priority)
-                    .await
-            }
-            Err(error) => Err(error.into()),
-        };
-        match handle {
-            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
-            Err(error) => detached(error),
-        }
+        let input = serde_json::to_string(&input).map_err(Error::from);
+        self.submit_and_wait(session, name, fingerprint, input, priority, started)
+            .await
     }
 }
 
@@ -1117,15 +1236,15 @@ where
     ) -> RunOutcome<P::Output> {
         let started = Instant::now();
         self.ensure_served(processor);
-        match self.submit(session, processor, input).await {
-            Ok(handle) => self.wait(&handle, self.inner.config.default_timeout).await,
-            Err(error) => Err(failure(
-                session,
-                RunId::generate(),
-                SystemTime::now(),
-                started,
-                error,
-            )),
-        }
+        let encoded = serde_json::to_string(&input).map_err(Error::from);
+        self.submit_and_wait(
+            session,
+            processor.name(),
+            processor.contract().fingerprint,
+            encoded,
+            processor.config().priority,
+            started,
+        )
+        .await
     }
 }

@@ -23,6 +23,8 @@ pub(crate) struct Waiters {
     /// Typed outcomes of runs executed here, for a waiter here (no decoding; in-process state
     /// snapshots survive).
     handoff: Mutex<HashMap<RunId, Box<dyn Any + Send>>>,
+    /// Stored outcomes that came with a run's `done` message, for a waiter here (no read).
+    delivered: Mutex<HashMap<RunId, String>>,
 }
 
 impl Waiters {
@@ -57,6 +59,10 @@ impl Waiters {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&run);
+            self.delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&run);
         }
     }
 
@@ -80,6 +86,23 @@ impl Waiters {
 
     pub(crate) fn take_handoff(&self, run: RunId) -> Option<Box<dyn Any + Send>> {
         self.handoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run)
+    }
+
+    /// Keeps the stored outcome `wire` of `run` for a waiter here, if there is one.
+    pub(crate) fn deliver(&self, run: RunId, wire: String) {
+        if self.is_awaited(run) {
+            self.delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(run, wire);
+        }
+    }
+
+    pub(crate) fn take_delivered(&self, run: RunId) -> Option<String> {
+        self.delivered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&run)

@@ -1,20 +1,20 @@
-//! Executing one claimed job: run it, then commit its outcome fenced by the lease token, or
-//! release it at once when this process stops before the run finished.
+//! Executing one claimed job: run it, then commit its outcome fenced by the lease token
+//! (through the forwarder, behind the run's events), or release it at once when this process
+//! stops before the run finished.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
+use super::forwarder::Commit;
 use super::limits::ClusterGate;
 use super::scripts::InvokeReloading;
 use super::served::Assignment;
 use crate::{RunId, SessionId};
-
-/// How long a worker waits for a run's events to be forwarded before committing anyway.
-const EVENTS_BARRIER: Duration = Duration::from_secs(2);
 
 /// A job this process holds a lease on.
 #[derive(Debug, Clone)]
@@ -42,7 +42,6 @@ pub(crate) struct HeldLease {
 }
 
 pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
-    watch(&inner, &job).await;
     let lost = CancellationToken::new();
     inner
         .leases
@@ -57,7 +56,6 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
             },
         );
     let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
-    let mark = inner.barrier.mark();
     let served = inner.served_for(&job.name, &job.fingerprint);
     // A stop of the session heard since the claim was sent: the job may be the stopped
     // session's (then the release is refused), or a new one's (then it is claimed again).
@@ -93,10 +91,6 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
     };
     match executed {
         Some(executed) if !executed.cancelled_here => {
-            // A run whose input did not decode never started, so it has no events to wait for.
-            if !executed.undecodable {
-                inner.barrier.wait(job.run_id, mark, EVENTS_BARRIER).await;
-            }
             commit(&inner, &job, executed).await;
         }
         _ => release(&inner, &job).await,
@@ -109,62 +103,41 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
     inner.lease_returned.notify_waiters();
 }
 
-/// Makes the sweeper look at the job's session by the lease's deadline. (If this process dies
-/// before this, the sweeper's periodic full pass finds the lease.)
-async fn watch(inner: &Inner, job: &ClaimedJob) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let watched: redis::RedisResult<i64> = inner
-        .scripts
-        .watch
-        .key(inner.keys.leasing())
-        .arg(job.session.as_str())
-        .arg(&job.lease_deadline)
-        .arg(inner.registry_ttl_ms())
-        .invoke_reloading(&mut conn)
-        .await;
-    if let Err(error) = watched {
-        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
-    }
-}
-
 async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let keys = inner.keys.session(&job.session);
-    let mut commit = inner.scripts.commit.key(keys.leases());
-    commit
-        .key(keys.job(job.run_id))
-        .key(keys.result(job.run_id))
-        .key(keys.index())
-        .key(keys.results());
-    if executed.undecodable {
-        commit.key(keys.dead());
+    let (reply, replied) = oneshot::channel();
+    let asked = inner.outbox().map(|outbox| {
+        outbox.send(Commit {
+            session: job.session.clone(),
+            run_id: job.run_id,
+            token: job.token.clone(),
+            wire: executed.wire,
+            dead: executed.undecodable,
+            reply,
+        })
+    });
+    if !matches!(asked, Some(Ok(()))) {
+        tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped before the commit; the lease will expire and the run be retried");
+        return;
     }
-    let committed: redis::RedisResult<i64> = commit
-        .arg(job.run_id.to_string())
-        .arg(&job.token)
-        .arg(&executed.wire)
-        .arg(millis(inner.config.result_ttl))
-        .arg(inner.keys.done_channel())
-        .arg(format!("{} {}", job.session, job.run_id))
-        .arg(millis(inner.config.session_ttl))
-        .invoke_fenced(&mut conn)
-        .await;
-    match committed {
-        Ok(1) => {
+    match replied.await {
+        Ok(Ok(1)) => {
             inner
                 .commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             inner.waiters.hand_off(job.run_id, executed.typed);
             inner.waiters.done(job.run_id);
         }
-        Ok(_) => {
+        Ok(Ok(_)) => {
             inner
                 .fenced_commits
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(session = %job.session, run = %job.run_id, "commit refused: the lease was lost or the session stopped");
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::warn!(session = %job.session, run = %job.run_id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the run be retried");
+        }
+        Err(_) => {
+            tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped during the commit; the lease will expire and the run be retried");
         }
     }
 }

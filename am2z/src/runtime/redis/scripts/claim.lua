@@ -2,9 +2,9 @@
 -- KEYS: 1 queue, 2 leases
 -- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
 --       4 session ttl (ms), 5 most jobs to lease, 6.. fingerprints this worker serves
--- Returns {'ok', then per job: run, name, fingerprint, input, token, created_ms, deliveries,
---         lease deadline}, {'empty'} (nothing queued) or {'busy'} (at quota, or nothing this
---         worker serves).
+-- Returns {'ok', how many jobs are still queued, then per job: run, name, fingerprint, input,
+--         token, created_ms, deliveries, lease deadline}, {'empty'} (nothing queued) or
+--         {'busy'} (at quota, or nothing this worker serves).
 local most = tonumber(ARGV[5])
 local quota = tonumber(ARGV[3])
 if quota > 0 then
@@ -27,25 +27,28 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local deadline = now + tonumber(ARGV[2])
-local out = {'ok'}
+local out = {'ok', '0'}
 local leased = 0
 for _, id in ipairs(ids) do
   if leased >= most then
     break
   end
   local job = ARGV[1] .. id
-  local fp = redis.call('HGET', job, 'fp')
+  -- Two reads and one write per leased job (token and deliveries are only ever changed by
+  -- scripts, which run atomically); the input is read only for a job this worker takes.
+  local f = redis.call('HMGET', job, 'fp', 'name', 'created_ms', 'token', 'deliveries')
+  local fp = f[1]
   if not fp then
     -- The job expired or was deleted: drop its queue entry.
     redis.call('ZREM', KEYS[1], id)
   elseif served[fp] then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZADD', KEYS[2], deadline, id)
-    local token = redis.call('HINCRBY', job, 'token', 1)
-    local deliveries = redis.call('HINCRBY', job, 'deliveries', 1)
-    redis.call('HSET', job, 'state', 'leased')
-    local f = redis.call('HMGET', job, 'name', 'input', 'created_ms')
-    for _, field in ipairs({id, f[1], fp, f[2], tostring(token), tostring(f[3] or '0'),
+    local token = tonumber(f[4] or '0') + 1
+    local deliveries = tonumber(f[5] or '0') + 1
+    redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
+    local input = redis.call('HGET', job, 'input')
+    for _, field in ipairs({id, f[2], fp, input, tostring(token), tostring(f[3] or '0'),
         tostring(deliveries), tostring(deadline)}) do
       out[#out + 1] = field
     end
@@ -56,4 +59,5 @@ if leased == 0 then
   return {'busy'}
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+out[2] = tostring(redis.call('ZCARD', KEYS[1]))
 return out

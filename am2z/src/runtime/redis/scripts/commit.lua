@@ -1,7 +1,8 @@
 -- Commits a run's terminal outcome, if the caller still holds the lease (fencing).
 -- KEYS: 1 leases, 2 job, 3 result, 4 index, 5 results, 6 dead (only for an undecodable job)
 -- ARGV: 1 run id, 2 fencing token, 3 outcome (JSON), 4 result ttl (ms), 5 done channel,
---       6 done message, 7 session ttl (ms)
+--       6 done message, 7 session ttl (ms), 8 the largest outcome the done message carries
+--       (bytes; a larger one is only named, and waiters elsewhere read the result key)
 -- Returns 1 (committed) or 0 (refused: stale token, or the job is gone).
 local f = redis.call('HMGET', KEYS[2], 'token', 'state')
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
@@ -22,5 +23,9 @@ if KEYS[6] then
   redis.call('RPUSH', KEYS[6], ARGV[1])
   redis.call('PEXPIRE', KEYS[6], ARGV[7])
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+if #ARGV[3] <= tonumber(ARGV[8]) then
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. ARGV[3])
+else
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
+end
 return 1

@@ -4,6 +4,10 @@
 --       6 session ttl (ms), 7 max queued (0: no limit), 8 events channel,
 --       9 SessionCreated event (JSON), 10 events max length
 -- Returns 1 (queued, session created), 0 (queued), -1 (queue quota reached), -2 (duplicate id).
+-- TTLs: every key of the session gets the full TTL when the session is new or its TTL has run
+-- down by a sixteenth; otherwise only the new job and the queue (which a ZADD may have just
+-- recreated) get the session's remaining lifetime, so all its keys still expire together,
+-- between 15/16 of the TTL and the whole TTL after the last submission.
 local max_queued = tonumber(ARGV[7])
 if max_queued > 0 and redis.call('ZCARD', KEYS[3]) >= max_queued then
   return -1
@@ -26,9 +30,18 @@ redis.call('HSET', KEYS[4], 'name', ARGV[2], 'fp', ARGV[3], 'input', ARGV[4],
   'priority', priority, 'token', 0, 'deliveries', 0, 'created_ms', now, 'state', 'queued')
 redis.call('SADD', KEYS[2], KEYS[4])
 redis.call('ZADD', KEYS[3], -priority * 4294967296 + seq, ARGV[1])
-local ttl = ARGV[6]
-for i = 1, 9 do
-  redis.call('PEXPIRE', KEYS[i], ttl)
+local ttl = tonumber(ARGV[6])
+local left = -1
+if not created then
+  left = redis.call('PTTL', KEYS[1])
+end
+if left < ttl - math.floor(ttl / 16) then
+  for i = 1, 9 do
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+else
+  redis.call('PEXPIRE', KEYS[4], left)
+  redis.call('PEXPIRE', KEYS[3], left)
 end
 if created then
   return 1
