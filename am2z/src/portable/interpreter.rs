@@ -163,3 +163,118 @@ impl Processor for StepByStep {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::portable::compile;
+    use crate::{Map, Parallel};
+
+    /// A serde leaf written by hand: `x × 2`.
+    #[derive(Clone)]
+    struct Double;
+
+    impl Processor for Double {
+        type Input = u64;
+        type Output = u64;
+        fn name(&self) -> &'static str {
+            "double"
+        }
+        fn config(&self) -> &ProcessorConfig {
+            static CONFIG: ProcessorConfig = ProcessorConfig::new();
+            &CONFIG
+        }
+        async fn process(&self, x: u64, _ctx: &Ctx) -> Result<u64, Error> {
+            Ok(x * 2)
+        }
+        fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+            Some(graph.step(self.clone()))
+        }
+    }
+
+    impl crate::Accepts<u64> for Double {
+        fn accept(input: u64) -> u64 {
+            input
+        }
+    }
+
+    fn value(job: &crate::portable::Job) -> u64 {
+        job.input.as_u64().unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn a_ten_thousand_item_map_joins_exactly_once() {
+        let graph = compile(&Map::new(Double).concurrency(64)).expect("portable");
+        let start = graph.start(json!((0..10_000u64).collect::<Vec<_>>()));
+        assert_eq!(start.jobs.len(), 10_000);
+        assert!(start.output.is_none() && start.arrivals.is_empty());
+
+        let mut joins = JoinTable::default();
+        let mut completions = Vec::new();
+        for job in &start.jobs {
+            let next = graph.transition(job, Ok(json!(value(job) * 2)));
+            assert!(next.jobs.is_empty() && next.output.is_none());
+            for arrival in next.arrivals {
+                assert_eq!(arrival.expected, 10_000);
+                completions.extend(joins.arrive(&graph, arrival.clone()));
+                // A re-delivered step arrives again: the join ignores it.
+                assert!(joins.arrive(&graph, arrival).is_none());
+            }
+        }
+        assert_eq!(completions.len(), 1, "one join for the instance");
+        assert_eq!(joins.open(), 0);
+        let output = completions.pop().and_then(|done| done.output);
+        let output: Vec<Result<u64, Error>> =
+            serde_json::from_value(output.expect("the map ends the run").expect("ok"))
+                .expect("decodes");
+        assert_eq!(output.len(), 10_000);
+        assert!(output.iter().zip(0u64..).all(|(r, i)| *r == Ok(i * 2)));
+    }
+
+    #[test]
+    fn the_same_transition_twice_gives_the_same_jobs_and_arrivals() {
+        let graph = compile(&Map::new(Parallel::new((Double, Double)))).expect("portable");
+        let start = graph.start(json!([1, 2]));
+        let again = graph.start(json!([1, 2]));
+        assert_eq!(
+            start.jobs, again.jobs,
+            "instance ids are derived, not drawn"
+        );
+        let job = &start.jobs[3];
+        let first = graph.transition(job, Ok(json!(4)));
+        let second = graph.transition(job, Ok(json!(4)));
+        assert_eq!(first.arrivals, second.arrivals);
+        assert_eq!(
+            first.arrivals[0].instance.as_str(),
+            "3.1/2",
+            "map 3, item 1, parallel 2"
+        );
+    }
+
+    #[test]
+    fn an_all_or_nothing_parallel_fails_once_at_its_first_failed_branch() {
+        let graph = compile(&Parallel::new((Double, Double, Double))).expect("portable");
+        let start = graph.start(json!(1));
+        let mut joins = JoinTable::default();
+        let failed = graph.transition(&start.jobs[1], Err(Error::validation("x", "no")));
+        let done = failed
+            .arrivals
+            .into_iter()
+            .find_map(|arrival| joins.arrive(&graph, arrival))
+            .expect("the first failure ends the instance");
+        let Some(Err(Error::StepFailed { step, position, .. })) = done.output else {
+            panic!("not a branch failure: {:?}", done.output);
+        };
+        assert_eq!((step.as_str(), position), ("double", 1));
+        assert!(
+            joins.is_moot(&start.jobs[2].stack),
+            "its siblings need not run"
+        );
+        let late = graph.transition(&start.jobs[0], Ok(json!(2)));
+        for arrival in late.arrivals {
+            assert!(joins.arrive(&graph, arrival).is_none());
+        }
+    }
+}
