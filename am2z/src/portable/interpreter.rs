@@ -41,12 +41,12 @@ impl JoinTable {
         if self.closed.contains(&instance) {
             return None;
         }
-        if let Err(error) = &value {
-            if graph.fails_fast(node) {
-                self.open.remove(&instance);
-                self.closed.insert(instance);
-                return Some(graph.join_failed(node, continuation, branch, error.clone()));
-            }
+        if let Err(error) = &value
+            && graph.fails_fast(node)
+        {
+            self.open.remove(&instance);
+            self.closed.insert(instance);
+            return Some(graph.join_failed(node, continuation, branch, error.clone()));
         }
         let pending = self
             .open

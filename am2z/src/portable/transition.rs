@@ -165,7 +165,7 @@ impl PortableGraph {
         results: Vec<Result<Json, Error>>,
     ) -> Transition {
         let mut next = Transition::default();
-        let value = self.joined(node, results);
+        let value = self.joined(node, results).map_err(Failure::from);
         self.unwind(continuation, value, &mut next);
         next
     }
@@ -193,8 +193,8 @@ impl PortableGraph {
         error.in_step(name.unwrap_or("branch"), branch, None)
     }
 
-    fn joined(&self, node: PortableId, results: Vec<Result<Json, Error>>) -> Result<Json, Failure> {
-        let as_results = |results: Vec<Result<Json, Error>>| -> Result<Json, Failure> {
+    fn joined(&self, node: PortableId, results: Vec<Result<Json, Error>>) -> Result<Json, Error> {
+        let as_results = |results: Vec<Result<Json, Error>>| -> Result<Json, Error> {
             let mut items = Vec::with_capacity(results.len());
             for result in results {
                 // The JSON form of `Result<T, Error>`, as serde writes it.
@@ -216,15 +216,17 @@ impl PortableGraph {
                 for (branch, result) in results.into_iter().enumerate() {
                     match result {
                         Ok(value) => values.push(value),
-                        Err(error) => return Err(self.branch_failure(node, branch, error).into()),
+                        Err(error) => return Err(self.branch_failure(node, branch, error)),
                     }
                 }
                 match join {
-                    Join::Merge(merge) => Ok(merge(values, &self.codecs)?),
+                    Join::Merge(merge) => merge(values, &self.codecs),
                     _ => Ok(Json::Array(values)),
                 }
             }
-            _ => Err(Error::configuration(format!("portable node {node} is not a fan-out")).into()),
+            _ => Err(Error::configuration(format!(
+                "portable node {node} is not a fan-out"
+            ))),
         }
     }
 
