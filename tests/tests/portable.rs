@@ -293,6 +293,41 @@ async fn deep_nesting_agrees() {
     assert_eq!(results[3], Ok(8 + 1 + 32));
 }
 
+/// What a worker does: each job is its own run of the step node, and the transition decides
+/// the next jobs; the joins are kept outside (here in memory).
+#[tokio::test(start_paused = true)]
+async fn each_job_runs_alone_on_a_runtime() {
+    let graph = portable::compile(&Nested).expect("portable");
+    let runtime = LocalRuntime::new();
+    runtime.start().await.expect("starts");
+    let input = serde_json::to_value(order(Tier::Gold, "web", 100)).expect("encodes");
+    let mut joins = portable::JoinTable::default();
+    let mut transitions = vec![graph.start(input)];
+    let mut jobs: Vec<portable::Job> = Vec::new();
+    let mut runs = 0;
+    let output = 'run: loop {
+        while let Some(transition) = transitions.pop() {
+            if let Some(output) = transition.output {
+                break 'run output;
+            }
+            jobs.extend(transition.jobs);
+            for arrival in transition.arrivals {
+                transitions.extend(joins.arrive(&graph, arrival));
+            }
+        }
+        let job = jobs.pop().expect("a run ends with an output");
+        let step = graph.step_node(job.node).expect("jobs are steps").clone();
+        runs += 1;
+        let outcome = runtime.execute(&step, job.input.clone()).await;
+        let outcome = outcome
+            .map(|run| run.output)
+            .map_err(|failure| failure.error);
+        transitions.push(graph.transition(&job, outcome));
+    };
+    assert_eq!(runs, 3, "gold_discount, then add_one and double");
+    assert_eq!(output, Ok(serde_json::json!([81, 160])));
+}
+
 #[tokio::test]
 async fn non_serde_data_is_not_portable_and_still_runs() {
     assert!(Wrap.compile(&mut portable::PortableGraph::new()).is_none());

@@ -92,6 +92,31 @@ impl StepNode {
     }
 }
 
+/// A step node is a processor from JSON to JSON: executed on a runtime (as one run), it runs
+/// its typed processor through that runtime's step executor. This is how a worker runs one job.
+impl Processor for StepNode {
+    type Input = Json;
+    type Output = Json;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn config(&self) -> &crate::ProcessorConfig {
+        // The typed processor inside has the step's own configuration.
+        static PASS_THROUGH: crate::ProcessorConfig = crate::ProcessorConfig::new();
+        &PASS_THROUGH
+    }
+
+    async fn process(&self, input: Json, ctx: &Ctx) -> Result<Json, Error> {
+        self.runner.run(input, ctx).await
+    }
+
+    fn is_step(&self) -> bool {
+        false
+    }
+}
+
 impl std::fmt::Debug for StepNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepNode")
