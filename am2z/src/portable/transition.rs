@@ -71,7 +71,7 @@ pub struct Job {
 }
 
 /// A fan-out branch that finished: one slot of its instance's join.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Arrival {
     /// The fan-out's activation.
     pub instance: InstanceId,
@@ -88,7 +88,7 @@ pub struct Arrival {
 }
 
 /// What follows one step (or a run's start, or a join).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Transition {
     /// Steps to run next.
     pub jobs: Vec<Job>,
