@@ -53,6 +53,8 @@ mod context;
 mod error;
 mod event;
 pub mod plan;
+#[doc(hidden)]
+pub mod portable;
 mod processor;
 pub mod runtime;
 mod session;

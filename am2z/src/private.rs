@@ -17,6 +17,8 @@
 use ::core::marker::PhantomData;
 
 pub use crate::plan::{NodeId, PlanBuilder};
+use crate::portable::same_type;
+pub use crate::portable::{OpaqueLeaf, PortableGraph, PortableId, SerdeLeaf, WireProbe};
 pub use crate::{
     Accepts, AllOrNothing, Backoff, Chain, Ctx, Error, Executes, Map, MergeFn, NoArms, Parallel,
     Processor, ProcessorConfig, Registration, Returns, Route, RunOutcome, SessionId, Workflow,
@@ -279,6 +281,7 @@ trait ErasedNode<I, O>: Send + Sync + 'static {
     fn visit(&self, visitor: &mut dyn FnMut(Registration));
     fn is_step(&self) -> bool;
     fn chain_len(&self) -> usize;
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId>;
 }
 
 impl<P: Processor> ErasedNode<P::Input, P::Output> for P {
@@ -306,6 +309,9 @@ impl<P: Processor> ErasedNode<P::Input, P::Output> for P {
     }
     fn chain_len(&self) -> usize {
         Processor::chain_len(self)
+    }
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        Processor::compile(self, graph)
     }
 }
 
@@ -341,6 +347,9 @@ where
     }
     fn chain_len(&self) -> usize {
         self.0.chain_len()
+    }
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        self.0.compile(graph)
     }
 }
 
@@ -410,6 +419,15 @@ where
     fn chain_len(&self) -> usize {
         self.step.chain_len()
     }
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        // JSON crosses the edge unchanged only when `Accepts`/`Returns` are the identities
+        // (as generated code makes them); a converting edge keeps the workflow in one piece.
+        if same_type::<I, P::Input>() && same_type::<O, P::Output>() {
+            self.step.compile(graph)
+        } else {
+            None
+        }
+    }
 }
 
 impl<I, O, P> Accepts<I> for Edge<I, O, P>
@@ -473,6 +491,13 @@ where
     }
     fn chain_len(&self) -> usize {
         self.map.chain_len()
+    }
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        if same_type::<B, M::Input>() {
+            self.map.compile(graph)
+        } else {
+            None
+        }
     }
 }
 
@@ -549,6 +574,13 @@ where
     }
     fn chain_len(&self) -> usize {
         self.body.chain_len()
+    }
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        if same_type::<O, N::Output>() {
+            self.body.compile(graph)
+        } else {
+            None
+        }
     }
 }
 

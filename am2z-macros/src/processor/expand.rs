@@ -89,6 +89,20 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
                 ) -> #private::core::result::Result<#output, #private::Error> {
                     #call
                 }
+
+                fn compile(
+                    &self,
+                    graph: &mut #private::PortableGraph,
+                ) -> #private::core::option::Option<#private::PortableId> {
+                    // Autoref specialisation: a step node when the data is serde, else `None`.
+                    #[allow(unused_imports)]
+                    use #private::{OpaqueLeaf as _, SerdeLeaf as _};
+                    (&&#private::WireProbe::<
+                        <Self as #private::Processor>::Input,
+                        <Self as #private::Processor>::Output,
+                    >::new())
+                        .leaf(self, graph)
+                }
             }
 
             #identity_edges

@@ -131,6 +131,13 @@ pub(crate) fn workflow(
                     visitor(#private::Registration::of(*self));
                     __am2z_workflow().visit_body(visitor);
                 }
+
+                fn compile(
+                    &self,
+                    graph: &mut #private::PortableGraph,
+                ) -> #private::core::option::Option<#private::PortableId> {
+                    #private::Processor::compile(&__am2z_workflow(), graph)
+                }
             }
 
             #identity_edges

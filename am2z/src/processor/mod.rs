@@ -16,6 +16,7 @@ pub use function::{AsyncCtxFn, FnProcessor, IsResult, WithCtx, WithoutCtx, proce
 pub use registration::Registration;
 
 use crate::plan::{Contract, NodeId, Plan, PlanBuilder};
+use crate::portable::{PortableGraph, PortableId};
 use crate::{Ctx, Error};
 
 /// A typed async step with a stable name and a configuration.
@@ -90,6 +91,15 @@ pub trait Processor: Clone + Send + Sync + 'static {
     #[doc(hidden)]
     fn chain_len(&self) -> usize {
         1
+    }
+
+    /// Adds this processor's portable node (and its children's) to `graph`, or answers `None`
+    /// when it cannot run step by step with JSON between steps: a leaf whose data is not serde,
+    /// or any processor that does not say otherwise (`#[processor]` leaves, the combinators,
+    /// `workflow!` and [`Workflow`](crate::Workflow) do).
+    #[doc(hidden)]
+    fn compile(&self, _graph: &mut PortableGraph) -> Option<PortableId> {
+        None
     }
 
     /// The static, serialisable graph this processor executes.

@@ -1,6 +1,7 @@
 //! [`Chain`]: steps in sequence, each on the previous one's output.
 
 use crate::plan::{NodeId, NodeKind, PlanBuilder};
+use crate::portable::{PortableGraph, PortableId, same_type};
 use crate::{Accepts, Returns};
 use crate::{Ctx, Error, Processor, ProcessorConfig, Registration, StateSnapshot};
 
@@ -115,6 +116,20 @@ impl<A: Processor, B: Accepts<A::Output>> Processor for Chain<A, B> {
     fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
         self.first.visit(visitor);
         self.second.visit(visitor);
+    }
+
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        // The first part's output JSON is the second's input only through an identity edge.
+        if !same_type::<A::Output, B::Input>() {
+            return None;
+        }
+        let first = self.first.compile(graph)?;
+        let second = self.second.compile(graph)?;
+        Some(graph.chain(
+            (first, self.first.name()),
+            (second, self.second.name()),
+            self.first_len,
+        ))
     }
 }
 

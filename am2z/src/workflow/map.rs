@@ -3,6 +3,7 @@
 use futures::StreamExt;
 
 use crate::plan::{NodeId, NodeKind, PlanBuilder};
+use crate::portable::{PortableGraph, PortableId};
 use crate::{Accepts, Returns};
 use crate::{Ctx, Error, Processor, ProcessorConfig, Registration};
 
@@ -100,6 +101,11 @@ impl<P: Processor> Processor for Map<P> {
 
     fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
         self.step.visit(visitor);
+    }
+
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        let item = self.step.compile(graph)?;
+        Some(graph.map(item, self.concurrency))
     }
 }
 

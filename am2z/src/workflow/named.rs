@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::plan::{NodeId, NodeKind, PlanBuilder};
+use crate::portable::{PortableGraph, PortableId};
 use crate::{Accepts, Returns};
 use crate::{Ctx, Error, Processor, ProcessorConfig, Registration};
 
@@ -104,6 +105,11 @@ impl<P: Processor> Processor for Workflow<P> {
     fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
         visitor(Registration::of(self.clone()));
         self.body.visit(visitor);
+    }
+
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        let body = self.body.compile(graph)?;
+        Some(graph.named(body, self.config.timeout))
     }
 }
 

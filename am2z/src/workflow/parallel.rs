@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use crate::plan::{NodeId, NodeKind, ParallelPolicy, PlanBuilder};
+use crate::portable::{Codec, Codecs, Join, Json, PortableGraph, PortableId, same_type};
 use crate::{Accepts, Ctx, Error, Processor, ProcessorConfig, Registration, Returns};
 
 /// Runs every branch on a copy of the same input, concurrently.
@@ -224,6 +225,29 @@ macro_rules! parallel_arity {
             fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
                 $(self.branches.$idx.visit(visitor);)+
             }
+
+            fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+                let branches = vec![$({
+                    if !same_type::<I, $B::Input>() {
+                        return None;
+                    }
+                    (self.branches.$idx.compile(graph)?, self.branches.$idx.name())
+                }),+];
+                // The tuple's JSON form is the array of the branches' outputs, for a merge or
+                // a later route that decodes it.
+                graph.composite_codec::<Self::Output>(|| Codec::tuple::<Self::Output>(
+                    vec![$((
+                        std::any::TypeId::of::<$B::Output>(),
+                        std::any::type_name::<$B::Output>(),
+                    )),+],
+                    |tuple: &Self::Output, codecs: &Codecs| Ok(vec![$(codecs.encode(&tuple.$idx)?),+]),
+                    |items: Vec<Json>, codecs: &Codecs| {
+                        let mut items = items.into_iter();
+                        Ok(($(codecs.decode::<$B::Output>(items.next().unwrap_or_default())?,)+))
+                    },
+                ));
+                Some(graph.parallel(branches, Join::Tuple))
+            }
         }
 
         impl<I, $($B),+> Processor for Parallel<I, ($($B,)+), CollectResults>
@@ -265,6 +289,16 @@ macro_rules! parallel_arity {
 
             fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
                 $(self.branches.$idx.visit(visitor);)+
+            }
+
+            fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+                let branches = vec![$({
+                    if !same_type::<I, $B::Input>() {
+                        return None;
+                    }
+                    (self.branches.$idx.compile(graph)?, self.branches.$idx.name())
+                }),+];
+                Some(graph.parallel(branches, Join::Collect))
             }
         }
 
@@ -356,6 +390,22 @@ where
 
     fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
         self.parallel.visit(visitor);
+    }
+
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        type Outputs<I, B> = <Parallel<I, B, AllOrNothing> as Processor>::Output;
+        let node = self.parallel.compile(graph)?;
+        graph.need::<Outputs<I, B>>();
+        graph.need::<F::Output>();
+        let merge = self.merge.clone();
+        graph.set_merge(
+            node,
+            std::sync::Arc::new(move |outputs: Vec<Json>, codecs: &Codecs| {
+                let outputs = codecs.decode::<Outputs<I, B>>(Json::Array(outputs))?;
+                codecs.encode(&merge.merge(outputs))
+            }),
+        );
+        Some(node)
     }
 }
 

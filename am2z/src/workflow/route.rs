@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::marker::PhantomData;
 
 use crate::plan::{NodeId, NodeKind, PlanBuilder};
+use crate::portable::{Codecs, Json, PortableGraph, PortableId, same_type};
 use crate::{Accepts, Ctx, Error, Processor, ProcessorConfig, Registration, Returns};
 
 /// Runs the arm whose key the selector returns; an unknown key goes to the fallback, or fails
@@ -81,6 +82,24 @@ pub trait RouteArms<I, O, K>: Clone + Send + Sync + 'static {
     fn describe_arms(&self, plan: &mut PlanBuilder, route: NodeId);
     /// Registers the arms' processors.
     fn visit_arms(&self, visitor: &mut dyn FnMut(Registration));
+    /// Adds the arms' portable nodes to `graph`, in key order (the index [`index_of`] gives),
+    /// or `None` when one is not portable.
+    ///
+    /// [`index_of`]: RouteArms::index_of
+    #[doc(hidden)]
+    fn compile_arms(&self, _graph: &mut PortableGraph, _arms: &mut Vec<PortableId>) -> Option<()> {
+        None
+    }
+    /// The index of the arm `dispatch` would run for `key`, if any.
+    #[doc(hidden)]
+    fn index_of(&self, _key: &K) -> Option<usize> {
+        None
+    }
+    /// How many arms (the fallback included).
+    #[doc(hidden)]
+    fn arm_count(&self) -> usize {
+        0
+    }
 }
 
 impl<I: Send + 'static, O, K: Sync> RouteArms<I, O, K> for NoArms {
@@ -92,6 +111,9 @@ impl<I: Send + 'static, O, K: Sync> RouteArms<I, O, K> for NoArms {
     }
     fn describe_arms(&self, _plan: &mut PlanBuilder, _route: NodeId) {}
     fn visit_arms(&self, _visitor: &mut dyn FnMut(Registration)) {}
+    fn compile_arms(&self, _graph: &mut PortableGraph, _arms: &mut Vec<PortableId>) -> Option<()> {
+        Some(())
+    }
 }
 
 impl<I, O, K, P, Rest> RouteArms<I, O, K> for Arm<K, P, Rest>
@@ -123,6 +145,35 @@ where
         self.rest.visit_arms(visitor);
         self.step.visit(visitor);
     }
+    fn compile_arms(&self, graph: &mut PortableGraph, arms: &mut Vec<PortableId>) -> Option<()> {
+        self.rest.compile_arms(graph, arms)?;
+        compile_arm::<I, O, P>(&self.step, graph, arms)
+    }
+    fn index_of(&self, key: &K) -> Option<usize> {
+        // The order `dispatch` checks: this arm, then the rest.
+        if *key == self.key {
+            Some(self.rest.arm_count())
+        } else {
+            self.rest.index_of(key)
+        }
+    }
+    fn arm_count(&self) -> usize {
+        self.rest.arm_count() + 1
+    }
+}
+
+/// An arm's portable node, when its edges are identities (so the route's input JSON is the
+/// arm's, and the arm's output JSON the route's).
+fn compile_arm<I: 'static, O: 'static, P: Processor>(
+    step: &P,
+    graph: &mut PortableGraph,
+    arms: &mut Vec<PortableId>,
+) -> Option<()> {
+    if !same_type::<I, P::Input>() || !same_type::<O, P::Output>() {
+        return None;
+    }
+    arms.push(step.compile(graph)?);
+    Some(())
 }
 
 impl<I, O, K, P, Rest> RouteArms<I, O, K> for Fallback<P, Rest>
@@ -154,6 +205,19 @@ where
     fn visit_arms(&self, visitor: &mut dyn FnMut(Registration)) {
         self.rest.visit_arms(visitor);
         self.step.visit(visitor);
+    }
+    fn compile_arms(&self, graph: &mut PortableGraph, arms: &mut Vec<PortableId>) -> Option<()> {
+        self.rest.compile_arms(graph, arms)?;
+        compile_arm::<I, O, P>(&self.step, graph, arms)
+    }
+    fn index_of(&self, key: &K) -> Option<usize> {
+        // The order `dispatch` checks: the rest, then the fallback.
+        self.rest
+            .index_of(key)
+            .or_else(|| Some(self.rest.arm_count()))
+    }
+    fn arm_count(&self) -> usize {
+        self.rest.arm_count() + 1
     }
 }
 
@@ -299,6 +363,27 @@ where
 
     fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
         self.arms.visit_arms(visitor);
+    }
+
+    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
+        let mut arms = Vec::new();
+        self.arms.compile_arms(graph, &mut arms)?;
+        // The selector reads the typed input: decoded with the codec of the route's input
+        // (registered by the arms' first steps, or the step before the route).
+        graph.need::<I>();
+        let selector = self.selector.clone();
+        let table = self.arms.clone();
+        let name = self.name;
+        let select = move |input: &Json, codecs: &Codecs| -> Result<usize, Error> {
+            let input: I = codecs.decode(input.clone())?;
+            let key = selector(&input);
+            table.index_of(&key).ok_or_else(|| {
+                let mut known = Vec::new();
+                table.keys(&mut known);
+                Error::not_found(format!("arm of route `{name}`"), key.to_string(), known)
+            })
+        };
+        Some(graph.route(arms, std::sync::Arc::new(select)))
     }
 }
 
