@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use am2z::{Error, SessionId};
+use am2z::{Error, RunHandle, SessionId};
 use am2z_tests::fault::work::{AbortAlways, Chain3, FanOut, NobodyServes, StepA, Versioned, Work};
 use am2z_tests::fault::worker::CONTRACT_VAR;
 use am2z_tests::fault::{Fleet, Knobs, Report, Submitter, faketime_env, long_profile};
@@ -238,18 +238,26 @@ fn busy(fleet: &Fleet, sessions: &[SessionId]) -> usize {
         .sum()
 }
 
-/// Scenario 3: a worker frozen (`kill -STOP`) past its lease loses the run to another worker;
-/// thawed, its late commit is refused and counted, and the outcome stays the other's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s03_a_frozen_worker_cannot_overwrite_a_newer_attempt() {
+/// Scenario 3's set-up: one worker (lease 600 ms, sweep 200 ms) starts a `ms`-long step and is
+/// frozen (`kill -STOP`) in it; a second worker is started to take the run over.
+struct FrozenMidRun {
+    fleet: Fleet,
+    knobs: Knobs,
+    handle: RunHandle,
+    frozen: u32,
+    other: u32,
+    fault: SystemTime,
+}
+
+async fn freeze_mid_run(name: &str, ms: u64) -> FrozenMidRun {
     let knobs = Knobs::default()
         .concurrency(1)
         .lease(Duration::from_millis(600))
         .sweep(Duration::from_millis(200));
-    let mut fleet = Fleet::start("s03", knobs.clone(), 1).await;
-    let session = &fleet.sessions(1, "s03")[0];
+    let mut fleet = Fleet::start(name, knobs.clone(), 1).await;
+    let session = &fleet.sessions(1, name)[0];
     let handle = fleet
-        .submit(session, &StepA, Work::new(7, 1_500))
+        .submit(session, &StepA, Work::new(7, ms))
         .await
         .expect("submitted");
     fleet
@@ -261,13 +269,46 @@ async fn s03_a_frozen_worker_cannot_overwrite_a_newer_attempt() {
     let fault = SystemTime::now();
     fleet.worker(0).stop();
     let other = fleet.spawn();
-    let other_pid = fleet.worker(other).pid();
+    let other = fleet.worker(other).pid();
+    FrozenMidRun {
+        fleet,
+        knobs,
+        handle,
+        frozen,
+        other,
+        fault,
+    }
+}
+
+impl FrozenMidRun {
+    /// The checker's report, with the freeze as the one fault and recovery measured from it.
+    async fn report(&self, scenario: &str) -> Report {
+        let mut report = self.fleet.check(scenario, Duration::from_secs(20)).await;
+        let ledger = self.fleet.ledger();
+        report.faults = 1;
+        report.recovery = ledger.recovery(&[self.frozen], self.fault);
+        report.first_commit = self
+            .fleet
+            .commits()
+            .first_after(&ledger.orphaned(&[self.frozen], self.fault), self.fault);
+        print(&report);
+        report.assert_invariants();
+        report
+    }
+}
+
+/// Scenario 3: a worker frozen (`kill -STOP`) past its lease loses the run to another worker;
+/// thawed, its late commit is refused and counted, and the outcome stays the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s03_a_frozen_worker_cannot_overwrite_a_newer_attempt() {
+    let run = freeze_mid_run("s03", 1_500).await;
+    let fleet = &run.fleet;
     let done = fleet
         .client()
-        .wait::<Work>(&handle, Some(Duration::from_secs(20)))
+        .wait::<Work>(&run.handle, Some(Duration::from_secs(20)))
         .await
         .expect("another worker completes it");
-    assert_eq!(done.output.pid, other_pid);
+    assert_eq!(done.output.pid, run.other);
     fleet.worker(0).cont();
     fleet
         .until("the late commit is refused", Duration::from_secs(10), |f| {
@@ -276,32 +317,25 @@ async fn s03_a_frozen_worker_cannot_overwrite_a_newer_attempt() {
         .await;
     let again = fleet
         .client()
-        .wait::<Work>(&handle, Some(Duration::from_secs(5)))
+        .wait::<Work>(&run.handle, Some(Duration::from_secs(5)))
         .await
         .expect("the outcome is still there");
     assert_eq!(
-        again.output.pid, other_pid,
+        again.output.pid, run.other,
         "the late commit changed nothing"
     );
 
-    let mut report = fleet.check("s03 kill -STOP", Duration::from_secs(20)).await;
-    let ledger = fleet.ledger();
-    report.faults = 1;
-    report.recovery = ledger.recovery(&[frozen], fault);
-    report.first_commit = fleet
-        .commits()
-        .first_after(&ledger.orphaned(&[frozen], fault), fault);
-    print(&report);
-    report.assert_invariants();
-    let pids: Vec<u32> = ledger
-        .of_run(&handle.run_id.to_string())
+    let report = run.report("s03 kill -STOP").await;
+    let pids: Vec<u32> = fleet
+        .ledger()
+        .of_run(&run.handle.run_id.to_string())
         .map(|e| e.pid)
         .collect();
-    assert_eq!(pids, vec![frozen, other_pid], "{report}");
+    assert_eq!(pids, vec![run.frozen, run.other], "{report}");
     assert_eq!(report.refused_commits, 1, "{report}");
     assert_eq!(report.duplicate_executions, 1, "{report}");
     assert!(
-        report.recovery.expect("re-leased") <= recovery_bound(&knobs),
+        report.recovery.expect("re-leased") <= recovery_bound(&run.knobs),
         "{report}"
     );
     fleet.stop().await;
@@ -678,31 +712,14 @@ async fn s24_clock_skew_between_workers_reclaims_nothing_early() {
 /// attempt is counted all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s03_a_worker_thawed_mid_step_abandons_the_lost_run() {
-    let knobs = Knobs::default()
-        .concurrency(1)
-        .lease(Duration::from_millis(600))
-        .sweep(Duration::from_millis(200));
-    let mut fleet = Fleet::start("s03b", knobs.clone(), 1).await;
-    let session = &fleet.sessions(1, "s03b")[0];
-    let handle = fleet
-        .submit(session, &StepA, Work::new(7, 3_000))
-        .await
-        .expect("submitted");
-    fleet
-        .until("the run started", Duration::from_secs(20), |f| {
-            !f.ledger().is_empty()
-        })
-        .await;
-    let frozen = fleet.worker(0).pid();
-    let fault = SystemTime::now();
-    fleet.worker(0).stop();
-    let other = fleet.spawn();
-    let other_pid = fleet.worker(other).pid();
+    let run = freeze_mid_run("s03b", 3_000).await;
+    let fleet = &run.fleet;
+    let other = run.other;
     fleet
         .until(
             "another worker took the run",
             Duration::from_secs(20),
-            |f| f.ledger().count_by(other_pid) == 1,
+            |f| f.ledger().count_by(other) == 1,
         )
         .await;
     fleet.worker(0).cont();
@@ -715,26 +732,16 @@ async fn s03_a_worker_thawed_mid_step_abandons_the_lost_run() {
         .await;
     let done = fleet
         .client()
-        .wait::<Work>(&handle, Some(Duration::from_secs(20)))
+        .wait::<Work>(&run.handle, Some(Duration::from_secs(20)))
         .await
         .expect("the other worker completes it");
-    assert_eq!(done.output.pid, other_pid);
+    assert_eq!(done.output.pid, other);
 
-    let mut report = fleet
-        .check("s03b thawed mid-step", Duration::from_secs(20))
-        .await;
-    report.faults = 1;
-    let ledger = fleet.ledger();
-    report.recovery = ledger.recovery(&[frozen], fault);
-    report.first_commit = fleet
-        .commits()
-        .first_after(&ledger.orphaned(&[frozen], fault), fault);
-    print(&report);
-    report.assert_invariants();
+    let report = run.report("s03b thawed mid-step").await;
     assert_eq!(fleet.worker(0).counts().committed, 0, "{report}");
     assert_eq!(report.refused_commits, 1, "{report}");
     assert!(
-        report.recovery.expect("re-leased") <= recovery_bound(&knobs),
+        report.recovery.expect("re-leased") <= recovery_bound(&run.knobs),
         "{report}"
     );
     fleet.stop().await;
