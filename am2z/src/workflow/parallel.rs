@@ -227,12 +227,7 @@ macro_rules! parallel_arity {
             }
 
             fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
-                let branches = vec![$({
-                    if !same_type::<I, $B::Input>() {
-                        return None;
-                    }
-                    (self.branches.$idx.compile(graph)?, self.branches.$idx.name())
-                }),+];
+                let branches = self.compile_branches(graph)?;
                 // The tuple's JSON form is the array of the branches' outputs, for a merge or
                 // a later route that decodes it.
                 graph.composite_codec::<Self::Output>(|| Codec::tuple::<Self::Output>(
@@ -292,13 +287,24 @@ macro_rules! parallel_arity {
             }
 
             fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
-                let branches = vec![$({
+                let branches = self.compile_branches(graph)?;
+                Some(graph.parallel(branches, Join::Collect))
+            }
+        }
+
+        impl<I: 'static, $($B: Processor),+, P> Parallel<I, ($($B,)+), P> {
+            /// The branches' portable nodes and names; `None` if one is not portable or takes
+            /// its input through a conversion (the same JSON must be every branch's input).
+            fn compile_branches(
+                &self,
+                graph: &mut PortableGraph,
+            ) -> Option<Vec<(PortableId, &'static str)>> {
+                Some(vec![$({
                     if !same_type::<I, $B::Input>() {
                         return None;
                     }
                     (self.branches.$idx.compile(graph)?, self.branches.$idx.name())
-                }),+];
-                Some(graph.parallel(branches, Join::Collect))
+                }),+])
             }
         }
 
