@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Where Redis' time goes per am2z run: SLOWLOG entries grouped by command, with EVALSHA
-calls named by their script file (sha1 of am2z/src/runtime/redis/scripts/*.lua).
+calls named by their script file (sha1 of scripts/lib.lua followed by the script, as scripts.rs
+builds them from am2z/src/runtime/redis/scripts/*.lua).
 
     python3 bench/script_costs.py <port> <runs>   # prints a markdown table
 
@@ -16,10 +17,13 @@ import sys
 
 PORT, RUNS = int(sys.argv[1]), float(sys.argv[2])
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "am2z/src/runtime/redis/scripts")
+with open(os.path.join(SCRIPTS, "lib.lua"), "rb") as f:
+    LIB = f.read()
 names = {}
-for path in glob.glob(os.path.join(ROOT, "am2z/src/runtime/redis/scripts/*.lua")):
+for path in glob.glob(os.path.join(SCRIPTS, "*.lua")):
     with open(path, "rb") as f:
-        names[hashlib.sha1(f.read()).hexdigest()] = os.path.basename(path)
+        names[hashlib.sha1(LIB + f.read()).hexdigest()] = os.path.basename(path)
 
 sock = socket.create_connection(("127.0.0.1", PORT))
 reader = sock.makefile("rb")

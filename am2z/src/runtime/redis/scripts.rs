@@ -1,5 +1,5 @@
-//! The Lua scripts, one file each under `scripts/`, with fixed bodies: every value arrives
-//! through `KEYS`/`ARGV`. `redis::Script` runs `EVALSHA` and falls back to `EVAL` on
+//! The Lua scripts, one file each under `scripts/`, each prefixed with the helpers they share
+//! (`scripts/lib.lua`), with fixed bodies: every value arrives through `KEYS`/`ARGV`. `redis::Script` runs `EVALSHA` and falls back to `EVAL` on
 //! `NOSCRIPT`, so a `SCRIPT FLUSH` is survived without anyone noticing. `start` loads them
 //! all up front, so no first call pays for the fallback.
 
@@ -99,26 +99,35 @@ impl Scripts {
     }
 
     pub(crate) fn new() -> Self {
+        /// A script of `scripts/`, after the helpers they share (`scripts/lib.lua`).
+        macro_rules! script {
+            ($name:literal) => {
+                Script::new(concat!(
+                    include_str!("scripts/lib.lua"),
+                    include_str!(concat!("scripts/", $name, ".lua"))
+                ))
+            };
+        }
         Scripts {
-            submit: Script::new(include_str!("scripts/submit.lua")),
-            claim: Script::new(include_str!("scripts/claim.lua")),
-            renew: Script::new(include_str!("scripts/renew.lua")),
-            commit: Script::new(include_str!("scripts/commit.lua")),
-            release: Script::new(include_str!("scripts/release.lua")),
-            sweep: Script::new(include_str!("scripts/sweep.lua")),
-            stop: Script::new(include_str!("scripts/stop.lua")),
-            event: Script::new(include_str!("scripts/event.lua")),
-            pick: Script::new(include_str!("scripts/pick.lua")),
-            enlist: Script::new(include_str!("scripts/enlist.lua")),
-            admit: Script::new(include_str!("scripts/admit.lua")),
-            hold: Script::new(include_str!("scripts/hold.lua")),
-            rate: Script::new(include_str!("scripts/rate.lua")),
-            due: Script::new(include_str!("scripts/due.lua")),
-            promote: Script::new(include_str!("scripts/promote.lua")),
-            heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
-            watch: Script::new(include_str!("scripts/watch.lua")),
-            settle: Script::new(include_str!("scripts/settle.lua")),
-            leases_due: Script::new(include_str!("scripts/leases_due.lua")),
+            submit: script!("submit"),
+            claim: script!("claim"),
+            renew: script!("renew"),
+            commit: script!("commit"),
+            release: script!("release"),
+            sweep: script!("sweep"),
+            stop: script!("stop"),
+            event: script!("event"),
+            pick: script!("pick"),
+            enlist: script!("enlist"),
+            admit: script!("admit"),
+            hold: script!("hold"),
+            rate: script!("rate"),
+            due: script!("due"),
+            promote: script!("promote"),
+            heartbeat: script!("heartbeat"),
+            watch: script!("watch"),
+            settle: script!("settle"),
+            leases_due: script!("leases_due"),
         }
     }
 }

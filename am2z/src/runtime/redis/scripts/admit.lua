@@ -2,8 +2,7 @@
 -- KEYS: 1 the processor's permits (zset: permit id -> expiry, ms on Redis' clock)
 -- ARGV: 1 permit id, 2 the processor's concurrency, 3 hold (ms; renewed while the step runs)
 -- Returns 1 (taken) or 0 (all taken). Permits of dead workers expire by themselves.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return 0

@@ -24,8 +24,7 @@ local served = {}
 for i = 6, #ARGV do
   served[ARGV[i]] = true
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local deadline = now + tonumber(ARGV[2])
 local out = {'ok', '0'}
 local leased = 0

@@ -14,8 +14,7 @@ redis.call('SREM', KEYS[4], KEYS[2])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 -- Result keys are tracked with their expiry (not in the index), and expired entries are
 -- trimmed here, so a long-lived session's bookkeeping stays bounded by its live results.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), KEYS[3])
 redis.call('PEXPIRE', KEYS[5], ARGV[7])

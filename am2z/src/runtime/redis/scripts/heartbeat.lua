@@ -2,8 +2,7 @@
 -- KEYS: 1 workers (zset: worker id -> expiry, ms on Redis' clock), 2 this worker's contracts
 -- ARGV: 1 worker id, 2 time to live (ms), 3.. contract fingerprints it serves
 -- Both keys share the `{:workers}` hash tag (one slot). Lapsed workers are pruned here.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])

@@ -2,8 +2,7 @@
 -- KEYS: 1 the processor's permits
 -- ARGV: 1 permit id, 2 hold (ms)
 -- Returns 1 (extended) or 0 (the permit had expired and is gone).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local extended = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return extended

@@ -2,16 +2,7 @@
 -- KEYS: 1 delayed, 2 queue
 -- ARGV: 1 job key prefix
 -- Returns {moved, next_due}: next_due is the earliest due time left (0: none).
--- Gives `key` the remaining lifetime of `like` (keys recreated here must expire with their
--- session, never outlive it).
-local function expire_like(key, like)
-  local ttl = redis.call('PTTL', like)
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
 local moved = 0
 for _, id in ipairs(due) do

@@ -2,8 +2,7 @@
 -- KEYS: 1 the processor's recent starts (zset: start id -> start time, ms on Redis' clock)
 -- ARGV: 1 start id, 2 starts allowed per window, 3 window (ms)
 -- Returns 0 (start now) or how many ms to wait before asking again.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then

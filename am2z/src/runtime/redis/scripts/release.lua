@@ -2,14 +2,6 @@
 -- KEYS: 1 leases, 2 job, 3 queue
 -- ARGV: 1 run id, 2 fencing token
 -- Returns 1 (released) or 0 (the caller did not hold the lease).
--- Gives `key` the remaining lifetime of `like` (keys recreated here must expire with their
--- session, never outlive it).
-local function expire_like(key, like)
-  local ttl = redis.call('PTTL', like)
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
 local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'priority')
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
   return 0

@@ -6,7 +6,6 @@ local f = redis.call('HMGET', KEYS[2], 'token', 'state')
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
 return 1

@@ -2,8 +2,7 @@
 -- KEYS: 1 leasing
 -- ARGV: 1 session id, 2 its earliest lease deadline (0: it has no leases), 3 the index's ttl (ms)
 -- Without leases it is forgotten, unless a claim re-armed it meanwhile (a future score).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local next_lease = tonumber(ARGV[2])
 if next_lease == 0 then

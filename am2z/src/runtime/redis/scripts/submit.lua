@@ -15,8 +15,7 @@ end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return -2
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local created = redis.call('EXISTS', KEYS[1]) == 0
 if created then
   redis.call('HSET', KEYS[1], 'created_ms', now)

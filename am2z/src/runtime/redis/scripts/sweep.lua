@@ -15,16 +15,7 @@
 if redis.call('EXISTS', KEYS[5]) == 0 then
   return {0, 0, 0, 0, 0, 0}
 end
--- Gives `key` the remaining lifetime of `like` (keys recreated here must expire with their
--- session, never outlive it).
-local function expire_like(key, like)
-  local ttl = redis.call('PTTL', like)
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 local requeued, dead = 0, 0
 for _, id in ipairs(expired) do
