@@ -3,6 +3,8 @@
 //! Values are parsed as expressions and read per key, so every mistake is reported on the key
 //! or the value it concerns, and a bad value does not stop the other keys from being read.
 
+use std::fmt::Display;
+
 use proc_macro2::{Literal, Span};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
@@ -140,30 +142,41 @@ pub(crate) fn read_name(key: &str, value: &Expr, errors: &mut Errors) -> Option<
     Some(lit)
 }
 
-/// A duration literal such as `"30s"`, in milliseconds, with its span.
-pub(crate) fn read_duration(key: &str, value: &Expr, errors: &mut Errors) -> Option<Millis> {
+/// A string literal read by `parse`, with the literal's span; anything else is refused with
+/// `takes` (what the key takes), a parse error on the literal itself.
+fn read_parsed<T>(
+    value: &Expr,
+    takes: impl Display,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    errors: &mut Errors,
+) -> Option<(T, Span)> {
     let Expr::Lit(ExprLit {
         lit: Lit::Str(lit), ..
     }) = value
     else {
-        errors.at(
-            value,
-            format_args!(
-                "`{key}` takes a duration string such as `{key} = \"30s\"` (units: ms, s, m, h)"
-            ),
-        );
+        errors.at(value, takes);
         return None;
     };
-    match parse_duration_ms(&lit.value()) {
-        Ok(ms) => Some(Millis {
-            ms,
-            span: lit.span(),
-        }),
+    match parse(&lit.value()) {
+        Ok(parsed) => Some((parsed, lit.span())),
         Err(message) => {
             errors.at(lit, message);
             None
         }
     }
+}
+
+/// A duration literal such as `"30s"`, in milliseconds, with its span.
+pub(crate) fn read_duration(key: &str, value: &Expr, errors: &mut Errors) -> Option<Millis> {
+    read_parsed(
+        value,
+        format_args!(
+            "`{key}` takes a duration string such as `{key} = \"30s\"` (units: ms, s, m, h)"
+        ),
+        parse_duration_ms,
+        errors,
+    )
+    .map(|(ms, span)| Millis { ms, span })
 }
 
 /// A duration in milliseconds and the span of the literal it came from.
@@ -183,23 +196,12 @@ impl Millis {
 
 /// A rate literal such as `"100/min"`.
 pub(crate) fn read_rate(key: &str, value: &Expr, errors: &mut Errors) -> Option<(Rate, Span)> {
-    let Expr::Lit(ExprLit {
-        lit: Lit::Str(lit), ..
-    }) = value
-    else {
-        errors.at(
-            value,
-            format_args!("`{key}` takes a rate string such as `{key} = \"100/min\"`"),
-        );
-        return None;
-    };
-    match parse_rate(&lit.value()) {
-        Ok(rate) => Some((rate, lit.span())),
-        Err(message) => {
-            errors.at(lit, message);
-            None
-        }
-    }
+    read_parsed(
+        value,
+        format_args!("`{key}` takes a rate string such as `{key} = \"100/min\"`"),
+        parse_rate,
+        errors,
+    )
 }
 
 /// An integer literal that fits `u32` and is at least `min`.

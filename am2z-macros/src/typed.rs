@@ -1,10 +1,24 @@
 //! What every generated processor type gets, whether `#[processor]` or `workflow!` made it:
-//! the typed entry points and the identity `Accepts`/`Returns` impls for its one input and
-//! output type.
+//! its unit struct, the typed entry points and the identity `Accepts`/`Returns` impls for its
+//! one input and output type.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Ident, Type, Visibility};
+
+/// The processor's type: a unit struct (its attributes, e.g. docs, come first).
+pub(crate) fn unit_struct(vis: &Visibility, ty: &Ident) -> TokenStream {
+    quote! {
+        #[derive(
+            ::core::clone::Clone,
+            ::core::marker::Copy,
+            ::core::fmt::Debug,
+            ::core::default::Default,
+        )]
+        #[allow(dead_code)]
+        #vis struct #ty;
+    }
+}
 
 /// `Ty::run(&runtime, input)` and `Ty::run_in_session(&runtime, &session, input)`.
 pub(crate) fn entry_points(

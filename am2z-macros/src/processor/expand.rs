@@ -49,6 +49,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
         #private::step_result(#fn_ident(__am2z_input #ctx_arg).await)
     };
 
+    let unit_struct = crate::typed::unit_struct(vis, &ty);
     let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "processor");
     let identity_edges = crate::typed::identity_edges(&ty, input, output, &private);
     quote! {
@@ -57,14 +58,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
         #(#docs)*
         #separator
         #[doc = #origin]
-        #[derive(
-            ::core::clone::Clone,
-            ::core::marker::Copy,
-            ::core::fmt::Debug,
-            ::core::default::Default,
-        )]
-        #[allow(dead_code)]
-        #vis struct #ty;
+        #unit_struct
 
         #entry_points
 

@@ -70,19 +70,13 @@ pub(crate) fn workflow(
         quote!(#[doc = #doc])
     });
 
+    let unit_struct = crate::typed::unit_struct(vis, ident);
     let entry_points = crate::typed::entry_points(vis, ident, input, output, &private, "workflow");
     let identity_edges = crate::typed::identity_edges(ident, input, output, &private);
     quote! {
         #(#attrs)*
         #default_doc
-        #[derive(
-            ::core::clone::Clone,
-            ::core::marker::Copy,
-            ::core::fmt::Debug,
-            ::core::default::Default,
-        )]
-        #[allow(dead_code)]
-        #vis struct #ident;
+        #unit_struct
 
         #entry_points
 
