@@ -15,3 +15,18 @@ local function expire_like(key, like)
   end
 end
 
+-- A job's score in its session's queue: higher priority first, then `seq` (submission
+-- order; a job put back without one goes to the head of its priority).
+local function queue_score(priority, seq)
+  return -tonumber(priority) * 4294967296 + (seq or 0)
+end
+
+-- The lowest score in the sorted set `key` (0 when it is empty).
+local function first_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    return tonumber(first[2])
+  end
+  return 0
+end
+

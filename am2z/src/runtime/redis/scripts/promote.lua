@@ -9,14 +9,9 @@ for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   local priority = redis.call('HGET', ARGV[1] .. id, 'priority')
   if priority then
-    redis.call('ZADD', KEYS[2], -tonumber(priority) * 4294967296, id)
+    redis.call('ZADD', KEYS[2], queue_score(priority), id)
     expire_like(KEYS[2], KEYS[1])
     moved = moved + 1
   end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local next_due = 0
-if #first > 0 then
-  next_due = tonumber(first[2])
-end
-return {moved, next_due}
+return {moved, first_score(KEYS[1])}

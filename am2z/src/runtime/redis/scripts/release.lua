@@ -9,6 +9,6 @@ end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'state', 'queued')
 redis.call('HINCRBY', KEYS[2], 'deliveries', -1)
-redis.call('ZADD', KEYS[3], -tonumber(f[3]) * 4294967296, ARGV[1])
+redis.call('ZADD', KEYS[3], queue_score(f[3]), ARGV[1])
 expire_like(KEYS[3], KEYS[2])
 return 1

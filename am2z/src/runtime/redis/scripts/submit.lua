@@ -28,7 +28,7 @@ local priority = tonumber(ARGV[5])
 redis.call('HSET', KEYS[4], 'name', ARGV[2], 'fp', ARGV[3], 'input', ARGV[4],
   'priority', priority, 'token', 0, 'deliveries', 0, 'created_ms', now, 'state', 'queued')
 redis.call('SADD', KEYS[2], KEYS[4])
-redis.call('ZADD', KEYS[3], -priority * 4294967296 + seq, ARGV[1])
+redis.call('ZADD', KEYS[3], queue_score(priority, seq), ARGV[1])
 local ttl = tonumber(ARGV[6])
 local left = -1
 if not created then

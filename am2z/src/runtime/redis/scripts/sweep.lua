@@ -39,7 +39,7 @@ for _, id in ipairs(expired) do
     else
       redis.call('HSET', job, 'state', 'queued')
       if deliveries <= 1 or tonumber(ARGV[7]) <= 0 then
-        redis.call('ZADD', KEYS[2], -tonumber(f[2]) * 4294967296, id)
+        redis.call('ZADD', KEYS[2], queue_score(f[2]), id)
         expire_like(KEYS[2], KEYS[5])
       else
         local wait = math.min(tonumber(ARGV[7]) * 2 ^ (deliveries - 2), tonumber(ARGV[8]))
@@ -75,14 +75,4 @@ if grace > 0 and #ARGV >= 10 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-local first = redis.call('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
-local next_due = 0
-if #first > 0 then
-  next_due = tonumber(first[2])
-end
-local lease = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local next_lease = 0
-if #lease > 0 then
-  next_lease = tonumber(lease[2])
-end
-return {requeued, dead, 1, next_due, next_lease, redis.call('ZCARD', KEYS[2])}
+return {requeued, dead, 1, first_score(KEYS[7]), first_score(KEYS[1]), redis.call('ZCARD', KEYS[2])}
