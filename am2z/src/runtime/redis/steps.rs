@@ -15,7 +15,7 @@ use super::keys::JobId;
 use super::limits::ClusterGate;
 use super::served::Served;
 use super::worker::{ClaimedJob, millis};
-use crate::context::{RunSeed, with_run_seed};
+use crate::context::{Parked, Parking, RunSeed, with_run_seed};
 use crate::event::EventKind;
 use crate::plan::Fnv;
 use crate::portable::{Frame, InstanceId, Job, Json, PortableGraph, PortableId, Transition};
@@ -139,6 +139,7 @@ impl Handed {
             deliveries: 1,
             lease_deadline: self.deadline,
             asked: Instant::now(),
+            resume: 0,
             step: self.step,
             version: self.version,
             attempts: self.attempts,
@@ -150,6 +151,9 @@ impl Handed {
 pub(crate) enum Ran {
     /// It produced a transition: commit it.
     Advance(Box<Advance>),
+    /// Its step waits before its next attempt (`attempts` made so far by this job): back to
+    /// the due-time set until then.
+    Park { parked: Parked, attempts: u32 },
     /// Give the lease back (this process is stopping, or lost the lease).
     Release,
 }
@@ -190,6 +194,7 @@ pub(crate) async fn run(
                         delta = (version, attempts);
                         (Parent { stack, deadlines }, transition)
                     }
+                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
                     // Nothing can end a run that has not been committed yet.
                     Stepped::Release | Stepped::Moot => return Ran::Release,
                 }
@@ -230,6 +235,7 @@ pub(crate) async fn run(
                         delta = (version, attempts);
                         (Parent { stack, deadlines }, transition)
                     }
+                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
                     Stepped::Release => return Ran::Release,
                     Stepped::Moot => (Parent::root(), Transition::default()),
                 }
@@ -364,6 +370,8 @@ fn shared_frames(a: &[Frame], b: &[Frame]) -> usize {
 enum Stepped {
     /// With a transition, the steps completed and attempts made, and the step's stack.
     Ran(Transition, u64, u32, Vec<Frame>),
+    /// The step waits (its `delay`, or a retry's backoff) in Redis, not in this slot.
+    Park(Parked, u32),
     Release,
     Moot,
 }
@@ -402,6 +410,7 @@ async fn step(
         let error = Error::configuration(format!("portable node {} is not a step", job.node));
         return Stepped::Ran(graph.transition(&job, Err(error)), 0, 0, job.stack.clone());
     };
+    let parking = Arc::new(Parking::new(claimed.resume));
     let seed = RunSeed {
         run_id: claimed.id.run,
         created_at: UNIX_EPOCH + Duration::from_millis(claimed.created_ms),
@@ -409,6 +418,7 @@ async fn step(
             inner: Arc::clone(inner),
         })),
         one_step: true,
+        parking: Some(Arc::clone(&parking)),
     };
     let running = with_run_seed(
         seed,
@@ -434,6 +444,13 @@ async fn step(
     };
     let (result, version, attempts) = match outcome {
         Ok(result) => (Ok(result.output), result.meta.version, result.attempts),
+        Err(failure) if parking.parked().is_some() => {
+            let parked = parking.parked().unwrap_or(Parked {
+                attempt: 1,
+                delay: Duration::ZERO,
+            });
+            return Stepped::Park(parked, failure.attempts);
+        }
         Err(failure) => {
             let stopping = matches!(failure.error, Error::Cancelled { .. })
                 && !crate::Runtime::is_running(&inner.engine);
@@ -481,6 +498,7 @@ fn advance(
 ) -> Advance {
     let run = job.id.run;
     let now = clock.now_ms();
+    let transition = bounded(inner, job, transition);
     let mut successors = Vec::new();
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
@@ -584,6 +602,43 @@ impl HeldItems {
             .into_iter()
             .flat_map(|(item, jobs)| [item.to_string(), Json::Array(jobs).to_string()]);
         head.into_iter().chain(items)
+    }
+}
+
+/// `transition`, unless a value it would store (a successor's input, a branch's result) is
+/// larger than `max_payload_bytes`: then the run fails with [`Error::Resource`] instead, before
+/// anything is written.
+fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transition {
+    let limit = inner.config.max_payload_bytes;
+    let size = |value: &Json| serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    let largest = transition
+        .jobs
+        .iter()
+        .map(|next| size(&next.input))
+        .chain(
+            transition
+                .arrivals
+                .iter()
+                .map(|arrival| match &arrival.value {
+                    Ok(value) => size(value),
+                    Err(_) => 0,
+                }),
+        )
+        .max()
+        .unwrap_or(0);
+    if largest <= limit {
+        return transition;
+    }
+    let error = Error::resource(
+        "payload",
+        format!(
+            "a value between the steps of `{}` is {largest} bytes; the limit is {limit}",
+            job.name
+        ),
+    );
+    Transition {
+        output: Some(Err(error)),
+        ..Transition::default()
     }
 }
 

@@ -41,6 +41,8 @@ pub(crate) struct ClaimedJob {
     /// The run's steps completed and attempts made before this job (step by step).
     pub(crate) version: u64,
     pub(crate) attempts: u32,
+    /// The attempt the job's step resumes at after waiting in Redis (0: a fresh step).
+    pub(crate) resume: u32,
 }
 
 /// What the renewer and the control channel need to know about a held lease.
@@ -104,6 +106,10 @@ async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> 
                 .await;
             match ran {
                 steps::Ran::Advance(advance) => advance_run(inner, &job, *advance).await,
+                steps::Ran::Park { parked, attempts } => {
+                    park(inner, &job, parked, attempts).await;
+                    None
+                }
                 steps::Ran::Release => {
                     release(inner, &job).await;
                     None
@@ -258,6 +264,33 @@ async fn advance_run(
             tracing::warn!(session = %job.session, job = %job.id, "unreadable commit reply; the lease will expire and the job be retried");
             None
         }
+    }
+}
+
+/// Puts a step job that waits before its next attempt into the session's due-time set, and
+/// arms the session's timer for it.
+async fn park(inner: &Inner, job: &ClaimedJob, parked: crate::context::Parked, attempts: u32) {
+    let body = CommitBody::Park {
+        attempt: parked.attempt,
+        delay: parked.delay,
+        attempts,
+    };
+    let reply = send_commit(inner, job, body).await;
+    let due = match reply.map(|r| r.and_then(|v| redis::from_redis_value(v).map_err(Into::into))) {
+        Some(Ok(due)) => due,
+        Some(Err(error)) => return commit_failed(inner, job, &error),
+        None => return,
+    };
+    let due: i64 = due;
+    if due <= 0 {
+        return refused(inner, job);
+    }
+    let armed = match inner.conn() {
+        Ok(mut conn) => super::promoter::arm(inner, &mut conn, &job.session, due).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = armed {
+        tracing::warn!(session = %job.session, job = %job.id, %error, "arming the timer of a waiting step failed; the sweeper re-arms it");
     }
 }
 

@@ -18,10 +18,12 @@
 -- (committed; ended is 1 when this commit stored the run's outcome, queued how many jobs it
 -- queued), or the same followed by the successor leased to the caller: id, input, token,
 -- lease deadline, step, version, attempts.
-local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority', 'created_ms')
+local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority', 'created_ms',
+  'attempts')
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
   return {'0'}
 end
+local now = now_ms()
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[5], KEYS[2])
@@ -36,7 +38,8 @@ else
   redis.call('HINCRBY', KEYS[3], 'live', -1)
 end
 redis.call('HINCRBY', KEYS[3], 'version', ARGV[14])
-redis.call('HINCRBY', KEYS[3], 'attempts', ARGV[15])
+-- With the attempts the job made before it parked.
+redis.call('HINCRBY', KEYS[3], 'attempts', tonumber(ARGV[15]) + tonumber(f[7] or '0'))
 
 local created = {}
 local function closed(instances)
@@ -55,7 +58,7 @@ local function create(spec)
   local key = ARGV[3] .. spec[1]
   redis.call('HSET', key, 'name', f[3], 'fp', f[4], 'input', spec[2], 'step', spec[3],
     'run', ARGV[4], 'priority', f[5], 'token', 0, 'deliveries', 0, 'created_ms', f[6],
-    'state', 'queued')
+    'queued_ms', now, 'state', 'queued')
   redis.call('SADD', KEYS[5], key)
   expire_like(key, KEYS[8])
   redis.call('HINCRBY', KEYS[3], 'live', 1)
@@ -128,7 +131,6 @@ for _, arrival in ipairs(cjson.decode(ARGV[17])) do
 end
 
 if ARGV[18] ~= '' then
-  local now = now_ms()
   redis.call('SET', KEYS[7], ARGV[18], 'PX', ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
   redis.call('ZADD', KEYS[6], now + tonumber(ARGV[6]), KEYS[7])
@@ -158,7 +160,7 @@ if tonumber(ARGV[13]) > 0 and #created > 0 then
   first = 2
   local id = created[1]
   local key = ARGV[3] .. id
-  local deadline = now_ms() + tonumber(ARGV[13])
+  local deadline = now + tonumber(ARGV[13])
   redis.call('HSET', key, 'token', 1, 'deliveries', 1, 'state', 'leased')
   redis.call('ZADD', KEYS[1], deadline, id)
   expire_like(KEYS[1], KEYS[8])
