@@ -265,6 +265,7 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                         None => call.arg("").arg(""),
                     };
                     call.arg(if advance.entry { "1" } else { "0" })
+                        .arg(&advance.hand_off_token)
                         .arg(&advance.held);
                     pipe.invoke_script(&call);
                 }

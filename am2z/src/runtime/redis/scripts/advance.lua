@@ -7,7 +7,9 @@
 --       13 lease (ms) for the successor handed to the caller (0: none), 14 steps completed,
 --       15 attempts made, 16 successors, 17 arrivals (both JSON, see below), 18 the run's
 --       outcome ('': the run goes on), 19 its run event (JSON), 20 '1' when the job is the
---       run's entry job (its commit creates the run hash), 21.. held map items:
+--       run's entry job (its commit creates the run hash), 21 the fencing token of the
+--       successor leased to the caller (a number the caller drew, so that it can start that
+--       successor before this commit's reply: no other lease can have it), 22.. held map items:
 --       per map instance, its id, its first held item, how many are held, then per held
 --       item its index and its jobs (a successors list, JSON)
 -- successors: [[job id, input, step, [instances above it]], ...]
@@ -69,7 +71,7 @@ for _, spec in ipairs(cjson.decode(ARGV[16])) do
   create(spec)
 end
 -- Held map items come as plain arguments (no decoding), stored in slices of 500.
-local at = 21
+local at = 22
 while at <= #ARGV do
   local instance, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   local items = at + 3
@@ -161,12 +163,12 @@ if tonumber(ARGV[13]) > 0 and #created > 0 then
   local id = created[1]
   local key = ARGV[3] .. id
   local deadline = now + tonumber(ARGV[13])
-  redis.call('HSET', key, 'token', 1, 'deliveries', 1, 'state', 'leased')
+  redis.call('HSET', key, 'token', ARGV[21], 'deliveries', 1, 'state', 'leased')
   redis.call('ZADD', KEYS[1], deadline, id)
   expire_like(KEYS[1], KEYS[8])
   local job = redis.call('HMGET', key, 'input', 'step')
   local run = redis.call('HMGET', KEYS[3], 'version', 'attempts')
-  handed = {id, job[1], '1', tostring(deadline), job[2], run[1] or '0', run[2] or '0'}
+  handed = {id, job[1], ARGV[21], tostring(deadline), job[2], run[1] or '0', run[2] or '0'}
 end
 for i = first, #created do
   redis.call('ZADD', KEYS[4], queue_score(f[5], 0), created[i])
