@@ -1198,6 +1198,57 @@ mod redis_step_jobs {
         }
     }
 
+    static SLOW_STARTS: AtomicU32 = AtomicU32::new(0);
+
+    /// Adds one, slowly.
+    #[processor]
+    async fn slow_add(x: i64) -> Result<i64, Error> {
+        SLOW_STARTS.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(x + 1)
+    }
+
+    workflow! {
+        /// Three slow steps.
+        pub SlowThree(i64) -> i64 {
+            chain![slow_add, slow_add, slow_add]
+        }
+    }
+
+    /// A draining worker finishes and commits the step it runs, but is handed no successor:
+    /// it leaves after one step, not after the whole chain, and another worker finishes the
+    /// run from the step that follows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_draining_worker_finishes_its_step_and_takes_no_successor() {
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let first = RedisRuntime::new(config.clone());
+        first.serve(SlowThree);
+        first.start().await.unwrap();
+        let s = session("drain-steps");
+        let handle = first.submit(&s, &SlowThree, 0).await.unwrap();
+        let begin = std::time::Instant::now();
+        while SLOW_STARTS.load(Ordering::SeqCst) == 0 {
+            assert!(begin.elapsed() < Duration::from_secs(5), "the chain started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let draining = Instant::now();
+        first.drain(Duration::from_secs(10)).await.unwrap();
+        let drained_in = draining.elapsed();
+        assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 1, "no successor was started");
+        assert!(drained_in < Duration::from_millis(800), "{drained_in:?}");
+        let second = RedisRuntime::new(config);
+        second.serve(SlowThree);
+        second.start().await.unwrap();
+        let result = second
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(result.output, 3);
+        assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 3, "each step ran once");
+        second.stop_session(&s).await.unwrap();
+        second.stop().await.unwrap();
+    }
+
     /// A step's retry backoff and `delay` wait in Redis' due-time set, not in the worker's
     /// slot: while one run waits, another run goes through the worker's only slot; the
     /// waiting run then resumes at the right attempt and counts every attempt once.
