@@ -10,7 +10,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventKind};
-use crate::runtime::host::{Host, StepGate};
+use crate::portable::PortableGraph;
+use crate::runtime::host::{ChildCall, Host, StepGate};
 use crate::runtime::step::{self, StepFailure};
 use crate::{Error, Metadata, Processor, RunId, SessionId};
 
@@ -46,6 +47,9 @@ pub(crate) struct RunScope {
     pub(crate) one_step: bool,
     /// Where the run's own step parks instead of sleeping (a distributed worker's step job).
     pub(crate) parking: Option<Arc<Parking>>,
+    /// The call depth the run starts at: above 0 when it is a `ctx.call` executed as a child
+    /// job of another run.
+    pub(crate) depth: u32,
 }
 
 /// A step job's waits, handed back to its worker instead of slept in its slot: the step's
@@ -97,6 +101,8 @@ pub(crate) struct RunSeed {
     pub(crate) one_step: bool,
     /// See [`RunScope::parking`].
     pub(crate) parking: Option<Arc<Parking>>,
+    /// See [`RunScope::depth`].
+    pub(crate) depth: u32,
 }
 
 tokio::task_local! {
@@ -115,15 +121,16 @@ pub(crate) async fn with_run_seed<F: std::future::Future>(seed: RunSeed, future:
 impl RunScope {
     pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
         let seed = SEED.try_with(std::cell::Cell::take).ok().flatten();
-        let (run_id, created_at, gate, one_step, parking) = match seed {
+        let (run_id, created_at, gate, one_step, parking, depth) = match seed {
             Some(seed) => (
                 seed.run_id,
                 seed.created_at,
                 seed.gate,
                 seed.one_step,
                 seed.parking,
+                seed.depth,
             ),
-            None => (RunId::generate(), SystemTime::now(), None, false, None),
+            None => (RunId::generate(), SystemTime::now(), None, false, None, 0),
         };
         RunScope {
             session,
@@ -132,6 +139,7 @@ impl RunScope {
             gate,
             one_step,
             parking,
+            depth,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),
@@ -178,10 +186,10 @@ impl Ctx {
     /// The root context of a run, from which every step's context derives.
     pub(crate) fn root(run: Arc<RunScope>, token: CancellationToken) -> Self {
         Ctx {
+            depth: run.depth,
             run,
             processor: "",
             attempt: 0,
-            depth: 0,
             token,
             span: tracing::Span::none(),
         }
@@ -304,6 +312,29 @@ impl Ctx {
                     depth,
                     limit,
                 });
+            }
+            // On a distributed runtime the callee runs as a child job of this run (any worker,
+            // this one's slot free meanwhile), when its data crosses as JSON.
+            if let Some(gate) = &self.run.gate {
+                let mut graph = PortableGraph::new();
+                let encoded = processor
+                    .compile(&mut graph)
+                    .and_then(|_| graph.codecs().encode(&input).ok());
+                if let Some(encoded) = encoded {
+                    let call = ChildCall {
+                        session: &self.run.session,
+                        run_id: self.run.run_id,
+                        attempt: self.attempt,
+                        depth,
+                        contract: processor.contract(),
+                        priority: processor.config().priority,
+                        input: encoded,
+                    };
+                    if let Some(child) = gate.call(call) {
+                        let output = child.await?;
+                        return graph.codecs().decode::<P::Output>(output);
+                    }
+                }
             }
             let caller = Ctx {
                 run: Arc::clone(&self.run),

@@ -1328,3 +1328,91 @@ mod redis_step_jobs {
         runtime.stop().await.unwrap();
     }
 }
+
+/// `ctx.call` on Redis: the callee runs as a child job of the calling run.
+mod redis_child_calls {
+    use std::process::Command;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use am2z::{Ctx, Error, Executes, RedisRuntime, RunId, Runtime, processor};
+    use am2z_tests::suite::session;
+
+    use super::{redis_url, test_config};
+
+    fn redis_cli(args: &[&str]) -> String {
+        let url = redis_url();
+        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
+        let output = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// What the callee saw: its run id and call depth.
+    static SEEN: Mutex<Vec<(RunId, u32)>> = Mutex::new(Vec::new());
+
+    /// Doubles, slowly, noting the run and depth it ran at.
+    #[processor]
+    async fn slow_double(x: i64, ctx: &Ctx) -> Result<i64, Error> {
+        SEEN.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ctx.run_id(), ctx.call_depth()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(x * 2)
+    }
+
+    /// Delegates to `slow_double` through `ctx.call`.
+    #[processor]
+    async fn delegate(x: i64, ctx: &Ctx) -> Result<i64, Error> {
+        ctx.call(&SlowDouble, x).await
+    }
+
+    /// The callee is a job of its own (queued in the caller's session, marked as the caller
+    /// run's child) that runs under the caller's run id one level deeper; with one slot, the
+    /// caller waiting for it does not hold the slot the child needs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_is_a_child_job_of_the_calling_run() {
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let prefix = config.queue_prefix().to_owned();
+        let runtime = RedisRuntime::new(config);
+        runtime.serve(Delegate);
+        runtime.serve(SlowDouble);
+        runtime.start().await.unwrap();
+        let s = session("child-call");
+        let handle = runtime.submit(&s, &Delegate, 21).await.unwrap();
+        let caller = handle.run_id.to_string();
+        let pattern = format!("{prefix}:{{{}}}:job:*", s.as_str());
+        let begin = Instant::now();
+        let child = loop {
+            let found = redis_cli(&["--scan", "--pattern", &pattern])
+                .lines()
+                .find(|key| redis_cli(&["HGET", key, "child_of"]) == caller)
+                .map(str::to_owned);
+            if let Some(found) = found {
+                break found;
+            }
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "no child job of {caller}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(redis_cli(&["HGET", &child, "depth"]), "1");
+        let result = runtime
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(result.output, 42);
+        let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        assert_eq!(
+            seen,
+            vec![(handle.run_id, 1)],
+            "the caller's run, one level deeper"
+        );
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+}

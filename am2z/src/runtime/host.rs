@@ -11,7 +11,8 @@ use futures::future::BoxFuture;
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
 use crate::event::EventBus;
-use crate::{ProcessorConfig, SessionId};
+use crate::portable::Json;
+use crate::{Contract, Error, ProcessorConfig, RunId, SessionId};
 
 pub(crate) trait Host: Send + Sync + 'static {
     fn events(&self) -> &EventBus;
@@ -49,4 +50,22 @@ pub(crate) trait StepGate: Send + Sync + 'static {
     fn max_payload_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Runs a `ctx.call` as a child job of the calling run, on any worker, without holding
+    /// the caller's slot while it waits; `None`: the call runs inline, as on the local runtime.
+    fn call<'a>(&'a self, _call: ChildCall<'a>) -> Option<BoxFuture<'a, Result<Json, Error>>> {
+        None
+    }
+}
+
+/// A `ctx.call` to run as a child job: the callee's contract and input (JSON), and the
+/// caller's run, attempt and the depth the callee runs at.
+pub(crate) struct ChildCall<'a> {
+    pub(crate) session: &'a SessionId,
+    pub(crate) run_id: RunId,
+    pub(crate) attempt: u32,
+    pub(crate) depth: u32,
+    pub(crate) contract: Contract,
+    pub(crate) priority: i32,
+    pub(crate) input: Json,
 }

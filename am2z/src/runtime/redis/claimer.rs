@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use redis::aio::ConnectionManager;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
 use super::keys::JobId;
 use super::scripts::InvokeReloading;
 use super::worker::{self, ClaimedJob, millis};
-use crate::{Error, SessionId};
+use crate::{Error, RunId, SessionId};
 
 /// How many sessions one claim looks at before concluding there is nothing it can take.
 const SESSIONS_PER_CLAIM: usize = 8;
@@ -23,7 +22,7 @@ const SESSIONS_PER_CLAIM: usize = 8;
 const CLAIM_BATCH: usize = 16;
 
 pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(inner.config.worker_concurrency));
+    let slots = Arc::clone(&inner.slots);
     let mut hint: Option<SessionId> = None;
     loop {
         let first = tokio::select! {
@@ -307,7 +306,7 @@ async fn watch_slowly(
 }
 
 /// How many fields `claim.lua` gives per job.
-const FIELDS: usize = 12;
+const FIELDS: usize = 14;
 
 /// One leased job from its fields in `claim.lua`'s reply (the input is kept as bytes:
 /// decoding it is the served processor's job, which fails the run with a typed error);
@@ -329,6 +328,12 @@ fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Op
         version: text(9).parse().unwrap_or(0),
         attempts: text(10).parse().unwrap_or(0),
         resume: text(11).parse().unwrap_or(0),
+        child_of: match fields[12].is_empty() {
+            true => None,
+            false => u128::from_str_radix(&text(12), 16)
+                .ok()
+                .map(|run| (RunId::from_u128(run), text(13).parse().unwrap_or(0))),
+        },
     })
 }
 

@@ -5,21 +5,29 @@
 //! themselves. Waiters poll; cross-process waiters are not ordered by priority.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use super::Inner;
+use super::keys::JobId;
 use super::worker::millis;
-use crate::runtime::host::StepGate;
-use crate::{ProcessorConfig, RunId};
+use crate::portable::Json;
+use crate::runtime::host::{ChildCall, StepGate};
+use crate::{Error, ProcessorConfig, RunId};
 
 /// How long a worker waits before asking again for a concurrency permit.
 const PERMIT_POLL: Duration = Duration::from_millis(5);
 
-/// The gate of the runs one `RedisRuntime` executes.
+/// The gate of the runs one `RedisRuntime` executes: the cluster-wide limits, the payload
+/// limit of custom events, and `ctx.call` as a child job (`calls.rs`).
 pub(crate) struct ClusterGate {
     pub(crate) inner: Arc<Inner>,
+    /// The job whose steps pass this gate (child calls are named after it).
+    caller: JobId,
+    /// The job's child calls so far.
+    calls: AtomicU32,
 }
 
 /// A held concurrency permit: given back when dropped.
@@ -57,6 +65,14 @@ fn unique_id() -> String {
 }
 
 impl ClusterGate {
+    pub(crate) fn new(inner: Arc<Inner>, caller: JobId) -> Self {
+        ClusterGate {
+            inner,
+            caller,
+            calls: AtomicU32::new(0),
+        }
+    }
+
     async fn rate(&self, processor: &'static str, max: u32, per: Duration) {
         let inner = &self.inner;
         let key = inner.keys.starts(processor);
@@ -144,6 +160,11 @@ impl StepGate for ClusterGate {
     /// outcomes do.
     fn max_payload_bytes(&self) -> Option<usize> {
         Some(self.inner.config.max_payload_bytes)
+    }
+
+    fn call<'a>(&'a self, call: ChildCall<'a>) -> Option<BoxFuture<'a, Result<Json, Error>>> {
+        let ordinal = self.calls.fetch_add(1, Ordering::Relaxed);
+        super::calls::start(&self.inner, self.caller, ordinal, call)
     }
 }
 

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod calls;
 mod claimer;
 mod config;
 mod connection;
@@ -61,6 +62,8 @@ use self::worker::{HeldLease, millis};
 use super::{Executes, ProcessorInfo, QueueStats, Runtime, RuntimeStats, SessionStats};
 use crate::event::{EventBus, EventKind};
 use crate::plan::Fingerprint;
+use crate::portable::Json;
+use crate::runtime::host::ChildCall;
 use crate::{
     Error, Event, EventStream, LocalRuntime, Processor, Registration, RunFailure, RunId,
     RunOutcome, RunResult, SessionId,
@@ -133,6 +136,11 @@ pub(crate) struct Inner {
     /// Cluster-wide concurrency permits held by steps running here: id → key.
     pub(crate) permits: Mutex<HashMap<String, String>>,
     pub(crate) lease_returned: Notify,
+    /// This worker's execution slots (`worker_concurrency`): the claimer takes one per job; a
+    /// step waiting on a child job gives its own back meanwhile.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// The user's handles (not kept alive by this): a child call needs the runtime's API.
+    handle: Mutex<std::sync::Weak<LastHandle>>,
     /// Commits for the forwarder to send behind their runs' events (set by `start`).
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
     pub(crate) fenced_commits: AtomicU64,
@@ -317,6 +325,36 @@ impl Inner {
     }
 }
 
+/// A run to queue: its processor (name and contract fingerprint), input (JSON) and priority.
+struct NewRun<'a> {
+    name: &'a str,
+    fingerprint: Fingerprint,
+    input: String,
+    priority: i32,
+}
+
+/// The run a child run (a `ctx.call` executed as a job) belongs to, and the call depth it
+/// runs at.
+pub(crate) struct ChildOf {
+    pub(crate) run: RunId,
+    pub(crate) depth: u32,
+}
+
+impl Inner {
+    /// The runtime's API, while a user's handle lives.
+    pub(crate) fn runtime(self: &Arc<Self>) -> Option<RedisRuntime> {
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()?;
+        Some(RedisRuntime {
+            inner: Arc::clone(self),
+            _handle: handle,
+        })
+    }
+}
+
 fn not_started() -> Error {
     Error::configuration("the Redis runtime is not started: call `start().await` before executing")
 }
@@ -331,7 +369,9 @@ impl RedisRuntime {
             .build();
         let stopped = CancellationToken::new();
         stopped.cancel();
+        let slots = Arc::new(tokio::sync::Semaphore::new(config.worker_concurrency));
         let inner = Arc::new(Inner {
+            slots,
             keys: Keys::new(&config.prefix),
             scripts: Scripts::new(),
             errors: ErrorMap::new(&config),
@@ -354,14 +394,17 @@ impl RedisRuntime {
             leases: Mutex::new(HashMap::new()),
             permits: Mutex::new(HashMap::new()),
             lease_returned: Notify::new(),
+            handle: Mutex::new(std::sync::Weak::new()),
             outbox: Mutex::new(None),
             fenced_commits: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             step_commits: AtomicU64::new(0),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
         });
+        let handle = Arc::new(LastHandle(Arc::clone(&inner)));
+        *inner.handle.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&handle);
         RedisRuntime {
-            _handle: Arc::new(LastHandle(Arc::clone(&inner))),
+            _handle: handle,
             inner,
         }
     }
@@ -446,15 +489,56 @@ impl RedisRuntime {
         P::Input: Serialize,
     {
         let input = serde_json::to_string(&input)?;
-        self.submit_raw(
-            session,
-            RunId::generate(),
-            processor.name(),
-            processor.contract().fingerprint,
+        let run = NewRun {
+            name: processor.name(),
+            fingerprint: processor.contract().fingerprint,
             input,
-            processor.config().priority,
-        )
-        .await
+            priority: processor.config().priority,
+        };
+        self.submit_raw(session, RunId::generate(), run, None).await
+    }
+
+    /// Runs `call` (a `ctx.call` of a step executing here) as the child run `child`: queued
+    /// in the caller's session for any worker, awaited with this worker's slot given back.
+    async fn call_child(&self, call: ChildCall<'_>, child: RunId) -> Result<Json, Error> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let slot = inner.waiters.register(child, call.session);
+        let of = ChildOf {
+            run: call.run_id,
+            depth: call.depth,
+        };
+        let submitted = self
+            .submit_raw(
+                call.session,
+                child,
+                NewRun {
+                    name: &call.contract.name,
+                    fingerprint: call.contract.fingerprint,
+                    input: call.input.to_string(),
+                    priority: call.priority,
+                },
+                Some(&of),
+            )
+            .await;
+        let outcome = match submitted {
+            Ok(handle) => {
+                // The slot this step holds runs other jobs (the child, say) while it waits.
+                inner.slots.add_permits(1);
+                let outcome = self
+                    .wait_slot::<Json>(&handle, &slot, None, started, true)
+                    .await;
+                if let Ok(permit) = inner.slots.acquire().await {
+                    permit.forget();
+                }
+                outcome
+                    .map(|result| result.output)
+                    .map_err(|failure| failure.error)
+            }
+            Err(error) => Err(error),
+        };
+        inner.waiters.unregister(child, &slot);
+        outcome
     }
 
     /// Submits a run and waits for its outcome. The waiter is registered before the run
@@ -475,8 +559,13 @@ impl RedisRuntime {
         let slot = self.inner.waiters.register(run_id, session);
         let submitted = match input {
             Ok(input) => {
-                self.submit_raw(session, run_id, name, fingerprint, input, priority)
-                    .await
+                let run = NewRun {
+                    name,
+                    fingerprint,
+                    input,
+                    priority,
+                };
+                self.submit_raw(session, run_id, run, None).await
             }
             Err(error) => Err(error),
         };
@@ -496,11 +585,15 @@ impl RedisRuntime {
         &self,
         session: &SessionId,
         run_id: RunId,
-        name: &str,
-        fingerprint: Fingerprint,
-        input: String,
-        priority: i32,
+        run: NewRun<'_>,
+        child: Option<&ChildOf>,
     ) -> Result<RunHandle, Error> {
+        let NewRun {
+            name,
+            fingerprint,
+            input,
+            priority,
+        } = run;
         let inner = &self.inner;
         if !inner.running.load(Ordering::Acquire) {
             return Err(not_started());
@@ -545,6 +638,12 @@ impl RedisRuntime {
             .arg(inner.keys.events_channel())
             .arg(created)
             .arg(inner.config.events_max_len);
+        if let Some(child) = child {
+            submit
+                .arg(child.run.to_string())
+                .arg(child.depth)
+                .arg(keys.result(run_id));
+        }
         // Queued and scheduled in one round trip: `enlist` runs after `submit` (one
         // connection, in order), as the claimer's retire step needs. Enlisting after a refused
         // submission is harmless: the session then has queued work anyway.
@@ -599,6 +698,8 @@ impl RedisRuntime {
                     ),
                 ));
             }
+            // A child call whose caller runs again (a retry, a redelivery) finds its child.
+            -2 if child.is_some() => {}
             -2 => return Err(Error::configuration("duplicate run id")),
             _ => {}
         }

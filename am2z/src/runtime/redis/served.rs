@@ -54,6 +54,9 @@ pub(crate) struct Assignment<'a> {
     pub(crate) input: &'a [u8],
     /// The identity the submitter gave the run.
     pub(crate) run_id: RunId,
+    /// For a child run: the calling run (whose id the child runs under, without run-level
+    /// events) and the call depth it runs at.
+    pub(crate) child_of: Option<(RunId, u32)>,
     pub(crate) created_at: SystemTime,
     /// The largest outcome that may be stored.
     pub(crate) max_bytes: usize,
@@ -122,6 +125,7 @@ where
                 session,
                 input,
                 run_id,
+                child_of,
                 created_at,
                 max_bytes,
                 gate,
@@ -132,11 +136,12 @@ where
             let outcome: RunOutcome<P::Output> = match decoded {
                 Ok(input) => {
                     let seed = RunSeed {
-                        run_id,
+                        run_id: child_of.map_or(run_id, |(caller, _)| caller),
                         created_at,
                         gate: Some(gate),
-                        one_step: false,
+                        one_step: child_of.is_some(),
                         parking: None,
+                        depth: child_of.map_or(0, |(_, depth)| depth),
                     };
                     with_run_seed(
                         seed,

@@ -152,6 +152,7 @@ impl Handed {
             lease_deadline: self.deadline,
             asked: Instant::now(),
             resume: 0,
+            child_of: None,
             step: self.step,
             version: self.version,
             attempts: self.attempts,
@@ -481,11 +482,10 @@ async fn step(
     let seed = RunSeed {
         run_id: claimed.id.run,
         created_at: UNIX_EPOCH + Duration::from_millis(claimed.created_ms),
-        gate: Some(Arc::new(ClusterGate {
-            inner: Arc::clone(inner),
-        })),
+        gate: Some(Arc::new(ClusterGate::new(Arc::clone(inner), claimed.id))),
         one_step: true,
         parking: Some(Arc::clone(&parking)),
+        depth: 0,
     };
     let running = with_run_seed(
         seed,
@@ -762,6 +762,7 @@ fn handed_successor(
         version: job.version + version,
         attempts: job.attempts + attempts,
         resume: 0,
+        child_of: None,
     }
 }
 

@@ -20,7 +20,7 @@ use super::limits::ClusterGate;
 use super::scripts::InvokeReloading;
 use super::served::{Assignment, Served};
 use super::steps;
-use crate::SessionId;
+use crate::{RunId, SessionId};
 
 /// A job this process holds a lease on.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub(crate) struct ClaimedJob {
     pub(crate) attempts: u32,
     /// The attempt the job's step resumes at after waiting in Redis (0: a fresh step).
     pub(crate) resume: u32,
+    /// For a child run (a `ctx.call` executed as a job): the calling run and the call depth.
+    pub(crate) child_of: Option<(RunId, u32)>,
 }
 
 /// What the renewer and the control channel need to know about a held lease.
@@ -104,7 +106,8 @@ async fn execute_one(
         delivery = job.deliveries,
     );
     let graph = served.as_ref().and_then(|s| s.graph().cloned());
-    let step_by_step = !job.step.is_empty() || inner.config.step_jobs;
+    // A child call is one job, whatever its processor (it answers one `ctx.call`).
+    let step_by_step = !job.step.is_empty() || (inner.config.step_jobs && job.child_of.is_none());
     let next = match (served, graph) {
         (Some(served), Some(graph)) if step_by_step => {
             let signals = steps::Signals {
@@ -236,11 +239,10 @@ async fn whole_run(
         session: &job.session,
         input: &job.input,
         run_id: job.id.run,
+        child_of: job.child_of,
         created_at: UNIX_EPOCH + Duration::from_millis(job.created_ms),
         max_bytes: inner.config.max_payload_bytes,
-        gate: Arc::new(ClusterGate {
-            inner: Arc::clone(inner),
-        }),
+        gate: Arc::new(ClusterGate::new(Arc::clone(inner), job.id)),
     });
     let executed = tokio::select! {
         executed = running => Some(executed),

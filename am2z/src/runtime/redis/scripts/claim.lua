@@ -6,7 +6,8 @@
 -- Returns {'ok', how many jobs are still queued, then per job: job id, name, fingerprint,
 --         input, token, created_ms, deliveries, lease deadline, step ('' for a run's entry
 --         job), the run's version and attempts so far (with the job's own parked attempts),
---         the attempt the job's step resumes at (0: fresh)}, {'empty'} (nothing queued) or
+--         the attempt the job's step resumes at (0: fresh), and for a child run its calling
+--         run and call depth ('' and 0 otherwise)}, {'empty'} (nothing queued) or
 --         {'busy'} (at quota, or nothing this worker serves).
 -- A step job whose run already ended (its run hash is gone) is dropped, not leased.
 local most = tonumber(ARGV[5])
@@ -55,7 +56,8 @@ for _, id in ipairs(ids) do
     local token = tonumber(f[4] or '0') + 1
     local deliveries = tonumber(f[5] or '0') + 1
     redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
-    local more = redis.call('HMGET', job, 'input', 'step', 'attempt', 'attempts')
+    local more = redis.call('HMGET', job, 'input', 'step', 'attempt', 'attempts', 'child_of',
+      'depth')
     local counts = {'0', '0'}
     if run then
       counts = redis.call('HMGET', run, 'version', 'attempts')
@@ -63,7 +65,7 @@ for _, id in ipairs(ids) do
     local attempts = tonumber(counts[2] or '0') + tonumber(more[4] or '0')
     for _, field in ipairs({id, f[2], fp, more[1], tostring(token), tostring(f[3] or '0'),
         tostring(deliveries), tostring(deadline), more[2] or '', counts[1] or '0',
-        tostring(attempts), more[3] or '0'}) do
+        tostring(attempts), more[3] or '0', more[5] or '', more[6] or '0'}) do
       out[#out + 1] = field
     end
     leased = leased + 1
