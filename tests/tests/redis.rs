@@ -1335,7 +1335,7 @@ mod redis_child_calls {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    use am2z::{Ctx, Error, Executes, RedisRuntime, RunId, Runtime, processor};
+    use am2z::{Ctx, Error, RedisRuntime, RunId, Runtime, processor};
     use am2z_tests::suite::session;
 
     use super::{redis_url, test_config};

@@ -265,7 +265,6 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                         None => call.arg("").arg(""),
                     };
                     call.arg(if advance.entry { "1" } else { "0" })
-                        .arg(&advance.hand_off_token)
                         .arg(&advance.staged);
                     pipe.invoke_script(&call);
                 }

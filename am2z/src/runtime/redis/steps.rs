@@ -70,13 +70,8 @@ pub(crate) struct Advance {
     pub(crate) staged: Vec<String>,
     /// The run's stored outcome and its run event, when this job ends the run.
     pub(crate) outcome: Option<(String, String)>,
-    /// Whether a successor may be leased to this worker at once, and the fencing token it
-    /// gets then.
+    /// Whether a successor may be leased to this worker at once.
     pub(crate) hand_off: bool,
-    pub(crate) hand_off_token: String,
-    /// The successor this worker expects to be handed (the transition's first job), ready to
-    /// start before the commit's reply confirms it.
-    pub(crate) predicted: Option<ClaimedJob>,
 }
 
 /// What the commit answered.
@@ -567,9 +562,6 @@ fn advance(
     let now = clock.now_ms();
     let transition = bounded(inner, job, transition);
     let mut successors = Vec::new();
-    let hand_off = inner.claiming.load(std::sync::atomic::Ordering::Acquire);
-    let hand_off_token = fencing_nonce();
-    let mut predicted = None;
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
         let deadlines = deadlines(graph, parent, &next.stack, now);
@@ -593,19 +585,7 @@ fn advance(
                     None => items.push((item, vec![spec])),
                 }
             }
-            None => {
-                // The first successor is the one `advance.lua` leases to this worker.
-                if hand_off && successors.is_empty() {
-                    predicted = Some(handed_successor(
-                        inner,
-                        job,
-                        (next.clone(), deadlines),
-                        (&hand_off_token, now),
-                        (version, attempts),
-                    ));
-                }
-                successors.push(spec);
-            }
+            None => successors.push(spec),
         }
     }
     let arrivals: Vec<Json> = transition
@@ -658,9 +638,7 @@ fn advance(
         staged: Vec::new(),
         arrivals: Json::Array(arrivals).to_string(),
         outcome,
-        hand_off,
-        hand_off_token,
-        predicted,
+        hand_off: inner.claiming.load(std::sync::atomic::Ordering::Acquire),
     }
 }
 
@@ -722,55 +700,6 @@ fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transitio
         output: Some(Err(error)),
         ..Transition::default()
     }
-}
-
-/// The lease `advance.lua` gives this worker on `next` when it is created (its first
-/// successor), as this worker can tell before the reply.
-fn handed_successor(
-    inner: &Inner,
-    job: &ClaimedJob,
-    (next, deadlines): (Job, Vec<Deadline>),
-    (token, now): (&str, u64),
-    (version, attempts): (u64, u32),
-) -> ClaimedJob {
-    let step = Position::Step {
-        node: next.node,
-        stack: next.stack,
-        deadlines,
-    };
-    let position = match &step {
-        Position::Step { node, stack, .. } => step_hash(*node, stack),
-        Position::Join { instance, .. } => join_hash(instance),
-    };
-    ClaimedJob {
-        session: job.session.clone(),
-        id: JobId {
-            run: job.id.run,
-            position: Some(position),
-        },
-        name: job.name.clone(),
-        fingerprint: job.fingerprint.clone(),
-        input: serde_json::to_vec(&next.input).unwrap_or_default(),
-        token: token.to_owned(),
-        created_ms: job.created_ms,
-        deliveries: 1,
-        lease_deadline: (now + millis(inner.config.lease)).to_string(),
-        asked: Instant::now(),
-        step: serde_json::to_vec(&step).unwrap_or_default(),
-        // The run's counts after this job (exact where the run is sequential: steps that
-        // run beside it in a fan-out end in an arrival, not in the run's outcome).
-        version: job.version + version,
-        attempts: job.attempts + attempts,
-        resume: 0,
-        child_of: None,
-    }
-}
-
-/// A fencing token for a successor leased at commit: a number no claim gives (claims count
-/// up from 1), and exact through Lua's number formatting (14 digits).
-fn fencing_nonce() -> String {
-    let raw = RunId::generate().as_u128() % 90_000_000_000_000;
-    (10_000_000_000_000 + raw).to_string()
 }
 
 /// A successor's entry in `advance.lua`'s list: id, input, position, the instances above it.

@@ -7,9 +7,7 @@
 --       13 lease (ms) for the successor handed to the caller (0: none), 14 steps completed,
 --       15 attempts made, 16 successors, 17 arrivals (both JSON, see below), 18 the run's
 --       outcome ('': the run goes on), 19 its run event (JSON), 20 '1' when the job is the
---       run's entry job (its commit creates the run hash), 21 the fencing token of the
---       successor leased to the caller (a number the caller drew, so that it can start that
---       successor before this commit's reply: no other lease can have it), 22.. held map items:
+--       run's entry job (its commit creates the run hash), 21.. held map items:
 --       per new map instance, its id, its first held item, and the key where the caller staged
 --       its held items (`stage.lua`: item index → that item's jobs, a successors list)
 -- successors: [[job id, input, step, [instances above it]], ...]
@@ -28,7 +26,7 @@ if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
 end
 -- Staged held items must all be there (they expire with the session): else nothing is
 -- written, and the job is committed again after its lease runs out (staging again).
-for at = 22, #ARGV, 3 do
+for at = 21, #ARGV, 3 do
   if redis.call('EXISTS', ARGV[at + 2]) == 0 then
     return {'2'}
   end
@@ -92,7 +90,7 @@ for _, spec in ipairs(cjson.decode(ARGV[16])) do
 end
 -- A new map's held items move from where the caller staged them to the instance's own hash
 -- (`<run key>:held:<instance>`): a rename, however many there are.
-for at = 22, #ARGV, 3 do
+for at = 21, #ARGV, 3 do
   local instance, first, staged = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local held = KEYS[3] .. ':held:' .. instance
   if redis.call('HSETNX', KEYS[3], 'h:' .. instance, first) == 1 then
@@ -176,13 +174,13 @@ if tonumber(ARGV[13]) > 0 and #created > 0 then
   local id = created[1]
   local key = ARGV[3] .. id
   local deadline = now + tonumber(ARGV[13])
-  redis.call('HSET', key, 'token', ARGV[21], 'deliveries', 1, 'state', 'leased')
+  redis.call('HSET', key, 'token', 1, 'deliveries', 1, 'state', 'leased')
   redis.call('ZADD', KEYS[1], deadline, id)
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[1], ttl)
   end
   local run = redis.call('HMGET', KEYS[3], 'version', 'attempts')
-  handed = {id, specs[id][2], ARGV[21], tostring(deadline), specs[id][3], run[1] or '0',
+  handed = {id, specs[id][2], '1', tostring(deadline), specs[id][3], run[1] or '0',
     run[2] or '0'}
 end
 for i = first, #created do
