@@ -48,6 +48,7 @@ async fn promote_due(inner: &Inner) -> Result<(), Error> {
             .promote
             .key(keys.delayed())
             .key(keys.queue())
+            .key(keys.meta())
             .arg(keys.job_prefix())
             .invoke_async(&mut conn)
             .await

@@ -1,5 +1,5 @@
 -- Moves a session's due delayed jobs to its ready queue (at most 500 per call).
--- KEYS: 1 delayed, 2 queue
+-- KEYS: 1 delayed, 2 queue, 3 meta
 -- ARGV: 1 job key prefix
 -- Returns {moved, next_due}: next_due is the earliest due time left (0: none).
 local now = now_ms()
@@ -10,7 +10,8 @@ for _, id in ipairs(due) do
   local priority = redis.call('HGET', ARGV[1] .. id, 'priority')
   if priority then
     redis.call('ZADD', KEYS[2], queue_score(priority), id)
-    expire_like(KEYS[2], KEYS[1])
+    -- The session's lifetime, not the delayed set's: taking its last job deletes it.
+    expire_like(KEYS[2], KEYS[3])
     moved = moved + 1
   end
 end
