@@ -76,7 +76,7 @@ impl Scene {
                 .session_ttl(Duration::from_secs(120))
                 .result_ttl(Duration::from_secs(120))
         };
-        let client = RedisRuntime::new(config().worker(false));
+        let client = RedisRuntime::new(configure(config()).worker(false));
         client.start().await.expect("the client starts");
         let mut started = Vec::new();
         for _ in 0..workers {
