@@ -41,6 +41,9 @@ pub(crate) struct RunScope {
     pub(crate) host: Arc<dyn Host>,
     /// Limits enforced beyond this process (a Redis worker's cluster-wide gates), if any.
     pub(crate) gate: Option<Arc<dyn StepGate>>,
+    /// This run is one step of a larger run executed step by step elsewhere: the larger run
+    /// has the run-level events, once, not each of its steps.
+    pub(crate) one_step: bool,
 }
 
 /// What a distributed worker hands to the run it executes: the identity the submitter gave
@@ -50,6 +53,8 @@ pub(crate) struct RunSeed {
     pub(crate) run_id: RunId,
     pub(crate) created_at: SystemTime,
     pub(crate) gate: Option<Arc<dyn StepGate>>,
+    /// The run is one step of a run executed step by step (see [`RunScope::one_step`]).
+    pub(crate) one_step: bool,
 }
 
 tokio::task_local! {
@@ -68,15 +73,16 @@ pub(crate) async fn with_run_seed<F: std::future::Future>(seed: RunSeed, future:
 impl RunScope {
     pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
         let seed = SEED.try_with(std::cell::Cell::take).ok().flatten();
-        let (run_id, created_at, gate) = match seed {
-            Some(seed) => (seed.run_id, seed.created_at, seed.gate),
-            None => (RunId::generate(), SystemTime::now(), None),
+        let (run_id, created_at, gate, one_step) = match seed {
+            Some(seed) => (seed.run_id, seed.created_at, seed.gate, seed.one_step),
+            None => (RunId::generate(), SystemTime::now(), None, false),
         };
         RunScope {
             session,
             run_id,
             created_at,
             gate,
+            one_step,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),

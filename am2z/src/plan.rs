@@ -177,14 +177,20 @@ impl TryFrom<String> for Fingerprint {
 
 /// FNV-1a, 64 bit: tiny, dependency-free and stable everywhere.
 #[derive(Clone, Copy)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Fnv {
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
+    /// The hash so far.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn finish(self) -> u64 {
+        self.0
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.0 ^= u64::from(byte);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);

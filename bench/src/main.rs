@@ -105,6 +105,7 @@ impl Settings {
             RedisConfig::new(&self.url)
                 .prefix(prefix)
                 .worker(worker)
+                .step_jobs(step_jobs())
                 .result_ttl(KEY_TTL)
                 .session_ttl(KEY_TTL),
         );
@@ -121,6 +122,11 @@ fn usage() -> Error {
         "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle] \
          | am2z-bench worker <url> <prefix> <concurrency>",
     )
+}
+
+/// Whether runs go one job per step (`AM2Z_STEP_JOBS=0`: one job per run, for A/B runs).
+pub(crate) fn step_jobs() -> bool {
+    std::env::var("AM2Z_STEP_JOBS").map_or(true, |v| v.trim() != "0")
 }
 
 fn main() -> Result<(), Error> {

@@ -24,6 +24,7 @@ pub(crate) async fn serve(url: &str, prefix: &str, concurrency: usize) -> Result
         RedisConfig::new(url)
             .prefix(prefix)
             .worker_concurrency(concurrency)
+            .step_jobs(crate::step_jobs())
             .result_ttl(KEY_TTL)
             .session_ttl(KEY_TTL),
     );

@@ -169,6 +169,7 @@ pub(crate) enum PortableNode {
     },
     Named {
         body: PortableId,
+        name: &'static str,
         timeout: Option<Duration>,
     },
 }
@@ -234,13 +235,32 @@ impl PortableGraph {
         }
     }
 
-    /// The total timeout of the named workflow `node`, if it has one: a runtime running its
-    /// body step by step enforces it as a deadline on every job inside (see `Frame::Named`).
-    pub fn workflow_timeout(&self, node: PortableId) -> Option<Duration> {
+    /// The name and total timeout of the named workflow `node`, if it has a timeout: a runtime
+    /// running its body step by step enforces it as a deadline on every job inside (see
+    /// `Frame::Named` and [`expire`](PortableGraph::expire)).
+    pub fn workflow_timeout(&self, node: PortableId) -> Option<(&'static str, Duration)> {
         match self.nodes.get(node.index()) {
-            Some(PortableNode::Named { timeout, .. }) => *timeout,
+            Some(PortableNode::Named {
+                name,
+                timeout: Some(timeout),
+                ..
+            }) => Some((name, *timeout)),
             _ => None,
         }
+    }
+
+    /// Whether the graph composes steps (a chain, parallel, route or map): a graph of one step,
+    /// named or not, gains nothing from running step by step.
+    pub fn is_composite(&self) -> bool {
+        self.nodes.iter().any(|node| {
+            matches!(
+                node,
+                PortableNode::Chain { .. }
+                    | PortableNode::Parallel { .. }
+                    | PortableNode::Route { .. }
+                    | PortableNode::Map { .. }
+            )
+        })
     }
 
     /// The codecs the graph's nodes use.
@@ -335,8 +355,17 @@ impl PortableGraph {
         self.push(PortableNode::Map { item, concurrency })
     }
 
-    pub(crate) fn named(&mut self, body: PortableId, timeout: Option<Duration>) -> PortableId {
-        self.push(PortableNode::Named { body, timeout })
+    pub(crate) fn named(
+        &mut self,
+        body: PortableId,
+        name: &'static str,
+        timeout: Option<Duration>,
+    ) -> PortableId {
+        self.push(PortableNode::Named {
+            body,
+            name,
+            timeout,
+        })
     }
 
     /// Sets the root, and checks every needed codec was registered.

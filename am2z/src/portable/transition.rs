@@ -59,6 +59,16 @@ pub enum Frame {
     },
 }
 
+impl Frame {
+    /// The fan-out instance this frame is a branch of, if it is one.
+    pub fn instance(&self) -> Option<&InstanceId> {
+        match self {
+            Frame::Branch { instance, .. } => Some(instance),
+            _ => None,
+        }
+    }
+}
+
 /// A step to run: the step node, its input, and what it runs inside.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -141,6 +151,15 @@ impl PortableGraph {
             }
         });
         self.unwind(job.stack.clone(), value, &mut next);
+        next
+    }
+
+    /// What follows a job whose enclosing named workflow at `stack[frame]` ran out of time:
+    /// the workflow fails with `error` (its `Timeout`), seen by what the workflow runs inside.
+    pub fn expire(&self, stack: &[Frame], frame: usize, error: Error) -> Transition {
+        let mut next = Transition::default();
+        let outer = stack.get(..frame).unwrap_or(stack).to_vec();
+        self.unwind(outer, Err(error.into()), &mut next);
         next
     }
 

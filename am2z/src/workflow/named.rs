@@ -109,7 +109,7 @@ impl<P: Processor> Processor for Workflow<P> {
 
     fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
         let body = self.body.compile(graph)?;
-        Some(graph.named(body, self.config.timeout))
+        Some(graph.named(body, self.name, self.config.timeout))
     }
 }
 

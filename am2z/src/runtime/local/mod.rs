@@ -305,7 +305,7 @@ impl LocalRuntime {
         let execution_time = started.elapsed();
         let meta = scope.metadata();
         let attempts = scope.attempts.load(Ordering::Relaxed);
-        if shared.events.is_observed() {
+        if shared.events.is_observed() && !scope.one_step {
             let kind = match &result {
                 Ok(_) => EventKind::RunCompleted { execution_time },
                 Err(error) => EventKind::RunFailed {

@@ -11,9 +11,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::keys::JobId;
 use super::scripts::InvokeReloading;
 use super::worker::{self, ClaimedJob, millis};
-use crate::{Error, RunId, SessionId};
+use crate::{Error, SessionId};
 
 /// How many sessions one claim looks at before concluding there is nothing it can take.
 const SESSIONS_PER_CLAIM: usize = 8;
@@ -170,11 +171,13 @@ async fn claim(inner: &Inner, most: usize, hint: Option<SessionId>) -> Result<Cl
         let mut call = inner.scripts.claim.prepare_invoke();
         call.key(keys.queue())
             .key(keys.leases())
+            .key(keys.index())
             .arg(keys.job_prefix())
             .arg(millis(inner.config.lease))
             .arg(inner.config.session_concurrency)
             .arg(millis(inner.config.session_ttl))
             .arg(most)
+            .arg(keys.run_prefix())
             .arg(&fingerprints);
         let pipelined: Option<redis::Value> = if hinted {
             // `XX`: a session retired meanwhile is not put back by its charge.
@@ -211,7 +214,7 @@ async fn claim(inner: &Inner, most: usize, hint: Option<SessionId>) -> Result<Cl
         match reply.first().map(Vec::as_slice) {
             Some(b"ok") if reply.len() >= 2 => {
                 let jobs: Vec<ClaimedJob> = reply[2..]
-                    .chunks_exact(8)
+                    .chunks_exact(FIELDS)
                     .filter_map(|fields| job(&session, fields, asked))
                     .collect();
                 let drained = reply[1] == b"0";
@@ -303,15 +306,17 @@ async fn watch_slowly(
     }
 }
 
-/// One leased job from its eight fields in `claim.lua`'s reply (the input is kept as bytes:
+/// How many fields `claim.lua` gives per job.
+const FIELDS: usize = 11;
+
+/// One leased job from its fields in `claim.lua`'s reply (the input is kept as bytes:
 /// decoding it is the served processor's job, which fails the run with a typed error);
 /// `asked` is when the claim was sent.
 fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Option<ClaimedJob> {
     let text = |i: usize| String::from_utf8_lossy(&fields[i]).into_owned();
-    let run_id = u128::from_str_radix(&text(0), 16).ok()?;
     Some(ClaimedJob {
         session: session.clone(),
-        run_id: RunId::from_u128(run_id),
+        id: JobId::parse(&text(0))?,
         name: text(1),
         fingerprint: text(2),
         input: fields[3].clone(),
@@ -320,6 +325,9 @@ fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Op
         deliveries: text(6).parse().unwrap_or(1),
         lease_deadline: text(7),
         asked,
+        step: fields[8].clone(),
+        version: text(9).parse().unwrap_or(0),
+        attempts: text(10).parse().unwrap_or(0),
     })
 }
 

@@ -34,6 +34,7 @@ pub struct RedisConfig {
     pub(crate) prefix: String,
     pub(crate) worker: bool,
     pub(crate) worker_concurrency: usize,
+    pub(crate) step_jobs: bool,
     pub(crate) max_call_depth: u32,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) lease: Duration,
@@ -69,6 +70,7 @@ impl RedisConfig {
             prefix: DEFAULT_QUEUE_PREFIX.to_owned(),
             worker: true,
             worker_concurrency: 16,
+            step_jobs: true,
             max_call_depth: DEFAULT_MAX_CALL_DEPTH,
             default_timeout: None,
             lease: Duration::from_secs(30),
@@ -93,7 +95,8 @@ impl RedisConfig {
     /// `AM2Z_REDIS_TLS_CA` (a PEM file of the CA that signed the server's certificate),
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
     /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_REDIS_TIMEOUT` (the
-    /// [response timeout](Self::response_timeout)), `AM2Z_START_TIMEOUT`.
+    /// [response timeout](Self::response_timeout)), `AM2Z_START_TIMEOUT`, `AM2Z_STEP_JOBS`
+    /// (`1`/`true` or `0`/`false`: [step jobs](Self::step_jobs)).
     ///
     /// # Errors
     /// [`Error::Configuration`] naming the variable whose value cannot be parsed.
@@ -137,6 +140,17 @@ impl RedisConfig {
                 Error::configuration(format!("AM2Z_MAX_CALL_DEPTH=`{raw}` is not a number"))
             })?;
         }
+        if let Some(raw) = var("AM2Z_STEP_JOBS") {
+            self.step_jobs = match raw.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(Error::configuration(format!(
+                        "AM2Z_STEP_JOBS=`{raw}` is not 1, 0, true or false"
+                    )));
+                }
+            };
+        }
         if let Some(raw) = var("AM2Z_WORKER_CONCURRENCY") {
             let n: usize = raw.trim().parse().map_err(|_| {
                 Error::configuration(format!("AM2Z_WORKER_CONCURRENCY=`{raw}` is not a number"))
@@ -172,6 +186,17 @@ impl RedisConfig {
     /// awaits and subscribes, but never claims.
     pub fn worker(mut self, worker: bool) -> Self {
         self.worker = worker;
+        self
+    }
+
+    /// Whether runs of compositions (chains, parallels, routes, maps) that this process
+    /// starts go one job per step (default `true`): each step is leased, recovered and
+    /// committed on its own, and a run's steps spread over every worker. With `false` a run
+    /// is one job executed whole by one worker (fewer round trips for short steps; a crash
+    /// re-runs the whole run). Step jobs another process started are executed step by step
+    /// either way. Leaves, and workflows whose data is not serde, are always one job.
+    pub fn step_jobs(mut self, step_jobs: bool) -> Self {
+        self.step_jobs = step_jobs;
         self
     }
 

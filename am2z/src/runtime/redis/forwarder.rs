@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Inner;
+use super::keys::JobId;
+use super::steps::Advance;
 use super::worker::millis;
-use crate::{Event, EventKind, EventStream, RunId, SessionId};
+use crate::{Event, EventKind, EventStream, SessionId};
 
 /// The most events or commits sent in one pipeline.
 const BATCH: usize = 256;
@@ -27,17 +29,23 @@ const MAX_IN_FLIGHT: usize = 32;
 /// needs no read; every process receives every `done` message, so larger ones are only named.
 pub(crate) const DONE_INLINE: usize = 4096;
 
-/// A finished run to commit, fenced by its lease token.
+/// A finished job to commit, fenced by its lease token.
 pub(crate) struct Commit {
     pub(crate) session: SessionId,
-    pub(crate) run_id: RunId,
+    pub(crate) job: JobId,
     pub(crate) token: String,
-    /// The outcome as stored.
-    pub(crate) wire: String,
-    /// The job's input did not decode: the run is dead-lettered with its outcome.
-    pub(crate) dead: bool,
-    /// `commit.lua`'s answer (1 committed, 0 refused).
-    pub(crate) reply: oneshot::Sender<RedisResult<i64>>,
+    pub(crate) body: CommitBody,
+    /// The script's answer.
+    pub(crate) reply: oneshot::Sender<RedisResult<Value>>,
+}
+
+/// What a commit stores.
+pub(crate) enum CommitBody {
+    /// A whole run's outcome (`commit.lua`, answering 1 committed or 0 refused); `dead` when
+    /// the job's input did not decode: the run is dead-lettered with its outcome.
+    Run { wire: String, dead: bool },
+    /// A job of a run executed step by step, and what follows it (`advance.lua`).
+    Advance(Box<Advance>),
 }
 
 /// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
@@ -191,24 +199,69 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
         }
         Item::Commit(commit) => {
             let keys = inner.keys.session(&commit.session);
-            let mut call = inner.scripts.commit.prepare_invoke();
-            call.key(keys.leases())
-                .key(keys.job(commit.run_id))
-                .key(keys.result(commit.run_id))
-                .key(keys.index())
-                .key(keys.results());
-            if commit.dead {
-                call.key(keys.dead());
+            match &commit.body {
+                CommitBody::Run { wire, dead } => {
+                    let mut call = inner.scripts.commit.prepare_invoke();
+                    call.key(keys.leases())
+                        .key(keys.job(&commit.job))
+                        .key(keys.result(commit.job.run))
+                        .key(keys.index())
+                        .key(keys.results());
+                    if *dead {
+                        call.key(keys.dead());
+                    }
+                    call.arg(commit.job.to_string())
+                        .arg(&commit.token)
+                        .arg(wire)
+                        .arg(millis(inner.config.result_ttl))
+                        .arg(inner.keys.done_channel())
+                        .arg(format!("{} {}", commit.session, commit.job.run))
+                        .arg(millis(inner.config.session_ttl))
+                        .arg(DONE_INLINE);
+                    pipe.invoke_script(&call);
+                }
+                CommitBody::Advance(advance) => {
+                    let run = advance.run;
+                    let mut call = inner.scripts.advance.prepare_invoke();
+                    call.key(keys.leases())
+                        .key(keys.job(&commit.job))
+                        .key(keys.run(run))
+                        .key(keys.queue())
+                        .key(keys.index())
+                        .key(keys.results())
+                        .key(keys.result(run))
+                        .key(keys.meta())
+                        .key(keys.events())
+                        .arg(commit.job.to_string())
+                        .arg(&commit.token)
+                        .arg(keys.job_prefix())
+                        .arg(run.to_string())
+                        .arg(millis(inner.config.session_ttl))
+                        .arg(millis(inner.config.result_ttl))
+                        .arg(inner.keys.done_channel())
+                        .arg(format!("{} {run}", commit.session))
+                        .arg(DONE_INLINE)
+                        .arg(inner.keys.events_channel())
+                        .arg(inner.config.events_max_len)
+                        .arg(inner.keys.control_channel())
+                        .arg(if advance.hand_off {
+                            millis(inner.config.lease)
+                        } else {
+                            0
+                        })
+                        .arg(advance.version)
+                        .arg(advance.attempts)
+                        .arg(&advance.successors)
+                        .arg(&advance.arrivals);
+                    match &advance.outcome {
+                        Some((wire, event)) => call.arg(wire).arg(event),
+                        None => call.arg("").arg(""),
+                    };
+                    call.arg(if advance.entry { "1" } else { "0" })
+                        .arg(&advance.held);
+                    pipe.invoke_script(&call);
+                }
             }
-            call.arg(commit.run_id.to_string())
-                .arg(&commit.token)
-                .arg(&commit.wire)
-                .arg(millis(inner.config.result_ttl))
-                .arg(inner.keys.done_channel())
-                .arg(format!("{} {}", commit.session, commit.run_id))
-                .arg(millis(inner.config.session_ttl))
-                .arg(DONE_INLINE);
-            pipe.invoke_script(&call);
         }
     }
 }
@@ -263,6 +316,7 @@ async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
         let loaded: RedisResult<()> = async {
             inner.scripts.event.load_async(&mut conn).await?;
             inner.scripts.commit.load_async(&mut conn).await?;
+            inner.scripts.advance.load_async(&mut conn).await?;
             Ok(())
         }
         .await;
@@ -292,7 +346,7 @@ fn answer(inner: &Inner, item: Item, reply: Value) {
         Item::Commit(commit) => {
             let committed = match reply {
                 Value::ServerError(error) => Err(error.into()),
-                reply => redis::from_redis_value(reply).map_err(Into::into),
+                reply => Ok(reply),
             };
             let _ = commit.reply.send(committed);
         }

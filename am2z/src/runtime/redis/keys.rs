@@ -10,6 +10,51 @@
 
 use crate::{Error, RunId, SessionId};
 
+/// A job's id: its queue member and the end of its key. A run's entry job is named by the run
+/// id; the later jobs of a run executed step by step by the run id and a hash of their
+/// position in the run (`<run>.<16 hex digits>`), so recomputing a transition names the same
+/// jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct JobId {
+    pub(crate) run: RunId,
+    pub(crate) position: Option<u64>,
+}
+
+impl JobId {
+    /// The run's entry job (a whole run, or the first job of a run executed step by step).
+    pub(crate) fn entry(run: RunId) -> Self {
+        JobId {
+            run,
+            position: None,
+        }
+    }
+
+    /// Parses a queue member (`None`: not one of ours).
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let (run, position) = match text.split_once('.') {
+            Some((run, position)) if position.len() == 16 => {
+                (run, Some(u64::from_str_radix(position, 16).ok()?))
+            }
+            Some(_) => return None,
+            None => (text, None),
+        };
+        if run.len() != 32 {
+            return None;
+        }
+        let run = RunId::from_u128(u128::from_str_radix(run, 16).ok()?);
+        Some(JobId { run, position })
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            None => write!(f, "{}", self.run),
+            Some(position) => write!(f, "{}.{position:016x}", self.run),
+        }
+    }
+}
+
 /// The longest queue prefix accepted.
 pub(crate) const MAX_PREFIX_LEN: usize = 64;
 
@@ -184,9 +229,19 @@ impl SessionKeys {
         self.part("result:")
     }
 
-    /// One run's job.
-    pub(crate) fn job(&self, run: RunId) -> String {
-        format!("{}job:{run}", self.base)
+    /// One job.
+    pub(crate) fn job(&self, job: &JobId) -> String {
+        format!("{}job:{job}", self.base)
+    }
+
+    /// The prefix of run hashes (scripts append the run id).
+    pub(crate) fn run_prefix(&self) -> String {
+        self.part("run:")
+    }
+
+    /// The hash of a run executed step by step, while it is in flight.
+    pub(crate) fn run(&self, run: RunId) -> String {
+        format!("{}run:{run}", self.base)
     }
 
     /// One run's terminal outcome.
@@ -238,7 +293,12 @@ mod tests {
             keys.results(),
             keys.stats(),
             keys.events(),
-            keys.job(run),
+            keys.job(&JobId::entry(run)),
+            keys.job(&JobId {
+                run,
+                position: Some(7),
+            }),
+            keys.run(run),
             keys.result(run),
         ]
     }

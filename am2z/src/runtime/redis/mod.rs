@@ -33,6 +33,7 @@ mod promoter;
 mod renewer;
 mod scripts;
 mod served;
+mod steps;
 mod stops;
 mod sweeper;
 mod waiters;
@@ -52,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::connection::ErrorMap;
 use self::forwarder::Commit;
-use self::keys::Keys;
+use self::keys::{JobId, Keys};
 use self::scripts::{InvokeReloading, Scripts};
 use self::served::{Served, ServedProcessor, failure};
 use self::waiters::{WaitSlot, Waiters};
@@ -125,7 +126,7 @@ pub(crate) struct Inner {
     /// The session named by the latest `wake` message: an idle claimer claims from it
     /// directly (see `claimer.rs`).
     pub(crate) woken: Mutex<Option<SessionId>>,
-    pub(crate) leases: Mutex<HashMap<RunId, HeldLease>>,
+    pub(crate) leases: Mutex<HashMap<JobId, HeldLease>>,
     /// Cluster-wide concurrency permits held by steps running here: id → key.
     pub(crate) permits: Mutex<HashMap<String, String>>,
     pub(crate) lease_returned: Notify,
@@ -133,6 +134,8 @@ pub(crate) struct Inner {
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
     pub(crate) fenced_commits: AtomicU64,
     pub(crate) commits: AtomicU64,
+    /// Jobs of runs executed step by step that this process committed.
+    pub(crate) step_commits: AtomicU64,
     /// This runtime's id in the worker registry.
     pub(crate) worker_id: String,
 }
@@ -239,7 +242,7 @@ impl Inner {
                 .leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&run)
+                .contains_key(&JobId::entry(run))
             {
                 // Executed here: its worker hands the typed outcome over itself.
                 return;
@@ -251,6 +254,10 @@ impl Inner {
         } else if channel == self.keys.control_channel() {
             if let Some(nonce) = payload.strip_prefix("stopped ") {
                 self.stops.answered(nonce);
+                return;
+            }
+            if let Some(cancel) = payload.strip_prefix("cancel ") {
+                self.cancel_jobs(cancel);
                 return;
             }
             // `stop <session>`, with a nonce to answer when `stop_session` sent it.
@@ -280,6 +287,29 @@ impl Inner {
                     }
                 }
             });
+        }
+    }
+}
+
+impl Inner {
+    /// `cancel <session> <run> [<instance>]`: a run executed step by step ended, or one of its
+    /// fail-fast fan-outs failed; the jobs of it running here (under that fan-out) are dropped.
+    fn cancel_jobs(&self, cancel: &str) {
+        let mut parts = cancel.split(' ');
+        let (Some(session), Some(run)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let Some(run) = JobId::parse(run).map(|id| id.run) else {
+            return;
+        };
+        let instance = parts.next();
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, lease) in leases.iter() {
+            let under = instance.is_none_or(|i| lease.instances.iter().any(|held| held == i));
+            if id.run == run && id.position.is_some() && lease.session.as_str() == session && under
+            {
+                lease.moot.cancel();
+            }
         }
     }
 }
@@ -323,6 +353,7 @@ impl RedisRuntime {
             outbox: Mutex::new(None),
             fenced_commits: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            step_commits: AtomicU64::new(0),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
         });
         RedisRuntime {
@@ -494,7 +525,7 @@ impl RedisRuntime {
             .key(keys.meta())
             .key(keys.index())
             .key(keys.queue())
-            .key(keys.job(run_id))
+            .key(keys.job(&JobId::entry(run_id)))
             .key(keys.leases())
             .key(keys.events())
             .key(keys.dead())
@@ -642,13 +673,16 @@ impl RedisRuntime {
                     Ok(conn) => conn,
                     Err(error) => return fail(error),
                 };
-                let read: redis::RedisResult<(Option<String>, bool, bool)> = redis::pipe()
+                // A run is in flight while its entry job or (step by step) its run hash exists.
+                let read: redis::RedisResult<(Option<String>, bool, bool, bool)> = redis::pipe()
                     .atomic()
                     .get(keys.result(handle.run_id))
-                    .exists(keys.job(handle.run_id))
+                    .exists(keys.job(&JobId::entry(handle.run_id)))
                     .exists(keys.meta())
+                    .exists(keys.run(handle.run_id))
                     .query_async(&mut conn)
                     .await;
+                let read = read.map(|(wire, job, meta, run)| (wire, job || run, meta));
                 match read {
                     Ok((Some(wire), _, _)) => return decode(&wire, handle, started),
                     Ok((None, false, false)) => {

@@ -81,7 +81,7 @@ async fn renew_all(inner: &Inner) {
                 .scripts
                 .renew
                 .key(keys.leases())
-                .key(keys.job(run))
+                .key(keys.job(&run))
                 .arg(run.to_string())
                 .arg(&token)
                 .arg(lease_ms)

@@ -55,6 +55,7 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) renew: Script,
     pub(crate) commit: Script,
+    pub(crate) advance: Script,
     pub(crate) release: Script,
     pub(crate) sweep: Script,
     pub(crate) stop: Script,
@@ -74,12 +75,13 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script, for loading them all at start.
-    pub(crate) fn all(&self) -> [&Script; 19] {
+    pub(crate) fn all(&self) -> [&Script; 20] {
         [
             &self.submit,
             &self.claim,
             &self.renew,
             &self.commit,
+            &self.advance,
             &self.release,
             &self.sweep,
             &self.stop,
@@ -113,6 +115,7 @@ impl Scripts {
             claim: script!("claim"),
             renew: script!("renew"),
             commit: script!("commit"),
+            advance: script!("advance"),
             release: script!("release"),
             sweep: script!("sweep"),
             stop: script!("stop"),

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::{RunSeed, with_run_seed};
 use crate::plan::Fingerprint;
+use crate::portable::{Json, PortableGraph};
 use crate::runtime::host::StepGate;
 use crate::{
     Error, Executes, LocalRuntime, Metadata, Processor, RunFailure, RunId, RunOutcome, SessionId,
@@ -37,6 +38,11 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn output_type(&self) -> &'static str;
     /// Runs the job's input through the processor.
     fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed>;
+    /// The processor's portable graph, when it composes steps and its data is serde: its
+    /// runs can then go one job per step.
+    fn graph(&self) -> Option<&Arc<PortableGraph>>;
+    /// A job's input as the graph's JSON, once it decoded as the processor's input type.
+    fn portable_input(&self, input: &[u8]) -> Result<Json, Error>;
 }
 
 /// One job handed to a served processor.
@@ -59,14 +65,34 @@ pub(crate) struct Assignment<'a> {
 pub(crate) struct ServedProcessor<P> {
     processor: P,
     fingerprint: Fingerprint,
+    graph: Option<Arc<PortableGraph>>,
 }
 
-impl<P: Processor> ServedProcessor<P> {
+impl<P> ServedProcessor<P>
+where
+    P: Processor,
+    P::Input: Serialize + DeserializeOwned,
+    P::Output: Serialize + DeserializeOwned,
+{
     pub(crate) fn new(processor: P) -> Self {
         let fingerprint = processor.contract().fingerprint;
+        let graph = crate::portable::compile(&processor)
+            .filter(PortableGraph::is_composite)
+            .map(Arc::new);
         ServedProcessor {
             processor,
             fingerprint,
+            graph,
+        }
+    }
+
+    fn undecodable(&self, error: &serde_json::Error) -> Error {
+        Error::Serialization {
+            message: format!(
+                "the input of `{}` is not a `{}`: {error}",
+                self.processor.name(),
+                std::any::type_name::<P::Input>()
+            ),
         }
     }
 }
@@ -109,6 +135,7 @@ where
                         run_id,
                         created_at,
                         gate: Some(gate),
+                        one_step: false,
                     };
                     with_run_seed(
                         seed,
@@ -121,13 +148,7 @@ where
                     run_id,
                     created_at,
                     started,
-                    Error::Serialization {
-                        message: format!(
-                            "the input of `{}` is not a `{}`: {error}",
-                            self.processor.name(),
-                            std::any::type_name::<P::Input>()
-                        ),
-                    },
+                    self.undecodable(&error),
                 )),
             };
             let cancelled_here = matches!(
@@ -174,6 +195,15 @@ where
                 undecodable,
             }
         })
+    }
+
+    fn graph(&self) -> Option<&Arc<PortableGraph>> {
+        self.graph.as_ref()
+    }
+
+    fn portable_input(&self, input: &[u8]) -> Result<Json, Error> {
+        serde_json::from_slice::<P::Input>(input).map_err(|e| self.undecodable(&e))?;
+        serde_json::from_slice::<Json>(input).map_err(|e| self.undecodable(&e))
     }
 }
 

@@ -129,6 +129,7 @@ async fn sweep_session(
             .arg(millis(inner.config.redelivery_backoff))
             .arg(millis(inner.config.redelivery_backoff_max))
             .arg(grace)
+            .arg(keys.run_prefix())
             .arg(served)
             .invoke_async(conn)
             .await

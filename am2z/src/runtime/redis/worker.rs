@@ -1,8 +1,10 @@
-//! Executing one claimed job: run it, then commit its outcome fenced by the lease token
-//! (through the forwarder, behind the run's events), or release it at once when this process
-//! stops before the run finished.
+//! Executing one claimed job: run it (a whole run, or one step of a run executed step by
+//! step: `steps.rs`), then commit its outcome fenced by the lease token (through the
+//! forwarder, behind the job's events), or release it at once when this process stops before
+//! the job finished.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
@@ -10,17 +12,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Inner;
-use super::forwarder::Commit;
+use super::forwarder::{Commit, CommitBody};
+use super::keys::JobId;
 use super::limits::ClusterGate;
 use super::scripts::InvokeReloading;
-use super::served::Assignment;
-use crate::{RunId, SessionId};
+use super::served::{Assignment, Served};
+use super::steps;
+use crate::SessionId;
 
 /// A job this process holds a lease on.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimedJob {
     pub(crate) session: SessionId,
-    pub(crate) run_id: RunId,
+    pub(crate) id: JobId,
+    /// The processor the run runs (for a step job: the whole workflow's).
     pub(crate) name: String,
     pub(crate) fingerprint: String,
     pub(crate) input: Vec<u8>,
@@ -31,113 +36,227 @@ pub(crate) struct ClaimedJob {
     pub(crate) lease_deadline: String,
     /// When this process sent the claim (a stop heard since may predate the claim).
     pub(crate) asked: std::time::Instant,
+    /// Where the job stands in its run (JSON of `steps::Position`; empty for an entry job).
+    pub(crate) step: Vec<u8>,
+    /// The run's steps completed and attempts made before this job (step by step).
+    pub(crate) version: u64,
+    pub(crate) attempts: u32,
 }
 
-/// What the renewer needs to know about a held lease.
+/// What the renewer and the control channel need to know about a held lease.
 pub(crate) struct HeldLease {
     pub(crate) session: SessionId,
     pub(crate) token: String,
     /// Fired when the lease is lost: the run is abandoned (its commit would be refused).
     pub(crate) lost: CancellationToken,
+    /// Fired when the job's run ended, or a fan-out it is under closed: the job is dropped.
+    pub(crate) moot: CancellationToken,
+    /// The fan-out instances the job runs under (a step job's).
+    pub(crate) instances: Vec<String>,
 }
 
+/// Executes `job`, then every successor its commits hand to this worker.
 pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        next = execute_one(&inner, job).await;
+    }
+}
+
+async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> {
     let lost = CancellationToken::new();
+    let moot = CancellationToken::new();
     inner
         .leases
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(
-            job.run_id,
+            job.id,
             HeldLease {
                 session: job.session.clone(),
                 token: job.token.clone(),
                 lost: lost.clone(),
+                moot: moot.clone(),
+                instances: steps::instances_of(&job.step),
             },
         );
-    let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
     let served = inner.served_for(&job.name, &job.fingerprint);
     // A stop of the session heard since the claim was sent: the job may be the stopped
     // session's (then the release is refused), or a new one's (then it is claimed again).
     let served = served.filter(|_| !inner.stops.heard_since(&job.session, job.asked));
-    let executed = match served {
-        Some(served) => {
-            let span = tracing::debug_span!(
-                "am2z.job",
-                session = %job.session,
-                run = %job.run_id,
-                processor = %job.name,
-                delivery = job.deliveries,
-            );
-            let running = served
-                .execute(Assignment {
-                    engine: &inner.engine,
-                    session: &job.session,
-                    input: &job.input,
-                    run_id: job.run_id,
-                    created_at,
-                    max_bytes: inner.config.max_payload_bytes,
-                    gate: Arc::new(ClusterGate {
-                        inner: Arc::clone(&inner),
-                    }),
-                })
-                .instrument(span);
-            tokio::select! {
-                executed = running => Some(executed),
-                () = lost.cancelled() => None,
+    let span = tracing::debug_span!(
+        "am2z.job",
+        session = %job.session,
+        job = %job.id,
+        processor = %job.name,
+        delivery = job.deliveries,
+    );
+    let graph = served.as_ref().and_then(|s| s.graph().cloned());
+    let step_by_step = !job.step.is_empty() || inner.config.step_jobs;
+    let next = match (served, graph) {
+        (Some(served), Some(graph)) if step_by_step => {
+            let signals = steps::Signals {
+                lost: &lost,
+                moot: &moot,
+            };
+            let ran = steps::run(inner, &job, served.as_ref(), &graph, signals)
+                .instrument(span)
+                .await;
+            match ran {
+                steps::Ran::Advance(advance) => advance_run(inner, &job, *advance).await,
+                steps::Ran::Release => {
+                    release(inner, &job).await;
+                    None
+                }
             }
         }
-        None => None,
-    };
-    match executed {
-        Some(executed) if !executed.cancelled_here => {
-            commit(&inner, &job, executed).await;
+        (Some(served), _) if job.step.is_empty() => {
+            whole_run(inner, &job, served, &lost).instrument(span).await;
+            None
         }
-        _ => release(&inner, &job).await,
-    }
+        _ => {
+            release(inner, &job).await;
+            None
+        }
+    };
     inner
         .leases
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.run_id);
+        .remove(&job.id);
     inner.lease_returned.notify_waiters();
+    next
 }
 
-async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
+/// Executes a run as one job: the whole run in this process, then one commit.
+async fn whole_run(
+    inner: &Arc<Inner>,
+    job: &ClaimedJob,
+    served: Arc<dyn Served>,
+    lost: &CancellationToken,
+) {
+    let running = served.execute(Assignment {
+        engine: &inner.engine,
+        session: &job.session,
+        input: &job.input,
+        run_id: job.id.run,
+        created_at: UNIX_EPOCH + Duration::from_millis(job.created_ms),
+        max_bytes: inner.config.max_payload_bytes,
+        gate: Arc::new(ClusterGate {
+            inner: Arc::clone(inner),
+        }),
+    });
+    let executed = tokio::select! {
+        executed = running => Some(executed),
+        () = lost.cancelled() => None,
+    };
+    match executed {
+        Some(executed) if !executed.cancelled_here => commit(inner, job, executed).await,
+        _ => release(inner, job).await,
+    }
+}
+
+/// Sends `body` to the forwarder (behind the job's events) and awaits its reply.
+async fn send_commit(
+    inner: &Inner,
+    job: &ClaimedJob,
+    body: CommitBody,
+) -> Option<redis::RedisResult<redis::Value>> {
     let (reply, replied) = oneshot::channel();
     let asked = inner.outbox().map(|outbox| {
         outbox.send(Commit {
             session: job.session.clone(),
-            run_id: job.run_id,
+            job: job.id,
             token: job.token.clone(),
-            wire: executed.wire,
-            dead: executed.undecodable,
+            body,
             reply,
         })
     });
     if !matches!(asked, Some(Ok(()))) {
-        tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped before the commit; the lease will expire and the run be retried");
-        return;
+        tracing::warn!(session = %job.session, job = %job.id, "the runtime stopped before the commit; the lease will expire and the job be retried");
+        return None;
     }
     match replied.await {
-        Ok(Ok(1)) => {
-            inner
-                .commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            inner.waiters.hand_off(job.run_id, executed.typed);
-            inner.waiters.done(job.run_id);
-        }
-        Ok(Ok(_)) => {
-            inner
-                .fenced_commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(session = %job.session, run = %job.run_id, "commit refused: the lease was lost or the session stopped");
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(session = %job.session, run = %job.run_id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the run be retried");
-        }
+        Ok(result) => Some(result),
         Err(_) => {
-            tracing::warn!(session = %job.session, run = %job.run_id, "the runtime stopped during the commit; the lease will expire and the run be retried");
+            tracing::warn!(session = %job.session, job = %job.id, "the runtime stopped during the commit; the lease will expire and the job be retried");
+            None
+        }
+    }
+}
+
+fn refused(inner: &Inner, job: &ClaimedJob) {
+    inner.fenced_commits.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(session = %job.session, job = %job.id, "commit refused: the lease was lost or the session stopped");
+}
+
+fn commit_failed(inner: &Inner, job: &ClaimedJob, error: &redis::RedisError) {
+    tracing::warn!(session = %job.session, job = %job.id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the job be retried");
+}
+
+async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
+    let body = CommitBody::Run {
+        wire: executed.wire,
+        dead: executed.undecodable,
+    };
+    match send_commit(inner, job, body).await {
+        Some(Ok(redis::Value::Int(1))) => {
+            inner.commits.fetch_add(1, Ordering::Relaxed);
+            inner.waiters.hand_off(job.id.run, executed.typed);
+            inner.waiters.done(job.id.run);
+        }
+        Some(Ok(_)) => refused(inner, job),
+        Some(Err(error)) => commit_failed(inner, job, &error),
+        None => {}
+    }
+}
+
+/// Commits a job of a run executed step by step; returns the successor handed to this
+/// worker, if any.
+async fn advance_run(
+    inner: &Arc<Inner>,
+    job: &ClaimedJob,
+    advance: steps::Advance,
+) -> Option<ClaimedJob> {
+    let outcome = advance.outcome.as_ref().map(|(wire, _)| wire.clone());
+    let reply = send_commit(inner, job, CommitBody::Advance(Box::new(advance))).await?;
+    let reply = match reply.and_then(|value| redis::from_redis_value(value).map_err(Into::into)) {
+        Ok(reply) => reply,
+        Err(error) => {
+            commit_failed(inner, job, &error);
+            return None;
+        }
+    };
+    let reply: Vec<Vec<u8>> = reply;
+    match steps::Committed::parse(&reply) {
+        Some(steps::Committed::Done {
+            ended,
+            queued,
+            handed,
+        }) => {
+            inner.step_commits.fetch_add(1, Ordering::Relaxed);
+            if ended {
+                inner.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(wire) = outcome {
+                    inner.waiters.deliver(job.id.run, wire);
+                }
+                inner.waiters.done(job.id.run);
+            }
+            if queued > 0 {
+                // Wakes the workers (this one too) for the jobs it did not keep.
+                if let Ok(mut conn) = inner.conn() {
+                    inner.enlist(&mut conn, &job.session).await;
+                }
+            }
+            handed.and_then(|handed| handed.into_job(job))
+        }
+        Some(steps::Committed::Refused) => {
+            refused(inner, job);
+            None
+        }
+        None => {
+            tracing::warn!(session = %job.session, job = %job.id, "unreadable commit reply; the lease will expire and the job be retried");
+            None
         }
     }
 }
@@ -149,23 +268,21 @@ async fn release(inner: &Inner, job: &ClaimedJob) {
         .scripts
         .release
         .key(keys.leases())
-        .key(keys.job(job.run_id))
+        .key(keys.job(&job.id))
         .key(keys.queue())
-        .arg(job.run_id.to_string())
+        .arg(job.id.to_string())
         .arg(&job.token)
         .invoke_fenced(&mut conn)
         .await;
     match released {
         Ok(1) => {
-            tracing::debug!(session = %job.session, run = %job.run_id, "lease released");
+            tracing::debug!(session = %job.session, job = %job.id, "lease released");
             inner.enlist(&mut conn, &job.session).await;
         }
         // The lease moved on while this attempt ran (the renewer saw it and abandoned the
         // run): as fenced as a refused commit, and counted with them.
         Ok(_) => {
-            inner
-                .fenced_commits
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inner.fenced_commits.fetch_add(1, Ordering::Relaxed);
         }
         Err(error) => {
             tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "releasing a lease failed; it will expire");

@@ -1,10 +1,13 @@
 -- Leases the best ready jobs of a session that this worker can run (up to a batch).
--- KEYS: 1 queue, 2 leases
+-- KEYS: 1 queue, 2 leases, 3 index
 -- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
---       4 session ttl (ms), 5 most jobs to lease, 6.. fingerprints this worker serves
--- Returns {'ok', how many jobs are still queued, then per job: run, name, fingerprint, input,
---         token, created_ms, deliveries, lease deadline}, {'empty'} (nothing queued) or
+--       4 session ttl (ms), 5 most jobs to lease, 6 run key prefix,
+--       7.. fingerprints this worker serves
+-- Returns {'ok', how many jobs are still queued, then per job: job id, name, fingerprint,
+--         input, token, created_ms, deliveries, lease deadline, step ('' for a run's entry
+--         job), and the run's version and attempts so far}, {'empty'} (nothing queued) or
 --         {'busy'} (at quota, or nothing this worker serves).
+-- A step job whose run already ended (its run hash is gone) is dropped, not leased.
 local most = tonumber(ARGV[5])
 local quota = tonumber(ARGV[3])
 if quota > 0 then
@@ -21,7 +24,7 @@ if #ids == 0 then
   return {'empty'}
 end
 local served = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   served[ARGV[i]] = true
 end
 local now = now_ms()
@@ -35,20 +38,30 @@ for _, id in ipairs(ids) do
   local job = ARGV[1] .. id
   -- Two reads and one write per leased job (token and deliveries are only ever changed by
   -- scripts, which run atomically); the input is read only for a job this worker takes.
-  local f = redis.call('HMGET', job, 'fp', 'name', 'created_ms', 'token', 'deliveries')
+  local f = redis.call('HMGET', job, 'fp', 'name', 'created_ms', 'token', 'deliveries', 'run')
   local fp = f[1]
+  local run = f[6] and (ARGV[6] .. f[6])
   if not fp then
     -- The job expired or was deleted: drop its queue entry.
     redis.call('ZREM', KEYS[1], id)
+  elseif run and redis.call('EXISTS', run) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', job)
+    redis.call('SREM', KEYS[3], job)
   elseif served[fp] then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZADD', KEYS[2], deadline, id)
     local token = tonumber(f[4] or '0') + 1
     local deliveries = tonumber(f[5] or '0') + 1
     redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
-    local input = redis.call('HGET', job, 'input')
-    for _, field in ipairs({id, f[2], fp, input, tostring(token), tostring(f[3] or '0'),
-        tostring(deliveries), tostring(deadline)}) do
+    local more = redis.call('HMGET', job, 'input', 'step')
+    local counts = {'0', '0'}
+    if run then
+      counts = redis.call('HMGET', run, 'version', 'attempts')
+    end
+    for _, field in ipairs({id, f[2], fp, more[1], tostring(token), tostring(f[3] or '0'),
+        tostring(deliveries), tostring(deadline), more[2] or '', counts[1] or '0',
+        counts[2] or '0'}) do
       out[#out + 1] = field
     end
     leased = leased + 1
