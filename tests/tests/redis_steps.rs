@@ -788,3 +788,48 @@ async fn step_jobs_off_in_the_environment_keeps_the_whole_run_job() {
     let _ = std::fs::remove_file(entered(&flag));
     fleet.stop().await;
 }
+
+/// With `RedisConfig::step_jobs(false)` the chain runs as one whole-run job: held at its
+/// second step, Redis has the run's `job:<run>` and no step job nor run hash, and the chain
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_jobs_off_in_the_config_keeps_the_whole_run_job() {
+    let scene = Scene::start("off", 2, 4, |c| c.step_jobs(false), |w| w.serve(GateChain)).await;
+    let session = scene.session("off");
+    let tag = scene.tag(&session);
+    let flag = flag_path("off-config");
+    let handle = scene
+        .client
+        .submit(
+            &session,
+            &GateChain,
+            Gate {
+                flag: flag.display().to_string(),
+                n: 5,
+            },
+        )
+        .await
+        .expect("submitted");
+    let run = handle.run_id.to_string();
+    until_file(&entered(&flag), Duration::from_secs(20)).await;
+    assert_eq!(
+        scene.keys(&format!("{tag}job:*")),
+        [format!("{tag}job:{run}")],
+        "the whole-run job only, no step job"
+    );
+    assert_eq!(
+        scene.keys(&format!("{tag}run:*")),
+        Vec::<String>::new(),
+        "no run hash"
+    );
+    std::fs::write(&flag, b"open").expect("the flag");
+    let outcome = scene
+        .client
+        .wait::<Gate>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the chain completes");
+    assert_eq!(outcome.output.n, (5 + 1) * 10 + 3);
+    let _ = std::fs::remove_file(&flag);
+    let _ = std::fs::remove_file(entered(&flag));
+    scene.finish(&[&session]).await;
+}
