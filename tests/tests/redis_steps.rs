@@ -21,7 +21,9 @@ use am2z::{
     Ctx, Error, Processor, RedisConfig, RedisRuntime, RunHandle, RunId, Runtime, SessionId,
     processor, workflow,
 };
-use am2z_tests::fault::work::{Fan3, Gate, GateChain, PairedMap, SlowMiddle, SpreadMap, Work};
+use am2z_tests::fault::work::{
+    Fan3, Gate, GateChain, PairedMap, SlowMiddle, SpreadMap, TrackedMap, Work,
+};
 use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger};
 
 /// Slack on every time bound: the machine is shared and the workers are debug builds.
@@ -254,6 +256,86 @@ async fn kill_9_mid_chain_reruns_only_the_step_in_flight() {
     fleet.stop().await;
 }
 
+/// `kill -9` of a worker in the middle of a 16-item map on two workers of 4 slots: only
+/// the items it was running run again (on the survivor), the map joins once, and its output
+/// has every item in place. With one job per run every item would run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_map_reruns_only_the_items_in_flight() {
+    const ITEMS: u64 = 16;
+    let knobs = Knobs::default().concurrency(4);
+    let mut fleet = Fleet::start("steps-mapkill", knobs.clone(), 2).await;
+    let session = fleet.sessions(1, "mapkill").remove(0);
+    let items: Vec<Work> = (0..ITEMS).map(|i| Work::new(i, 600)).collect();
+    let handle = fleet
+        .submit(&session, &TrackedMap, items)
+        .await
+        .expect("submitted");
+    let run = handle.run_id.to_string();
+    let (victim, survivor) = (fleet.worker(0).pid(), fleet.worker(1).pid());
+    fleet
+        .until("both workers run items", Duration::from_secs(20), |f| {
+            let ledger = f.ledger();
+            let pids: BTreeSet<u32> = ledger.of_run(&run).map(|e| e.pid).collect();
+            pids.len() == 2
+        })
+        .await;
+    let fault = ledger_now();
+    fleet.kill_9(0);
+
+    let outcome = fleet
+        .client()
+        .wait::<Vec<Result<Work, Error>>>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the map completes after the kill");
+    assert_eq!(outcome.output.len(), ITEMS as usize);
+    for (i, item) in outcome.output.iter().enumerate() {
+        let item = item.as_ref().expect("every item succeeded");
+        assert_eq!(item.id, i as u64, "item {i} in its place");
+    }
+    let ledger = fleet.ledger();
+    let by_item = executions_by_step(&ledger, &run);
+    let mut rerun = Vec::new();
+    for i in 0..ITEMS {
+        let runs = by_item
+            .get(&format!("tracked_item#{i}"))
+            .cloned()
+            .unwrap_or_default();
+        let pids: Vec<u32> = runs.iter().map(|e| e.pid).collect();
+        match runs.as_slice() {
+            [_] => {}
+            [first, again] => {
+                assert!(
+                    first.pid == victim && first.at < fault,
+                    "item {i} first ran on the victim before the kill: {pids:?}"
+                );
+                assert!(
+                    again.pid == survivor && again.at >= fault,
+                    "item {i} ran again on the survivor: {pids:?}"
+                );
+                rerun.push(i);
+            }
+            _ => panic!("item {i} ran once, or twice if the kill hit it: {pids:?}"),
+        }
+    }
+    eprintln!("[steps map kill] victim {victim}, survivor {survivor}, items run again: {rerun:?}");
+    assert!(!rerun.is_empty(), "the kill hit items in flight");
+    assert!(
+        rerun.len() <= knobs.concurrency,
+        "only the victim's items in flight ran again: {rerun:?}"
+    );
+    let report = fleet.check("steps map kill", Duration::from_secs(30)).await;
+    eprintln!("{report}");
+    report.assert_invariants();
+    assert_eq!(report.completed, 1, "{report}");
+    assert_eq!(report.commits_seen, 1, "one terminal outcome: {report}");
+    fleet.stop().await;
+}
+
+/// Now, as the ledger writes it (ns since the Unix epoch).
+fn ledger_now() -> u128 {
+    am2z_tests::fault::ledger::unix_nanos(std::time::SystemTime::now())
+}
+
 fn executions_by_step(ledger: &Ledger, run: &str) -> BTreeMap<String, Vec<Execution>> {
     let mut by_step: BTreeMap<String, Vec<Execution>> = BTreeMap::new();
     for e in ledger.of_run(run) {
@@ -466,6 +548,90 @@ async fn fan_in_joins_exactly_once_per_run() {
         );
     }
     eprintln!("[steps fan-in] branches ran on {pids:?}");
+    fleet.stop().await;
+}
+
+/// `kill -9` of one of three workers while 30 three-branch parallels run: every run still
+/// completes with each branch counted once in its output and one terminal outcome, and only
+/// branches the victim was running ran again, on another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_in_joins_once_across_a_kill() {
+    const RUNS: u64 = 30;
+    let knobs = Knobs::default().concurrency(4);
+    let mut fleet = Fleet::start("steps-fankill", knobs.clone(), 3).await;
+    let sessions = fleet.sessions(3, "fankill");
+    let mut handles: Vec<(u64, RunHandle)> = Vec::new();
+    for id in 0..RUNS {
+        let session = &sessions[id as usize % sessions.len()];
+        let handle = fleet
+            .submit(session, &Fan3, Work::new(id, 300))
+            .await
+            .expect("submitted");
+        handles.push((id, handle));
+    }
+    let victim = fleet.worker(0).pid();
+    fleet
+        .until("the victim runs branches", Duration::from_secs(20), |f| {
+            f.ledger().count_by(victim) >= 3
+        })
+        .await;
+    let fault = ledger_now();
+    fleet.kill_9(0);
+    for (id, handle) in &handles {
+        let outcome = fleet
+            .client()
+            .wait::<Work>(handle, Some(Duration::from_secs(30)))
+            .await
+            .expect("the parallel completes");
+        assert_eq!(
+            outcome.output.id,
+            3 * id + 111,
+            "run {id}: each branch counted once"
+        );
+    }
+    let report = fleet
+        .check("steps fan-in kill", Duration::from_secs(30))
+        .await;
+    eprintln!("{report}");
+    report.assert_invariants();
+    assert_eq!(report.completed as u64, RUNS, "{report}");
+    let mut commits: BTreeMap<String, usize> = BTreeMap::new();
+    for (message, n) in fleet.commits().counts() {
+        let run = message.split(' ').next().unwrap_or_default().to_owned();
+        *commits.entry(run).or_default() += n;
+    }
+    let ledger = fleet.ledger();
+    let mut again = 0;
+    for (id, handle) in &handles {
+        let run = handle.run_id.to_string();
+        assert_eq!(commits.get(&run).copied(), Some(1), "run {id}: one outcome");
+        for (step, runs) in executions_by_step(&ledger, &run) {
+            let pids: Vec<u32> = runs.iter().map(|e| e.pid).collect();
+            match runs.as_slice() {
+                [_] => {}
+                [first, second] => {
+                    assert!(
+                        first.pid == victim && first.at < fault,
+                        "run {id} {step}: first on the victim before the kill ({pids:?})"
+                    );
+                    assert!(
+                        second.pid != victim && second.at >= fault,
+                        "run {id} {step}: again elsewhere after it ({pids:?})"
+                    );
+                    again += 1;
+                }
+                _ => panic!("run {id} {step}: ran {pids:?}"),
+            }
+        }
+        let steps: BTreeSet<String> = ledger.of_run(&run).map(|e| e.step.clone()).collect();
+        assert_eq!(steps.len(), 3, "run {id}: every branch ran ({steps:?})");
+    }
+    eprintln!("[steps fan-in kill] victim {victim}, branches run again: {again}");
+    assert!(again >= 1, "the kill hit branches in flight");
+    assert!(
+        again <= knobs.concurrency,
+        "only the victim's branches in flight ran again ({again})"
+    );
     fleet.stop().await;
 }
 
@@ -730,6 +896,398 @@ async fn workflow_timeout_spans_steps() {
     let naps: Vec<usize> = NAPS.iter().map(|n| n.load(Ordering::SeqCst)).collect();
     assert_eq!(naps, [1, 1, 0], "the third step never started");
     scene.until_idle(Duration::from_secs(10)).await;
+    scene.finish(&[&session]).await;
+}
+
+/// The items of [`MapDeadline`] that started.
+static DEADLINE_ITEMS: AtomicUsize = AtomicUsize::new(0);
+
+/// An item of [`MapDeadline`]: 400 ms.
+#[processor]
+async fn deadline_item(x: u64) -> Result<u64, Error> {
+    DEADLINE_ITEMS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Ok(x)
+}
+
+/// 400 ms, the first step of [`Inner`].
+#[processor]
+async fn inner_nap_a(x: u64) -> Result<u64, Error> {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Ok(x + 1)
+}
+
+/// 400 ms, the second step of [`Inner`].
+#[processor]
+async fn inner_nap_b(x: u64) -> Result<u64, Error> {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Ok(x + 1)
+}
+
+workflow! {
+    /// Eight 400 ms items two at a time (1.6 s) under a 1 s timeout.
+    MapDeadline(Vec<u64>) -> Vec<Result<u64, Error>> {
+        timeout = "1s";
+        map![deadline_item, concurrency = 2]
+    }
+
+    /// Two 400 ms steps under a 500 ms timeout.
+    Inner(u64) -> u64 {
+        timeout = "500ms";
+        chain![inner_nap_a, inner_nap_b]
+    }
+
+    /// A step, the timed-out inner workflow, a step.
+    Outer(u64) -> u64 {
+        chain![times_three, Inner, times_five]
+    }
+}
+
+/// A workflow timeout over a map: the deadline passes to the items, the run fails with
+/// `Timeout` naming the workflow at about the limit, and the items due after it never start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_timeout_spans_a_fan_out() {
+    const LIMIT: Duration = Duration::from_secs(1);
+    let scene = Scene::start("mapdeadline", 2, 4, |c| c, |w| w.serve(MapDeadline)).await;
+    let session = scene.session("mapdeadline");
+    let begin = Instant::now();
+    let handle = scene
+        .client
+        .submit(&session, &MapDeadline, (0..8).collect())
+        .await
+        .expect("submitted");
+    let failure = scene
+        .client
+        .wait::<Vec<Result<u64, Error>>>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect_err("the workflow times out");
+    let took = begin.elapsed();
+    scene.until_idle(Duration::from_secs(10)).await;
+    let started = DEADLINE_ITEMS.load(Ordering::SeqCst);
+    eprintln!(
+        "[steps map deadline] failed after {took:?} with {started} of 8 items started: {}",
+        failure.error
+    );
+    match &failure.error {
+        Error::Timeout { processor, limit } => {
+            assert_eq!(processor, MapDeadline.name(), "the workflow is named");
+            assert_eq!(*limit, LIMIT);
+        }
+        other => panic!("expected Error::Timeout naming the workflow, got {other:?}"),
+    }
+    assert!(took < LIMIT + MARGIN, "failed at about the limit: {took:?}");
+    assert!(
+        took >= LIMIT - Duration::from_millis(100),
+        "not before the limit: {took:?}"
+    );
+    assert!(
+        started <= 6,
+        "no item due after the deadline started ({started})"
+    );
+    scene.finish(&[&session]).await;
+}
+
+/// A workflow that times out inside another one's chain fails the run as it does on the
+/// local runtime (the outer chain names the inner workflow's step), at about its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_workflow_timeout_fails_as_on_the_local_runtime() {
+    let local = am2z::LocalRuntime::new();
+    local.start().await.expect("the local runtime starts");
+    let expected = Outer::run(&local, 2)
+        .await
+        .expect_err("the inner workflow times out locally")
+        .error;
+    local.stop().await.expect("the local runtime stops");
+
+    let scene = Scene::start("nested", 2, 4, |c| c, |w| w.serve(Outer)).await;
+    let session = scene.session("nested");
+    let begin = Instant::now();
+    let handle = scene
+        .client
+        .submit(&session, &Outer, 2)
+        .await
+        .expect("submitted");
+    let failure = scene
+        .client
+        .wait::<u64>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect_err("the inner workflow times out");
+    let took = begin.elapsed();
+    eprintln!(
+        "[steps nested deadline] failed after {took:?}: {}",
+        failure.error
+    );
+    assert_eq!(failure.error, expected, "the local runtime's error");
+    assert!(
+        took < Duration::from_millis(500) + MARGIN,
+        "failed at about the inner limit: {took:?}"
+    );
+    scene.until_idle(Duration::from_secs(10)).await;
+    scene.finish(&[&session]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A fail-fast parallel.
+
+/// How long the long branches of [`FailFast`] sleep.
+const LONG_NAP: Duration = Duration::from_secs(2);
+
+/// The long branches of [`FailFast`]: started, finished their nap, saw their token fire.
+static LONG: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+async fn long_nap(ctx: &Ctx) -> Result<u64, Error> {
+    LONG[0].fetch_add(1, Ordering::SeqCst);
+    tokio::select! {
+        () = tokio::time::sleep(LONG_NAP) => {
+            LONG[1].fetch_add(1, Ordering::SeqCst);
+            Ok(5)
+        }
+        () = ctx.cancellation_token().cancelled() => {
+            LONG[2].fetch_add(1, Ordering::SeqCst);
+            Err(Error::Cancelled { reason: "long nap cancelled".to_owned() })
+        }
+    }
+}
+
+/// A long branch of [`FailFast`].
+#[processor]
+async fn long_nap_a(_x: u64, ctx: &Ctx) -> Result<u64, Error> {
+    long_nap(ctx).await
+}
+
+/// Another long branch of [`FailFast`].
+#[processor]
+async fn long_nap_b(_x: u64, ctx: &Ctx) -> Result<u64, Error> {
+    long_nap(ctx).await
+}
+
+/// The branch of [`FailFast`] that fails after 50 ms.
+#[processor]
+async fn quick_fail(x: u64) -> Result<u64, Error> {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Err(Error::validation("x", format!("{x} refused")))
+}
+
+workflow! {
+    /// Two long branches around one that fails at once.
+    FailFast(u64) -> (u64, u64, u64) {
+        parallel![long_nap_a, quick_fail, long_nap_b]
+    }
+}
+
+/// An all-or-nothing parallel whose middle branch fails: the run fails at once with the
+/// local runtime's error, the long branches are dropped (the workers go idle long before
+/// they would have finished), and no job or run hash of the run is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_parallel_fails_once_and_drops_its_siblings() {
+    let local = am2z::LocalRuntime::new();
+    local.start().await.expect("the local runtime starts");
+    let expected = FailFast::run(&local, 9)
+        .await
+        .expect_err("the parallel fails locally")
+        .error;
+    local.stop().await.expect("the local runtime stops");
+    let local_long = LONG
+        .iter()
+        .map(|n| n.load(Ordering::SeqCst))
+        .collect::<Vec<_>>();
+    eprintln!(
+        "[steps fail fast] locally: long branches (started, finished, saw cancel) {local_long:?}"
+    );
+    for counter in &LONG {
+        counter.store(0, Ordering::SeqCst);
+    }
+
+    let scene = Scene::start("failfast", 2, 4, |c| c, |w| w.serve(FailFast)).await;
+    let session = scene.session("failfast");
+    let tag = scene.tag(&session);
+    let begin = Instant::now();
+    let handle = scene
+        .client
+        .submit(&session, &FailFast, 9)
+        .await
+        .expect("submitted");
+    let failure = scene
+        .client
+        .wait::<(u64, u64, u64)>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect_err("the parallel fails");
+    let failed_after = begin.elapsed();
+    scene.until_idle(Duration::from_secs(10)).await;
+    let idle_after = begin.elapsed();
+    let long = LONG
+        .iter()
+        .map(|n| n.load(Ordering::SeqCst))
+        .collect::<Vec<_>>();
+    eprintln!(
+        "[steps fail fast] failed after {failed_after:?}, idle after {idle_after:?}, long branches (started, finished, saw cancel) {long:?}: {}",
+        failure.error
+    );
+    assert_eq!(failure.error, expected, "the local runtime's error");
+    assert!(
+        failed_after < LONG_NAP / 2,
+        "failed at once: {failed_after:?}"
+    );
+    assert!(
+        idle_after < LONG_NAP * 3 / 4,
+        "the long branches were dropped, not run to their end: {idle_after:?}"
+    );
+    // Nothing signals that a dropped branch will never finish: watch past its end.
+    tokio::time::sleep_until((begin + LONG_NAP + Duration::from_millis(300)).into()).await;
+    assert_eq!(
+        LONG[1].load(Ordering::SeqCst),
+        0,
+        "no long branch ran to its end"
+    );
+    let run = handle.run_id.to_string();
+    assert_eq!(
+        scene.keys(&format!("{tag}job:{run}*")),
+        Vec::<String>::new(),
+        "no job of the run left"
+    );
+    assert_eq!(scene.cli(&["EXISTS", &format!("{tag}run:{run}")]), "0");
+    scene.finish(&[&session]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outcome's metadata and the session's events, as on the local runtime.
+
+/// Fails its first attempt, then adds one.
+#[processor(retries = 2, backoff = fixed("10ms"))]
+async fn flaky_once(x: u64, ctx: &Ctx) -> Result<u64, Error> {
+    if ctx.attempt() == 1 {
+        return Err(Error::execution("flaky_once", "the first attempt fails"));
+    }
+    Ok(x + 1)
+}
+
+/// × 3.
+#[processor]
+async fn times_three(x: u64) -> Result<u64, Error> {
+    Ok(x * 3)
+}
+
+/// × 5.
+#[processor]
+async fn times_five(x: u64) -> Result<u64, Error> {
+    Ok(x * 5)
+}
+
+/// + 2.
+#[processor]
+async fn plus_two(x: u64) -> Result<u64, Error> {
+    Ok(x + 2)
+}
+
+fn add_pair(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+workflow! {
+    /// A retried step, a merged parallel, a last step: x → ((x + 1) × 8) + 2.
+    Mixed(u64) -> u64 {
+        chain![flaky_once, parallel![times_three, times_five] => add_pair, plus_two]
+    }
+}
+
+/// A run of steps with a retry and a fan-out reports what the local runtime reports (output,
+/// attempts summed over its steps, version), and the session's stream holds each step's
+/// events once, with the run's completion once and after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_runs_report_as_the_local_runtime_does() {
+    use am2z::EventKind;
+    let local = am2z::LocalRuntime::new();
+    local.start().await.expect("the local runtime starts");
+    let expected = Mixed::run(&local, 4).await.expect("the local run");
+    local.stop().await.expect("the local runtime stops");
+
+    let scene = Scene::start("report", 2, 4, |c| c, |w| w.serve(Mixed)).await;
+    let session = scene.session("report");
+    let handle = scene
+        .client
+        .submit(&session, &Mixed, 4)
+        .await
+        .expect("submitted");
+    let result = scene
+        .client
+        .wait::<u64>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the run completes");
+    assert_eq!(result.output, (4 + 1) * 8 + 2);
+    assert_eq!(result.output, expected.output);
+    assert_eq!(
+        (result.attempts, result.meta.version),
+        (expected.attempts, expected.meta.version),
+        "attempts and version as on the local runtime"
+    );
+    assert_eq!(result.meta.run_id, handle.run_id);
+
+    let events: Vec<am2z::Event> = scene
+        .client
+        .replay(&session, None, 10_000)
+        .await
+        .expect("the session's events")
+        .into_iter()
+        .map(|(_, event)| event)
+        .filter(|event| event.run_id == Some(handle.run_id))
+        .collect();
+    let count = |step: &str, kind: fn(&EventKind) -> bool| {
+        events
+            .iter()
+            .filter(|e| e.processor.as_deref() == Some(step) && kind(&e.kind))
+            .count()
+    };
+    let started = |k: &EventKind| matches!(k, EventKind::StepStarted { .. });
+    let completed = |k: &EventKind| matches!(k, EventKind::StepCompleted { .. });
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| format!("{}:{:?}", e.processor.as_deref().unwrap_or("-"), e.kind))
+        .collect();
+    assert_eq!(count("flaky_once", started), 2, "{summary:#?}");
+    for step in ["flaky_once", "times_three", "times_five", "plus_two"] {
+        assert_eq!(
+            count(step, completed),
+            1,
+            "{step} completed once: {summary:#?}"
+        );
+    }
+    for step in ["times_three", "times_five", "plus_two"] {
+        assert_eq!(count(step, started), 1, "{step} started once: {summary:#?}");
+    }
+    let run_completed: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.kind, EventKind::RunCompleted { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(run_completed.len(), 1, "one RunCompleted: {summary:#?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::RunFailed { .. })),
+        "{summary:#?}"
+    );
+    let step_events = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::StepStarted { .. } | EventKind::StepCompleted { .. }
+            )
+        })
+        .count();
+    assert_eq!(step_events, 2 + 1 + 2 + 2 + 2, "{summary:#?}");
+    assert!(
+        events[run_completed[0] + 1..].iter().all(|e| !matches!(
+            e.kind,
+            EventKind::StepStarted { .. } | EventKind::StepCompleted { .. }
+        )),
+        "the run's completion comes after its steps' events: {summary:#?}"
+    );
     scene.finish(&[&session]).await;
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use am2z::{RedisRuntime, RunHandle, Runtime};
 use am2z_tests::fault::work::{
     AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, SlowMiddle, SpreadMap, StepA, StepB,
-    StepC, Versioned, VersionedOld, Work,
+    StepC, TrackedMap, Versioned, VersionedOld, Work,
 };
 use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR};
 
@@ -56,6 +56,7 @@ async fn worker(runtime: RedisRuntime, knobs: &Knobs) {
     runtime.serve(SpreadMap);
     runtime.serve(PairedMap);
     runtime.serve(GateChain);
+    runtime.serve(TrackedMap);
     if std::env::var(CONTRACT_VAR).is_ok_and(|c| c == "old") {
         runtime.serve(VersionedOld);
     } else {

@@ -259,3 +259,44 @@ workflow! {
         chain![gate_enter, gate_wait, gate_exit]
     }
 }
+
+/// Appends `run <step>#<id> attempt pid nanos` to the process's ledger: one item of a map,
+/// told apart from the others by its id (every item has the same step name).
+fn record_item(ctx: &Ctx, id: u64) -> Result<(), Error> {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os(ledger::LEDGER_VAR) else {
+        return Ok(());
+    };
+    let line = format!(
+        "{} {}#{id} {} {} {}\n",
+        ctx.run_id(),
+        ctx.processor(),
+        ctx.attempt(),
+        std::process::id(),
+        ledger::unix_nanos(std::time::SystemTime::now()),
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .map_err(|e| Error::execution(ctx.processor(), format!("the ledger: {e}")))
+}
+
+/// An item of [`TrackedMap`]: records itself as `tracked_item#<id>`, sleeps `ms`.
+#[processor(timeout = "60s")]
+pub async fn tracked_item(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    record_item(ctx, work.id)?;
+    tokio::time::sleep(Duration::from_millis(work.ms)).await;
+    Ok(Work {
+        pid: std::process::id(),
+        ..work
+    })
+}
+
+workflow! {
+    /// `tracked_item` over the items, up to 16 at once.
+    pub TrackedMap(Vec<Work>) -> Vec<Result<Work, Error>> {
+        map![tracked_item, concurrency = 16]
+    }
+}
