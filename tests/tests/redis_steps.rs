@@ -22,7 +22,8 @@ use am2z::{
     processor, workflow,
 };
 use am2z_tests::fault::work::{
-    Fan3, Gate, GateChain, PairedMap, SlowMiddle, SpreadMap, TrackedMap, Work,
+    Fan3, Gate, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle, SpreadMap, TrackedMap,
+    Work,
 };
 use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger};
 
@@ -633,6 +634,132 @@ async fn fan_in_joins_once_across_a_kill() {
         "only the victim's branches in flight ran again ({again})"
     );
     fleet.stop().await;
+}
+
+/// Submits `processor` (a workflow with a step that kills its process every time) on a
+/// fleet of 2 workers with `max_deliveries = 3`, restarting dead workers as a supervisor
+/// would: the run is dead-lettered with a typed failure after 3 deliveries of that step, no
+/// step of it starts after that, it has one terminal outcome, and its session holds no job
+/// or run hash. Returns the run's ledger.
+async fn dead_letters_a_poisoned_step<P>(name: &str, processor: &P, ms: u64) -> Vec<Execution>
+where
+    P: Processor<Input = Work, Output = Work>,
+{
+    let knobs = Knobs::default()
+        .concurrency(4)
+        .lease(Duration::from_secs(1))
+        .sweep(Duration::from_millis(200))
+        .max_deliveries(3);
+    let mut fleet = Fleet::start(name, knobs, 2).await;
+    let session = fleet.sessions(1, name).remove(0);
+    let tag = format!("{}:{{{session}}}:", fleet.prefix());
+    let handle = fleet
+        .submit(&session, processor, Work::new(1, ms))
+        .await
+        .expect("submitted");
+    let waiting = {
+        let (client, handle) = (fleet.client().clone(), handle.clone());
+        tokio::spawn(async move {
+            client
+                .wait::<Work>(&handle, Some(Duration::from_secs(60)))
+                .await
+        })
+    };
+    let mut restarts = 0;
+    while !waiting.is_finished() {
+        restarts += fleet.restart_exited();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed_at = ledger_now();
+    let failure = waiting
+        .await
+        .expect("the waiter")
+        .expect_err("the poisoned run fails");
+    assert!(
+        matches!(&failure.error, Error::Unavailable { message, .. } if message.contains("dead-lettered")),
+        "{}",
+        failure.error
+    );
+    restarts += fleet.restart_exited();
+    let server = fleet.server();
+    let busy = |server: &am2z_tests::fault::RedisServer| {
+        ["queue", "delayed", "leases"]
+            .iter()
+            .map(|set| server.cli(&["ZCARD", &format!("{tag}{set}")]))
+            .any(|n| n != "0")
+    };
+    let begin = Instant::now();
+    while busy(server) {
+        assert!(
+            begin.elapsed() < Duration::from_secs(20),
+            "the session went idle"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.keys(&format!("{tag}job:*")),
+        Vec::<String>::new(),
+        "no job of the dead run left"
+    );
+    assert_eq!(
+        server.keys(&format!("{tag}run:*")),
+        Vec::<String>::new(),
+        "its run hash is gone"
+    );
+    let report = fleet.check(name, Duration::from_secs(30)).await;
+    eprintln!("{report}");
+    report.assert_invariants();
+    assert_eq!(report.terminal_failures, 1, "{report}");
+    assert_eq!(report.commits_seen, 1, "one terminal outcome: {report}");
+    let run = handle.run_id.to_string();
+    let executions: Vec<Execution> = fleet.ledger().of_run(&run).cloned().collect();
+    eprintln!(
+        "[{name}] {restarts} process deaths; executions: {:?}",
+        executions
+            .iter()
+            .map(|e| (e.step.as_str(), e.pid))
+            .collect::<Vec<_>>()
+    );
+    let late: Vec<&Execution> = executions.iter().filter(|e| e.at > failed_at).collect();
+    assert!(
+        late.is_empty(),
+        "no step of the dead run started after it: {late:?}"
+    );
+    let aborts = executions
+        .iter()
+        .filter(|e| e.step == "abort_always")
+        .count();
+    assert_eq!(aborts, 3, "one execution of the poisoned step per delivery");
+    fleet.stop().await;
+    executions
+}
+
+/// A chain whose middle step kills its worker: dead-lettered after 3 deliveries of that
+/// step; its first step ran once, its last never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_step_dead_letters_its_run() {
+    let executions = dead_letters_a_poisoned_step("steps-poison-chain", &PoisonChain, 0).await;
+    let count = |step: &str| executions.iter().filter(|e| e.step == step).count();
+    assert_eq!(
+        count("enter_step"),
+        1,
+        "the committed first step did not run again"
+    );
+    assert_eq!(count("exit_step"), 0, "the last step never ran");
+}
+
+/// A parallel whose middle branch kills its worker: dead-lettered after 3 deliveries of
+/// that branch; its other branches (killed with it, or not) run no more after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_branch_dead_letters_its_run() {
+    let executions = dead_letters_a_poisoned_step("steps-poison-fan", &PoisonFan, 300).await;
+    for step in ["branch_x", "branch_z"] {
+        let n = executions.iter().filter(|e| e.step == step).count();
+        assert!(
+            (1..=3).contains(&n),
+            "{step} ran once per delivery at most ({n})"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1288,6 +1415,157 @@ async fn step_runs_report_as_the_local_runtime_does() {
         )),
         "the run's completion comes after its steps' events: {summary:#?}"
     );
+    scene.finish(&[&session]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session quotas count runs.
+
+/// The items of [`QuotaMap`] that started.
+static QUOTA_ITEMS: AtomicUsize = AtomicUsize::new(0);
+
+/// An item of [`QuotaMap`]: 200 ms.
+#[processor]
+async fn quota_item(x: u64) -> Result<u64, Error> {
+    QUOTA_ITEMS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(x)
+}
+
+workflow! {
+    /// `quota_item` over the items, up to 16 at once.
+    QuotaMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![quota_item, concurrency = 16]
+    }
+}
+
+/// `max_queued_per_session` is "the most runs a session may have queued": a map whose item
+/// jobs wait in the queue is one run, so it does not use up the quota of the session's
+/// other runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_quota_counts_runs_not_step_jobs() {
+    let scene = Scene::start(
+        "quota",
+        1,
+        1,
+        |c| c.max_queued_per_session(4),
+        |w| w.serve(QuotaMap),
+    )
+    .await;
+    let session = scene.session("quota");
+    let tag = scene.tag(&session);
+    let map = scene
+        .client
+        .submit(&session, &QuotaMap, (0..12).collect())
+        .await
+        .expect("submitted");
+    let begin = Instant::now();
+    while QUOTA_ITEMS.load(Ordering::SeqCst) == 0 {
+        assert!(begin.elapsed() < Duration::from_secs(20), "the map started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queued = scene.cli(&["ZCARD", &format!("{tag}queue")]);
+    eprintln!("[steps quota] queue holds {queued} jobs of one run while its first item runs");
+    let second = scene.client.submit(&session, &QuotaMap, vec![100]).await;
+    assert!(
+        second.is_ok(),
+        "one run queued or running, quota 4: a second run is accepted ({second:?}; the queue holds {queued} step jobs)"
+    );
+    for handle in [Some(map), second.ok()].into_iter().flatten() {
+        scene
+            .client
+            .wait::<Vec<Result<u64, Error>>>(&handle, Some(Duration::from_secs(30)))
+            .await
+            .expect("the run completes");
+    }
+    scene.finish(&[&session]).await;
+}
+
+/// When each item of [`GatedMap`] ran: (run, start, end).
+static GATED: Mutex<Vec<(RunId, Instant, Instant)>> = Mutex::new(Vec::new());
+
+/// An item of [`GatedMap`]: 150 ms.
+#[processor]
+async fn gated_item(x: u64, ctx: &Ctx) -> Result<u64, Error> {
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    GATED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((ctx.run_id(), start, Instant::now()));
+    Ok(x)
+}
+
+workflow! {
+    /// `gated_item` over the items, up to 16 at once.
+    GatedMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![gated_item, concurrency = 16]
+    }
+}
+
+/// `session_concurrency` is "the most runs of one session executing at once": with 1, two
+/// runs of a map do not execute at the same time, and each run's items still run at once
+/// (as the whole-run job runs them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_concurrency_counts_runs_not_step_jobs() {
+    let scene = Scene::start(
+        "sessionquota",
+        2,
+        4,
+        |c| c.session_concurrency(1),
+        |w| w.serve(GatedMap),
+    )
+    .await;
+    let session = scene.session("sessionquota");
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        handles.push(
+            scene
+                .client
+                .submit(&session, &GatedMap, (0..3).collect())
+                .await
+                .expect("submitted"),
+        );
+    }
+    let begin = Instant::now();
+    for handle in &handles {
+        scene
+            .client
+            .wait::<Vec<Result<u64, Error>>>(handle, Some(Duration::from_secs(30)))
+            .await
+            .expect("the run completes");
+    }
+    let took = begin.elapsed();
+    let items = GATED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let span = |run: RunId| {
+        let of_run = items.iter().filter(|(r, _, _)| *r == run);
+        let start = of_run.clone().map(|(_, s, _)| *s).min().expect("items ran");
+        let end = of_run.map(|(_, _, e)| *e).max().expect("items ran");
+        (start, end)
+    };
+    let (a, b) = (span(handles[0].run_id), span(handles[1].run_id));
+    eprintln!(
+        "[steps session concurrency] both runs took {took:?}; run spans (ms from the first start): {:?} {:?}",
+        (
+            (a.0 - a.0.min(b.0)).as_millis(),
+            (a.1 - a.0.min(b.0)).as_millis()
+        ),
+        (
+            (b.0 - a.0.min(b.0)).as_millis(),
+            (b.1 - a.0.min(b.0)).as_millis()
+        ),
+    );
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "the two runs did not execute at once"
+    );
+    for (run, (start, end)) in [(handles[0].run_id, a), (handles[1].run_id, b)] {
+        assert!(
+            end - start < Duration::from_millis(300),
+            "run {run}: its 3 items of 150 ms ran at once ({:?} from first start to last end)",
+            end - start
+        );
+    }
     scene.finish(&[&session]).await;
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use am2z::{RedisRuntime, RunHandle, Runtime};
 use am2z_tests::fault::work::{
-    AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, SlowMiddle, SpreadMap, StepA, StepB,
-    StepC, TrackedMap, Versioned, VersionedOld, Work,
+    AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle,
+    SpreadMap, StepA, StepB, StepC, TrackedMap, Versioned, VersionedOld, Work,
 };
 use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR};
 
@@ -57,6 +57,8 @@ async fn worker(runtime: RedisRuntime, knobs: &Knobs) {
     runtime.serve(PairedMap);
     runtime.serve(GateChain);
     runtime.serve(TrackedMap);
+    runtime.serve(PoisonChain);
+    runtime.serve(PoisonFan);
     if std::env::var(CONTRACT_VAR).is_ok_and(|c| c == "old") {
         runtime.serve(VersionedOld);
     } else {

@@ -300,3 +300,15 @@ workflow! {
         map![tracked_item, concurrency = 16]
     }
 }
+
+workflow! {
+    /// A quick step, one that kills its process every time, a quick one.
+    pub PoisonChain(Work) -> Work {
+        chain![enter_step, abort_always, exit_step]
+    }
+
+    /// Two branches of `ms` beside one that kills its process every time.
+    pub PoisonFan(Work) -> Work {
+        parallel![branch_x, abort_always, branch_z] => sum_branches
+    }
+}
