@@ -762,6 +762,101 @@ async fn a_poisoned_branch_dead_letters_its_run() {
     }
 }
 
+/// A step four times longer than the lease keeps its lease (the renewer renews step jobs):
+/// each step of the chain runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_longer_than_the_lease_is_renewed_not_redelivered() {
+    let knobs = Knobs::default()
+        .lease(Duration::from_millis(600))
+        .sweep(Duration::from_millis(100));
+    let fleet = Fleet::start("steps-renew", knobs, 2).await;
+    let session = fleet.sessions(1, "renew").remove(0);
+    let handle = fleet
+        .submit(&session, &SlowMiddle, Work::new(3, 2_400))
+        .await
+        .expect("submitted");
+    let outcome = fleet
+        .client()
+        .wait::<Work>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the run completes");
+    assert_eq!(outcome.output.id, 3);
+    let (ledger, run) = (fleet.ledger(), handle.run_id.to_string());
+    let steps: Vec<&str> = ledger.of_run(&run).map(|e| e.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["enter_step", "slow_step", "exit_step"],
+        "each step once"
+    );
+    let report = fleet.check("steps renew", Duration::from_secs(30)).await;
+    report.assert_invariants();
+    assert_eq!(report.refused_commits, 0, "{report}");
+    fleet.stop().await;
+}
+
+/// A started run finishes before new runs start: on one worker of one slot, every item of a
+/// map runs before the runs submitted after it, whose entry jobs were queued first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_started_run_finishes_before_new_runs_start() {
+    let knobs = Knobs::default().concurrency(1);
+    let fleet = Fleet::start("steps-order", knobs, 1).await;
+    let session = fleet.sessions(1, "order").remove(0);
+    let map = fleet
+        .submit(
+            &session,
+            &SpreadMap,
+            (0..4).map(|i| Work::new(i, 100)).collect(),
+        )
+        .await
+        .expect("submitted");
+    let mut later = Vec::new();
+    for id in 0..3 {
+        later.push(
+            fleet
+                .submit(&session, &Fan3, Work::new(id, 10))
+                .await
+                .expect("submitted"),
+        );
+    }
+    for handle in later.iter().chain([&map]) {
+        fleet
+            .client()
+            .wait::<serde_json::Value>(handle, Some(Duration::from_secs(30)))
+            .await
+            .expect("the run completes");
+    }
+    let ledger = fleet.ledger();
+    let map_run = map.run_id.to_string();
+    let last_item = ledger
+        .of_run(&map_run)
+        .map(|e| e.at)
+        .max()
+        .expect("the map's items ran");
+    let order: Vec<String> = ledger
+        .executions()
+        .iter()
+        .map(|e| {
+            if e.run == map_run {
+                e.step.clone()
+            } else {
+                format!("{}:{}", &e.run[..6], e.step)
+            }
+        })
+        .collect();
+    for handle in &later {
+        let first = ledger
+            .of_run(&handle.run_id.to_string())
+            .map(|e| e.at)
+            .min()
+            .expect("the later run ran");
+        assert!(
+            first > last_item,
+            "the map's items ran before later runs' steps: {order:?}"
+        );
+    }
+    fleet.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. A map's concurrency across workers.
 
