@@ -1372,6 +1372,27 @@ async fn fail_fast_parallel_fails_once_and_drops_its_siblings() {
         "no job of the run left"
     );
     assert_eq!(scene.cli(&["EXISTS", &format!("{tag}run:{run}")]), "0");
+    let ends: Vec<am2z::EventKind> = scene
+        .client
+        .replay(&session, None, 10_000)
+        .await
+        .expect("the session's events")
+        .into_iter()
+        .map(|(_, event)| event)
+        .filter(|e| e.run_id == Some(handle.run_id))
+        .map(|e| e.kind)
+        .filter(|k| {
+            matches!(
+                k,
+                am2z::EventKind::RunFailed { .. } | am2z::EventKind::RunCompleted { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [am2z::EventKind::RunFailed { error: expected }],
+        "one RunFailed event, with the run's error"
+    );
     scene.finish(&[&session]).await;
 }
 
@@ -1510,6 +1531,55 @@ async fn step_runs_report_as_the_local_runtime_does() {
         )),
         "the run's completion comes after its steps' events: {summary:#?}"
     );
+    scene.finish(&[&session]).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A processor's concurrency holds across workers.
+
+/// Items of [`SoloMap`] running now, and the most at once.
+static SOLO: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// One at a time across every worker: 100 ms.
+#[processor(concurrency = 1)]
+async fn solo_item(x: u64) -> Result<u64, Error> {
+    let now = SOLO[0].fetch_add(1, Ordering::SeqCst) + 1;
+    SOLO[1].fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    SOLO[0].fetch_sub(1, Ordering::SeqCst);
+    Ok(x + 1)
+}
+
+workflow! {
+    /// `solo_item` over the items, the map allowing 8 at once.
+    SoloMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![solo_item, concurrency = 8]
+    }
+}
+
+/// A map whose item processor has `concurrency = 1`, its items spread over two workers as
+/// step jobs: one item runs at a time across both (the cluster gate holds for step jobs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_concurrency_holds_for_step_jobs_across_workers() {
+    let scene = Scene::start("solo", 2, 4, |c| c, |w| w.serve(SoloMap)).await;
+    let session = scene.session("solo");
+    let handle = scene
+        .client
+        .submit(&session, &SoloMap, (0..6).collect())
+        .await
+        .expect("submitted");
+    let outcome = scene
+        .client
+        .wait::<Vec<Result<u64, Error>>>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the map completes");
+    let got: Vec<u64> = outcome
+        .output
+        .iter()
+        .map(|r| *r.as_ref().expect("every item succeeded"))
+        .collect();
+    assert_eq!(got, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(SOLO[1].load(Ordering::SeqCst), 1, "one item at a time");
     scene.finish(&[&session]).await;
 }
 
