@@ -280,8 +280,9 @@ async fn kill_9_mid_map_reruns_only_the_items_in_flight() {
             pids.len() == 2
         })
         .await;
-    let fault = ledger_now();
+    // After the process is reaped: every execution of the victim's is before this.
     fleet.kill_9(0);
+    let fault = ledger_now();
 
     let outcome = fleet
         .client()
@@ -305,13 +306,19 @@ async fn kill_9_mid_map_reruns_only_the_items_in_flight() {
         match runs.as_slice() {
             [_] => {}
             [first, again] => {
+                let detail = format!(
+                    "victim {victim}, survivor {survivor}, runs (pid, ms after the kill) {:?}",
+                    runs.iter()
+                        .map(|e| (e.pid, (e.at as i128 - fault as i128) / 1_000_000))
+                        .collect::<Vec<_>>()
+                );
                 assert!(
                     first.pid == victim && first.at < fault,
-                    "item {i} first ran on the victim before the kill: {pids:?}"
+                    "item {i} first ran on the victim before the kill: {detail}"
                 );
                 assert!(
                     again.pid == survivor && again.at >= fault,
-                    "item {i} ran again on the survivor: {pids:?}"
+                    "item {i} ran again on the survivor: {detail}"
                 );
                 rerun.push(i);
             }
@@ -576,8 +583,9 @@ async fn fan_in_joins_once_across_a_kill() {
             f.ledger().count_by(victim) >= 3
         })
         .await;
-    let fault = ledger_now();
+    // After the process is reaped: every execution of the victim's is before this.
     fleet.kill_9(0);
+    let fault = ledger_now();
     for (id, handle) in &handles {
         let outcome = fleet
             .client()
