@@ -44,6 +44,46 @@ pub(crate) struct RunScope {
     /// This run is one step of a larger run executed step by step elsewhere: the larger run
     /// has the run-level events, once, not each of its steps.
     pub(crate) one_step: bool,
+    /// Where the run's own step parks instead of sleeping (a distributed worker's step job).
+    pub(crate) parking: Option<Arc<Parking>>,
+}
+
+/// A step job's waits, handed back to its worker instead of slept in its slot: the step's
+/// `delay` and its retry backoff become a due time in Redis, and the job resumes at the
+/// attempt it parked before.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[derive(Debug, Default)]
+pub(crate) struct Parking {
+    /// The attempt the step resumes at (0: a fresh step, whose `delay` still applies).
+    pub(crate) resume: u32,
+    parked: std::sync::Mutex<Option<Parked>>,
+}
+
+/// Where a step parked: the attempt that follows the wait, and the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parked {
+    pub(crate) attempt: u32,
+    pub(crate) delay: std::time::Duration,
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl Parking {
+    /// A parking for a step that resumes at attempt `resume` (0: fresh).
+    pub(crate) fn new(resume: u32) -> Self {
+        Parking {
+            resume,
+            parked: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn park(&self, attempt: u32, delay: std::time::Duration) {
+        *self.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Parked { attempt, delay });
+    }
+
+    /// Where the step parked, if it did.
+    pub(crate) fn parked(&self) -> Option<Parked> {
+        *self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// What a distributed worker hands to the run it executes: the identity the submitter gave
@@ -55,6 +95,8 @@ pub(crate) struct RunSeed {
     pub(crate) gate: Option<Arc<dyn StepGate>>,
     /// The run is one step of a run executed step by step (see [`RunScope::one_step`]).
     pub(crate) one_step: bool,
+    /// See [`RunScope::parking`].
+    pub(crate) parking: Option<Arc<Parking>>,
 }
 
 tokio::task_local! {
@@ -73,9 +115,15 @@ pub(crate) async fn with_run_seed<F: std::future::Future>(seed: RunSeed, future:
 impl RunScope {
     pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
         let seed = SEED.try_with(std::cell::Cell::take).ok().flatten();
-        let (run_id, created_at, gate, one_step) = match seed {
-            Some(seed) => (seed.run_id, seed.created_at, seed.gate, seed.one_step),
-            None => (RunId::generate(), SystemTime::now(), None, false),
+        let (run_id, created_at, gate, one_step, parking) = match seed {
+            Some(seed) => (
+                seed.run_id,
+                seed.created_at,
+                seed.gate,
+                seed.one_step,
+                seed.parking,
+            ),
+            None => (RunId::generate(), SystemTime::now(), None, false, None),
         };
         RunScope {
             session,
@@ -83,6 +131,7 @@ impl RunScope {
             created_at,
             gate,
             one_step,
+            parking,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),

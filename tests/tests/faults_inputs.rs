@@ -739,8 +739,8 @@ mod oversized {
     /// Scenario 21: an oversized input is refused with `Error::Resource` before anything is
     /// written (the server's keys are unchanged); an oversized output fails its run with the
     /// same error and nothing of the output is stored; an oversized custom event is refused
-    /// to the processor with the same error; a big intermediate state stays in the worker and
-    /// never reaches Redis.
+    /// to the processor with the same error; so is a state between two steps (stored in
+    /// Redis when the run goes one job per step), and nothing of it is written.
     #[tokio::test]
     async fn oversized_payloads_are_refused_before_any_write() {
         const LIMIT: usize = 1_000;
@@ -785,11 +785,21 @@ mod oversized {
             .await
             .expect("a small event is published");
         assert_eq!(small.output, 10);
+        // Step by step, the state between two steps is stored in Redis, so it is bounded
+        // like an input: the run fails with the typed error and the state is never written.
         let big_state = client
             .execute_in_session(&s, &Balloon, 5 * LIMIT)
             .await
-            .expect("the intermediate state never crosses Redis");
-        assert_eq!(big_state.output, 5 * LIMIT);
+            .expect_err("the intermediate state is too big to store");
+        assert!(
+            matches!(&big_state.error, Error::Resource { message, .. } if message.contains("limit is 1000")),
+            "{big_state:?}"
+        );
+        let small_state = client
+            .execute_in_session(&s, &Balloon, LIMIT / 2)
+            .await
+            .expect("a small intermediate state crosses Redis");
+        assert_eq!(small_state.output, LIMIT / 2);
         let largest = largest_value(&server, &prefix);
         assert!(
             largest < LIMIT,

@@ -1133,3 +1133,191 @@ mod redis_edges {
         runtime.stop().await.unwrap();
     }
 }
+
+/// Runs of compositions go one job per step: what only step jobs do.
+mod redis_step_jobs {
+    use std::process::Command;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use am2z::{Error, Executes, RedisRuntime, Runtime, processor, workflow};
+    use am2z_tests::processors::AddOne;
+    use am2z_tests::suite::session;
+
+    use super::{redis_url, test_config};
+
+    fn redis_cli(args: &[&str]) -> String {
+        let url = redis_url();
+        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
+        let output = Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
+
+    /// Fails its first two attempts, then adds one; waits 300 ms, then 600 ms, between them.
+    #[processor(retries = 3, backoff = exponential(base = "300ms", multiplier = 2, max = "10s"))]
+    async fn flaky_add(x: i64) -> Result<i64, Error> {
+        if FLAKY_CALLS.fetch_add(1, Ordering::SeqCst) % 3 < 2 {
+            return Err(Error::execution("flaky_add", "not yet"));
+        }
+        Ok(x + 1)
+    }
+
+    /// Doubles, after waiting out its `delay`.
+    #[processor(delay = "300ms")]
+    async fn late_double(x: i64) -> Result<i64, Error> {
+        Ok(x * 2)
+    }
+
+    /// Repeats a text `n` times.
+    #[processor]
+    async fn repeat_text(n: usize) -> Result<String, Error> {
+        Ok("x".repeat(n))
+    }
+
+    /// The length of a text.
+    #[processor]
+    async fn text_len(s: String) -> Result<usize, Error> {
+        Ok(s.len())
+    }
+
+    workflow! {
+        /// A retried step, then a delayed one.
+        pub Patient(i64) -> i64 {
+            chain![flaky_add, late_double]
+        }
+
+        /// A large value between two steps.
+        pub Bloated(usize) -> usize {
+            chain![repeat_text, text_len]
+        }
+    }
+
+    static SLOW_STARTS: AtomicU32 = AtomicU32::new(0);
+
+    /// Adds one, slowly.
+    #[processor]
+    async fn slow_add(x: i64) -> Result<i64, Error> {
+        SLOW_STARTS.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(x + 1)
+    }
+
+    workflow! {
+        /// Three slow steps.
+        pub SlowThree(i64) -> i64 {
+            chain![slow_add, slow_add, slow_add]
+        }
+    }
+
+    /// A draining worker finishes and commits the step it runs, but is handed no successor:
+    /// it leaves after one step, not after the whole chain, and another worker finishes the
+    /// run from the step that follows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_draining_worker_finishes_its_step_and_takes_no_successor() {
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let first = RedisRuntime::new(config.clone());
+        first.serve(SlowThree);
+        first.start().await.unwrap();
+        let s = session("drain-steps");
+        let handle = first.submit(&s, &SlowThree, 0).await.unwrap();
+        let begin = std::time::Instant::now();
+        while SLOW_STARTS.load(Ordering::SeqCst) == 0 {
+            assert!(begin.elapsed() < Duration::from_secs(5), "the chain started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let draining = Instant::now();
+        first.drain(Duration::from_secs(10)).await.unwrap();
+        let drained_in = draining.elapsed();
+        assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 1, "no successor was started");
+        assert!(drained_in < Duration::from_millis(800), "{drained_in:?}");
+        let second = RedisRuntime::new(config);
+        second.serve(SlowThree);
+        second.start().await.unwrap();
+        let result = second
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(result.output, 3);
+        assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 3, "each step ran once");
+        second.stop_session(&s).await.unwrap();
+        second.stop().await.unwrap();
+    }
+
+    /// A step's retry backoff and `delay` wait in Redis' due-time set, not in the worker's
+    /// slot: while one run waits, another run goes through the worker's only slot; the
+    /// waiting run then resumes at the right attempt and counts every attempt once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn step_waits_free_the_slot_and_resume_at_the_next_attempt() {
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let prefix = config.queue_prefix().to_owned();
+        let runtime = RedisRuntime::new(config);
+        runtime.serve(Patient);
+        runtime.serve(AddOne);
+        runtime.start().await.unwrap();
+        let s = session("patient");
+        let begin = Instant::now();
+        let handle = runtime.submit(&s, &Patient, 4).await.unwrap();
+        // While the chain's first step waits for its second attempt, the job is in the
+        // delayed set and the one slot runs another run.
+        let delayed = format!("{prefix}:{{{}}}:delayed", s.as_str());
+        let parked = Instant::now();
+        while redis_cli(&["ZCARD", &delayed]) != "1" {
+            assert!(
+                parked.elapsed() < Duration::from_secs(5),
+                "the step never waited in the delayed set"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
+        assert_eq!(other.output, 2);
+        let result = runtime
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let took = begin.elapsed();
+        assert_eq!(result.output, 10, "(4 + 1) × 2");
+        assert_eq!(
+            result.attempts, 4,
+            "three attempts of flaky_add, one of late_double"
+        );
+        assert_eq!(result.meta.version, 2, "two steps completed");
+        // 300 + 600 ms of backoff and a 300 ms delay, each waited once.
+        assert!(took >= Duration::from_millis(1_200), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+
+    /// A value between two steps is bounded like a run's input and outcome: a larger one
+    /// fails the run with a typed error, and nothing of it is stored.
+    #[tokio::test]
+    async fn an_oversized_value_between_steps_fails_the_run() {
+        let runtime = RedisRuntime::new(test_config(&redis_url()).max_payload_bytes(1_000));
+        runtime.start().await.unwrap();
+        let s = session("bloated");
+        let failure = runtime
+            .execute_in_session(&s, &Bloated, 5_000)
+            .await
+            .expect_err("too big between the steps");
+        assert!(
+            matches!(failure.error, Error::Resource { .. }),
+            "{failure:?}"
+        );
+        assert_eq!(
+            runtime
+                .execute_in_session(&s, &Bloated, 10)
+                .await
+                .unwrap()
+                .output,
+            10
+        );
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+}

@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tracing::Instrument;
@@ -70,12 +70,26 @@ async fn attempts<P: Processor>(
     let slot = run.host.step_slot(&run.session, name, config);
     let events = run.host.events();
 
-    if let Some(delay) = config.delay {
+    // A step job's own step (not one it calls) parks its waits with its worker instead.
+    let parking = run.parking.as_ref().filter(|_| parent.depth == 0);
+    let parked = |attempt: u32, delay: Duration| {
+        parking.map(|parking| {
+            parking.park(attempt, delay);
+            StepFailure::new(Error::Cancelled {
+                reason: format!("parked for {delay:?} before attempt {attempt}"),
+            })
+        })
+    };
+    let resume = parking.map_or(0, |p| p.resume);
+    if let Some(delay) = config.delay.filter(|_| resume == 0) {
+        if let Some(parked) = parked(1, delay) {
+            return Err(parked);
+        }
         let _delayed = InStage::enter(&slot.counters, Stage::Delayed);
         tokio::time::sleep(delay).await;
     }
 
-    let mut attempt = 1;
+    let mut attempt = resume.max(1);
     loop {
         let waiting = InStage::enter(&slot.counters, Stage::Waiting);
         // The cluster-wide gate first, so the in-process gates (exact on tokio's clock, and
@@ -176,6 +190,9 @@ async fn attempts<P: Processor>(
                     ));
                 }
                 if !delay.is_zero() {
+                    if let Some(parked) = parked(attempt + 1, delay) {
+                        return Err(parked);
+                    }
                     let _delayed = InStage::enter(&slot.counters, Stage::Delayed);
                     tokio::time::sleep(delay).await;
                 }

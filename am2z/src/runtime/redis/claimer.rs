@@ -307,7 +307,7 @@ async fn watch_slowly(
 }
 
 /// How many fields `claim.lua` gives per job.
-const FIELDS: usize = 11;
+const FIELDS: usize = 12;
 
 /// One leased job from its fields in `claim.lua`'s reply (the input is kept as bytes:
 /// decoding it is the served processor's job, which fails the run with a typed error);
@@ -328,6 +328,7 @@ fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Op
         step: fields[8].clone(),
         version: text(9).parse().unwrap_or(0),
         attempts: text(10).parse().unwrap_or(0),
+        resume: text(11).parse().unwrap_or(0),
     })
 }
 

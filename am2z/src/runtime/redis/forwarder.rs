@@ -46,6 +46,13 @@ pub(crate) enum CommitBody {
     Run { wire: String, dead: bool },
     /// A job of a run executed step by step, and what follows it (`advance.lua`).
     Advance(Box<Advance>),
+    /// A step job that waits `delay` before `attempt`, having made `attempts` (`park.lua`,
+    /// answering the due time, or 0 when refused).
+    Park {
+        attempt: u32,
+        delay: std::time::Duration,
+        attempts: u32,
+    },
 }
 
 /// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
@@ -258,7 +265,25 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                         None => call.arg("").arg(""),
                     };
                     call.arg(if advance.entry { "1" } else { "0" })
+                        .arg(&advance.hand_off_token)
                         .arg(&advance.held);
+                    pipe.invoke_script(&call);
+                }
+                CommitBody::Park {
+                    attempt,
+                    delay,
+                    attempts,
+                } => {
+                    let mut call = inner.scripts.park.prepare_invoke();
+                    call.key(keys.leases())
+                        .key(keys.job(&commit.job))
+                        .key(keys.delayed())
+                        .key(keys.meta())
+                        .arg(commit.job.to_string())
+                        .arg(&commit.token)
+                        .arg(attempt)
+                        .arg(millis(*delay))
+                        .arg(attempts);
                     pipe.invoke_script(&call);
                 }
             }
@@ -317,6 +342,7 @@ async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
             inner.scripts.event.load_async(&mut conn).await?;
             inner.scripts.commit.load_async(&mut conn).await?;
             inner.scripts.advance.load_async(&mut conn).await?;
+            inner.scripts.park.load_async(&mut conn).await?;
             Ok(())
         }
         .await;

@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     conn: Mutex<Option<ConnectionManager>>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     running: AtomicBool,
+    /// Whether this process takes new jobs: false while it drains or stops, so a commit no
+    /// longer hands it a successor (a long chain would otherwise never let it drain).
+    pub(crate) claiming: AtomicBool,
     /// Fired by `stop` (and replaced by `start`): every loop and waiter watches it.
     stop_token: Mutex<CancellationToken>,
     pub(crate) waiters: Waiters,
@@ -342,6 +345,7 @@ impl RedisRuntime {
                 tasks: Vec::new(),
             }),
             running: AtomicBool::new(false),
+            claiming: AtomicBool::new(false),
             stop_token: Mutex::new(stopped),
             waiters: Waiters::default(),
             stops: stops::Stops::default(),
@@ -733,6 +737,7 @@ impl RedisRuntime {
     /// As [`stop`](Runtime::stop).
     pub async fn drain(&self, timeout: Duration) -> Result<(), Error> {
         if let Some(claimer) = self.inner.lifecycle.lock().await.claimer.take() {
+            self.inner.claiming.store(false, Ordering::Release);
             claimer.cancel();
         }
         let until = tokio::time::Instant::now() + timeout;
@@ -891,6 +896,7 @@ impl RedisRuntime {
         lifecycle.claimer = claimer;
         lifecycle.tasks = tasks;
         *inner.stop_token.lock().unwrap_or_else(|p| p.into_inner()) = stop;
+        inner.claiming.store(inner.config.worker, Ordering::Release);
         inner.running.store(true, Ordering::Release);
         tracing::info!(redis = %inner.config, worker = inner.config.worker, "redis runtime started");
         Ok(())
@@ -902,6 +908,7 @@ impl RedisRuntime {
         if !inner.running.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
+        inner.claiming.store(false, Ordering::Release);
         if let Some(claimer) = lifecycle.claimer.take() {
             claimer.cancel();
         }

@@ -56,6 +56,7 @@ pub(crate) struct Scripts {
     pub(crate) renew: Script,
     pub(crate) commit: Script,
     pub(crate) advance: Script,
+    pub(crate) park: Script,
     pub(crate) release: Script,
     pub(crate) sweep: Script,
     pub(crate) stop: Script,
@@ -75,13 +76,14 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script, for loading them all at start.
-    pub(crate) fn all(&self) -> [&Script; 20] {
+    pub(crate) fn all(&self) -> [&Script; 21] {
         [
             &self.submit,
             &self.claim,
             &self.renew,
             &self.commit,
             &self.advance,
+            &self.park,
             &self.release,
             &self.sweep,
             &self.stop,
@@ -116,6 +118,7 @@ impl Scripts {
             renew: script!("renew"),
             commit: script!("commit"),
             advance: script!("advance"),
+            park: script!("park"),
             release: script!("release"),
             sweep: script!("sweep"),
             stop: script!("stop"),

@@ -136,6 +136,7 @@ where
                         created_at,
                         gate: Some(gate),
                         one_step: false,
+                        parking: None,
                     };
                     with_run_seed(
                         seed,

@@ -15,7 +15,7 @@ use super::keys::JobId;
 use super::limits::ClusterGate;
 use super::served::Served;
 use super::worker::{ClaimedJob, millis};
-use crate::context::{RunSeed, with_run_seed};
+use crate::context::{Parked, Parking, RunSeed, with_run_seed};
 use crate::event::EventKind;
 use crate::plan::Fnv;
 use crate::portable::{Frame, InstanceId, Job, Json, PortableGraph, PortableId, Transition};
@@ -66,8 +66,13 @@ pub(crate) struct Advance {
     pub(crate) held: Vec<String>,
     /// The run's stored outcome and its run event, when this job ends the run.
     pub(crate) outcome: Option<(String, String)>,
-    /// Whether a successor may be leased to this worker at once.
+    /// Whether a successor may be leased to this worker at once, and the fencing token it
+    /// gets then.
     pub(crate) hand_off: bool,
+    pub(crate) hand_off_token: String,
+    /// The successor this worker expects to be handed (the transition's first job), ready to
+    /// start before the commit's reply confirms it.
+    pub(crate) predicted: Option<ClaimedJob>,
 }
 
 /// What the commit answered.
@@ -139,6 +144,7 @@ impl Handed {
             deliveries: 1,
             lease_deadline: self.deadline,
             asked: Instant::now(),
+            resume: 0,
             step: self.step,
             version: self.version,
             attempts: self.attempts,
@@ -150,6 +156,9 @@ impl Handed {
 pub(crate) enum Ran {
     /// It produced a transition: commit it.
     Advance(Box<Advance>),
+    /// Its step waits before its next attempt (`attempts` made so far by this job): back to
+    /// the due-time set until then.
+    Park { parked: Parked, attempts: u32 },
     /// Give the lease back (this process is stopping, or lost the lease).
     Release,
 }
@@ -190,6 +199,7 @@ pub(crate) async fn run(
                         delta = (version, attempts);
                         (Parent { stack, deadlines }, transition)
                     }
+                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
                     // Nothing can end a run that has not been committed yet.
                     Stepped::Release | Stepped::Moot => return Ran::Release,
                 }
@@ -230,6 +240,7 @@ pub(crate) async fn run(
                         delta = (version, attempts);
                         (Parent { stack, deadlines }, transition)
                     }
+                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
                     Stepped::Release => return Ran::Release,
                     Stepped::Moot => (Parent::root(), Transition::default()),
                 }
@@ -364,6 +375,8 @@ fn shared_frames(a: &[Frame], b: &[Frame]) -> usize {
 enum Stepped {
     /// With a transition, the steps completed and attempts made, and the step's stack.
     Ran(Transition, u64, u32, Vec<Frame>),
+    /// The step waits (its `delay`, or a retry's backoff) in Redis, not in this slot.
+    Park(Parked, u32),
     Release,
     Moot,
 }
@@ -402,6 +415,7 @@ async fn step(
         let error = Error::configuration(format!("portable node {} is not a step", job.node));
         return Stepped::Ran(graph.transition(&job, Err(error)), 0, 0, job.stack.clone());
     };
+    let parking = Arc::new(Parking::new(claimed.resume));
     let seed = RunSeed {
         run_id: claimed.id.run,
         created_at: UNIX_EPOCH + Duration::from_millis(claimed.created_ms),
@@ -409,6 +423,7 @@ async fn step(
             inner: Arc::clone(inner),
         })),
         one_step: true,
+        parking: Some(Arc::clone(&parking)),
     };
     let running = with_run_seed(
         seed,
@@ -434,6 +449,13 @@ async fn step(
     };
     let (result, version, attempts) = match outcome {
         Ok(result) => (Ok(result.output), result.meta.version, result.attempts),
+        Err(failure) if parking.parked().is_some() => {
+            let parked = parking.parked().unwrap_or(Parked {
+                attempt: 1,
+                delay: Duration::ZERO,
+            });
+            return Stepped::Park(parked, failure.attempts);
+        }
         Err(failure) => {
             let stopping = matches!(failure.error, Error::Cancelled { .. })
                 && !crate::Runtime::is_running(&inner.engine);
@@ -481,11 +503,15 @@ fn advance(
 ) -> Advance {
     let run = job.id.run;
     let now = clock.now_ms();
+    let transition = bounded(inner, job, transition);
     let mut successors = Vec::new();
+    let hand_off = inner.claiming.load(std::sync::atomic::Ordering::Acquire);
+    let hand_off_token = fencing_nonce();
+    let mut predicted = None;
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
         let deadlines = deadlines(graph, parent, &next.stack, now);
-        let spec = successor(run, &next, deadlines);
+        let spec = successor(run, &next, &deadlines);
         match held_item(graph, &parent.stack, &next.stack) {
             Some((instance, item, first)) => {
                 let at = match held.iter().position(|h| h.instance == instance) {
@@ -505,7 +531,19 @@ fn advance(
                     None => items.push((item, vec![spec])),
                 }
             }
-            None => successors.push(spec),
+            None => {
+                // The first successor is the one `advance.lua` leases to this worker.
+                if hand_off && successors.is_empty() {
+                    predicted = Some(handed_successor(
+                        inner,
+                        job,
+                        (next.clone(), deadlines),
+                        (&hand_off_token, now),
+                        (version, attempts),
+                    ));
+                }
+                successors.push(spec);
+            }
         }
     }
     let held: Vec<String> = held.into_iter().flat_map(HeldItems::into_args).collect();
@@ -557,7 +595,9 @@ fn advance(
         held,
         arrivals: Json::Array(arrivals).to_string(),
         outcome,
-        hand_off: inner.running.load(std::sync::atomic::Ordering::Acquire) && inner.config.worker,
+        hand_off,
+        hand_off_token,
+        predicted,
     }
 }
 
@@ -587,8 +627,93 @@ impl HeldItems {
     }
 }
 
+/// `transition`, unless a value it would store (a successor's input, a branch's result) is
+/// larger than `max_payload_bytes`: then the run fails with [`Error::Resource`] instead, before
+/// anything is written.
+fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transition {
+    let limit = inner.config.max_payload_bytes;
+    let size = |value: &Json| serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+    let largest = transition
+        .jobs
+        .iter()
+        .map(|next| size(&next.input))
+        .chain(
+            transition
+                .arrivals
+                .iter()
+                .map(|arrival| match &arrival.value {
+                    Ok(value) => size(value),
+                    Err(_) => 0,
+                }),
+        )
+        .max()
+        .unwrap_or(0);
+    if largest <= limit {
+        return transition;
+    }
+    let error = Error::resource(
+        "payload",
+        format!(
+            "a value between the steps of `{}` is {largest} bytes; the limit is {limit}",
+            job.name
+        ),
+    );
+    Transition {
+        output: Some(Err(error)),
+        ..Transition::default()
+    }
+}
+
+/// The lease `advance.lua` gives this worker on `next` when it is created (its first
+/// successor), as this worker can tell before the reply.
+fn handed_successor(
+    inner: &Inner,
+    job: &ClaimedJob,
+    (next, deadlines): (Job, Vec<Deadline>),
+    (token, now): (&str, u64),
+    (version, attempts): (u64, u32),
+) -> ClaimedJob {
+    let step = Position::Step {
+        node: next.node,
+        stack: next.stack,
+        deadlines,
+    };
+    let position = match &step {
+        Position::Step { node, stack, .. } => step_hash(*node, stack),
+        Position::Join { instance, .. } => join_hash(instance),
+    };
+    ClaimedJob {
+        session: job.session.clone(),
+        id: JobId {
+            run: job.id.run,
+            position: Some(position),
+        },
+        name: job.name.clone(),
+        fingerprint: job.fingerprint.clone(),
+        input: serde_json::to_vec(&next.input).unwrap_or_default(),
+        token: token.to_owned(),
+        created_ms: job.created_ms,
+        deliveries: 1,
+        lease_deadline: (now + millis(inner.config.lease)).to_string(),
+        asked: Instant::now(),
+        step: serde_json::to_vec(&step).unwrap_or_default(),
+        // The run's counts after this job (exact where the run is sequential: steps that
+        // run beside it in a fan-out end in an arrival, not in the run's outcome).
+        version: job.version + version,
+        attempts: job.attempts + attempts,
+        resume: 0,
+    }
+}
+
+/// A fencing token for a successor leased at commit: a number no claim gives (claims count
+/// up from 1), and exact through Lua's number formatting (14 digits).
+fn fencing_nonce() -> String {
+    let raw = RunId::generate().as_u128() % 90_000_000_000_000;
+    (10_000_000_000_000 + raw).to_string()
+}
+
 /// A successor's entry in `advance.lua`'s list: id, input, position, the instances above it.
-fn successor(run: RunId, job: &Job, deadlines: Vec<Deadline>) -> Json {
+fn successor(run: RunId, job: &Job, deadlines: &[Deadline]) -> Json {
     let id = JobId {
         run,
         position: Some(step_hash(job.node, &job.stack)),
@@ -596,7 +721,7 @@ fn successor(run: RunId, job: &Job, deadlines: Vec<Deadline>) -> Json {
     let position = Position::Step {
         node: job.node,
         stack: job.stack.clone(),
-        deadlines,
+        deadlines: deadlines.to_vec(),
     };
     json!([
         id.to_string(),

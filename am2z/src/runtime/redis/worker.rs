@@ -3,6 +3,8 @@
 //! forwarder, behind the job's events), or release it at once when this process stops before
 //! the job finished.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
@@ -41,6 +43,8 @@ pub(crate) struct ClaimedJob {
     /// The run's steps completed and attempts made before this job (step by step).
     pub(crate) version: u64,
     pub(crate) attempts: u32,
+    /// The attempt the job's step resumes at after waiting in Redis (0: a fresh step).
+    pub(crate) resume: u32,
 }
 
 /// What the renewer and the control channel need to know about a held lease.
@@ -55,31 +59,39 @@ pub(crate) struct HeldLease {
     pub(crate) instances: Vec<String>,
 }
 
-/// Executes `job`, then every successor its commits hand to this worker.
+/// The commit of a job's predecessor, when the job was started before that commit's reply:
+/// it resolves to the successor the commit handed to this worker, which confirms the job's
+/// lease (or names another job, or none).
+type Gate = Pin<Box<dyn Future<Output = Option<ClaimedJob>> + Send>>;
+
+/// Executes `job`, then every successor its commits hand to this worker. A chain's next step
+/// starts while the commit of the step before is in flight (its lease is the one that commit
+/// gives, under a token this worker drew); it commits only once that commit confirmed it.
 pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
-    let mut next = Some(job);
-    while let Some(job) = next.take() {
-        next = execute_one(&inner, job).await;
+    let mut next = Some((job, None));
+    while let Some((job, gate)) = next.take() {
+        next = execute_one(&inner, job, gate).await;
     }
 }
 
-async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> {
+async fn execute_one(
+    inner: &Arc<Inner>,
+    job: ClaimedJob,
+    gate: Option<Gate>,
+) -> Option<(ClaimedJob, Option<Gate>)> {
     let lost = CancellationToken::new();
     let moot = CancellationToken::new();
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            job.id,
-            HeldLease {
-                session: job.session.clone(),
-                token: job.token.clone(),
-                lost: lost.clone(),
-                moot: moot.clone(),
-                instances: steps::instances_of(&job.step),
-            },
-        );
+    let lease = HeldLease {
+        session: job.session.clone(),
+        token: job.token.clone(),
+        lost: lost.clone(),
+        moot: moot.clone(),
+        instances: steps::instances_of(&job.step),
+    };
+    let mut lease = Some(lease);
+    if gate.is_none() {
+        hold(inner, &job, &mut lease);
+    }
     let served = inner.served_for(&job.name, &job.fingerprint);
     // A stop of the session heard since the claim was sent: the job may be the stopped
     // session's (then the release is refused), or a new one's (then it is claimed again).
@@ -99,15 +111,53 @@ async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> 
                 lost: &lost,
                 moot: &moot,
             };
-            let ran = steps::run(inner, &job, served.as_ref(), &graph, signals)
-                .instrument(span)
-                .await;
+            let running =
+                steps::run(inner, &job, served.as_ref(), &graph, signals).instrument(span);
+            let ran = match gate {
+                None => running.await,
+                Some(gate) => match confirmed(&job, gate, running).await {
+                    Ok(ran) => {
+                        hold(inner, &job, &mut lease);
+                        ran
+                    }
+                    // Not this job's lease: the step started early is dropped.
+                    Err(handed) => return handed.map(|job| (job, None)),
+                },
+            };
             match ran {
-                steps::Ran::Advance(advance) => advance_run(inner, &job, *advance).await,
+                steps::Ran::Advance(mut advance) => {
+                    let predicted = advance.predicted.take();
+                    let committing: Gate =
+                        Box::pin(advance_run(Arc::clone(inner), job.clone(), *advance));
+                    match predicted {
+                        Some(predicted) => Some((predicted, Some(committing))),
+                        None => committing.await.map(|job| (job, None)),
+                    }
+                }
+                steps::Ran::Park { parked, attempts } => {
+                    park(inner, &job, parked, attempts).await;
+                    None
+                }
                 steps::Ran::Release => {
                     release(inner, &job).await;
                     None
                 }
+            }
+        }
+        (served, _) if gate.is_some() => {
+            // Only a step job is started early; anything else waits for its lease first.
+            let handed = match gate {
+                Some(gate) => gate.await,
+                None => None,
+            };
+            match handed {
+                Some(handed) if same_lease(&handed, &job) => {
+                    hold(inner, &job, &mut lease);
+                    drop(served);
+                    release(inner, &job).await;
+                    None
+                }
+                other => return other.map(|job| (job, None)),
             }
         }
         (Some(served), _) if job.step.is_empty() => {
@@ -126,6 +176,52 @@ async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> 
         .remove(&job.id);
     inner.lease_returned.notify_waiters();
     next
+}
+
+/// Registers `lease` (once) as held by this process: the renewer renews it, `cancel` and stop
+/// messages reach it.
+fn hold(inner: &Inner, job: &ClaimedJob, lease: &mut Option<HeldLease>) {
+    if let Some(lease) = lease.take() {
+        inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id, lease);
+    }
+}
+
+/// Whether `handed` is the lease `job` was started on.
+fn same_lease(handed: &ClaimedJob, job: &ClaimedJob) -> bool {
+    handed.id == job.id && handed.token == job.token
+}
+
+/// Runs `running` (the step of `job`, started early) while `gate` (its predecessor's commit)
+/// resolves: the step's outcome once the commit handed `job` to this worker, or else what the
+/// commit handed instead.
+async fn confirmed<F>(
+    job: &ClaimedJob,
+    gate: Gate,
+    running: F,
+) -> Result<steps::Ran, Option<ClaimedJob>>
+where
+    F: Future<Output = steps::Ran>,
+{
+    let mut gate = gate;
+    let mut running = std::pin::pin!(running);
+    let mut ran = None;
+    let handed = loop {
+        tokio::select! {
+            handed = &mut gate => break handed,
+            outcome = &mut running, if ran.is_none() => ran = Some(outcome),
+        }
+    };
+    match handed {
+        Some(handed) if same_lease(&handed, job) => Ok(match ran {
+            Some(ran) => ran,
+            None => running.await,
+        }),
+        other => Err(other),
+    }
 }
 
 /// Executes a run as one job: the whole run in this process, then one commit.
@@ -214,10 +310,12 @@ async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Execut
 /// Commits a job of a run executed step by step; returns the successor handed to this
 /// worker, if any.
 async fn advance_run(
-    inner: &Arc<Inner>,
-    job: &ClaimedJob,
+    inner: Arc<Inner>,
+    job: ClaimedJob,
     advance: steps::Advance,
 ) -> Option<ClaimedJob> {
+    let inner = &inner;
+    let job = &job;
     let outcome = advance.outcome.as_ref().map(|(wire, _)| wire.clone());
     let reply = send_commit(inner, job, CommitBody::Advance(Box::new(advance))).await?;
     let reply = match reply.and_then(|value| redis::from_redis_value(value).map_err(Into::into)) {
@@ -258,6 +356,33 @@ async fn advance_run(
             tracing::warn!(session = %job.session, job = %job.id, "unreadable commit reply; the lease will expire and the job be retried");
             None
         }
+    }
+}
+
+/// Puts a step job that waits before its next attempt into the session's due-time set, and
+/// arms the session's timer for it.
+async fn park(inner: &Inner, job: &ClaimedJob, parked: crate::context::Parked, attempts: u32) {
+    let body = CommitBody::Park {
+        attempt: parked.attempt,
+        delay: parked.delay,
+        attempts,
+    };
+    let reply = send_commit(inner, job, body).await;
+    let due = match reply.map(|r| r.and_then(|v| redis::from_redis_value(v).map_err(Into::into))) {
+        Some(Ok(due)) => due,
+        Some(Err(error)) => return commit_failed(inner, job, &error),
+        None => return,
+    };
+    let due: i64 = due;
+    if due <= 0 {
+        return refused(inner, job);
+    }
+    let armed = match inner.conn() {
+        Ok(mut conn) => super::promoter::arm(inner, &mut conn, &job.session, due).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = armed {
+        tracing::warn!(session = %job.session, job = %job.id, %error, "arming the timer of a waiting step failed; the sweeper re-arms it");
     }
 }
 

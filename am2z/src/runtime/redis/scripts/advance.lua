@@ -7,7 +7,9 @@
 --       13 lease (ms) for the successor handed to the caller (0: none), 14 steps completed,
 --       15 attempts made, 16 successors, 17 arrivals (both JSON, see below), 18 the run's
 --       outcome ('': the run goes on), 19 its run event (JSON), 20 '1' when the job is the
---       run's entry job (its commit creates the run hash), 21.. held map items:
+--       run's entry job (its commit creates the run hash), 21 the fencing token of the
+--       successor leased to the caller (a number the caller drew, so that it can start that
+--       successor before this commit's reply: no other lease can have it), 22.. held map items:
 --       per map instance, its id, its first held item, how many are held, then per held
 --       item its index and its jobs (a successors list, JSON)
 -- successors: [[job id, input, step, [instances above it]], ...]
@@ -18,10 +20,12 @@
 -- (committed; ended is 1 when this commit stored the run's outcome, queued how many jobs it
 -- queued), or the same followed by the successor leased to the caller: id, input, token,
 -- lease deadline, step, version, attempts.
-local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority', 'created_ms')
+local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority', 'created_ms',
+  'attempts')
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
   return {'0'}
 end
+local now = now_ms()
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[5], KEYS[2])
@@ -36,7 +40,8 @@ else
   redis.call('HINCRBY', KEYS[3], 'live', -1)
 end
 redis.call('HINCRBY', KEYS[3], 'version', ARGV[14])
-redis.call('HINCRBY', KEYS[3], 'attempts', ARGV[15])
+-- With the attempts the job made before it parked.
+redis.call('HINCRBY', KEYS[3], 'attempts', tonumber(ARGV[15]) + tonumber(f[7] or '0'))
 
 local created = {}
 local function closed(instances)
@@ -55,7 +60,7 @@ local function create(spec)
   local key = ARGV[3] .. spec[1]
   redis.call('HSET', key, 'name', f[3], 'fp', f[4], 'input', spec[2], 'step', spec[3],
     'run', ARGV[4], 'priority', f[5], 'token', 0, 'deliveries', 0, 'created_ms', f[6],
-    'state', 'queued')
+    'queued_ms', now, 'state', 'queued')
   redis.call('SADD', KEYS[5], key)
   expire_like(key, KEYS[8])
   redis.call('HINCRBY', KEYS[3], 'live', 1)
@@ -66,7 +71,7 @@ for _, spec in ipairs(cjson.decode(ARGV[16])) do
   create(spec)
 end
 -- Held map items come as plain arguments (no decoding), stored in slices of 500.
-local at = 21
+local at = 22
 while at <= #ARGV do
   local instance, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   local items = at + 3
@@ -128,7 +133,6 @@ for _, arrival in ipairs(cjson.decode(ARGV[17])) do
 end
 
 if ARGV[18] ~= '' then
-  local now = now_ms()
   redis.call('SET', KEYS[7], ARGV[18], 'PX', ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
   redis.call('ZADD', KEYS[6], now + tonumber(ARGV[6]), KEYS[7])
@@ -158,13 +162,13 @@ if tonumber(ARGV[13]) > 0 and #created > 0 then
   first = 2
   local id = created[1]
   local key = ARGV[3] .. id
-  local deadline = now_ms() + tonumber(ARGV[13])
-  redis.call('HSET', key, 'token', 1, 'deliveries', 1, 'state', 'leased')
+  local deadline = now + tonumber(ARGV[13])
+  redis.call('HSET', key, 'token', ARGV[21], 'deliveries', 1, 'state', 'leased')
   redis.call('ZADD', KEYS[1], deadline, id)
   expire_like(KEYS[1], KEYS[8])
   local job = redis.call('HMGET', key, 'input', 'step')
   local run = redis.call('HMGET', KEYS[3], 'version', 'attempts')
-  handed = {id, job[1], '1', tostring(deadline), job[2], run[1] or '0', run[2] or '0'}
+  handed = {id, job[1], ARGV[21], tostring(deadline), job[2], run[1] or '0', run[2] or '0'}
 end
 for i = first, #created do
   redis.call('ZADD', KEYS[4], queue_score(f[5], 0), created[i])

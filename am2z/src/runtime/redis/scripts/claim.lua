@@ -5,7 +5,8 @@
 --       7.. fingerprints this worker serves
 -- Returns {'ok', how many jobs are still queued, then per job: job id, name, fingerprint,
 --         input, token, created_ms, deliveries, lease deadline, step ('' for a run's entry
---         job), and the run's version and attempts so far}, {'empty'} (nothing queued) or
+--         job), the run's version and attempts so far (with the job's own parked attempts),
+--         the attempt the job's step resumes at (0: fresh)}, {'empty'} (nothing queued) or
 --         {'busy'} (at quota, or nothing this worker serves).
 -- A step job whose run already ended (its run hash is gone) is dropped, not leased.
 local most = tonumber(ARGV[5])
@@ -54,14 +55,15 @@ for _, id in ipairs(ids) do
     local token = tonumber(f[4] or '0') + 1
     local deliveries = tonumber(f[5] or '0') + 1
     redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
-    local more = redis.call('HMGET', job, 'input', 'step')
+    local more = redis.call('HMGET', job, 'input', 'step', 'attempt', 'attempts')
     local counts = {'0', '0'}
     if run then
       counts = redis.call('HMGET', run, 'version', 'attempts')
     end
+    local attempts = tonumber(counts[2] or '0') + tonumber(more[4] or '0')
     for _, field in ipairs({id, f[2], fp, more[1], tostring(token), tostring(f[3] or '0'),
         tostring(deliveries), tostring(deadline), more[2] or '', counts[1] or '0',
-        counts[2] or '0'}) do
+        tostring(attempts), more[3] or '0'}) do
       out[#out + 1] = field
     end
     leased = leased + 1

@@ -80,8 +80,9 @@ if grace > 0 and #ARGV >= 10 then
   end
   for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 63)) do
     local job = ARGV[1] .. id
-    local f = redis.call('HMGET', job, 'fp', 'created_ms', 'name', 'run')
-    if f[1] and not served[f[1]] and tonumber(f[2]) + grace < now then
+    -- A step job waits from when it was queued, not from its run's submission.
+    local f = redis.call('HMGET', job, 'fp', 'created_ms', 'name', 'run', 'queued_ms')
+    if f[1] and not served[f[1]] and tonumber(f[5] or f[2]) + grace < now then
       redis.call('ZREM', KEYS[2], id)
       redis.call('DEL', job)
       redis.call('SREM', KEYS[4], job)
