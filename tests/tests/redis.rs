@@ -1228,13 +1228,20 @@ mod redis_step_jobs {
         let handle = first.submit(&s, &SlowThree, 0).await.unwrap();
         let begin = std::time::Instant::now();
         while SLOW_STARTS.load(Ordering::SeqCst) == 0 {
-            assert!(begin.elapsed() < Duration::from_secs(5), "the chain started");
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "the chain started"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let draining = Instant::now();
         first.drain(Duration::from_secs(10)).await.unwrap();
         let drained_in = draining.elapsed();
-        assert_eq!(SLOW_STARTS.load(Ordering::SeqCst), 1, "no successor was started");
+        assert_eq!(
+            SLOW_STARTS.load(Ordering::SeqCst),
+            1,
+            "no successor was started"
+        );
         assert!(drained_in < Duration::from_millis(800), "{drained_in:?}");
         let second = RedisRuntime::new(config);
         second.serve(SlowThree);

@@ -410,7 +410,8 @@ async fn steps_of_one_run_spread_across_workers() {
 /// neither exists and the index holds no job or run key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_step_is_a_job_in_redis() {
-    let scene = Scene::start("jobs", 2, 4, |c| c, |w| w.serve(GateChain)).await;
+    const LEASE: Duration = Duration::from_millis(600);
+    let scene = Scene::start("jobs", 2, 4, |c| c.lease(LEASE), |w| w.serve(GateChain)).await;
     let session = scene.session("jobs");
     let tag = scene.tag(&session);
     let flag = flag_path("jobs");
@@ -459,6 +460,21 @@ async fn each_step_is_a_job_in_redis() {
         index.contains(run_hash.as_str()),
         "{run_hash} in the index {index:?}"
     );
+    // The running step's job is leased, held by one worker, and its lease renewed.
+    let held: usize = scene.workers.iter().map(RedisRuntime::runs_in_flight).sum();
+    assert_eq!(held, 1, "one worker holds the running step's lease");
+    let member = job.rsplit(':').next().unwrap_or_default().to_owned();
+    let leases = format!("{tag}leases");
+    let deadline = scene.cli(&["ZSCORE", &leases, &member]);
+    assert!(!deadline.is_empty(), "{member} is in the lease set");
+    let begin = Instant::now();
+    while scene.cli(&["ZSCORE", &leases, &member]) == deadline {
+        assert!(
+            begin.elapsed() < LEASE * 2,
+            "the running step's lease is renewed (every third of the lease)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     std::fs::write(&flag, b"open").expect("the flag");
     let outcome = scene
