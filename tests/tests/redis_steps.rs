@@ -968,7 +968,10 @@ fn ticks_started_after(items: std::ops::Range<u64>, at: Instant) -> usize {
         .count()
 }
 
-/// An item of [`Ticks`]: 20 ms, doubles it.
+/// The ends of `tick`'s 50 ms, by item.
+static TICK_ENDS: Mutex<Vec<(u64, Instant)>> = Mutex::new(Vec::new());
+
+/// An item of [`Ticks`]: 50 ms, doubles it.
 #[processor]
 async fn tick(item: u64, ctx: &Ctx) -> Result<u64, Error> {
     TICKS
@@ -976,7 +979,13 @@ async fn tick(item: u64, ctx: &Ctx) -> Result<u64, Error> {
         .unwrap_or_else(|p| p.into_inner())
         .push((item, Instant::now()));
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(20)) => Ok(item * 2),
+        () = tokio::time::sleep(Duration::from_millis(50)) => {
+            TICK_ENDS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((item, Instant::now()));
+            Ok(item * 2)
+        }
         () = ctx.cancellation_token().cancelled() => Err(Error::Cancelled {
             reason: "tick cancelled".to_owned(),
         }),
@@ -1059,11 +1068,100 @@ async fn stop_session_mid_fan_out_leaves_nothing() {
         DOOMED.count()
     );
     assert_eq!(late, 0, "no item of the stopped run started after the stop");
+    let ran_on: Vec<u64> = TICK_ENDS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(item, ended)| DOOMED.contains(item) && *ended > stopped)
+        .map(|(item, _)| *item)
+        .collect();
+    assert!(
+        ran_on.is_empty(),
+        "the stop dropped the running items: {ran_on:?} ran to their end after it"
+    );
     assert!(
         !scene.keys(&format!("{}*", scene.tag(&beside))).is_empty(),
         "the session beside keeps its keys"
     );
     scene.finish(&[&beside]).await;
+}
+
+/// [`Held`]'s middle step: entered, let go, ran to its end.
+static HELD: [AtomicUsize; 3] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+/// The first step of [`Held`].
+#[processor]
+async fn held_first(x: u64) -> Result<u64, Error> {
+    Ok(x + 1)
+}
+
+/// The middle step of [`Held`]: waits (up to 10 s) to be let go, then counts its end.
+#[processor]
+async fn held_middle(x: u64) -> Result<u64, Error> {
+    HELD[0].fetch_add(1, Ordering::SeqCst);
+    let begin = Instant::now();
+    while HELD[1].load(Ordering::SeqCst) == 0 && begin.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    HELD[2].fetch_add(1, Ordering::SeqCst);
+    Ok(x)
+}
+
+workflow! {
+    /// A step, one held until the test lets it go, a step.
+    Held(u64) -> u64 {
+        chain![held_first, held_middle, plus_two]
+    }
+}
+
+/// `stop_session` while the second step of a chain runs: the step is dropped (let go after
+/// the stop, it does not run to its end), and no key of the session is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_session_drops_a_running_step() {
+    let scene = Scene::start("stopstep", 2, 4, |c| c, |w| w.serve(Held)).await;
+    let session = scene.session("stopstep");
+    let handle = scene
+        .client
+        .submit(&session, &Held, 1)
+        .await
+        .expect("submitted");
+    let begin = Instant::now();
+    while HELD[0].load(Ordering::SeqCst) == 0 {
+        assert!(
+            begin.elapsed() < Duration::from_secs(20),
+            "the middle step started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    scene.client.stop_session(&session).await.expect("stopped");
+    HELD[1].store(1, Ordering::SeqCst);
+    let failure = scene
+        .client
+        .wait::<u64>(&handle, Some(Duration::from_secs(10)))
+        .await
+        .expect_err("the stopped run does not complete");
+    assert!(
+        matches!(failure.error, Error::SessionStopped { .. }),
+        "{failure:?}"
+    );
+    // The step polls every 5 ms: had it survived the stop, it would end at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        HELD[2].load(Ordering::SeqCst),
+        0,
+        "the stop dropped the running step (it did not run to its end)"
+    );
+    scene.until_idle(Duration::from_secs(10)).await;
+    assert_eq!(
+        scene.keys(&format!("{}*", scene.tag(&session))),
+        Vec::<String>::new(),
+        "no key of the stopped session"
+    );
+    scene.finish(&[]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
