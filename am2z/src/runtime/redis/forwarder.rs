@@ -266,7 +266,7 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                     };
                     call.arg(if advance.entry { "1" } else { "0" })
                         .arg(&advance.hand_off_token)
-                        .arg(&advance.held);
+                        .arg(&advance.staged);
                     pipe.invoke_script(&call);
                 }
                 CommitBody::Park {

@@ -239,6 +239,12 @@ impl SessionKeys {
         self.part("run:")
     }
 
+    /// Where a commit's new map instance has its held items staged (`ordinal`: which new
+    /// instance of the commit), under the job's lease token.
+    pub(crate) fn stage(&self, job: &JobId, token: &str, ordinal: usize) -> String {
+        format!("{}stage:{job}:{token}:{ordinal}", self.base)
+    }
+
     /// The hash of a run executed step by step, while it is in flight.
     pub(crate) fn run(&self, run: RunId) -> String {
         format!("{}run:{run}", self.base)

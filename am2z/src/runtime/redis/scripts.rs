@@ -57,6 +57,7 @@ pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) advance: Script,
     pub(crate) park: Script,
+    pub(crate) stage: Script,
     pub(crate) release: Script,
     pub(crate) sweep: Script,
     pub(crate) stop: Script,
@@ -76,7 +77,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script, for loading them all at start.
-    pub(crate) fn all(&self) -> [&Script; 21] {
+    pub(crate) fn all(&self) -> [&Script; 22] {
         [
             &self.submit,
             &self.claim,
@@ -84,6 +85,7 @@ impl Scripts {
             &self.commit,
             &self.advance,
             &self.park,
+            &self.stage,
             &self.release,
             &self.sweep,
             &self.stop,
@@ -119,6 +121,7 @@ impl Scripts {
             commit: script!("commit"),
             advance: script!("advance"),
             park: script!("park"),
+            stage: script!("stage"),
             release: script!("release"),
             sweep: script!("sweep"),
             stop: script!("stop"),

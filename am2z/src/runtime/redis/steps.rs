@@ -46,6 +46,7 @@ pub(crate) enum Position {
     Join {
         node: PortableId,
         instance: InstanceId,
+        expected: usize,
         continuation: Vec<Frame>,
         deadlines: Vec<Deadline>,
         failed_branch: Option<usize>,
@@ -62,8 +63,11 @@ pub(crate) struct Advance {
     pub(crate) attempts: u32,
     pub(crate) successors: String,
     pub(crate) arrivals: String,
-    /// Map items beyond their map's concurrency, as `advance.lua`'s trailing arguments.
-    pub(crate) held: Vec<String>,
+    /// New map instances' items beyond their map's concurrency: staged before the commit.
+    pub(crate) held: Vec<HeldItems>,
+    /// Per staged instance: its id, its first held item and its staging key (`advance.lua`'s
+    /// trailing arguments, filled in by the worker once it staged them).
+    pub(crate) staged: Vec<String>,
     /// The run's stored outcome and its run event, when this job ends the run.
     pub(crate) outcome: Option<(String, String)>,
     /// Whether a successor may be leased to this worker at once, and the fencing token it
@@ -79,6 +83,8 @@ pub(crate) struct Advance {
 pub(crate) enum Committed {
     /// The token had moved on, or the job was gone.
     Refused,
+    /// Staged map items were gone (expired): nothing was written.
+    Unstaged,
     /// Committed; `ended` when it stored the run's outcome, `queued` jobs were queued, and
     /// maybe one was leased to this worker.
     Done {
@@ -109,6 +115,7 @@ impl Committed {
         };
         match text(0)?.as_str() {
             "0" => Some(Committed::Refused),
+            "2" => Some(Committed::Unstaged),
             "1" => {
                 let handed = (reply.len() >= 10).then(|| Handed {
                     id: text(3).unwrap_or_default(),
@@ -218,22 +225,32 @@ pub(crate) async fn run(
                 return Ran::Advance(Box::new(ended(inner, job, Err(error), false)));
             }
         };
-        let input = serde_json::from_slice::<Json>(&job.input);
-        match (position, input) {
-            (_, Err(error)) => {
-                let error = Error::Serialization {
-                    message: format!("job `{}` has an unreadable input: {error}", job.id),
-                };
-                return Ran::Advance(Box::new(ended(inner, job, Err(error), false)));
-            }
-            (
-                Position::Step {
-                    node,
-                    stack,
-                    deadlines,
-                },
-                Ok(input),
-            ) => {
+        let input = match &position {
+            // A complete join reads its branches' results from the run hash.
+            Position::Join {
+                instance,
+                expected,
+                failed_branch: None,
+                ..
+            } => match joined_results(inner, job, instance, *expected).await {
+                Some(results) => results,
+                // Redis could not be read: the job is leased again later.
+                None => return Ran::Release,
+            },
+            _ => serde_json::from_slice::<Json>(&job.input).map_err(|error| Error::Serialization {
+                message: format!("job `{}` has an unreadable input: {error}", job.id),
+            }),
+        };
+        let input = match input {
+            Ok(input) => input,
+            Err(error) => return Ran::Advance(Box::new(ended(inner, job, Err(error), false))),
+        };
+        match position {
+            Position::Step {
+                node,
+                stack,
+                deadlines,
+            } => {
                 let step_job = Job { node, stack, input };
                 match step(inner, job, graph, step_job, &deadlines, &clock, &signals).await {
                     Stepped::Ran(transition, version, attempts, stack) => {
@@ -245,16 +262,13 @@ pub(crate) async fn run(
                     Stepped::Moot => (Parent::root(), Transition::default()),
                 }
             }
-            (
-                Position::Join {
-                    node,
-                    continuation,
-                    deadlines,
-                    failed_branch,
-                    ..
-                },
-                Ok(input),
-            ) => {
+            Position::Join {
+                node,
+                continuation,
+                deadlines,
+                failed_branch,
+                ..
+            } => {
                 let transition = join(graph, node, continuation.clone(), failed_branch, input);
                 (
                     Parent {
@@ -270,6 +284,54 @@ pub(crate) async fn run(
     Ran::Advance(Box::new(advance(
         inner, job, graph, &parent, transition, delta, &clock, entry,
     )))
+}
+
+/// How many branch results a join reads per round trip.
+const JOIN_READ: usize = 2_000;
+
+/// The results of the `expected` branches of `instance`, in order, as a JSON array of
+/// `{"Ok": value}` / `{"Err": error}`; `Err` when one is missing or unreadable, `None` when
+/// Redis cannot be read.
+async fn joined_results(
+    inner: &Inner,
+    job: &ClaimedJob,
+    instance: &InstanceId,
+    expected: usize,
+) -> Option<Result<Json, Error>> {
+    let mut conn = inner.conn().ok()?;
+    let run = inner.keys.session(&job.session).run(job.id.run);
+    let mut results = Vec::with_capacity(expected);
+    for from in (0..expected).step_by(JOIN_READ) {
+        let fields: Vec<String> = (from..expected.min(from + JOIN_READ))
+            .map(|branch| format!("s:{instance}:{branch}"))
+            .collect();
+        let read: redis::RedisResult<Vec<Option<String>>> = redis::cmd("HMGET")
+            .arg(&run)
+            .arg(&fields)
+            .query_async(&mut conn)
+            .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(job = %job.id, error = %inner.errors.scrub(&error.to_string()), "reading a join's results failed; it will be retried");
+                return None;
+            }
+        };
+        for (field, result) in fields.iter().zip(read) {
+            let parsed = result
+                .ok_or_else(|| format!("no result `{field}`"))
+                .and_then(|text| serde_json::from_str::<Json>(&text).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(result) => results.push(result),
+                Err(message) => {
+                    return Some(Err(Error::Serialization {
+                        message: format!("the join of `{instance}` in job `{}`: {message}", job.id),
+                    }));
+                }
+            }
+        }
+    }
+    Some(Ok(Json::Array(results)))
 }
 
 /// What a join job continues with.
@@ -546,7 +608,6 @@ fn advance(
             }
         }
     }
-    let held: Vec<String> = held.into_iter().flat_map(HeldItems::into_args).collect();
     let arrivals: Vec<Json> = transition
         .arrivals
         .into_iter()
@@ -558,6 +619,7 @@ fn advance(
             let position = Position::Join {
                 node: arrival.node,
                 instance: arrival.instance.clone(),
+                expected: arrival.expected,
                 continuation: arrival.continuation,
                 deadlines: parent
                     .deadlines
@@ -593,6 +655,7 @@ fn advance(
         attempts,
         successors: Json::Array(successors).to_string(),
         held,
+        staged: Vec::new(),
         arrivals: Json::Array(arrivals).to_string(),
         outcome,
         hand_off,
@@ -601,29 +664,26 @@ fn advance(
     }
 }
 
-/// The items of a new map instance beyond its concurrency: their jobs wait in the run hash
-/// until an arrival at the instance releases them, one item per arrival.
-struct HeldItems {
-    instance: InstanceId,
+/// The items of a new map instance beyond its concurrency: their jobs wait in the instance's
+/// held hash until an arrival at the instance releases them, one item per arrival.
+pub(crate) struct HeldItems {
+    pub(crate) instance: InstanceId,
     /// The first held item (the map's concurrency).
-    first: usize,
+    pub(crate) first: usize,
     /// Each held item and its jobs (successor entries).
-    items: Vec<(usize, Vec<Json>)>,
+    pub(crate) items: Vec<(usize, Vec<Json>)>,
 }
 
 impl HeldItems {
-    /// As `advance.lua`'s trailing arguments: instance, first, count, then item and jobs.
-    fn into_args(self) -> impl Iterator<Item = String> {
-        let head = [
-            self.instance.as_str().to_owned(),
-            self.first.to_string(),
-            self.items.len().to_string(),
-        ];
-        let items = self
-            .items
-            .into_iter()
-            .flat_map(|(item, jobs)| [item.to_string(), Json::Array(jobs).to_string()]);
-        head.into_iter().chain(items)
+    /// The items as `stage.lua`'s arguments, in slices of at most `slice` items: item index,
+    /// then its jobs (JSON).
+    pub(crate) fn slices(&self, slice: usize) -> impl Iterator<Item = Vec<String>> + '_ {
+        self.items.chunks(slice.max(1)).map(|items| {
+            items
+                .iter()
+                .flat_map(|(item, jobs)| [item.to_string(), Json::Array(jobs.clone()).to_string()])
+                .collect()
+        })
     }
 }
 

@@ -316,6 +316,11 @@ async fn advance_run(
 ) -> Option<ClaimedJob> {
     let inner = &inner;
     let job = &job;
+    let mut advance = advance;
+    if let Err(error) = stage(inner, job, &mut advance).await {
+        commit_failed(inner, job, &error);
+        return None;
+    }
     let outcome = advance.outcome.as_ref().map(|(wire, _)| wire.clone());
     let reply = send_commit(inner, job, CommitBody::Advance(Box::new(advance))).await?;
     let reply = match reply.and_then(|value| redis::from_redis_value(value).map_err(Into::into)) {
@@ -352,11 +357,60 @@ async fn advance_run(
             refused(inner, job);
             None
         }
+        Some(steps::Committed::Unstaged) => {
+            tracing::warn!(session = %job.session, job = %job.id, "staged map items expired before the commit; the lease will expire and the job be retried");
+            None
+        }
         None => {
             tracing::warn!(session = %job.session, job = %job.id, "unreadable commit reply; the lease will expire and the job be retried");
             None
         }
     }
+}
+
+/// How many held map items one `stage.lua` call stores.
+const STAGE_SLICE: usize = 2_000;
+
+/// Stages the new map instances' held items of `advance` (each in slices, under a key of this
+/// lease), so that the commit only renames them.
+async fn stage(
+    inner: &Inner,
+    job: &ClaimedJob,
+    advance: &mut steps::Advance,
+) -> redis::RedisResult<()> {
+    if advance.held.is_empty() {
+        return Ok(());
+    }
+    let mut conn = inner.conn().map_err(|_| {
+        redis::RedisError::from((redis::ErrorKind::Client, "the runtime is stopped"))
+    })?;
+    let keys = inner.keys.session(&job.session);
+    for (ordinal, held) in advance.held.iter().enumerate() {
+        let staging = keys.stage(&job.id, &job.token, ordinal);
+        for slice in held.slices(STAGE_SLICE) {
+            let staged: i64 = inner
+                .scripts
+                .stage
+                .key(&staging)
+                .key(keys.index())
+                .key(keys.meta())
+                .arg(slice)
+                .invoke_reloading(&mut conn)
+                .await?;
+            if staged == 0 {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the session is gone",
+                )));
+            }
+        }
+        advance.staged.extend([
+            held.instance.as_str().to_owned(),
+            held.first.to_string(),
+            staging,
+        ]);
+    }
+    Ok(())
 }
 
 /// Puts a step job that waits before its next attempt into the session's due-time set, and

@@ -10,13 +10,14 @@
 --       run's entry job (its commit creates the run hash), 21 the fencing token of the
 --       successor leased to the caller (a number the caller drew, so that it can start that
 --       successor before this commit's reply: no other lease can have it), 22.. held map items:
---       per map instance, its id, its first held item, how many are held, then per held
---       item its index and its jobs (a successors list, JSON)
+--       per new map instance, its id, its first held item, and the key where the caller staged
+--       its held items (`stage.lua`: item index → that item's jobs, a successors list)
 -- successors: [[job id, input, step, [instances above it]], ...]
 -- arrivals: [[instance, branch, expected, result (JSON), [instances above it and its own],
 --             join job id, join step, closes], ...]: `closes` is true for a failed branch of
 --           a fail-fast parallel (its join job is created at once, with the error as input)
--- Returns (as strings) {0} (refused: stale token or the job is gone), {1, ended, queued}
+-- Returns (as strings) {0} (refused: stale token or the job is gone), {2} (a staged key is
+-- gone: nothing written, commit again after staging again), {1, ended, queued}
 -- (committed; ended is 1 when this commit stored the run's outcome, queued how many jobs it
 -- queued), or the same followed by the successor leased to the caller: id, input, token,
 -- lease deadline, step, version, attempts.
@@ -25,25 +26,42 @@ local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority
 if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
   return {'0'}
 end
+-- Staged held items must all be there (they expire with the session): else nothing is
+-- written, and the job is committed again after its lease runs out (staging again).
+for at = 22, #ARGV, 3 do
+  if redis.call('EXISTS', ARGV[at + 2]) == 0 then
+    return {'2'}
+  end
+end
 local now = now_ms()
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[5], KEYS[2])
+-- The session's remaining lifetime, which every key made here gets.
+local ttl = redis.call('PTTL', KEYS[8])
+local live = -1
 if ARGV[20] == '1' then
   redis.call('HSET', KEYS[3], 'version', 0, 'attempts', 0, 'live', 0)
   redis.call('SADD', KEYS[5], KEYS[3])
-  expire_like(KEYS[3], KEYS[8])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+  live = 0
 elseif redis.call('EXISTS', KEYS[3]) == 0 then
   -- The run already ended (a failed sibling, a deadline, a dead-lettered step): moot.
   return {'1', '0', '0'}
-else
-  redis.call('HINCRBY', KEYS[3], 'live', -1)
 end
-redis.call('HINCRBY', KEYS[3], 'version', ARGV[14])
+if ARGV[14] ~= '0' then
+  redis.call('HINCRBY', KEYS[3], 'version', ARGV[14])
+end
 -- With the attempts the job made before it parked.
-redis.call('HINCRBY', KEYS[3], 'attempts', tonumber(ARGV[15]) + tonumber(f[7] or '0'))
+local attempts = tonumber(ARGV[15]) + tonumber(f[7] or '0')
+if attempts ~= 0 then
+  redis.call('HINCRBY', KEYS[3], 'attempts', attempts)
+end
 
 local created = {}
+local specs = {}
 local function closed(instances)
   for _, instance in ipairs(instances) do
     if redis.call('HEXISTS', KEYS[3], 'c:' .. instance) == 1 then
@@ -62,30 +80,29 @@ local function create(spec)
     'run', ARGV[4], 'priority', f[5], 'token', 0, 'deliveries', 0, 'created_ms', f[6],
     'queued_ms', now, 'state', 'queued')
   redis.call('SADD', KEYS[5], key)
-  expire_like(key, KEYS[8])
-  redis.call('HINCRBY', KEYS[3], 'live', 1)
+  if ttl > 0 then
+    redis.call('PEXPIRE', key, ttl)
+  end
   created[#created + 1] = spec[1]
+  specs[spec[1]] = spec
 end
 
 for _, spec in ipairs(cjson.decode(ARGV[16])) do
   create(spec)
 end
--- Held map items come as plain arguments (no decoding), stored in slices of 500.
-local at = 22
-while at <= #ARGV do
-  local instance, first, count = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
-  local items = at + 3
-  at = items + 2 * count
+-- A new map's held items move from where the caller staged them to the instance's own hash
+-- (`<run key>:held:<instance>`): a rename, however many there are.
+for at = 22, #ARGV, 3 do
+  local instance, first, staged = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local held = KEYS[3] .. ':held:' .. instance
   if redis.call('HSETNX', KEYS[3], 'h:' .. instance, first) == 1 then
-    for from = 0, count - 1, 500 do
-      local pairs_ = {}
-      for i = from, math.min(from + 499, count - 1) do
-        pairs_[#pairs_ + 1] = 'g:' .. instance .. ':' .. ARGV[items + 2 * i]
-        pairs_[#pairs_ + 1] = ARGV[items + 2 * i + 1]
-      end
-      redis.call('HSET', KEYS[3], unpack(pairs_))
-    end
+    redis.call('RENAME', staged, held)
+    redis.call('SADD', KEYS[5], held)
+    redis.call('HSET', KEYS[3], 'held', (redis.call('HGET', KEYS[3], 'held') or '') .. ' ' .. held)
+  else
+    redis.call('DEL', staged)
   end
+  redis.call('SREM', KEYS[5], staged)
 end
 for _, arrival in ipairs(cjson.decode(ARGV[17])) do
   local instance, branch, expected = arrival[1], arrival[2], tonumber(arrival[3])
@@ -98,28 +115,18 @@ for _, arrival in ipairs(cjson.decode(ARGV[17])) do
     elseif redis.call('HSETNX', KEYS[3], 's:' .. instance .. ':' .. branch, arrival[4]) == 1 then
       local arrived = redis.call('HINCRBY', KEYS[3], 'n:' .. instance, 1)
       if arrived >= expected then
-        -- In slices: `unpack` is bounded by Lua's stack.
-        local results = {}
-        for from = 0, expected - 1, 1000 do
-          local fields = {}
-          for i = from, math.min(from + 999, expected - 1) do
-            fields[#fields + 1] = 's:' .. instance .. ':' .. i
-          end
-          for _, result in ipairs(redis.call('HMGET', KEYS[3], unpack(fields))) do
-            results[#results + 1] = result
-          end
-          redis.call('HDEL', KEYS[3], unpack(fields))
-        end
+        -- The join job reads the branches' results (`s:` fields) itself, in slices: a wide
+        -- fan-in costs this script nothing more than a narrow one.
         redis.call('HDEL', KEYS[3], 'n:' .. instance, 'h:' .. instance)
         redis.call('HSET', KEYS[3], 'c:' .. instance, 1)
-        create({arrival[6], '[' .. table.concat(results, ',') .. ']', arrival[7], {}})
+        create({arrival[6], '', arrival[7], {}})
       else
         -- A map's next held item takes the place of the one that arrived.
         local next_item = redis.call('HGET', KEYS[3], 'h:' .. instance)
         if next_item and tonumber(next_item) < expected then
-          local field = 'g:' .. instance .. ':' .. next_item
-          local group = redis.call('HGET', KEYS[3], field)
-          redis.call('HDEL', KEYS[3], field)
+          local held = KEYS[3] .. ':held:' .. instance
+          local group = redis.call('HGET', held, next_item)
+          redis.call('HDEL', held, next_item)
           redis.call('HINCRBY', KEYS[3], 'h:' .. instance, 1)
           if group then
             for _, spec in ipairs(cjson.decode(group)) do
@@ -132,6 +139,8 @@ for _, arrival in ipairs(cjson.decode(ARGV[17])) do
   end
 end
 
+-- Jobs of the run not yet committed: this one less, the new ones more.
+live = redis.call('HINCRBY', KEYS[3], 'live', live + #created)
 if ARGV[18] ~= '' then
   redis.call('SET', KEYS[7], ARGV[18], 'PX', ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
@@ -144,8 +153,12 @@ if ARGV[18] ~= '' then
   else
     redis.call('PUBLISH', ARGV[7], ARGV[8])
   end
-  local live = tonumber(redis.call('HGET', KEYS[3], 'live') or '0')
-  redis.call('DEL', KEYS[3])
+  for held in string.gmatch(redis.call('HGET', KEYS[3], 'held') or '', '%S+') do
+    redis.call('UNLINK', held)
+    redis.call('SREM', KEYS[5], held)
+  end
+  -- A wide run's hash has a field per job and per branch: freed off the main thread.
+  redis.call('UNLINK', KEYS[3])
   redis.call('SREM', KEYS[5], KEYS[3])
   if live > 0 then
     -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
@@ -165,16 +178,18 @@ if tonumber(ARGV[13]) > 0 and #created > 0 then
   local deadline = now + tonumber(ARGV[13])
   redis.call('HSET', key, 'token', ARGV[21], 'deliveries', 1, 'state', 'leased')
   redis.call('ZADD', KEYS[1], deadline, id)
-  expire_like(KEYS[1], KEYS[8])
-  local job = redis.call('HMGET', key, 'input', 'step')
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
   local run = redis.call('HMGET', KEYS[3], 'version', 'attempts')
-  handed = {id, job[1], ARGV[21], tostring(deadline), job[2], run[1] or '0', run[2] or '0'}
+  handed = {id, specs[id][2], ARGV[21], tostring(deadline), specs[id][3], run[1] or '0',
+    run[2] or '0'}
 end
 for i = first, #created do
   redis.call('ZADD', KEYS[4], queue_score(f[5], 0), created[i])
 end
-if #created >= first then
-  expire_like(KEYS[4], KEYS[8])
+if #created >= first and ttl > 0 then
+  redis.call('PEXPIRE', KEYS[4], ttl)
 end
 local out = {'1', '0', tostring(#created - first + 1)}
 if handed then
