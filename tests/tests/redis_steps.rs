@@ -1,8 +1,11 @@
 //! Step jobs on Redis (architecture.md, "Phase 2, built: step jobs in Redis"): a served
-//! workflow runs one job per step, so recovery re-runs only the step in flight, one run's steps
-//! spread over workers, a fan-in joins once, a map's `concurrency` holds across workers, a
-//! stopped session leaves nothing behind, a workflow's timeout spans its steps, and
-//! `AM2Z_STEP_JOBS=0` keeps the whole-run job.
+//! workflow runs one job per step, so recovery re-runs only the steps in flight (in a chain,
+//! a map, a fan-in), one run's steps spread over workers, a fan-in joins once, a map's
+//! `concurrency` and a processor's hold across workers, a stopped session leaves nothing
+//! behind, a workflow's timeout spans its steps, a poisoned step dead-letters its run, a long
+//! step keeps its lease, a fail-fast parallel drops its siblings, outcomes and events read as
+//! on the local runtime, session quotas count runs, and `step_jobs(false)` /
+//! `AM2Z_STEP_JOBS=0` keep the whole-run job.
 //!
 //! Where process ids matter (a kill, the spread over workers, bounds measured from the ledger)
 //! the workers are real `fault_worker` processes on a Redis server of the test's own (the
