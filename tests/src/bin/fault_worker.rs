@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use am2z::{RedisRuntime, RunHandle, Runtime};
 use am2z_tests::fault::work::{
-    AbortAlways, Chain3, FanOut, StepA, StepB, StepC, Versioned, VersionedOld, Work,
+    AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle,
+    SpreadMap, StepA, StepB, StepC, TrackedMap, Versioned, VersionedOld, Work,
 };
 use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR};
 
@@ -50,6 +51,14 @@ async fn worker(runtime: RedisRuntime, knobs: &Knobs) {
     runtime.serve(Chain3);
     runtime.serve(FanOut);
     runtime.serve(AbortAlways);
+    runtime.serve(SlowMiddle);
+    runtime.serve(Fan3);
+    runtime.serve(SpreadMap);
+    runtime.serve(PairedMap);
+    runtime.serve(GateChain);
+    runtime.serve(TrackedMap);
+    runtime.serve(PoisonChain);
+    runtime.serve(PoisonFan);
     if std::env::var(CONTRACT_VAR).is_ok_and(|c| c == "old") {
         runtime.serve(VersionedOld);
     } else {

@@ -109,3 +109,206 @@ workflow! {
         parallel![step_b, step_c] => join_work
     }
 }
+
+// The step-job scenarios (`tests/redis_steps.rs`): chains and fan-outs whose steps the ledger
+// tells apart, so it can count each step of a run and see which process ran it.
+
+/// A step that records itself and returns at once.
+async fn quick(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    ledger::record(ctx)?;
+    Ok(Work {
+        pid: std::process::id(),
+        ..work
+    })
+}
+
+/// The quick first step of [`SlowMiddle`].
+#[processor(timeout = "60s")]
+pub async fn enter_step(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
+
+/// The middle step of [`SlowMiddle`]: sleeps `ms`, so a scenario can kill its worker mid-step.
+#[processor(timeout = "60s")]
+pub async fn slow_step(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    step(work, ctx).await
+}
+
+/// The quick last step of [`SlowMiddle`].
+#[processor(timeout = "60s")]
+pub async fn exit_step(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
+
+/// Adds `add` to the work's id after sleeping `ms`: the branches of [`Fan3`] each add a
+/// different power of ten, so the merged id shows every branch's result counted once.
+async fn add_to_id(work: Work, add: u64, ctx: &Ctx) -> Result<Work, Error> {
+    let done = step(work, ctx).await?;
+    Ok(Work {
+        id: done.id + add,
+        ..done
+    })
+}
+
+/// A branch of [`Fan3`]: id + 1.
+#[processor(timeout = "60s")]
+pub async fn branch_x(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    add_to_id(work, 1, ctx).await
+}
+
+/// A branch of [`Fan3`]: id + 10.
+#[processor(timeout = "60s")]
+pub async fn branch_y(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    add_to_id(work, 10, ctx).await
+}
+
+/// A branch of [`Fan3`]: id + 100.
+#[processor(timeout = "60s")]
+pub async fn branch_z(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    add_to_id(work, 100, ctx).await
+}
+
+/// The merge of [`Fan3`]: the ids summed (`3 × id + 111` when each branch counted once).
+pub fn sum_branches(x: Work, y: Work, z: Work) -> Work {
+    Work {
+        id: x.id + y.id + z.id,
+        ms: x.ms,
+        pid: z.pid,
+    }
+}
+
+/// An item of [`SpreadMap`] and [`PairedMap`]: sleeps `ms`, says which process ran it.
+#[processor(timeout = "60s")]
+pub async fn map_item(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    step(work, ctx).await
+}
+
+/// What the steps of [`GateChain`] carry: a number they transform, and the path of a flag
+/// file the middle step waits for (so a scenario can hold a run at its second step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gate {
+    /// The flag file `gate_wait` waits for; it creates `<flag>.entered` when it starts.
+    pub flag: String,
+    /// The number: `gate_enter` adds 1, `gate_wait` multiplies by 10, `gate_exit` adds 3.
+    pub n: u64,
+}
+
+/// The first step of [`GateChain`]: n + 1.
+#[processor(timeout = "60s")]
+pub async fn gate_enter(gate: Gate, ctx: &Ctx) -> Result<Gate, Error> {
+    ledger::record(ctx)?;
+    Ok(Gate {
+        n: gate.n + 1,
+        ..gate
+    })
+}
+
+/// The second step of [`GateChain`]: announces itself (`<flag>.entered`), waits up to 30 s for
+/// the flag file, then n × 10.
+#[processor(timeout = "60s")]
+pub async fn gate_wait(gate: Gate, ctx: &Ctx) -> Result<Gate, Error> {
+    ledger::record(ctx)?;
+    std::fs::write(format!("{}.entered", gate.flag), ctx.run_id().to_string())
+        .map_err(|e| Error::execution(ctx.processor(), format!("the entered flag: {e}")))?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !std::path::Path::new(&gate.flag).exists() {
+        if tokio::time::Instant::now() >= until {
+            return Err(Error::execution(ctx.processor(), "the gate never opened"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Gate {
+        n: gate.n * 10,
+        ..gate
+    })
+}
+
+/// The last step of [`GateChain`]: n + 3.
+#[processor(timeout = "60s")]
+pub async fn gate_exit(gate: Gate, ctx: &Ctx) -> Result<Gate, Error> {
+    ledger::record(ctx)?;
+    Ok(Gate {
+        n: gate.n + 3,
+        ..gate
+    })
+}
+
+workflow! {
+    /// A quick step, a slow one (`ms`), a quick one.
+    pub SlowMiddle(Work) -> Work {
+        chain![enter_step, slow_step, exit_step]
+    }
+
+    /// Three branches, each adding its own amount to the id, summed.
+    pub Fan3(Work) -> Work {
+        parallel![branch_x, branch_y, branch_z] => sum_branches
+    }
+
+    /// `map_item` over the items, up to 16 at once.
+    pub SpreadMap(Vec<Work>) -> Vec<Result<Work, Error>> {
+        map![map_item, concurrency = 16]
+    }
+
+    /// `map_item` over the items, at most 2 at once.
+    pub PairedMap(Vec<Work>) -> Vec<Result<Work, Error>> {
+        map![map_item, concurrency = 2]
+    }
+
+    /// n → ((n + 1) × 10) + 3, held at the second step until the flag file exists.
+    pub GateChain(Gate) -> Gate {
+        chain![gate_enter, gate_wait, gate_exit]
+    }
+}
+
+/// Appends `run <step>#<id> attempt pid nanos` to the process's ledger: one item of a map,
+/// told apart from the others by its id (every item has the same step name).
+fn record_item(ctx: &Ctx, id: u64) -> Result<(), Error> {
+    use std::io::Write as _;
+    let Some(path) = std::env::var_os(ledger::LEDGER_VAR) else {
+        return Ok(());
+    };
+    let line = format!(
+        "{} {}#{id} {} {} {}\n",
+        ctx.run_id(),
+        ctx.processor(),
+        ctx.attempt(),
+        std::process::id(),
+        ledger::unix_nanos(std::time::SystemTime::now()),
+    );
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(line.as_bytes()))
+        .map_err(|e| Error::execution(ctx.processor(), format!("the ledger: {e}")))
+}
+
+/// An item of [`TrackedMap`]: records itself as `tracked_item#<id>`, sleeps `ms`.
+#[processor(timeout = "60s")]
+pub async fn tracked_item(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    record_item(ctx, work.id)?;
+    tokio::time::sleep(Duration::from_millis(work.ms)).await;
+    Ok(Work {
+        pid: std::process::id(),
+        ..work
+    })
+}
+
+workflow! {
+    /// `tracked_item` over the items, up to 16 at once.
+    pub TrackedMap(Vec<Work>) -> Vec<Result<Work, Error>> {
+        map![tracked_item, concurrency = 16]
+    }
+}
+
+workflow! {
+    /// A quick step, one that kills its process every time, a quick one.
+    pub PoisonChain(Work) -> Work {
+        chain![enter_step, abort_always, exit_step]
+    }
+
+    /// Two branches of `ms` beside one that kills its process every time.
+    pub PoisonFan(Work) -> Work {
+        parallel![branch_x, abort_always, branch_z] => sum_branches
+    }
+}
