@@ -257,15 +257,18 @@ impl RedisConfig {
         self
     }
 
-    /// The most runs a session may have queued (default: no limit); more are refused with
-    /// [`Error::Resource`].
-    pub fn max_queued_per_session(mut self, runs: u64) -> Self {
-        self.max_queued = runs;
+    /// The most jobs a session may have queued (default: no limit): runs not started yet and
+    /// the steps of its runs waiting for a worker, as a BullMQ queue counts a flow's children.
+    /// A submission beyond it is refused with [`Error::Resource`] (a run's own fan-out is
+    /// never cut short by it).
+    pub fn max_queued_per_session(mut self, jobs: u64) -> Self {
+        self.max_queued = jobs;
         self
     }
 
-    /// The most runs of one session executing at once across all workers (default: no
-    /// limit).
+    /// The most jobs of one session executing at once across all workers (default: no limit):
+    /// a run of a composition executes one step per job, so this bounds the session's steps in
+    /// flight, its fan-outs' included (the tenant's share of the workers).
     pub fn session_concurrency(mut self, runs: u64) -> Self {
         self.session_concurrency = runs;
         self

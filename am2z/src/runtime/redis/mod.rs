@@ -693,7 +693,7 @@ impl RedisRuntime {
                 return Err(Error::resource(
                     format!("session `{session}` queue"),
                     format!(
-                        "{} runs are already queued (the session's quota)",
+                        "{} jobs are already queued (the session's quota)",
                         inner.config.max_queued
                     ),
                 ));
