@@ -429,7 +429,9 @@ impl CommitWatch {
                     }
                     if message && line != channel {
                         message = false;
-                        if let Some((_, run)) = line.split_once(' ') {
+                        // `<session> <run>`, then the outcome when it is small: the run
+                        // is the second word.
+                        if let Some(run) = line.split(' ').nth(1) {
                             seen.lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .entry(run.to_owned())
