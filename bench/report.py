@@ -153,9 +153,14 @@ from `redis-cli MONITOR` on a scratch Redis. Written against the runtime at comm
   every event); allocation ~15%. *Remove:* subscribing to `<p>:events` only while the process
   has a subscriber (the pub/sub loop in `connection.rs`); per-session key prefixes and run ids
   formatted once per job, not per command.
-- **Fan-out of 10 000 children**: one job, so the children run in one worker; its steps'
-  events now go out in batches (one `event.lua` per session per pipeline), which is most of
-  what is left of its time.
+- **Chain of 5, parallel of 3, fan-out (step jobs).** Each step is a job committed in Redis
+  (`advance.lua`), so a run pays a fenced round trip per step where one job per run paid one
+  in all (docs/architecture.md, "Performance", has both on one scratch Redis). A chain's next
+  step is handed to the committing worker in the same script (no claim, no wake); a parallel
+  pays a start commit, a wake and claims for the branches it does not keep, and a join job;
+  `advance.lua` itself is about 20 commands. *Remove:* handing a fan-out's branches to the
+  committing worker's free slots (not only the first), and fewer commands per commit (the `x:`
+  marker and the `live` count could go where a run is sequential).
 """
 
 lines = []
@@ -178,13 +183,15 @@ w("  against the same scratch Redis) more than the absolute values.")
 w("")
 w("## How am2z maps work to Redis jobs today")
 w("")
-w("`docs/architecture.md`: **one job per run**. A run of a workflow (chain, parallel, map) is one")
-w("job; the worker that leases it executes every step in-process with the local step executor and")
-w("commits the run's outcome once. So on Redis a \"chain of 5\" costs one submit, one claim, five")
-w("in-process steps (each forwarding its events to the session stream), one fenced commit; the")
-w("fan-out of 10 000 children is one job whose 10 000 steps run inside one worker. The BullMQ")
+w("`docs/architecture.md`: **one job per step** for compositions, one job for a single processor.")
+w("A run of a chain, parallel or map is a job per step: the worker that finishes a step commits")
+w("its result and the next jobs in one fenced script (`advance.lua`) and is handed the first of")
+w("them, so a \"chain of 5\" costs one submit, one claim and five step commits; a parallel of 3 is")
+w("a start commit, three branch jobs and a join job; the fan-out of 10 000 children is 10 000")
+w("jobs, at most `concurrency` (256 here) queued or running at once, and a join. The BullMQ")
 w("peer's chain is five jobs added one after another, and its parallel is a flow (parent + 3")
-w("child jobs). Per-step figures for workflows divide by the steps executed, not by jobs.")
+w("child jobs). Per-step figures for workflows divide by the steps executed. The same scenarios")
+w("with one job per run (`AM2Z_STEP_JOBS=0`) are in docs/architecture.md, \"Performance\".")
 w("")
 w("## Results (medians over repetitions; latencies in ms, p50 / p99)")
 w("")
@@ -203,10 +210,10 @@ def lat_row(name, key, peer_key, target):
 
 lat_row("one-step run, submit → outcome (worker in the same process, as the peer)", "one_step", "latency.am2z", 0.25)
 lat_row("one-step run, worker in another process (concurrency 1)", "one_step_worker_process", "latency.am2z", 0.25)
-lat_row("chain of 5 (am2z: 1 job; BullMQ: 5 jobs in sequence)", "chain5", "chain5", 0.8)
-lat_row("parallel of 3 with fan-in (am2z: 1 job; BullMQ: flow parent + 3 children)", "parallel3_join",
+lat_row("chain of 5 (am2z: 5 step jobs; BullMQ: 5 jobs in sequence)", "chain5", "chain5", 0.8)
+lat_row("parallel of 3 with fan-in (am2z: 3 branch jobs + a join job; BullMQ: flow parent + 3 children)", "parallel3_join",
         "flow_parent_3children", 0.5)
-lat_row("fan-out of 10 000 children with fan-in (am2z: 1 job)", "fanout10k_join", None, None)
+lat_row("fan-out of 10 000 children with fan-in (am2z: 10 000 jobs + a join job, 256 at a time)", "fanout10k_join", None, None)
 a50 = get(am2z, "am2z.session_run_stop.p50")
 b50 = get(peer, "bullmq.session_setup_1job_teardown.p50")
 w(f"| new session + one run + `stop_session` (BullMQ: Queue+Worker+QueueEvents, 1 job, obliterate) | "

@@ -14,6 +14,11 @@ fn redis_url() -> String {
     std::env::var("AM2Z_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// `redis-cli` against the test Redis, its output trimmed.
+fn redis_cli(args: &[&str]) -> String {
+    am2z_tests::fault::redis_cli(&redis_url(), args)
+}
+
 /// Settings for a test runtime: its own prefix, short TTLs, a quick idle poll.
 fn test_config(url: &str) -> RedisConfig {
     RedisConfig::new(url)
@@ -52,30 +57,14 @@ am2z_tests::conformance_suite!(Redis, paused = false);
 
 mod redis_only {
     use std::collections::BTreeSet;
-    use std::process::Command;
     use std::time::{Duration, Instant};
 
     use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId};
-    use am2z_tests::fault::{RedisServer, ServerSpec};
+    use am2z_tests::fault::{RedisServer, ServerSpec, redis_cli};
     use am2z_tests::processors::{AddOne, SleepMs};
     use am2z_tests::suite::session;
 
     use super::{redis_url, test_config};
-
-    /// `redis-cli` against the server at `url` (host and port only).
-    fn redis_cli(url: &str, args: &[&str]) -> String {
-        let address = url.trim_start_matches("redis://");
-        let address = address.rsplit('@').next().unwrap_or(address);
-        let address = address.split('/').next().unwrap_or(address);
-        let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
-        let output = Command::new("redis-cli")
-            .args(["-h", host, "-p", port])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        assert!(output.status.success(), "redis-cli {args:?} failed");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
 
     /// Every key under `pattern`, by `--scan` (a test may scan; the runtime never does).
     fn keys_matching(url: &str, pattern: &str) -> Vec<String> {
@@ -484,7 +473,6 @@ mod redis_only {
 // Limits, recovery and hostile inputs.
 
 mod redis_limits {
-    use std::process::Command;
     use std::time::Duration;
 
     use am2z::{Ctx, Error, Executes, RedisRuntime, Runtime, processor};
@@ -492,18 +480,7 @@ mod redis_limits {
     use am2z_tests::processors::{AddOne, Limited, RateLimited, SleepMs};
     use am2z_tests::suite::session;
 
-    use super::{redis_url, shut_down, test_config};
-
-    fn redis_cli(args: &[&str]) -> String {
-        let url = redis_url();
-        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
-        let output = Command::new("redis-cli")
-            .args(["-p", &port])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
+    use super::{redis_cli, redis_url, shut_down, test_config};
 
     /// Every key under `prefix` expires by itself (none would outlive its session).
     fn assert_all_expire(prefix: &str) {
@@ -1136,7 +1113,6 @@ mod redis_edges {
 
 /// Runs of compositions go one job per step: what only step jobs do.
 mod redis_step_jobs {
-    use std::process::Command;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
@@ -1144,18 +1120,7 @@ mod redis_step_jobs {
     use am2z_tests::processors::AddOne;
     use am2z_tests::suite::session;
 
-    use super::{redis_url, test_config};
-
-    fn redis_cli(args: &[&str]) -> String {
-        let url = redis_url();
-        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
-        let output = Command::new("redis-cli")
-            .args(["-p", &port])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
+    use super::{redis_cli, redis_url, test_config};
 
     static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -1301,6 +1266,50 @@ mod redis_step_jobs {
         runtime.stop().await.unwrap();
     }
 
+    static LEAF_CALLS: AtomicU32 = AtomicU32::new(0);
+
+    /// Fails its first two attempts, waiting 300 ms then 600 ms between attempts.
+    #[processor(retries = 3, backoff = exponential(base = "300ms", multiplier = 2, max = "10s"))]
+    async fn flaky_leaf(x: i64) -> Result<i64, Error> {
+        if LEAF_CALLS.fetch_add(1, Ordering::SeqCst) % 3 < 2 {
+            return Err(Error::execution("flaky_leaf", "not yet"));
+        }
+        Ok(x + 1)
+    }
+
+    /// A single processor's run is one job, and its retry backoff waits in Redis too: the one
+    /// slot runs another run meanwhile, and the outcome counts all three attempts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_steps_retry_wait_frees_the_slot() {
+        let config = test_config(&redis_url()).worker_concurrency(1);
+        let prefix = config.queue_prefix().to_owned();
+        let runtime = RedisRuntime::new(config);
+        runtime.serve(FlakyLeaf);
+        runtime.serve(AddOne);
+        runtime.start().await.unwrap();
+        let s = session("flaky-leaf");
+        let handle = runtime.submit(&s, &FlakyLeaf, 1).await.unwrap();
+        let delayed = format!("{prefix}:{{{}}}:delayed", s.as_str());
+        let parked = Instant::now();
+        while redis_cli(&["ZCARD", &delayed]) != "1" {
+            assert!(
+                parked.elapsed() < Duration::from_secs(5),
+                "the run never waited in the delayed set"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
+        assert_eq!(other.output, 2);
+        let result = runtime
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(result.output, 2);
+        assert_eq!(result.attempts, 3);
+        runtime.stop_session(&s).await.unwrap();
+        runtime.stop().await.unwrap();
+    }
+
     /// A value between two steps is bounded like a run's input and outcome: a larger one
     /// fails the run with a typed error, and nothing of it is stored.
     #[tokio::test]
@@ -1331,25 +1340,13 @@ mod redis_step_jobs {
 
 /// `ctx.call` on Redis: the callee runs as a child job of the calling run.
 mod redis_child_calls {
-    use std::process::Command;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
     use am2z::{Ctx, Error, RedisRuntime, RunId, Runtime, processor};
     use am2z_tests::suite::session;
 
-    use super::{redis_url, test_config};
-
-    fn redis_cli(args: &[&str]) -> String {
-        let url = redis_url();
-        let port = url.rsplit(':').next().unwrap_or("6379").to_owned();
-        let output = Command::new("redis-cli")
-            .args(["-p", &port])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
+    use super::{redis_cli, redis_url, test_config};
 
     /// What the callee saw: its run id and call depth.
     static SEEN: Mutex<Vec<(RunId, u32)>> = Mutex::new(Vec::new());

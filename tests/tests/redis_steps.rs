@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use am2z_tests::fault::work::{
     Fan3, Gate, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle, SpreadMap, TrackedMap,
     Work,
 };
-use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger};
+use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger, redis_cli};
 
 /// Slack on every time bound: the machine is shared and the workers are debug builds.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -38,21 +37,6 @@ const MARGIN: Duration = Duration::from_secs(3);
 
 fn redis_url() -> String {
     std::env::var("AM2Z_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// `redis-cli` against the server at `url` (host and port only).
-fn redis_cli(url: &str, args: &[&str]) -> String {
-    let address = url.trim_start_matches("redis://");
-    let address = address.rsplit('@').next().unwrap_or(address);
-    let address = address.split('/').next().unwrap_or(address);
-    let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
-    let output = Command::new("redis-cli")
-        .args(["-h", host, "-p", port])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    assert!(output.status.success(), "redis-cli {args:?} failed");
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// A scene in this process: `workers` worker runtimes serving what `serve` names, and a client

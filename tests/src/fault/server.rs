@@ -278,3 +278,19 @@ fn unique() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// `redis-cli` against the server at `url` (host and port only), its output trimmed; panics
+/// when the command fails (a test's own inspection of Redis).
+pub fn redis_cli(url: &str, args: &[&str]) -> String {
+    let address = url.trim_start_matches("redis://");
+    let address = address.rsplit('@').next().unwrap_or(address);
+    let address = address.split('/').next().unwrap_or(address);
+    let (host, port) = address.split_once(':').unwrap_or((address, "6379"));
+    let output = Command::new("redis-cli")
+        .args(["-h", host, "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    assert!(output.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}

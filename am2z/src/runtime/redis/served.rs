@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::{RunSeed, with_run_seed};
+use crate::context::{Parked, Parking, RunSeed, with_run_seed};
 use crate::plan::Fingerprint;
 use crate::portable::{Json, PortableGraph};
 use crate::runtime::host::StepGate;
@@ -29,6 +29,9 @@ pub(crate) struct Executed {
     /// Whether the job's input could not be decoded: it fails at once, without a retry, and
     /// is dead-lettered with the reason.
     pub(crate) undecodable: bool,
+    /// The step waits (its `delay`, or a retry's backoff) in Redis' due-time set, having made
+    /// this many attempts: the job is parked, not committed.
+    pub(crate) parked: Option<(Parked, u32)>,
 }
 
 /// A processor whose data crosses Redis, erased.
@@ -57,6 +60,8 @@ pub(crate) struct Assignment<'a> {
     /// For a child run: the calling run (whose id the child runs under, without run-level
     /// events) and the call depth it runs at.
     pub(crate) child_of: Option<(RunId, u32)>,
+    /// The attempt a parked step resumes at (0: fresh), and the attempts it made before.
+    pub(crate) resume: (u32, u32),
     pub(crate) created_at: SystemTime,
     /// The largest outcome that may be stored.
     pub(crate) max_bytes: usize,
@@ -126,10 +131,16 @@ where
                 input,
                 run_id,
                 child_of,
+                resume: (resume, attempts_before),
                 created_at,
                 max_bytes,
                 gate,
             } = job;
+            // A single step's waits go to Redis' due-time set, as a step job's do.
+            let parking = self
+                .processor
+                .is_step()
+                .then(|| Arc::new(Parking::new(resume)));
             let started = Instant::now();
             let decoded = serde_json::from_slice::<P::Input>(input);
             let undecodable = decoded.is_err();
@@ -140,7 +151,7 @@ where
                         created_at,
                         gate: Some(gate),
                         one_step: child_of.is_some(),
-                        parking: None,
+                        parking: parking.clone(),
                         depth: child_of.map_or(0, |(_, depth)| depth),
                     };
                     with_run_seed(
@@ -157,6 +168,22 @@ where
                     self.undecodable(&error),
                 )),
             };
+            let parked = parking.as_ref().and_then(|p| p.parked());
+            if let (Some(parked), Err(failure)) = (parked, &outcome) {
+                return Executed {
+                    wire: String::new(),
+                    typed: Box::new(()),
+                    cancelled_here: false,
+                    undecodable: false,
+                    parked: Some((parked, failure.attempts)),
+                };
+            }
+            // Attempts made before the step parked count too.
+            let mut outcome = outcome;
+            match &mut outcome {
+                Ok(result) => result.attempts += attempts_before,
+                Err(failure) => failure.attempts += attempts_before,
+            }
             let cancelled_here = matches!(
                 &outcome,
                 Err(RunFailure {
@@ -199,6 +226,7 @@ where
                 typed: Box::new(outcome),
                 cancelled_here,
                 undecodable,
+                parked: None,
             }
         })
     }

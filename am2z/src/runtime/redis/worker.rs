@@ -16,7 +16,7 @@ use super::forwarder::{Commit, CommitBody};
 use super::keys::JobId;
 use super::limits::ClusterGate;
 use super::scripts::InvokeReloading;
-use super::served::{Assignment, Served};
+use super::served::{Assignment, Executed, Served};
 use super::steps;
 use crate::{RunId, SessionId};
 
@@ -150,6 +150,7 @@ async fn whole_run(
         input: &job.input,
         run_id: job.id.run,
         child_of: job.child_of,
+        resume: (job.resume, job.attempts),
         created_at: UNIX_EPOCH + Duration::from_millis(job.created_ms),
         max_bytes: inner.config.max_payload_bytes,
         gate: Arc::new(ClusterGate::new(Arc::clone(inner), job.id)),
@@ -159,6 +160,10 @@ async fn whole_run(
         () = lost.cancelled() => None,
     };
     match executed {
+        Some(Executed {
+            parked: Some((parked, attempts)),
+            ..
+        }) => park(inner, job, parked, attempts).await,
         Some(executed) if !executed.cancelled_here => commit(inner, job, executed).await,
         _ => release(inner, job).await,
     }
@@ -202,7 +207,7 @@ fn commit_failed(inner: &Inner, job: &ClaimedJob, error: &redis::RedisError) {
     tracing::warn!(session = %job.session, job = %job.id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the job be retried");
 }
 
-async fn commit(inner: &Inner, job: &ClaimedJob, executed: super::served::Executed) {
+async fn commit(inner: &Inner, job: &ClaimedJob, executed: Executed) {
     let body = CommitBody::Run {
         wire: executed.wire,
         dead: executed.undecodable,
