@@ -1116,11 +1116,30 @@ mod redis_step_jobs {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
-    use am2z::{Error, Executes, RedisRuntime, Runtime, processor, workflow};
+    use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId, processor, workflow};
     use am2z_tests::processors::AddOne;
     use am2z_tests::suite::session;
 
     use super::{redis_cli, redis_url, test_config};
+
+    /// Waits until a job of `s` waits in its delayed set, then runs another run through the
+    /// worker's one slot meanwhile.
+    async fn another_run_while_parked(runtime: &RedisRuntime, prefix: &str, s: &SessionId) {
+        let delayed = format!("{prefix}:{{{}}}:delayed", s.as_str());
+        let parked = Instant::now();
+        while redis_cli(&["ZCARD", &delayed]) != "1" {
+            assert!(
+                parked.elapsed() < Duration::from_secs(5),
+                "nothing waited in the delayed set"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let other = runtime
+            .execute_in_session(s, &AddOne, 1)
+            .await
+            .expect("another run");
+        assert_eq!(other.output, 2, "the one slot ran another run meanwhile");
+    }
 
     static FLAKY_CALLS: AtomicU32 = AtomicU32::new(0);
 
@@ -1237,17 +1256,7 @@ mod redis_step_jobs {
         let handle = runtime.submit(&s, &Patient, 4).await.unwrap();
         // While the chain's first step waits for its second attempt, the job is in the
         // delayed set and the one slot runs another run.
-        let delayed = format!("{prefix}:{{{}}}:delayed", s.as_str());
-        let parked = Instant::now();
-        while redis_cli(&["ZCARD", &delayed]) != "1" {
-            assert!(
-                parked.elapsed() < Duration::from_secs(5),
-                "the step never waited in the delayed set"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let other = runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
-        assert_eq!(other.output, 2);
+        another_run_while_parked(&runtime, &prefix, &s).await;
         let result = runtime
             .wait::<i64>(&handle, Some(Duration::from_secs(10)))
             .await
@@ -1289,17 +1298,7 @@ mod redis_step_jobs {
         runtime.start().await.unwrap();
         let s = session("flaky-leaf");
         let handle = runtime.submit(&s, &FlakyLeaf, 1).await.unwrap();
-        let delayed = format!("{prefix}:{{{}}}:delayed", s.as_str());
-        let parked = Instant::now();
-        while redis_cli(&["ZCARD", &delayed]) != "1" {
-            assert!(
-                parked.elapsed() < Duration::from_secs(5),
-                "the run never waited in the delayed set"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let other = runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
-        assert_eq!(other.output, 2);
+        another_run_while_parked(&runtime, &prefix, &s).await;
         let result = runtime
             .wait::<i64>(&handle, Some(Duration::from_secs(10)))
             .await
