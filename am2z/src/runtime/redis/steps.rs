@@ -209,7 +209,7 @@ pub(crate) async fn run(
             }
             // Several first steps (a fan-out at the root) or none (an empty map): the start
             // is committed as it is.
-            None => (Parent::root(), start),
+            None => (Parent::ROOT, start),
         }
     } else {
         let position = match serde_json::from_slice::<Position>(&job.step) {
@@ -255,7 +255,7 @@ pub(crate) async fn run(
                     }
                     Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
                     Stepped::Release => return Ran::Release,
-                    Stepped::Moot => (Parent::root(), Transition::default()),
+                    Stepped::Moot => (Parent::ROOT, Transition::default()),
                 }
             }
             Position::Join {
@@ -365,14 +365,11 @@ struct Parent {
 }
 
 impl Parent {
+    /// Outside every composition: what a run's start descends from.
     const ROOT: Parent = Parent {
         stack: Vec::new(),
         deadlines: Vec::new(),
     };
-
-    fn root() -> Parent {
-        Parent::ROOT
-    }
 }
 
 /// Redis' clock as this worker estimates it: the claim's lease deadline less the lease is when
@@ -538,7 +535,7 @@ fn ended(inner: &Inner, job: &ClaimedJob, outcome: Result<Json, Error>, entry: b
         inner,
         job,
         &graph,
-        &Parent::root(),
+        &Parent::ROOT,
         transition,
         (0, 0),
         &clock,
