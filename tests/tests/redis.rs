@@ -60,25 +60,15 @@ mod redis_only {
     use std::time::{Duration, Instant};
 
     use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId};
-    use am2z_tests::fault::{RedisServer, ServerSpec, redis_cli};
+    use am2z_tests::fault::{RedisServer, ServerSpec, redis_cli, scan_keys};
     use am2z_tests::processors::{AddOne, SleepMs};
     use am2z_tests::suite::session;
 
     use super::{redis_url, test_config};
 
-    /// Every key under `pattern`, by `--scan` (a test may scan; the runtime never does).
-    fn keys_matching(url: &str, pattern: &str) -> Vec<String> {
-        let mut keys: Vec<String> = redis_cli(url, &["--scan", "--pattern", pattern])
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
-    }
-
     /// Deletes every key of `prefix` (test cleanup).
     fn delete_prefix(url: &str, prefix: &str) {
-        for key in keys_matching(url, &format!("{prefix}:*")) {
+        for key in scan_keys(url, &format!("{prefix}:*")) {
             redis_cli(url, &["DEL", &key]);
         }
     }
@@ -161,29 +151,29 @@ mod redis_only {
         while runtime.runs_in_flight() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(!keys_matching(&url, &doomed_pattern).is_empty());
+        assert!(!scan_keys(&url, &doomed_pattern).is_empty());
 
         runtime.stop_session(&doomed).await.unwrap();
-        assert_eq!(keys_matching(&url, &doomed_pattern), Vec::<String>::new());
+        assert_eq!(scan_keys(&url, &doomed_pattern), Vec::<String>::new());
         let failure = long.await.unwrap().expect_err("stopped");
         assert!(
             matches!(failure.error, Error::SessionStopped { .. }),
             "{failure:?}"
         );
         assert_eq!(beside.await.unwrap().expect("untouched").output, 300);
-        assert!(!keys_matching(&url, &bystander_pattern).is_empty());
+        assert!(!scan_keys(&url, &bystander_pattern).is_empty());
         // Still nothing after the stopped run's worker tried to commit.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(keys_matching(&url, &doomed_pattern), Vec::<String>::new());
+        assert_eq!(scan_keys(&url, &doomed_pattern), Vec::<String>::new());
         assert!(!runtime.active_sessions().await.unwrap().contains(&doomed));
 
         runtime.stop_all_sessions().await.unwrap();
         runtime.stop().await.unwrap();
         // Only the global keys of the prefix are left; delete them.
-        let left = keys_matching(&url, &format!("{prefix}:*"));
+        let left = scan_keys(&url, &format!("{prefix}:*"));
         assert!(left.iter().all(|k| !k.contains('{')), "{left:?}");
         delete_prefix(&url, &prefix);
-        assert!(keys_matching(&url, &format!("{prefix}:*")).is_empty());
+        assert!(scan_keys(&url, &format!("{prefix}:*")).is_empty());
     }
 
     /// However many sessions a process serves, it holds a fixed handful of connections.
@@ -1158,27 +1148,10 @@ mod redis_step_jobs {
         Ok(x * 2)
     }
 
-    /// Repeats a text `n` times.
-    #[processor]
-    async fn repeat_text(n: usize) -> Result<String, Error> {
-        Ok("x".repeat(n))
-    }
-
-    /// The length of a text.
-    #[processor]
-    async fn text_len(s: String) -> Result<usize, Error> {
-        Ok(s.len())
-    }
-
     workflow! {
         /// A retried step, then a delayed one.
         pub Patient(i64) -> i64 {
             chain![flaky_add, late_double]
-        }
-
-        /// A large value between two steps.
-        pub Bloated(usize) -> usize {
-            chain![repeat_text, text_len]
         }
     }
 
@@ -1305,33 +1278,6 @@ mod redis_step_jobs {
             .unwrap();
         assert_eq!(result.output, 2);
         assert_eq!(result.attempts, 3);
-        runtime.stop_session(&s).await.unwrap();
-        runtime.stop().await.unwrap();
-    }
-
-    /// A value between two steps is bounded like a run's input and outcome: a larger one
-    /// fails the run with a typed error, and nothing of it is stored.
-    #[tokio::test]
-    async fn an_oversized_value_between_steps_fails_the_run() {
-        let runtime = RedisRuntime::new(test_config(&redis_url()).max_payload_bytes(1_000));
-        runtime.start().await.unwrap();
-        let s = session("bloated");
-        let failure = runtime
-            .execute_in_session(&s, &Bloated, 5_000)
-            .await
-            .expect_err("too big between the steps");
-        assert!(
-            matches!(failure.error, Error::Resource { .. }),
-            "{failure:?}"
-        );
-        assert_eq!(
-            runtime
-                .execute_in_session(&s, &Bloated, 10)
-                .await
-                .unwrap()
-                .output,
-            10
-        );
         runtime.stop_session(&s).await.unwrap();
         runtime.stop().await.unwrap();
     }

@@ -27,7 +27,7 @@ use am2z_tests::fault::work::{
     Fan3, Gate, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle, SpreadMap, TrackedMap,
     Work,
 };
-use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger, redis_cli};
+use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger, redis_cli, scan_keys};
 
 /// Slack on every time bound: the machine is shared and the workers are debug builds.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -87,16 +87,9 @@ impl Scene {
         redis_cli(&self.url, args)
     }
 
-    /// Every key matching `pattern`, sorted (a test may scan; the runtime never does).
+    /// Every key matching `pattern`, sorted.
     fn keys(&self, pattern: &str) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .cli(&["--scan", "--pattern", pattern])
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
+        scan_keys(&self.url, pattern)
     }
 
     /// `<prefix>:{<session>}:`, the start of every key of the session.

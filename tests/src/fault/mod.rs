@@ -9,7 +9,7 @@ pub mod worker;
 
 pub use checker::{Checker, CommitWatch, Outcome, Report, Submission};
 pub use ledger::{Execution, Ledger};
-pub use server::{RedisServer, ServerSpec, TlsFiles, free_port, redis_cli};
+pub use server::{RedisServer, ServerSpec, TlsFiles, free_port, redis_cli, scan_keys};
 pub use worker::{Counts, Fleet, Knobs, Submitter, WorkerProcess, faketime_env};
 
 /// Whether the long profile of the fault scenarios was asked for (`AM2Z_FAULT_PROFILE=long`):

@@ -294,3 +294,15 @@ pub fn redis_cli(url: &str, args: &[&str]) -> String {
     assert!(output.status.success(), "redis-cli {args:?} failed");
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// Every key matching `pattern` on the server at `url`, sorted, by `--scan` (a test may scan;
+/// the runtime never does).
+pub fn scan_keys(url: &str, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis_cli(url, &["--scan", "--pattern", pattern])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys
+}
