@@ -148,13 +148,7 @@ impl RedisServer {
             .args(["--scan", "--pattern", pattern])
             .output()
             .expect("redis-cli runs");
-        let mut keys: Vec<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        keys.sort();
-        keys
+        sorted_lines(&String::from_utf8_lossy(&output.stdout))
     }
 
     /// One field of `INFO` (e.g. `used_memory`), if the server answers.
@@ -298,11 +292,16 @@ pub fn redis_cli(url: &str, args: &[&str]) -> String {
 /// Every key matching `pattern` on the server at `url`, sorted, by `--scan` (a test may scan;
 /// the runtime never does).
 pub fn scan_keys(url: &str, pattern: &str) -> Vec<String> {
-    let mut keys: Vec<String> = redis_cli(url, &["--scan", "--pattern", pattern])
+    sorted_lines(&redis_cli(url, &["--scan", "--pattern", pattern]))
+}
+
+/// The non-empty lines of `output`, sorted (`redis-cli --scan` lists keys in no order).
+fn sorted_lines(output: &str) -> Vec<String> {
+    let mut lines: Vec<String> = output
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect();
-    keys.sort();
-    keys
+    lines.sort();
+    lines
 }
