@@ -228,7 +228,7 @@ fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
                     pipe.invoke_script(&call);
                 }
                 CommitBody::Advance(advance) => {
-                    let run = advance.run;
+                    let run = commit.job.run;
                     let mut call = inner.scripts.advance.prepare_invoke();
                     call.key(keys.leases())
                         .key(keys.job(&commit.job))

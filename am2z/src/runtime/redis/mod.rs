@@ -145,8 +145,6 @@ pub(crate) struct Inner {
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Commit>>>,
     pub(crate) fenced_commits: AtomicU64,
     pub(crate) commits: AtomicU64,
-    /// Jobs of runs executed step by step that this process committed.
-    pub(crate) step_commits: AtomicU64,
     /// This runtime's id in the worker registry.
     pub(crate) worker_id: String,
 }
@@ -316,9 +314,15 @@ impl Inner {
         let instance = parts.next();
         let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         for (id, lease) in leases.iter() {
-            let under = instance.is_none_or(|i| lease.instances.iter().any(|held| held == i));
-            if id.run == run && id.position.is_some() && lease.session.as_str() == session && under
-            {
+            if id.run != run || id.position.is_none() || lease.session.as_str() != session {
+                continue;
+            }
+            let under = instance.is_none_or(|i| {
+                steps::instances_of(&lease.position)
+                    .iter()
+                    .any(|held| held == i)
+            });
+            if under {
                 lease.moot.cancel();
             }
         }
@@ -398,7 +402,6 @@ impl RedisRuntime {
             outbox: Mutex::new(None),
             fenced_commits: AtomicU64::new(0),
             commits: AtomicU64::new(0),
-            step_commits: AtomicU64::new(0),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
         });
         let handle = Arc::new(LastHandle(Arc::clone(&inner)));

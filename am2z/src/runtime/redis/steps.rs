@@ -55,7 +55,6 @@ pub(crate) enum Position {
 
 /// What a job's commit carries, as `advance.lua` reads it.
 pub(crate) struct Advance {
-    pub(crate) run: RunId,
     /// The job is its run's entry job (its commit creates the run hash).
     pub(crate) entry: bool,
     /// Steps completed and attempts made by this job.
@@ -626,7 +625,6 @@ fn advance(
         .output
         .map(|output| outcome(inner, job, output, version, attempts));
     Advance {
-        run,
         entry,
         version,
         attempts,

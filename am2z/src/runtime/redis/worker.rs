@@ -55,8 +55,9 @@ pub(crate) struct HeldLease {
     pub(crate) lost: CancellationToken,
     /// Fired when the job's run ended, or a fan-out it is under closed: the job is dropped.
     pub(crate) moot: CancellationToken,
-    /// The fan-out instances the job runs under (a step job's).
-    pub(crate) instances: Vec<String>,
+    /// The job's position in its run (a step job's; read only when a `cancel` names a
+    /// fan-out instance, to tell whether the job runs under it).
+    pub(crate) position: Vec<u8>,
 }
 
 /// Executes `job`, then every successor its commits hand to this worker.
@@ -81,7 +82,7 @@ async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> 
                 token: job.token.clone(),
                 lost: lost.clone(),
                 moot: moot.clone(),
-                instances: steps::instances_of(&job.step),
+                position: job.step.clone(),
             },
         );
     let served = inner.served_for(&job.name, &job.fingerprint);
@@ -251,7 +252,6 @@ async fn advance_run(
             queued,
             handed,
         }) => {
-            inner.step_commits.fetch_add(1, Ordering::Relaxed);
             if ended {
                 inner.commits.fetch_add(1, Ordering::Relaxed);
                 if let Some(wire) = outcome {
