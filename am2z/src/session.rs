@@ -17,11 +17,13 @@ pub const MAX_SESSION_ID_LEN: usize = 128;
 /// The id of the session a run belongs to when none is given.
 pub const DEFAULT_SESSION: &str = "default";
 
-/// A validated session id: 1 to 128 characters from `A–Z a–z 0–9 _ - .`.
+/// A validated session id: 1 to 128 characters from `A–Z a–z 0–9 _ - .`, not starting with
+/// a dot.
 ///
-/// Everything else (`*`, `?`, `[`, `{`, `}`, `:`, whitespace, NUL, non-ASCII) is refused, so
-/// an id can be placed inside a Redis key, a hash tag or a log line without escaping. Cloning
-/// is cheap (a shared string).
+/// Everything else (`*`, `?`, `[`, `{`, `}`, `:`, whitespace, NUL, non-ASCII) is refused, and
+/// so are `.`, `..` and every id that starts with a dot (dangerous wherever an id becomes a
+/// path), so an id can be placed inside a Redis key, a hash tag, a file name or a log line
+/// without escaping. Cloning is cheap (a shared string).
 ///
 /// ```
 /// use am2z::SessionId;
@@ -30,6 +32,7 @@ pub const DEFAULT_SESSION: &str = "default";
 /// assert_eq!(tenant.as_str(), "tenant-42");
 /// assert!(SessionId::new("a:b").is_err());
 /// assert!(SessionId::new("{x}").is_err());
+/// assert!(SessionId::new("..").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(Arc<str>);
@@ -68,6 +71,12 @@ fn validate(id: &str) -> Result<(), Error> {
                 "is {} bytes long; the limit is {MAX_SESSION_ID_LEN}",
                 id.len()
             ),
+        ));
+    }
+    if id.starts_with('.') {
+        return Err(Error::validation(
+            "session_id",
+            "must not start with `.` (`.`, `..` and hidden names are refused)",
         ));
     }
     if let Some((at, bad)) = id
@@ -150,7 +159,8 @@ mod tests {
     fn refuses_hostile_ids() {
         let long = "x".repeat(MAX_SESSION_ID_LEN + 1);
         for bad in [
-            "", "a*", "a?", "[ab]", "{x}", "}", ":", "a:b", "a\0", "a\nb", "é", " ", &long,
+            "", "a*", "a?", "[ab]", "{x}", "}", ":", "a:b", "a\0", "a\nb", "é", " ", ".", "..",
+            ".a", "..x", &long,
         ] {
             let err = SessionId::new(bad).unwrap_err();
             assert!(
@@ -163,6 +173,7 @@ mod tests {
     /// The allowlist, written independently of `validate`, as the property's oracle.
     fn allowed(id: &str) -> bool {
         !id.is_empty()
+            && !id.starts_with('.')
             && id.len() <= MAX_SESSION_ID_LEN
             && id
                 .bytes()

@@ -2,38 +2,33 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{Error, SessionId};
 
-/// A run's unique id: 128 bits, shown as 32 hex digits.
+/// A run's unique id: an RFC 4122 version-4 UUID (122 random bits from the operating system),
+/// shown as 32 hex digits.
 ///
-/// The high half is drawn once per process from the clock and the pid; the low half counts
-/// runs (mixed by a bijection), so ids are unique across processes without a random-number
-/// dependency and cost no allocation to make.
+/// Ids are unguessable: knowing some runs' ids tells nothing about another's, so an id can
+/// serve as a handle in URLs and APIs. Random bytes are drawn from the operating system in
+/// blocks and handed out per thread, so making an id costs no system call in the common case.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RunId(u128);
 
 impl RunId {
-    /// A fresh id, unique in this process and (with overwhelming likelihood) across processes.
+    /// A fresh random id.
+    ///
+    /// # Panics
+    /// Only if the operating system refuses to give random bytes, which no supported platform
+    /// does once booted (there is no safe id to fall back to).
     pub fn generate() -> Self {
-        static PROCESS: OnceLock<u64> = OnceLock::new();
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let process = *PROCESS.get_or_init(|| {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            // Mix the clock with the pid so two processes started in the same nanosecond differ.
-            let mixed = (nanos as u64) ^ (u64::from(std::process::id()) << 32).rotate_left(17);
-            splitmix64(mixed)
-        });
-        // splitmix64 is a bijection, so mixed counters stay unique while ids look unrelated.
-        let count = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        RunId((u128::from(process) << 64) | u128::from(count))
+        let random = entropy::next_u128();
+        // Version 4 (random) in bits 76..80, variant `10` in bits 62..64.
+        let uuid = (random & !(0xF << 76) & !(0b11 << 62)) | (0x4 << 76) | (0b10 << 62);
+        RunId(uuid)
     }
 
     /// The id as a number.
@@ -47,11 +42,46 @@ impl RunId {
     }
 }
 
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+/// Random bytes from the operating system, drawn a block at a time per thread.
+mod entropy {
+    use std::cell::RefCell;
+
+    /// Ids per system call.
+    const BLOCK: usize = 32;
+
+    struct Pool {
+        bytes: [u8; 16 * BLOCK],
+        used: usize,
+        /// The process that drew the bytes: a forked child draws its own rather than repeat
+        /// its parent's ids.
+        pid: u32,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = const {
+            RefCell::new(Pool { bytes: [0; 16 * BLOCK], used: 16 * BLOCK, pid: 0 })
+        };
+    }
+
+    pub(super) fn next_u128() -> u128 {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let pid = std::process::id();
+            if pool.used == pool.bytes.len() || pool.pid != pid {
+                // No id without randomness: an unguessable id is the contract.
+                #[allow(clippy::expect_used)]
+                getrandom::getrandom(&mut pool.bytes)
+                    .expect("the operating system gives random bytes");
+                pool.used = 0;
+                pool.pid = pid;
+            }
+            let at = pool.used;
+            pool.used += 16;
+            let mut id = [0; 16];
+            id.copy_from_slice(&pool.bytes[at..at + 16]);
+            u128::from_be_bytes(id)
+        })
+    }
 }
 
 impl fmt::Display for RunId {
@@ -261,6 +291,33 @@ mod tests {
         assert_ne!(a, b);
         let wire = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<RunId>(&wire).unwrap(), a);
+    }
+
+    /// Ids are version-4 UUIDs: the version and variant bits are fixed, and every one of the
+    /// other 122 bits takes both values over a few thousand ids (a counter-based id would
+    /// leave its high bits fixed).
+    #[test]
+    fn run_ids_are_random_version_4_uuids() {
+        let ids: Vec<u128> = (0..4_000).map(|_| RunId::generate().as_u128()).collect();
+        let mut ones = [0_u32; 128];
+        for id in &ids {
+            assert_eq!((id >> 76) & 0xF, 4, "version nibble of {id:032x}");
+            assert_eq!((id >> 62) & 0b11, 0b10, "variant bits of {id:032x}");
+            for (bit, count) in ones.iter_mut().enumerate() {
+                *count += u32::try_from((id >> bit) & 1).unwrap();
+            }
+        }
+        let fixed = [62, 63, 76, 77, 78, 79];
+        for (bit, count) in ones.iter().enumerate() {
+            if !fixed.contains(&bit) {
+                assert!((1_000..3_000).contains(count), "bit {bit} is set in {count} of 4000 ids");
+            }
+        }
+        let distinct: std::collections::HashSet<u128> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // Other threads draw from their own pool.
+        let other = std::thread::spawn(RunId::generate).join().unwrap();
+        assert!(!distinct.contains(&other.as_u128()));
     }
 
     #[test]
