@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventKind};
 use crate::portable::PortableGraph;
-use crate::runtime::host::{ChildCall, Host, StepGate};
-use crate::runtime::step::{self, StepFailure};
+use crate::runtime::embed::{ChildCall, Embedding};
+use crate::runtime::host::Host;
+use crate::runtime::step::{self, AttemptPermits, StepFailure};
 use crate::{Error, Metadata, Processor, RunId, SessionId};
 
 /// The context of one attempt of one step.
@@ -28,6 +29,9 @@ pub struct Ctx {
     pub(crate) depth: u32,
     pub(crate) token: CancellationToken,
     pub(crate) span: tracing::Span,
+    /// The limits this attempt holds (a step's own context only): given back while the step
+    /// waits on a `ctx.call`, so that the callee can never wait for them.
+    pub(crate) permits: Option<Arc<AttemptPermits>>,
 }
 
 /// What all steps of one run share.
@@ -40,111 +44,41 @@ pub(crate) struct RunScope {
     pub(crate) updated_at: AtomicU64,
     pub(crate) attempts: AtomicU32,
     pub(crate) host: Arc<dyn Host>,
-    /// Limits enforced beyond this process (a Redis worker's cluster-wide gates), if any.
-    pub(crate) gate: Option<Arc<dyn StepGate>>,
-    /// This run is one step of a larger run executed step by step elsewhere: the larger run
-    /// has the run-level events, once, not each of its steps.
-    pub(crate) one_step: bool,
-    /// Where the run's own step parks instead of sleeping (a distributed worker's step job).
-    pub(crate) parking: Option<Arc<Parking>>,
-    /// The call depth the run starts at: above 0 when it is a `ctx.call` executed as a child
-    /// job of another run.
-    pub(crate) depth: u32,
-}
-
-/// A step job's waits, handed back to its worker instead of slept in its slot: the step's
-/// `delay` and its retry backoff become a due time in Redis, and the job resumes at the
-/// attempt it parked before.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-#[derive(Debug, Default)]
-pub(crate) struct Parking {
-    /// The attempt the step resumes at (0: a fresh step, whose `delay` still applies).
-    pub(crate) resume: u32,
-    parked: std::sync::Mutex<Option<Parked>>,
-}
-
-/// Where a step parked: the attempt that follows the wait, and the wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Parked {
-    pub(crate) attempt: u32,
-    pub(crate) delay: std::time::Duration,
-}
-
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-impl Parking {
-    /// A parking for a step that resumes at attempt `resume` (0: fresh).
-    pub(crate) fn new(resume: u32) -> Self {
-        Parking {
-            resume,
-            parked: std::sync::Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn park(&self, attempt: u32, delay: std::time::Duration) {
-        *self.parked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Parked { attempt, delay });
-    }
-
-    /// Where the step parked, if it did.
-    pub(crate) fn parked(&self) -> Option<Parked> {
-        *self.parked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// What a distributed worker hands to the run it executes: the identity the submitter gave
-/// it, and the cluster-wide gate its steps pass.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) struct RunSeed {
-    pub(crate) run_id: RunId,
-    pub(crate) created_at: SystemTime,
-    pub(crate) gate: Option<Arc<dyn StepGate>>,
-    /// The run is one step of a run executed step by step (see [`RunScope::one_step`]).
-    pub(crate) one_step: bool,
-    /// See [`RunScope::parking`].
-    pub(crate) parking: Option<Arc<Parking>>,
-    /// See [`RunScope::depth`].
-    pub(crate) depth: u32,
-}
-
-tokio::task_local! {
-    /// The seed of the next run made in this task (taken once): set by a Redis worker
-    /// executing a run that another process submitted and named.
-    static SEED: std::cell::Cell<Option<RunSeed>>;
-}
-
-/// Runs `future` so that the first run it starts takes `seed`'s identity and gate (once:
-/// runs started later in the same task are ordinary).
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) async fn with_run_seed<F: std::future::Future>(seed: RunSeed, future: F) -> F::Output {
-    SEED.scope(std::cell::Cell::new(Some(seed)), future).await
+    /// Set when another runtime runs this run through the shared executor (a distributed
+    /// worker): the run's identity and the hooks the executor calls.
+    pub(crate) embedding: Option<Arc<Embedding>>,
 }
 
 impl RunScope {
-    pub(crate) fn new(session: SessionId, host: Arc<dyn Host>) -> Self {
-        let seed = SEED.try_with(std::cell::Cell::take).ok().flatten();
-        let (run_id, created_at, gate, one_step, parking, depth) = match seed {
-            Some(seed) => (
-                seed.run_id,
-                seed.created_at,
-                seed.gate,
-                seed.one_step,
-                seed.parking,
-                seed.depth,
-            ),
-            None => (RunId::generate(), SystemTime::now(), None, false, None, 0),
+    pub(crate) fn new(
+        session: SessionId,
+        host: Arc<dyn Host>,
+        embedding: Option<Arc<Embedding>>,
+    ) -> Self {
+        let (run_id, created_at) = match &embedding {
+            Some(embedding) => (embedding.run_id, embedding.created_at),
+            None => (RunId::generate(), SystemTime::now()),
         };
         RunScope {
             session,
             run_id,
             created_at,
-            gate,
-            one_step,
-            parking,
-            depth,
+            embedding,
             version: AtomicU64::new(0),
             updated_at: AtomicU64::new(0),
             attempts: AtomicU32::new(0),
             host,
         }
+    }
+
+    /// The call depth the run starts at.
+    pub(crate) fn depth(&self) -> u32 {
+        self.embedding.as_ref().map_or(0, |e| e.depth)
+    }
+
+    /// Whether the run is one step of a larger run (which has the run-level events).
+    pub(crate) fn part_of_run(&self) -> bool {
+        self.embedding.as_ref().is_some_and(|e| e.part_of_run)
     }
 
     pub(crate) fn step_committed(&self) {
@@ -186,12 +120,13 @@ impl Ctx {
     /// The root context of a run, from which every step's context derives.
     pub(crate) fn root(run: Arc<RunScope>, token: CancellationToken) -> Self {
         Ctx {
-            depth: run.depth,
+            depth: run.depth(),
             run,
             processor: "",
             attempt: 0,
             token,
             span: tracing::Span::none(),
+            permits: None,
         }
     }
 
@@ -254,7 +189,11 @@ impl Ctx {
     /// payload limit (nothing is published then).
     pub fn emit(&self, name: &str, payload: impl Serialize) -> Result<(), Error> {
         let events = self.run.host.events();
-        let limit = self.run.gate.as_ref().and_then(|g| g.max_payload_bytes());
+        let limit = self
+            .run
+            .embedding
+            .as_ref()
+            .map(|e| e.hooks.max_payload_bytes());
         if let Some(limit) = limit {
             let size = serde_json::to_vec(&payload)?.len();
             if size > limit {
@@ -293,7 +232,10 @@ impl Ctx {
     ///
     /// Returns what the processor returns, so a fallback is one `or_else` away. The future is
     /// boxed, so a processor may call itself (directly or through others) without an infinitely
-    /// sized future; the depth limit ends such recursion.
+    /// sized future; the depth limit ends such recursion. While the call runs, the calling step
+    /// gives back the limits it holds (its worker slot, its processor's concurrency permit) and
+    /// takes them again before it goes on, so a call never waits for a limit its own caller
+    /// holds: a processor with `concurrency = 1` may call itself.
     ///
     /// # Errors
     /// The processor's terminal error, or [`Error::DepthExceeded`] when the call would nest
@@ -313,42 +255,60 @@ impl Ctx {
                     limit,
                 });
             }
-            // On a distributed runtime the callee runs as a child job of this run (any worker,
-            // this one's slot free meanwhile), when its data crosses as JSON.
-            if let Some(gate) = &self.run.gate {
-                let mut graph = PortableGraph::new();
-                let encoded = processor
-                    .compile(&mut graph)
-                    .and_then(|_| graph.codecs().encode(&input).ok());
-                if let Some(encoded) = encoded {
-                    let call = ChildCall {
-                        session: &self.run.session,
-                        run_id: self.run.run_id,
-                        attempt: self.attempt,
-                        depth,
-                        contract: processor.contract(),
-                        priority: processor.config().priority,
-                        input: encoded,
-                    };
-                    if let Some(child) = gate.call(call) {
-                        let output = child.await?;
-                        return graph.codecs().decode::<P::Output>(output);
-                    }
+            // The limits this step holds (worker slot, the processor's concurrency) are given
+            // back while it waits: the callee, or the callee's own callee, may need them.
+            let released = self.permits.as_ref().map(|permits| permits.release());
+            let output = self.call_unlimited(processor, input, depth).await;
+            if let Some(released) = released {
+                released.reacquire().await;
+            }
+            output
+        })
+    }
+
+    async fn call_unlimited<P: Processor>(
+        &self,
+        processor: &P,
+        input: P::Input,
+        depth: u32,
+    ) -> Result<P::Output, Error> {
+        // On a distributed runtime the callee runs as a child run of this run (any worker,
+        // this one's slot free meanwhile), when its data crosses as JSON.
+        if let Some(embedding) = &self.run.embedding {
+            let mut graph = PortableGraph::new();
+            let encoded = processor
+                .compile(&mut graph)
+                .and_then(|_| graph.codecs().encode(&input).ok());
+            if let Some(encoded) = encoded {
+                let call = ChildCall {
+                    session: &self.run.session,
+                    run_id: self.run.run_id,
+                    attempt: self.attempt,
+                    depth,
+                    contract: processor.contract(),
+                    plan: processor.plan().fingerprint,
+                    priority: processor.config().priority,
+                    input: encoded,
+                };
+                if let Some(child) = embedding.hooks.call(call) {
+                    let output = child.await?;
+                    return graph.codecs().decode::<P::Output>(output);
                 }
             }
-            let caller = Ctx {
-                run: Arc::clone(&self.run),
-                processor: self.processor,
-                attempt: self.attempt,
-                depth,
-                token: self.token.clone(),
-                span: self.span.clone(),
-            };
-            caller
-                .run(processor, input)
-                .await
-                .map_err(|failed| failed.error)
-        })
+        }
+        let caller = Ctx {
+            run: Arc::clone(&self.run),
+            processor: self.processor,
+            attempt: self.attempt,
+            depth,
+            token: self.token.clone(),
+            span: self.span.clone(),
+            permits: None,
+        };
+        caller
+            .run(processor, input)
+            .await
+            .map_err(|failed| failed.error)
     }
 
     /// Runs `processor` as a child of this context: a step gets its attempts, retries, limits
@@ -361,6 +321,11 @@ impl Ctx {
         step::run(processor, input, self).await
     }
 
+    /// How long cancelled children get to return (the runtime's cancel grace).
+    pub(crate) fn cancel_grace(&self) -> std::time::Duration {
+        self.run.host.cancel_grace()
+    }
+
     /// A context for a group of children that can be cancelled together.
     pub(crate) fn with_token(&self, token: CancellationToken) -> Ctx {
         Ctx {
@@ -370,6 +335,7 @@ impl Ctx {
             depth: self.depth,
             token,
             span: self.span.clone(),
+            permits: None,
         }
     }
 }

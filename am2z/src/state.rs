@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -105,9 +105,32 @@ impl Serialize for RunId {
 impl<'de> Deserialize<'de> for RunId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        u128::from_str_radix(&raw, 16)
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses the 32 hex digits a run id is shown as.
+///
+/// ```
+/// use am2z::RunId;
+///
+/// let id = RunId::generate();
+/// assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
+/// assert!("12".parse::<RunId>().is_err());
+/// ```
+impl std::str::FromStr for RunId {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::validation(
+                "run_id",
+                format!("`{}` is not 32 hex digits", text.escape_debug()),
+            ));
+        }
+        u128::from_str_radix(text, 16)
             .map(RunId)
-            .map_err(|_| serde::de::Error::custom("a run id is 32 hex digits"))
+            .map_err(|e| Error::validation("run_id", e.to_string()))
     }
 }
 
@@ -310,7 +333,10 @@ mod tests {
         let fixed = [62, 63, 76, 77, 78, 79];
         for (bit, count) in ones.iter().enumerate() {
             if !fixed.contains(&bit) {
-                assert!((1_000..3_000).contains(count), "bit {bit} is set in {count} of 4000 ids");
+                assert!(
+                    (1_000..3_000).contains(count),
+                    "bit {bit} is set in {count} of 4000 ids"
+                );
             }
         }
         let distinct: std::collections::HashSet<u128> = ids.iter().copied().collect();

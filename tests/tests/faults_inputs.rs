@@ -11,6 +11,7 @@ use am2z::{
     workflow,
 };
 use am2z_tests::fault::{RedisServer, ServerSpec, TlsFiles, free_port, long_profile};
+use am2z_tests::layout::Layout;
 use am2z_tests::processors::AddOne;
 use am2z_tests::suite::session;
 use futures::StreamExt;
@@ -87,28 +88,8 @@ fn summary(scenario: u32, test: &str, figures: &[(&str, String)]) {
 mod corrupt_payloads {
     use super::*;
 
-    /// Overwrites a queued job's `input` field with `bytes` (any bytes, NUL included).
-    fn overwrite_input(server: &RedisServer, job: &str, bytes: &[u8]) {
-        use std::io::Write;
-        let mut child = std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-            .args(["-x", "HSET", job, "input"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("redis-cli runs");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(bytes)
-            .expect("written");
-        let output = child.wait_with_output().expect("redis-cli ends");
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0");
-    }
-
     /// Scenario 12: invalid JSON, a value of the wrong shape, random bytes (NUL and invalid
-    /// UTF-8 among them) and a deleted input field in queued jobs fail those runs at their first
+    /// UTF-8 among them) and a deleted body in queued jobs fail those runs at their first
     /// delivery with a typed error saying what was wrong, dead-letter them, and leave the
     /// siblings claimed in the same batch untouched.
     #[tokio::test]
@@ -144,15 +125,16 @@ mod corrupt_payloads {
             ("invalid JSON", Some(b"{\"not json")),
             ("wrong shape", Some(b"{\"x\": [1, 2]}")),
             ("random bytes", Some(&random)),
-            ("input missing", None),
+            ("body missing", None),
         ];
         // Corrupt every other job, so bad and good ones share a claim batch.
         let corrupt = |i: usize| i.is_multiple_of(2);
+        let layout = Layout::new(&server.url(), &prefix, s.as_str());
         for (i, handle) in handles.iter().enumerate().filter(|(i, _)| corrupt(*i)) {
-            let job = format!("{prefix}:{{{s}}}:job:{}", handle.run_id);
+            let job = handle.run_id.to_string();
             match corruptions[i / 2 % corruptions.len()].1 {
-                Some(bytes) => overwrite_input(&server, &job, bytes),
-                None => assert_eq!(server.cli(&["HDEL", &job, "input"]), "1"),
+                Some(bytes) => layout.set_input(&job, bytes),
+                None => layout.delete_body(&job),
             }
         }
         let worker = started(config.clone()).await;
@@ -194,8 +176,7 @@ mod corrupt_payloads {
                 "corrupt jobs do not hold the worker's slot: {recovery:?}"
             );
         }
-        let dead = server.cli(&["LRANGE", &format!("{prefix}:{{{s}}}:dead"), "0", "-1"]);
-        let mut dead: Vec<&str> = dead.lines().collect();
+        let mut dead = layout.dead();
         dead.sort_unstable();
         let mut expected: Vec<String> = handles
             .iter()
@@ -806,8 +787,8 @@ mod oversized {
             "no value near the oversized payloads was stored (largest {largest} bytes)"
         );
         assert_eq!(
-            server.keys(&format!("{prefix}:{{{s}}}:job:*")).len(),
-            0,
+            Layout::new(&server.url(), &prefix, s.as_str()).jobs(),
+            Vec::<String>::new(),
             "no job left half-done"
         );
         summary(

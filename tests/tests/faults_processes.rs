@@ -11,6 +11,7 @@ use am2z::{Error, RunHandle, SessionId};
 use am2z_tests::fault::work::{AbortAlways, Chain3, FanOut, NobodyServes, StepA, Versioned, Work};
 use am2z_tests::fault::worker::CONTRACT_VAR;
 use am2z_tests::fault::{Fleet, Knobs, Report, Submitter, faketime_env, long_profile};
+use am2z_tests::layout::Layout;
 
 /// Slack on every time bound: the machine is shared and the workers are debug builds.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -89,9 +90,14 @@ async fn s01_kill_9_of_two_of_four_workers_loses_nothing() {
         duplicated.is_subset(&held),
         "only runs the killed workers held ran twice: {report}"
     );
-    for run in &duplicated {
-        let first = ledger.of_run(run).next().expect("an execution");
-        assert!(victims.contains(&first.pid), "{run} first ran on a victim");
+    // A run's steps may run on different workers (a commit hands the next step to its own
+    // worker only while no other session waits): each step that ran twice first ran on a
+    // victim.
+    for ((run, step, attempt), executions) in ledger.duplicates() {
+        assert!(
+            victims.contains(&executions[0].pid),
+            "{run} step {step} attempt {attempt} first ran on a victim: {executions:?}"
+        );
     }
     assert!(
         duplicated.len() <= 2 * knobs.concurrency,
@@ -626,13 +632,14 @@ async fn s14_an_older_worker_never_consumes_a_newer_contract() {
         .await
         .expect("the old worker runs what it can decode");
     assert_eq!(done.output.pid, old_pid);
-    let job = format!("{}:{{{session}}}:job:{}", fleet.prefix(), newer.run_id);
+    let layout = Layout::new(&fleet.server().url(), fleet.prefix(), session.as_str());
+    let job = newer.run_id.to_string();
     assert_eq!(
-        fleet.server().cli(&["HGET", &job, "deliveries"]),
-        "0",
+        layout.header(&job).expect("queued").deliveries,
+        0,
         "no delivery consumed"
     );
-    assert_eq!(fleet.server().cli(&["HGET", &job, "state"]), "queued");
+    assert_eq!(layout.state(&job), "queued");
 
     let current = fleet.spawn();
     let current_pid = fleet.worker(current).pid();
@@ -758,17 +765,18 @@ async fn the_checker_catches_losses_double_commits_half_writes_and_stray_keys() 
         .submit(session, &StepA, Work::new(1, 0))
         .await
         .expect("submitted");
-    let tag = format!("{}:{{{session}}}:", fleet.prefix());
     let server = fleet.server();
+    let layout = Layout::new(&server.url(), fleet.prefix(), session.as_str());
     let run = dropped.run_id.to_string();
-    server.cli(&["DEL", &format!("{tag}job:{run}")]);
-    server.cli(&["ZREM", &format!("{tag}queue"), &run]);
-    server.cli(&[
-        "HSET",
-        &format!("{tag}job:{}", "0".repeat(32)),
-        "state",
-        "queued",
-    ]);
+    let header = layout.header(&run).expect("queued");
+    for part in ["jobs", "bodies"] {
+        server.cli(&["HDEL", &layout.key(part), &run]);
+    }
+    for set in ["queue", "runs"] {
+        server.cli(&["ZREM", &layout.key(set), &run]);
+    }
+    // A job with a header but in no queue, lease or delay set.
+    layout.set_header(&"0".repeat(32), &header);
     server.cli(&["SET", "not-the-scene:key", "1"]);
     let done = format!("{}:done", fleet.prefix());
     for _ in 0..2 {

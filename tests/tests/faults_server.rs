@@ -18,6 +18,7 @@ use am2z::{
     workflow,
 };
 use am2z_tests::fault::{RedisServer, ServerSpec};
+use am2z_tests::layout::Layout;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -174,9 +175,17 @@ impl Fleet {
             .keys(&format!("{}:{{{}}}:*", self.prefix, session.as_str()))
     }
 
-    /// Every job hash left (queued, leased or half-written).
+    /// Every job left (queued, leased, waiting or half-written), as `<jobs key>/<job id>`.
     fn job_keys(&self) -> Vec<String> {
-        self.server.keys(&format!("{}:*:job:*", self.prefix))
+        let mut jobs = Vec::new();
+        for key in self.server.keys(&format!("{}:*:jobs", self.prefix)) {
+            for job in self.server.cli(&["HKEYS", &key]).lines() {
+                if !job.is_empty() {
+                    jobs.push(format!("{key}/{job}"));
+                }
+            }
+        }
+        jobs
     }
 
     /// Polls until no job is left (every submission that reached Redis is terminal), for at
@@ -891,25 +900,23 @@ async fn a_full_server_refuses_submissions_whole_then_recovers() {
     for error in &refusals {
         assert!(matches!(error, Error::Resource { .. }), "{error:?}");
     }
-    // No partial transition: every job hash is whole and queued.
-    let queue = format!("{}:{{{}}}:queue", fleet.prefix, s.as_str());
-    let jobs = fleet.job_keys();
+    // No partial transition: every job is whole (header and body) and queued.
+    let layout = Layout::new(&fleet.server.url(), &fleet.prefix, s.as_str());
+    let jobs = layout.jobs();
     assert_eq!(
         jobs.len(),
         accepted.len(),
         "one job per accepted submission"
     );
-    let queued: usize = cli(&fleet.server, &["ZCARD", &queue])
+    let queued: usize = cli(&fleet.server, &["ZCARD", &layout.key("queue")])
         .await
         .parse()
         .unwrap();
     assert_eq!(queued, accepted.len(), "every job written is queued");
-    for key in &jobs {
-        let fields: usize = cli(&fleet.server, &["HLEN", key]).await.parse().unwrap();
-        assert_eq!(fields, 8, "{key} is whole");
-        let id = key.rsplit(':').next().unwrap();
-        let rank = cli(&fleet.server, &["ZSCORE", &queue, id]).await;
-        assert!(!rank.is_empty(), "{key} is queued");
+    for job in &jobs {
+        assert!(layout.header(job).is_some(), "{job}'s header is whole");
+        assert!(layout.body_meta(job).is_some(), "{job} has its body");
+        assert_eq!(layout.state(job), "queued", "{job} is queued");
     }
 
     // A worker drains the full server; its commits free the memory.

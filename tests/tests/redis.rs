@@ -61,6 +61,7 @@ mod redis_only {
 
     use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId};
     use am2z_tests::fault::{RedisServer, ServerSpec, redis_cli, scan_keys};
+    use am2z_tests::layout::Layout;
     use am2z_tests::processors::{AddOne, SleepMs};
     use am2z_tests::suite::session;
 
@@ -175,9 +176,13 @@ mod redis_only {
 
         runtime.stop_all_sessions().await.unwrap();
         runtime.stop().await.unwrap();
-        // Only the global keys of the prefix are left; delete them.
+        // Only the global keys of the prefix are left (their hash tags start with `:`, which
+        // no session id can); delete them.
         let left = scan_keys(&url, &format!("{prefix}:*"));
-        assert!(left.iter().all(|k| !k.contains('{')), "{left:?}");
+        assert!(
+            left.iter().all(|k| k.starts_with(&format!("{prefix}:{{:"))),
+            "{left:?}"
+        );
         delete_prefix(&url, &prefix);
         assert!(scan_keys(&url, &format!("{prefix}:*")).is_empty());
     }
@@ -359,9 +364,10 @@ mod redis_only {
         let s = session("contracts");
         let handle = client.submit(&s, &AddOne, 41).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let job = format!("{prefix}:{{{s}}}:job:{}", handle.run_id);
-        assert_eq!(redis_cli(&url, &["HGET", &job, "deliveries"]).trim(), "0");
-        assert_eq!(redis_cli(&url, &["HGET", &job, "state"]).trim(), "queued");
+        let layout = Layout::new(&url, &prefix, s.as_str());
+        let job = handle.run_id.to_string();
+        assert_eq!(layout.header(&job).expect("queued").deliveries, 0);
+        assert_eq!(layout.state(&job), "queued");
 
         // Jobs it cannot run at the head of the queue do not hide one it can run.
         let mut blocked = Vec::new();
@@ -471,7 +477,8 @@ mod redis_only {
 mod redis_limits {
     use std::time::Duration;
 
-    use am2z::{Ctx, Error, Executes, RedisRuntime, Runtime, processor};
+    use am2z::{Ctx, Error, Executes, RedisRuntime, Runtime, SessionId, processor};
+    use am2z_tests::layout::Layout;
     use am2z_tests::probe::{seen, seen_with};
     use am2z_tests::processors::{AddOne, Limited, RateLimited, SleepMs};
     use am2z_tests::suite::session;
@@ -479,8 +486,10 @@ mod redis_limits {
     use super::{redis_cli, redis_url, shut_down, test_config};
 
     /// Every key under `prefix` expires by itself (none would outlive its session).
-    fn assert_all_expire(prefix: &str) {
-        let keys = redis_cli(&["--scan", "--pattern", &format!("{prefix}:*")]);
+    /// Every key of `session` (which has no live run left) expires by itself.
+    fn assert_all_expire(prefix: &str, session: &SessionId) {
+        let keys = redis_cli(&["--scan", "--pattern", &format!("{prefix}:{{{session}}}:*")]);
+        assert!(!keys.is_empty(), "the session keeps its outcomes");
         for key in keys.lines() {
             let ttl: i64 = redis_cli(&["PTTL", key]).parse().expect("a ttl");
             assert!(ttl > 0 || ttl == -2, "{key} has no TTL ({ttl})");
@@ -680,31 +689,20 @@ mod redis_limits {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let s = session("deadlines");
         let handle = client.submit(&s, &AddOne, 1).await.unwrap();
-        let base = format!("{prefix}:{{{s}}}");
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
         let run = handle.run_id.to_string();
-        let job = format!("{base}:job:{run}");
-        redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
-        redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
-        redis_cli(&[
-            "HSET",
-            &job,
-            "state",
-            "leased",
-            "deliveries",
-            "1",
-            "token",
-            "5",
-        ]);
-        redis_cli(&["ZADD", &format!("{prefix}:leasing"), "1", s.as_str()]);
+        layout.expire_lease(&run, 1, 5);
+        let leasing = layout.global("{:leasing}");
+        redis_cli(&["ZADD", &leasing, "1", s.as_str()]);
         let begin = std::time::Instant::now();
-        while redis_cli(&["HGET", &job, "state"]) != "queued" {
+        while layout.state(&run) != "queued" {
             assert!(
                 begin.elapsed() < Duration::from_millis(1_200),
                 "re-queued by a fast pass, before the next full one"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        while !redis_cli(&["ZSCORE", &format!("{prefix}:leasing"), s.as_str()]).is_empty() {
+        while !redis_cli(&["ZSCORE", &leasing, s.as_str()]).is_empty() {
             assert!(begin.elapsed() < Duration::from_secs(2), "left the index");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -723,23 +721,14 @@ mod redis_limits {
         client.start().await.unwrap();
         let s = session("backoff");
         let handle = client.submit(&s, &AddOne, 1).await.unwrap();
-        let base = format!("{prefix}:{{{s}}}");
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
         let run = handle.run_id.to_string();
-        redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
-        redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
-        redis_cli(&[
-            "HSET",
-            &format!("{base}:job:{run}"),
-            "state",
-            "leased",
-            "deliveries",
-            "2",
-        ]);
+        layout.expire_lease(&run, 2, 2);
         let worker = RedisRuntime::new(config);
         worker.serve(AddOne);
         let begin = std::time::Instant::now();
         worker.start().await.unwrap();
-        while redis_cli(&["ZSCORE", &format!("{base}:delayed"), &run]).is_empty() {
+        while layout.state(&run) != "delayed" {
             assert!(
                 begin.elapsed() < Duration::from_secs(2),
                 "the job went to the delayed set"
@@ -756,7 +745,7 @@ mod redis_limits {
             "{:?}",
             begin.elapsed()
         );
-        assert_all_expire(&prefix);
+        assert_all_expire(&prefix, &s);
         shut_down(&s, &client, &worker).await;
     }
 
@@ -934,8 +923,8 @@ mod redis_limits {
         let s = session("corrupt");
         let bad = client.submit(&s, &AddOne, 1).await.unwrap();
         let good = client.submit(&s, &AddOne, 2).await.unwrap();
-        let job = format!("{prefix}:{{{s}}}:job:{}", bad.run_id);
-        redis_cli(&["HSET", &job, "input", "{\u{1}not json"]);
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+        layout.set_input(&bad.run_id.to_string(), b"{\x01not json");
         let worker = RedisRuntime::new(config);
         worker.serve(AddOne);
         worker.start().await.unwrap();
@@ -972,22 +961,9 @@ mod redis_limits {
             client.submit(&s, &AddOne, 2).await.unwrap(),
         );
         // Fake what a worker that died mid-run leaves behind: leased jobs, expired leases.
-        let base = format!("{prefix}:{{{s}}}");
-        for (handle, deliveries) in [(&retried, "1"), (&buried, "3")] {
-            let run = handle.run_id.to_string();
-            let job = format!("{base}:job:{run}");
-            redis_cli(&["ZREM", &format!("{base}:queue"), &run]);
-            redis_cli(&["ZADD", &format!("{base}:leases"), "1", &run]);
-            redis_cli(&[
-                "HSET",
-                &job,
-                "state",
-                "leased",
-                "deliveries",
-                deliveries,
-                "token",
-                "5",
-            ]);
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+        for (handle, deliveries) in [(&retried, 1), (&buried, 3)] {
+            layout.expire_lease(&handle.run_id.to_string(), deliveries, 5);
         }
         let worker = RedisRuntime::new(config);
         worker.serve(AddOne);
@@ -1005,11 +981,8 @@ mod redis_limits {
             matches!(&failure.error, Error::Unavailable { message, .. } if message.contains("dead-lettered")),
             "{failure:?}"
         );
-        assert_eq!(
-            redis_cli(&["LRANGE", &format!("{base}:dead"), "0", "-1"]),
-            buried.run_id.to_string()
-        );
-        assert_all_expire(&prefix);
+        assert_eq!(layout.dead(), vec![buried.run_id.to_string()]);
+        assert_all_expire(&prefix, &s);
         shut_down(&s, &client, &worker).await;
     }
 }
@@ -1295,9 +1268,10 @@ mod redis_child_calls {
     use std::time::{Duration, Instant};
 
     use am2z::{Ctx, Error, RedisRuntime, RunId, Runtime, processor};
+    use am2z_tests::layout::Layout;
     use am2z_tests::suite::session;
 
-    use super::{redis_cli, redis_url, test_config};
+    use super::{redis_url, test_config};
 
     /// What the callee saw: its run id and call depth.
     static SEEN: Mutex<Vec<(RunId, u32)>> = Mutex::new(Vec::new());
@@ -1332,13 +1306,14 @@ mod redis_child_calls {
         let s = session("child-call");
         let handle = runtime.submit(&s, &Delegate, 21).await.unwrap();
         let caller = handle.run_id.to_string();
-        let pattern = format!("{prefix}:{{{}}}:job:*", s.as_str());
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
         let begin = Instant::now();
         let child = loop {
-            let found = redis_cli(&["--scan", "--pattern", &pattern])
-                .lines()
-                .find(|key| redis_cli(&["HGET", key, "child_of"]) == caller)
-                .map(str::to_owned);
+            // A child run's body names its caller and the depth it runs at.
+            let found = layout.jobs().into_iter().find_map(|job| {
+                let call = layout.body_meta(&job)?.get("call")?.clone();
+                (call[0] == caller.as_str()).then_some(call)
+            });
             if let Some(found) = found {
                 break found;
             }
@@ -1348,7 +1323,7 @@ mod redis_child_calls {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        assert_eq!(redis_cli(&["HGET", &child, "depth"]), "1");
+        assert_eq!(child[1], 1, "one call level deeper");
         let result = runtime
             .wait::<i64>(&handle, Some(Duration::from_secs(10)))
             .await

@@ -28,6 +28,7 @@ use am2z_tests::fault::work::{
     Work,
 };
 use am2z_tests::fault::{Execution, Fleet, Knobs, Ledger, redis_cli, scan_keys};
+use am2z_tests::layout::Layout;
 
 /// Slack on every time bound: the machine is shared and the workers are debug builds.
 const MARGIN: Duration = Duration::from_secs(3);
@@ -156,8 +157,9 @@ fn entered(flag: &Path) -> PathBuf {
 }
 
 /// Whether `key` is `<tag>job:<run>.<16 hex digits>`: a step job of `run`.
-fn is_step_job_of(key: &str, tag: &str, run: &str) -> bool {
-    key.strip_prefix(&format!("{tag}job:{run}."))
+/// Whether `job` is a later job of `run`: `<run>.<16 hex>`.
+fn is_step_job_of(job: &str, run: &str) -> bool {
+    job.strip_prefix(&format!("{run}."))
         .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
@@ -385,15 +387,16 @@ async fn steps_of_one_run_spread_across_workers() {
 // ---------------------------------------------------------------------------------------------
 // 3. Each step is a job in Redis.
 
-/// While the second step of a chain runs, Redis holds that step's job (`job:<run>.<h>`, with
-/// its `run` field) and the run hash, both in the session's index; once the run completes,
-/// neither exists and the index holds no job or run key.
+/// While the second step of a chain runs, Redis holds that step's job (`<run>.<16 hex>` in the
+/// session's `jobs` hash, with the workflow's name, leased and renewed), the run among the
+/// session's live runs, and the run hash; once the run completes, none of them exists and
+/// the outcome is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_step_is_a_job_in_redis() {
     const LEASE: Duration = Duration::from_millis(600);
     let scene = Scene::start("jobs", 2, 4, |c| c.lease(LEASE), |w| w.serve(GateChain)).await;
     let session = scene.session("jobs");
-    let tag = scene.tag(&session);
+    let layout = Layout::new(&scene.url, &scene.prefix, session.as_str());
     let flag = flag_path("jobs");
     let handle = scene
         .client
@@ -410,45 +413,37 @@ async fn each_step_is_a_job_in_redis() {
     let run = handle.run_id.to_string();
     until_file(&entered(&flag), Duration::from_secs(20)).await;
 
-    let jobs = scene.keys(&format!("{tag}job:*"));
+    let jobs = layout.jobs();
     assert_eq!(jobs.len(), 1, "one job: the second step's ({jobs:?})");
     let job = &jobs[0];
-    assert!(
-        is_step_job_of(job, &tag, &run),
-        "{job} is `{tag}job:{run}.<16 hex>`"
-    );
+    assert!(is_step_job_of(job, &run), "{job} is `{run}.<16 hex>`");
     assert_eq!(
-        scene.cli(&["HGET", job, "run"]),
-        run,
-        "the job names its run"
-    );
-    assert_eq!(
-        scene.cli(&["HGET", job, "name"]),
+        layout.header(job).expect("a header").name,
         GateChain.name(),
         "a step job carries the workflow's name"
     );
-    let run_hash = format!("{tag}run:{run}");
+    assert!(
+        layout.body_meta(job).expect("a body")["step"].is_object(),
+        "a step job's body holds its position"
+    );
+    let run_hash = layout.key(&format!("run:{run}"));
     assert_eq!(
         scene.cli(&["EXISTS", &run_hash]),
         "1",
         "the run hash exists"
     );
-    let index = scene.cli(&["SMEMBERS", &format!("{tag}index")]);
-    let index: BTreeSet<&str> = index.lines().collect();
-    assert!(index.contains(job.as_str()), "{job} in the index {index:?}");
     assert!(
-        index.contains(run_hash.as_str()),
-        "{run_hash} in the index {index:?}"
+        !scene.cli(&["ZSCORE", &layout.key("runs"), &run]).is_empty(),
+        "the run is live"
     );
     // The running step's job is leased, held by one worker, and its lease renewed.
     let held: usize = scene.workers.iter().map(RedisRuntime::runs_in_flight).sum();
     assert_eq!(held, 1, "one worker holds the running step's lease");
-    let member = job.rsplit(':').next().unwrap_or_default().to_owned();
-    let leases = format!("{tag}leases");
-    let deadline = scene.cli(&["ZSCORE", &leases, &member]);
-    assert!(!deadline.is_empty(), "{member} is in the lease set");
+    assert_eq!(layout.state(job), "leased");
+    let leases = layout.key("leases");
+    let deadline = scene.cli(&["ZSCORE", &leases, job]);
     let begin = Instant::now();
-    while scene.cli(&["ZSCORE", &leases, &member]) == deadline {
+    while scene.cli(&["ZSCORE", &leases, job]) == deadline {
         assert!(
             begin.elapsed() < LEASE * 2,
             "the running step's lease is renewed (every third of the lease)"
@@ -463,24 +458,21 @@ async fn each_step_is_a_job_in_redis() {
         .await
         .expect("the chain completes");
     assert_eq!(outcome.output.n, (4 + 1) * 10 + 3);
-    assert_eq!(
-        scene.keys(&format!("{tag}job:*")),
-        Vec::<String>::new(),
-        "no job left"
-    );
+    assert_eq!(layout.jobs(), Vec::<String>::new(), "no job left");
     assert_eq!(
         scene.cli(&["EXISTS", &run_hash]),
         "0",
         "the run hash is gone"
     );
-    let index = scene.cli(&["SMEMBERS", &format!("{tag}index")]);
-    let stale: Vec<&str> = index
-        .lines()
-        .filter(|k| k.contains(":job:") || k.contains(":run:"))
-        .collect();
     assert!(
-        stale.is_empty(),
-        "the index holds no job or run key: {stale:?}"
+        scene.cli(&["ZSCORE", &layout.key("runs"), &run]).is_empty(),
+        "the run is no longer live"
+    );
+    assert!(
+        !scene
+            .cli(&["HGET", &layout.key("results"), &run])
+            .is_empty(),
+        "its outcome is stored"
     );
 
     let _ = std::fs::remove_file(&flag);
@@ -1098,11 +1090,20 @@ workflow! {
     }
 }
 
-/// `stop_session` while the second step of a chain runs: the step is dropped (let go after
-/// the stop, it does not run to its end), and no key of the session is left.
+/// `stop_session` while the second step of a chain runs: the step, which ignores its token, is
+/// dropped once the cancel grace (zero here) ran out (let go after the stop, it does not run
+/// to its end), and no key of the session is left. (A step that watches its token gets the
+/// grace to return: `tests/lifecycle_redis.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_session_drops_a_running_step() {
-    let scene = Scene::start("stopstep", 2, 4, |c| c, |w| w.serve(Held)).await;
+    let scene = Scene::start(
+        "stopstep",
+        2,
+        4,
+        |c| c.cancel_grace(Duration::ZERO),
+        |w| w.serve(Held),
+    )
+    .await;
     let session = scene.session("stopstep");
     let handle = scene
         .client
@@ -1835,8 +1836,8 @@ async fn session_concurrency_bounds_the_sessions_steps_in_flight() {
 // 8. Step jobs off.
 
 /// With `AM2Z_STEP_JOBS=0` in the workers' environment the chain runs as one whole-run job:
-/// held at its second step, Redis has the run's `job:<run>` and no step job nor run hash, and
-/// the chain completes.
+/// held at its second step, Redis has the run's entry job `<run>` and no step job nor run
+/// hash, and the chain completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_jobs_off_in_the_environment_keeps_the_whole_run_job() {
     let knobs = Knobs::default();
@@ -1845,7 +1846,7 @@ async fn step_jobs_off_in_the_environment_keeps_the_whole_run_job() {
         fleet.spawn_with(&knobs, &[("AM2Z_STEP_JOBS", "0".to_owned())]);
     }
     let session = fleet.sessions(1, "off").remove(0);
-    let tag = format!("{}:{{{session}}}:", fleet.prefix());
+    let layout = Layout::new(&fleet.server().url(), fleet.prefix(), session.as_str());
     let flag = flag_path("off");
     let handle = fleet
         .submit(
@@ -1861,15 +1862,16 @@ async fn step_jobs_off_in_the_environment_keeps_the_whole_run_job() {
     let run = handle.run_id.to_string();
     until_file(&entered(&flag), Duration::from_secs(20)).await;
 
-    let server = fleet.server();
-    let jobs = server.keys(&format!("{tag}job:*"));
     assert_eq!(
-        jobs,
-        [format!("{tag}job:{run}")],
+        layout.jobs(),
+        vec![run.clone()],
         "the whole-run job only, no step job"
     );
-    assert!(
-        server.keys(&format!("{tag}run:*")).is_empty(),
+    assert_eq!(
+        fleet
+            .server()
+            .cli(&["EXISTS", &layout.key(&format!("run:{run}"))]),
+        "0",
         "no run hash"
     );
 
@@ -1888,13 +1890,13 @@ async fn step_jobs_off_in_the_environment_keeps_the_whole_run_job() {
 }
 
 /// With `RedisConfig::step_jobs(false)` the chain runs as one whole-run job: held at its
-/// second step, Redis has the run's `job:<run>` and no step job nor run hash, and the chain
-/// completes.
+/// second step, Redis has the run's entry job `<run>` and no step job nor run hash, and the
+/// chain completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_jobs_off_in_the_config_keeps_the_whole_run_job() {
     let scene = Scene::start("off", 2, 4, |c| c.step_jobs(false), |w| w.serve(GateChain)).await;
     let session = scene.session("off");
-    let tag = scene.tag(&session);
+    let layout = Layout::new(&scene.url, &scene.prefix, session.as_str());
     let flag = flag_path("off-config");
     let handle = scene
         .client
@@ -1911,13 +1913,13 @@ async fn step_jobs_off_in_the_config_keeps_the_whole_run_job() {
     let run = handle.run_id.to_string();
     until_file(&entered(&flag), Duration::from_secs(20)).await;
     assert_eq!(
-        scene.keys(&format!("{tag}job:*")),
-        [format!("{tag}job:{run}")],
+        layout.jobs(),
+        vec![run.clone()],
         "the whole-run job only, no step job"
     );
     assert_eq!(
-        scene.keys(&format!("{tag}run:*")),
-        Vec::<String>::new(),
+        scene.cli(&["EXISTS", &layout.key(&format!("run:{run}"))]),
+        "0",
         "no run hash"
     );
     std::fs::write(&flag, b"open").expect("the flag");

@@ -5,6 +5,9 @@
 //! local runtime run any processor while a distributed runtime asks for serialisable data,
 //! and lets generic code name exactly what it needs.
 
+// The embedding is what a distributed runtime hands the shared executor.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) mod embed;
 pub(crate) mod host;
 pub(crate) mod limits;
 pub mod local;
@@ -29,6 +32,10 @@ use crate::{EventStream, Processor, ProcessorConfig, Registration, RunOutcome, S
 
 /// The default limit on nested `ctx.call`s.
 pub const DEFAULT_MAX_CALL_DEPTH: u32 = 10;
+
+/// How long a cancelled step gets, by default, to see its token fire and return before its
+/// future is dropped.
+pub const DEFAULT_CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the runtime knows about a registered processor.
 #[derive(Debug, Clone, PartialEq, Serialize)]

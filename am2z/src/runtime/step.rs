@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tracing::Instrument;
 
+use super::embed::{Hooks, Wait};
+use super::limits::{Permit, PrioritySemaphore, RateLimiter};
 use super::stats::{Counters, Stage};
 use crate::event::EventKind;
-use crate::{Ctx, Error, Processor};
+use crate::{Ctx, Error, Processor, ProcessorConfig};
 
 /// A failed step: its error, and its input when the caller may want it back (the "state
 /// before the failing step").
@@ -70,42 +72,43 @@ async fn attempts<P: Processor>(
     let slot = run.host.step_slot(&run.session, name, config);
     let events = run.host.events();
 
-    // A step job's own step (not one it calls) parks its waits with its worker instead.
-    let parking = run.parking.as_ref().filter(|_| parent.depth == 0);
-    let parked = |attempt: u32, delay: Duration| {
-        parking.map(|parking| {
-            parking.park(attempt, delay);
+    // An embedded run's own step (not one it calls) hands its waits back to its runtime.
+    let waits = run
+        .embedding
+        .as_ref()
+        .and_then(|e| e.waits.as_ref())
+        .filter(|_| parent.depth == run.depth());
+    let handed_back = |attempt: u32, delay: Duration| {
+        waits.map(|waits| {
+            waits.hand_back(Wait { attempt, delay });
             StepFailure::new(Error::Cancelled {
-                reason: format!("parked for {delay:?} before attempt {attempt}"),
+                reason: format!("waiting {delay:?} before attempt {attempt}, in its runtime"),
             })
         })
     };
-    let resume = parking.map_or(0, |p| p.resume);
+    let resume = waits.map_or(0, |w| w.resume);
     if let Some(delay) = config.delay.filter(|_| resume == 0) {
-        if let Some(parked) = parked(1, delay) {
-            return Err(parked);
+        if let Some(handed_back) = handed_back(1, delay) {
+            return Err(handed_back);
         }
         let _delayed = InStage::enter(&slot.counters, Stage::Delayed);
         tokio::time::sleep(delay).await;
     }
 
+    let gates = Arc::new(Gates {
+        processor: name,
+        config: *config,
+        rate: slot.rate.clone(),
+        local: slot.gates.clone(),
+        hooks: run.embedding.as_ref().map(|e| Arc::clone(&e.hooks)),
+    });
     let mut attempt = resume.max(1);
     loop {
         let waiting = InStage::enter(&slot.counters, Stage::Waiting);
-        // The cluster-wide gate first, so the in-process gates (exact on tokio's clock, and
-        // ordered by priority) are the last word before the body.
-        let limited = config.concurrency.is_some() || config.rate_limit.is_some();
-        let shared_permit = match &run.gate {
-            Some(gate) if limited => Some(gate.admit(name, config).await),
-            _ => None,
-        };
-        if let Some(rate) = &slot.rate {
-            rate.acquire().await;
-        }
-        let mut permits = Vec::with_capacity(slot.gates.len());
-        for gate in &slot.gates {
-            permits.push(gate.acquire(config.priority).await);
-        }
+        let permits = Arc::new(AttemptPermits {
+            held: std::sync::Mutex::new(Some(gates.admit(true).await)),
+            gates: Arc::clone(&gates),
+        });
         drop(waiting);
         let active = InStage::enter(&slot.counters, Stage::Active);
         run.attempts.fetch_add(1, Ordering::Relaxed);
@@ -130,6 +133,7 @@ async fn attempts<P: Processor>(
             depth: parent.depth,
             token: token.clone(),
             span: span.clone(),
+            permits: Some(Arc::clone(&permits)),
         };
         if events.is_observed() {
             events.publish(run.event(Some(name), EventKind::StepStarted { attempt }));
@@ -152,9 +156,8 @@ async fn attempts<P: Processor>(
             },
         };
         let result = outcome.unwrap_or_else(|panic| Err(Error::from_panic(name, &*panic)));
-        drop(permits);
-        drop(shared_permit);
         drop(ctx);
+        drop(permits);
         drop(active);
 
         match result {
@@ -190,8 +193,8 @@ async fn attempts<P: Processor>(
                     ));
                 }
                 if !delay.is_zero() {
-                    if let Some(parked) = parked(attempt + 1, delay) {
-                        return Err(parked);
+                    if let Some(handed_back) = handed_back(attempt + 1, delay) {
+                        return Err(handed_back);
                     }
                     let _delayed = InStage::enter(&slot.counters, Stage::Delayed);
                     tokio::time::sleep(delay).await;
@@ -218,6 +221,100 @@ async fn attempts<P: Processor>(
             }
         }
     }
+}
+
+/// The limits a step passes before each attempt: its processor's rate and concurrency across
+/// processes (an embedding runtime's hooks) and in this process, and the runtime's worker
+/// slots. The limits across processes come first, so the in-process gates (exact on tokio's
+/// clock, and ordered by priority) are the last word before the body.
+struct Gates {
+    processor: &'static str,
+    config: ProcessorConfig,
+    rate: Option<Arc<RateLimiter>>,
+    local: Vec<Arc<PrioritySemaphore>>,
+    hooks: Option<Arc<dyn Hooks>>,
+}
+
+/// What an attempt holds while it runs.
+struct Held {
+    /// In-process permits, given back when dropped.
+    _local: Vec<Permit>,
+    /// The admission across processes, given back when dropped.
+    _shared: Option<Box<dyn Send>>,
+}
+
+impl Gates {
+    /// Passes every gate; `start`: a new attempt (which also takes a start from the rate
+    /// limit), rather than a step resuming after a `ctx.call`.
+    async fn admit(&self, start: bool) -> Held {
+        let limited = self.config.concurrency.is_some() || self.config.rate_limit.is_some();
+        let shared = match &self.hooks {
+            Some(hooks) if limited => Some(hooks.admit(self.processor, &self.config).await),
+            _ => None,
+        };
+        if let Some(rate) = self.rate.as_ref().filter(|_| start) {
+            rate.acquire().await;
+        }
+        let mut local = Vec::with_capacity(self.local.len());
+        for gate in &self.local {
+            local.push(gate.acquire(self.config.priority).await);
+        }
+        Held {
+            _local: local,
+            _shared: shared,
+        }
+    }
+}
+
+/// The limits one attempt holds, which it gives back while it waits on a `ctx.call`
+/// ([`release`](AttemptPermits::release)).
+pub(crate) struct AttemptPermits {
+    held: std::sync::Mutex<Option<Held>>,
+    gates: Arc<Gates>,
+}
+
+/// The limits of an attempt that gave them back for a `ctx.call`. [`reacquire`]
+/// (Released::reacquire) takes them again; dropped without it (the caller abandoned its
+/// call), the attempt runs on without them: nothing is ever held twice or leaked.
+pub(crate) struct Released {
+    permits: Arc<AttemptPermits>,
+}
+
+impl AttemptPermits {
+    /// Gives back the limits this attempt holds (for the length of a `ctx.call`).
+    pub(crate) fn release(self: &Arc<Self>) -> Released {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(held);
+        Released {
+            permits: Arc::clone(self),
+        }
+    }
+}
+
+impl Released {
+    /// Takes the limits again, waiting for them as a new attempt would (without a new start
+    /// of the rate limit: the attempt already started).
+    pub(crate) async fn reacquire(self) {
+        let held = self.permits.gates.admit(false).await;
+        *self.permits.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(held);
+    }
+}
+
+/// Runs `work` until it ends or `token` fires; then lets it run for at most `grace` more, so
+/// that steps watching their tokens (which fired with `token`) return after cleaning up.
+/// `None` when the grace ran out and the work was dropped.
+pub(crate) async fn until_cancelled<F: std::future::Future>(
+    token: &tokio_util::sync::CancellationToken,
+    grace: Duration,
+    work: F,
+) -> Option<F::Output> {
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        output = &mut work => return Some(output),
+        () = token.cancelled() => {}
+    }
+    tokio::time::timeout(grace, work).await.ok()
 }
 
 /// Keeps a gauge raised while alive, so a cancelled run (its future dropped mid-await) never

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 
 use crate::plan::{NodeId, NodeKind, ParallelPolicy, PlanBuilder};
 use crate::portable::{Codec, Codecs, Join, Json, PortableGraph, PortableId, same_type};
+use crate::runtime::step::until_cancelled;
 use crate::{Accepts, Ctx, Error, Processor, ProcessorConfig, Registration, Returns};
 
 /// Runs every branch on a copy of the same input, concurrently.
@@ -155,6 +156,31 @@ impl<I, B, P> Parallel<I, B, P> {
 
 static COMPOSITION: ProcessorConfig = ProcessorConfig::new();
 
+/// The error of a fail-fast parallel's first failing branch (later failures, often caused by
+/// the cancellation, are not the parallel's error).
+#[derive(Default)]
+struct FirstFailure(std::sync::Mutex<Option<Error>>);
+
+impl FirstFailure {
+    fn record(&self, error: Error) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+    }
+
+    /// The first failure; `Cancelled` when the branches were cancelled from outside.
+    fn take(&self) -> Error {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| Error::Cancelled {
+                reason: "the parallel was cancelled".to_owned(),
+            })
+    }
+}
+
 fn describe_parallel(
     plan: &mut PlanBuilder,
     name: &str,
@@ -195,21 +221,32 @@ macro_rules! parallel_arity {
             async fn process(&self, input: I, ctx: &Ctx) -> Result<Self::Output, Error> {
                 let group = ctx.with_token(ctx.cancellation_token().child_token());
                 let group = &group;
+                let failure = FirstFailure::default();
+                let failure = &failure;
+                let grace = ctx.cancel_grace();
                 $(let $arg = $B::accept(input.clone());)+
                 drop(input);
-                let joined = tokio::try_join!($(
+                // The first failure cancels the other branches; they see their tokens fire
+                // and get the cancel grace to return before they are dropped.
+                let joined = tokio::join!($(
                     async move {
                         let branch = &self.branches.$idx;
-                        group.run(branch, $arg).await.map_err(|f| {
-                            f.error.in_step(branch.name(), $idx, None)
-                        })
+                        let token = group.cancellation_token();
+                        match until_cancelled(token, grace, group.run(branch, $arg)).await {
+                            Some(Ok(output)) => Some(output),
+                            Some(Err(failed)) => {
+                                failure.record(failed.error.in_step(branch.name(), $idx, None));
+                                token.cancel();
+                                None
+                            }
+                            None => None,
+                        }
                     }
                 ),+);
-                if joined.is_err() {
-                    // Dropping the other branches stops them; the token tells work they spawned.
-                    group.cancellation_token().cancel();
+                match joined {
+                    ($(Some($arg),)+) => Ok(($($arg,)+)),
+                    _ => Err(failure.take()),
                 }
-                joined
             }
 
             fn is_step(&self) -> bool {

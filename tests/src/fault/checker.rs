@@ -157,7 +157,7 @@ impl Checker {
                 .iter()
                 .map(|s| {
                     let tag = session_prefix(prefix, s);
-                    ["queue", "delayed", "leases"]
+                    ["queue", "delayed", "leases", "calls"]
                         .iter()
                         .map(|set| count(server, &["ZCARD", &format!("{tag}{set}")]))
                         .sum::<usize>()
@@ -182,16 +182,16 @@ impl Checker {
         let ledger = fleet.ledger();
         report.executions = ledger.len();
         report.duplicate_executions = ledger.duplicates().values().map(|e| e.len() - 1).sum();
-        // Keys: inside the prefix, tagged with the scene's sessions, no half-written job.
-        let tags: BTreeSet<String> = sessions
-            .iter()
-            .map(|s| format!("{{{s}}}"))
-            .chain(["{:registry}".to_owned(), "{:workers}".to_owned()])
-            .collect();
+        // Keys: inside the prefix, tagged with the scene's sessions (or a global tag, which
+        // starts with `:` as no session id can), no half-written job.
+        let tags: BTreeSet<String> = sessions.iter().map(|s| format!("{{{s}}}")).collect();
         for key in server.keys("*") {
             let inside = key.starts_with(&format!("{prefix}:"));
             let tag_ok = match (key.find('{'), key.find('}')) {
-                (Some(open), Some(close)) if open < close => tags.contains(&key[open..=close]),
+                (Some(open), Some(close)) if open < close => {
+                    let tag = &key[open..=close];
+                    tag.starts_with("{:") || tags.contains(tag)
+                }
                 _ => true,
             };
             if !inside || !tag_ok {
@@ -199,15 +199,9 @@ impl Checker {
             }
         }
         for session in &sessions {
-            let tag = session_prefix(prefix, session);
-            for job in server.keys(&format!("{tag}job:*")) {
-                let run = job.rsplit(':').next().unwrap_or_default();
-                let placed = ["queue", "delayed", "leases"].iter().any(|set| {
-                    !server
-                        .cli(&["ZSCORE", &format!("{tag}{set}"), run])
-                        .is_empty()
-                });
-                if !placed {
+            let layout = crate::layout::Layout::new(&server.url(), prefix, session.as_str());
+            for job in layout.jobs() {
+                if layout.state(&job) == "gone" {
                     report.half_written += 1;
                 }
             }

@@ -10,18 +10,19 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use self::session::{LocalSession, RunningRun};
+use super::embed::Embedding;
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
 use super::{
-    DEFAULT_MAX_CALL_DEPTH, Executes, ProcessorInfo, QueueStats, Runtime, RuntimeStats,
-    SessionStats,
+    DEFAULT_CANCEL_GRACE, DEFAULT_MAX_CALL_DEPTH, Executes, ProcessorInfo, QueueStats, Runtime,
+    RuntimeStats, SessionStats,
 };
 use crate::context::RunScope;
 use crate::event::{Event, EventBus, EventKind};
@@ -68,6 +69,7 @@ struct Settings {
     max_call_depth: u32,
     worker_slots: Option<usize>,
     event_capacity: usize,
+    cancel_grace: Duration,
 }
 
 pub(super) struct Shared {
@@ -198,6 +200,7 @@ impl Default for LocalRuntimeBuilder {
                 max_call_depth: DEFAULT_MAX_CALL_DEPTH,
                 worker_slots: None,
                 event_capacity: 4096,
+                cancel_grace: DEFAULT_CANCEL_GRACE,
             },
         }
     }
@@ -220,6 +223,16 @@ impl LocalRuntimeBuilder {
     /// How many events a subscriber may fall behind before it skips the oldest (default 4096).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.settings.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long a cancelled run's steps get to return after their cancellation tokens fire
+    /// (`stop_session`, `stop`, a failed sibling of a fail-fast parallel) before their futures
+    /// are dropped (default 1 s). A step that watches its token can stop the work it started
+    /// and clean up; its caller's outcome is reported once the steps returned or the grace
+    /// ran out. Timeouts are exact and get no grace.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.settings.cancel_grace = grace;
         self
     }
 
@@ -259,11 +272,25 @@ impl LocalRuntime {
         LocalRuntimeBuilder::default()
     }
 
+    /// Runs `processor` on behalf of another runtime (a distributed worker), with the
+    /// identity and hooks of `embedding`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) async fn execute_embedded<P: Processor>(
+        &self,
+        session: &SessionId,
+        processor: &P,
+        input: P::Input,
+        embedding: Arc<Embedding>,
+    ) -> RunOutcome<P::Output> {
+        self.run(session, processor, input, Some(embedding)).await
+    }
+
     async fn run<P: Processor>(
         &self,
         session_id: &SessionId,
         processor: &P,
         input: P::Input,
+        embedding: Option<Arc<Embedding>>,
     ) -> RunOutcome<P::Output> {
         let started = Instant::now();
         let shared = &self.shared;
@@ -277,15 +304,35 @@ impl LocalRuntime {
         };
         let _running = RunningRun::enter(&session);
         let host: Arc<LocalSession> = Arc::clone(&session);
-        let scope = Arc::new(RunScope::new(session.id.clone(), host));
-        let ctx = Ctx::root(Arc::clone(&scope), session.token.clone());
+        // An embedded run can also be cancelled by its runtime: its own token, under the
+        // session's. A local run shares the session's token (no allocation per run).
+        let cancelled_by = embedding.as_ref().map(|e| e.cancel.clone());
+        let token = match &cancelled_by {
+            Some(_) => session.token.child_token(),
+            None => session.token.clone(),
+        };
+        let scope = Arc::new(RunScope::new(session.id.clone(), host, embedding));
+        let ctx = Ctx::root(Arc::clone(&scope), token.clone());
 
         // The work is polled first, so a run that finishes at once never registers with the
-        // session's token; any failure of a run whose session was stopped is reported as the stop.
+        // tokens. Once a token fires, the steps see theirs fire and get the cancel grace to
+        // return; any outcome of a cancelled run is reported as its cancellation.
+        let work = ctx.run(processor, input);
+        tokio::pin!(work);
+        let embedder_cancelled = async {
+            match &cancelled_by {
+                Some(cancel) => cancel.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             biased;
-            result = ctx.run(processor, input) => result.map_err(|failed| failed.error),
-            () = session.token.cancelled() => Err(Error::Cancelled { reason: String::new() }),
+            result = &mut work => result.map_err(|failed| failed.error),
+            () = token.cancelled() => Err(cancelled(&mut work, shared.settings.cancel_grace).await),
+            () = embedder_cancelled => {
+                token.cancel();
+                Err(cancelled(&mut work, shared.settings.cancel_grace).await)
+            },
         };
         let result = match result {
             Err(_) if session.token.is_cancelled() => {
@@ -305,7 +352,7 @@ impl LocalRuntime {
         let execution_time = started.elapsed();
         let meta = scope.metadata();
         let attempts = scope.attempts.load(Ordering::Relaxed);
-        if shared.events.is_observed() && !scope.one_step {
+        if shared.events.is_observed() && !scope.part_of_run() {
             let kind = match &result {
                 Ok(_) => EventKind::RunCompleted { execution_time },
                 Err(error) => EventKind::RunFailed {
@@ -328,6 +375,15 @@ impl LocalRuntime {
                 execution_time,
             }),
         }
+    }
+}
+
+/// Waits for a cancelled run's work to return, for at most `grace` (then drops it): its
+/// steps' tokens have fired, and steps that watch them stop their work and clean up.
+async fn cancelled<F: std::future::Future + Unpin>(work: &mut F, grace: Duration) -> Error {
+    let _ = tokio::time::timeout(grace, work).await;
+    Error::Cancelled {
+        reason: "the run was cancelled".to_owned(),
     }
 }
 
@@ -586,6 +642,7 @@ impl Runtime for LocalRuntime {
                 session,
                 &ErasedRoot(registration.clone()),
                 ErasedInput::from(Box::new(input) as Box<dyn Any + Send>),
+                None,
             )
             .await;
         match outcome {
@@ -615,7 +672,7 @@ impl<P: Processor> Executes<P> for LocalRuntime {
         processor: &P,
         input: P::Input,
     ) -> RunOutcome<P::Output> {
-        self.run(session, processor, input).await
+        self.run(session, processor, input, None).await
     }
 }
 

@@ -57,6 +57,10 @@ impl Host for LocalSession {
         self.shared.settings.max_call_depth
     }
 
+    fn cancel_grace(&self) -> std::time::Duration {
+        self.shared.settings.cancel_grace
+    }
+
     fn step_slot(
         &self,
         _session: &SessionId,

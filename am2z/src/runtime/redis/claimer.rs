@@ -1,19 +1,21 @@
-//! The claimer: takes sessions in fair order and leases their jobs, up to the worker's
-//! concurrency, sleeping when there is nothing to do until a `wake` message (or the idle
-//! poll) says there may be.
+//! The claimer: takes sessions in fair order and leases their jobs, up to the worker's free
+//! slots, sleeping when there is nothing to do until a `wake` message (or the idle poll) says
+//! there may be.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
-use super::keys::JobId;
-use super::scripts::InvokeReloading;
-use super::worker::{self, ClaimedJob, millis};
-use crate::{Error, RunId, SessionId};
+use super::job::ClaimedJob;
+use super::protocol::claim::{Claim, ClaimOutcome};
+use super::protocol::schedule::{self, Picked};
+use super::protocol::{WireError, timers};
+use super::slots::JobSlot;
+use super::worker::{self, Worker};
+use crate::SessionId;
 
 /// How many sessions one claim looks at before concluding there is nothing it can take.
 const SESSIONS_PER_CLAIM: usize = 8;
@@ -21,8 +23,67 @@ const SESSIONS_PER_CLAIM: usize = 8;
 /// The most jobs one claim leases from one session (a fair turn's quantum).
 const CLAIM_BATCH: usize = 16;
 
-pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
-    let slots = Arc::clone(&inner.slots);
+/// Wake-ups of the claimer: `wake` messages (naming the session that got ready jobs), and
+/// the worker's own changes (a new served processor, a reconnect).
+#[derive(Default)]
+pub(crate) struct Wakeups {
+    notify: Notify,
+    /// The session named by the latest `wake` message: an idle claimer claims from it
+    /// directly (charging its turn as `pick` would).
+    woken: Mutex<Option<SessionId>>,
+}
+
+impl Wakeups {
+    /// A `wake` message named `session` (or, with `None`, something else changed).
+    pub(crate) fn wake(&self, session: Option<SessionId>) {
+        if session.is_some() {
+            *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = session;
+        }
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> Option<SessionId> {
+        self.woken.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What the claimer does after a claim.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Pick the least-served session.
+    Pick,
+    /// Claim from the same session again without picking: it is the only one scheduled and
+    /// still has ready jobs, so `pick` could only return it.
+    Again(SessionId),
+    /// Nothing is claimable: wait for a wake.
+    Idle,
+}
+
+/// What one claim leased, and what it learned of the schedule.
+struct Claimed {
+    jobs: Vec<ClaimedJob>,
+    session: Option<SessionId>,
+    /// Ready jobs left in the session claimed from.
+    left: u64,
+    /// Sessions scheduled, as of the claim's pick.
+    scheduled: u64,
+}
+
+/// The claimer's policy after a claim (unit-tested).
+fn next(claimed: &Claimed) -> Next {
+    match &claimed.session {
+        _ if claimed.jobs.is_empty() => Next::Idle,
+        Some(session) if claimed.left > 0 && claimed.scheduled <= 1 => Next::Again(session.clone()),
+        _ => Next::Pick,
+    }
+}
+
+pub(crate) async fn run(
+    worker: Arc<Worker>,
+    slots: Arc<Semaphore>,
+    wakeups: Arc<Wakeups>,
+    stop: CancellationToken,
+) {
     let mut hint: Option<SessionId> = None;
     loop {
         let first = tokio::select! {
@@ -40,46 +101,37 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
             }
         }
         // A wake that came while this claimer was busy announced work the claim below sees
-        // anyway: drop it, and listen from now on, so no wake during the claim is lost and
-        // none makes an idle claimer look again for nothing.
-        let _ = inner.wake.notified().now_or_never();
-        inner.woken.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let woken = inner.wake.notified();
+        // anyway: drop it, and listen from now on, so no wake during the claim is lost.
+        let _ = wakeups.notify.notified().now_or_never();
+        let woken_hint = wakeups.take();
+        let woken = wakeups.notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        match claim(&inner, permits.len(), hint.take()).await {
-            Ok(Claimed { jobs, drained }) if !jobs.is_empty() => {
-                let session = jobs[0].session.clone();
-                let deadline = jobs[0].lease_deadline.clone();
-                for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                    let inner = Arc::clone(&inner);
-                    tokio::spawn(async move {
-                        worker::execute(inner, job).await;
-                        drop(permit);
-                    });
-                }
+        let hinted = hint.take().or(woken_hint);
+        match claim(&worker, permits.len(), hinted).await {
+            Ok(claimed) => {
+                let next = next(&claimed);
+                spawn(&worker, &slots, claimed.jobs, &mut permits);
                 drop(permits);
-                match after_claim(&inner, &session, &deadline, drained).await {
+                match next {
                     Next::Pick => {}
-                    Next::Again => hint = Some(session),
+                    Next::Again(session) => hint = Some(session),
                     Next::Idle => {
-                        // Nothing left to pick: wait as an idle claimer does (the listener
-                        // was armed before the claim, so a wake since then is not lost).
-                        if !idle(&inner, &stop, woken, &mut hint).await {
-                            return;
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = &mut woken => {
+                                // Nothing was claimable at the last look, so the session whose
+                                // wake ended the wait is the one to serve, without a `pick`.
+                                hint = wakeups.take();
+                            }
+                            () = tokio::time::sleep(worker.config.idle_poll) => {}
                         }
                     }
                 }
             }
-            Ok(_) => {
-                drop(permits);
-                if !idle(&inner, &stop, woken, &mut hint).await {
-                    return;
-                }
-            }
             Err(error) => {
                 drop(permits);
-                tracing::warn!(%error, "claiming failed; retrying");
+                tracing::warn!(error = %error.into_error(&worker.redis.errors), "claiming failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -89,276 +141,149 @@ pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
     }
 }
 
-/// Waits for a wake (setting `hint` to the session it names), the idle poll, or `stop`;
-/// false when stopped.
-async fn idle(
-    inner: &Inner,
-    stop: &CancellationToken,
-    woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    hint: &mut Option<SessionId>,
-) -> bool {
-    tokio::select! {
-        () = stop.cancelled() => false,
-        () = woken => {
-            // Nothing was claimable at the last look, so the session whose wake ended the
-            // wait is the one to serve, without a `pick` round trip.
-            *hint = inner.woken.lock().unwrap_or_else(|p| p.into_inner()).take();
-            true
-        }
-        () = tokio::time::sleep(inner.config.idle_poll) => true,
-    }
-}
-
-/// What one claim leased.
-struct Claimed {
+/// Runs each job on a slot of its own.
+fn spawn(
+    worker: &Arc<Worker>,
+    slots: &Arc<Semaphore>,
     jobs: Vec<ClaimedJob>,
-    /// Whether the claim left the session's queue empty.
-    drained: bool,
-}
-
-impl Claimed {
-    fn nothing() -> Self {
-        Claimed {
-            jobs: Vec::new(),
-            drained: false,
-        }
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+        let slot = Arc::new(JobSlot::new(Arc::clone(slots), permit));
+        tokio::spawn(worker::execute(Arc::clone(worker), job, slot));
     }
 }
 
 /// Leases up to `most` jobs this process can run, from the least-served session that has
-/// any, or first from `hint`, the session whose `wake` ended this claimer's idleness (charged
-/// its turn in `sched` as `pick` would, in the same round trip).
-async fn claim(inner: &Inner, most: usize, hint: Option<SessionId>) -> Result<Claimed, Error> {
-    let fingerprints = inner.served_fingerprints();
+/// any, or first from `hint` (the session its last claim or a wake named, charged its turn
+/// as `pick` would).
+async fn claim(
+    worker: &Worker,
+    most: usize,
+    hint: Option<SessionId>,
+) -> Result<Claimed, WireError> {
+    let fingerprints = worker.served.fingerprints();
+    let mut claimed = Claimed {
+        jobs: Vec::new(),
+        session: None,
+        left: 0,
+        scheduled: 0,
+    };
     if fingerprints.is_empty() {
-        return Ok(Claimed::nothing());
+        return Ok(claimed);
     }
-    let mut conn = inner.conn()?;
-    let asked = std::time::Instant::now();
-    let sched = inner.keys.sched();
+    let (redis, keys) = (&worker.redis, &worker.keys);
     let mut hint = hint;
     for _ in 0..SESSIONS_PER_CLAIM {
-        let hinted = hint.is_some();
-        let session = match hint.take() {
-            Some(session) => session,
+        let asked = Instant::now();
+        let claim = |session_keys| Claim {
+            session: session_keys,
+            lease: worker.config.lease,
+            quota: worker.config.session_concurrency,
+            most,
+            served: &fingerprints,
+        };
+        let (session, scheduled, reply) = match hint.take() {
+            // The charge and the claim go out together (the connection pipelines them).
+            Some(session) => {
+                let session_keys = keys.session(&session);
+                let claiming = claim(&session_keys);
+                let (picked, reply) = tokio::join!(
+                    schedule::pick(redis, keys, Some(&session)),
+                    claiming.call(redis)
+                );
+                (session, picked?.scheduled, reply?)
+            }
             None => {
-                let picked: Option<String> = inner
-                    .scripts
-                    .pick
-                    .key(&sched)
-                    .invoke_reloading(&mut conn)
-                    .await
-                    .map_err(|e| inner.errors.unavailable(&e))?;
-                let Some(picked) = picked else {
-                    return Ok(Claimed::nothing());
+                let Picked { session, scheduled } = schedule::pick(redis, keys, None).await?;
+                let Some(session) = session else {
+                    worker.contention.saw(false);
+                    return Ok(claimed);
                 };
-                let Ok(session) = SessionId::new(&picked) else {
+                let Ok(session) = SessionId::new(&session) else {
                     // Not one of ours (ids are validated before they reach Redis): drop it.
-                    let _: redis::RedisResult<i64> = redis::cmd("ZREM")
-                        .arg(&sched)
-                        .arg(&picked)
-                        .query_async(&mut conn)
-                        .await;
+                    schedule::forget(redis, keys, &session, u64::MAX, Duration::ZERO).await?;
                     continue;
                 };
-                session
+                let session_keys = keys.session(&session);
+                let reply = claim(&session_keys).call(redis).await?;
+                (session, scheduled, reply)
             }
         };
-        let keys = inner.keys.session(&session);
-        // Raw bytes: a job's input is whatever is in Redis, not necessarily UTF-8, and one bad
-        // job must not make the whole batch's reply unreadable.
-        let mut call = inner.scripts.claim.prepare_invoke();
-        call.key(keys.queue())
-            .key(keys.leases())
-            .key(keys.index())
-            .arg(keys.job_prefix())
-            .arg(millis(inner.config.lease))
-            .arg(inner.config.session_concurrency)
-            .arg(millis(inner.config.session_ttl))
-            .arg(most)
-            .arg(keys.run_prefix())
-            .arg(&fingerprints);
-        let pipelined: Option<redis::Value> = if hinted {
-            // `XX`: a session retired meanwhile is not put back by its charge.
-            let replies: Vec<redis::Value> = redis::pipe()
-                .ignore_errors()
-                .cmd("ZADD")
-                .arg(&sched)
-                .arg("XX")
-                .arg("INCR")
-                .arg(1)
-                .arg(session.as_str())
-                .ignore()
-                .invoke_script(&call)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| inner.errors.unavailable(&e))?;
-            replies.into_iter().next()
-        } else {
-            None
+        worker.contention.saw(scheduled > 1);
+        claimed.scheduled = scheduled;
+        if let Some(generation) = reply.retire
+            && let Err(error) = schedule::retire(redis, keys, &session, generation).await
+        {
+            tracing::debug!(%session, error = %error.into_error(&redis.errors), "retiring a drained session failed; the next claim finds it empty");
+        }
+        if let ClaimOutcome::Leased { jobs, left } = reply.outcome {
+            // Makes the sweeper look at the session by the new leases' deadline (if this
+            // process dies before this, the sweeper's full pass finds the leases).
+            if let Some(deadline) = jobs.iter().map(|j| j.deadline_ms).min()
+                && let Err(error) = timers::watch(redis, keys, &session, deadline).await
+            {
+                tracing::warn!(%session, error = %error.into_error(&redis.errors), "watching new leases failed; the sweeper's full pass finds them");
+            }
+            claimed.jobs = jobs
+                .into_iter()
+                .map(|leased| ClaimedJob {
+                    session: session.clone(),
+                    leased,
+                    asked,
+                })
+                .collect();
+            claimed.left = left;
+            claimed.session = Some(session);
+            return Ok(claimed);
+        }
+    }
+    Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(jobs: usize, left: u64, scheduled: u64) -> Claimed {
+        let leased = |i| super::super::protocol::claim::LeasedJob {
+            id: super::super::keys::JobId::entry(crate::RunId::from_u128(i)),
+            fingerprint: String::new(),
+            name: String::new(),
+            token: 1,
+            deliveries: 1,
+            created_ms: 0,
+            attempt: 0,
+            attempts: 0,
+            version: 0,
+            run_attempts: 0,
+            deadline_ms: 0,
+            body: Vec::new(),
         };
-        let reply: Vec<Vec<u8>> = match pipelined {
-            Some(redis::Value::ServerError(error)) if error.code() != "NOSCRIPT" => {
-                return Err(inner.errors.unavailable(&error.into()));
-            }
-            Some(reply) if !matches!(reply, redis::Value::ServerError(_)) => {
-                redis::from_redis_value(reply).map_err(|e| inner.errors.unavailable(&e.into()))?
-            }
-            // Picked above, or `NOSCRIPT` (after a `SCRIPT FLUSH`): the loading path.
-            _ => call
-                .invoke_reloading(&mut conn)
-                .await
-                .map_err(|e| inner.errors.unavailable(&e))?,
-        };
-        match reply.first().map(Vec::as_slice) {
-            Some(b"ok") if reply.len() >= 2 => {
-                let jobs: Vec<ClaimedJob> = reply[2..]
-                    .chunks_exact(FIELDS)
-                    .filter_map(|fields| job(&session, fields, asked))
-                    .collect();
-                let drained = reply[1] == b"0";
-                return Ok(Claimed { jobs, drained });
-            }
-            Some(b"empty") => retire(inner, &mut conn, &session).await?,
-            _ => {}
+        let session = SessionId::new("s").unwrap();
+        Claimed {
+            jobs: (0..jobs)
+                .map(|i| ClaimedJob {
+                    session: session.clone(),
+                    leased: leased(i as u128),
+                    asked: Instant::now(),
+                })
+                .collect(),
+            session: Some(session),
+            left,
+            scheduled,
         }
     }
-    Ok(Claimed::nothing())
-}
 
-/// What the claimer does after a claim.
-enum Next {
-    /// Pick the least-served session.
-    Pick,
-    /// Claim from the same session again without picking: it is the only one scheduled and
-    /// still has queued jobs, so `pick` could only return it.
-    Again,
-    /// Nothing is scheduled: wait for a wake.
-    Idle,
-}
-
-/// After a claim from `session`, in one round trip while its jobs run: makes the sweeper
-/// look at the session by the new leases' `deadline` (if this process dies before this, the
-/// sweeper's full pass finds the leases), and, when the claim `drained` the session's queue,
-/// takes the session out of the schedule rather than picking it again only to find it empty;
-/// then looks at the schedule to tell what the claimer does next.
-async fn after_claim(inner: &Inner, session: &SessionId, deadline: &str, drained: bool) -> Next {
-    let Ok(mut conn) = inner.conn() else {
-        return Next::Pick;
-    };
-    let mut watch = inner.scripts.watch.prepare_invoke();
-    watch
-        .key(inner.keys.leasing())
-        .arg(session.as_str())
-        .arg(deadline)
-        .arg(inner.registry_ttl_ms());
-    let mut pipe = redis::pipe();
-    pipe.invoke_script(&watch).ignore();
-    if drained {
-        pipe.zrem(inner.keys.sched(), session.as_str())
-            .ignore()
-            .zcard(inner.keys.session(session).queue())
-            .zcard(inner.keys.sched());
-        let done: redis::RedisResult<(i64, i64)> = pipe.query_async(&mut conn).await;
-        match done {
-            // A submission raced in after the claim: keep the session scheduled.
-            Ok((queued, _)) if queued > 0 => {
-                inner.enlist(&mut conn, session).await;
-                Next::Pick
-            }
-            Ok((_, 0)) => Next::Idle,
-            Ok(_) => Next::Pick,
-            Err(_) => {
-                watch_slowly(inner, &mut conn, &watch).await;
-                if let Err(error) = retire(inner, &mut conn, session).await {
-                    tracing::debug!(%error, "retiring a drained session failed; the next claim finds it empty");
-                }
-                Next::Pick
-            }
-        }
-    } else {
-        pipe.zrange(inner.keys.sched(), 0, 1);
-        let done: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut conn).await;
-        match done {
-            Ok((scheduled,)) if scheduled.len() == 1 && scheduled[0] == session.as_str() => {
-                Next::Again
-            }
-            Ok(_) => Next::Pick,
-            Err(_) => {
-                watch_slowly(inner, &mut conn, &watch).await;
-                Next::Pick
-            }
-        }
+    #[test]
+    fn a_lone_session_with_work_left_is_claimed_again_without_a_pick() {
+        let s = SessionId::new("s").unwrap();
+        assert_eq!(next(&claimed(3, 5, 1)), Next::Again(s));
+        // Others wait: back to the fair order.
+        assert_eq!(next(&claimed(3, 5, 2)), Next::Pick);
+        // Drained: pick (another session may have work).
+        assert_eq!(next(&claimed(3, 0, 1)), Next::Pick);
+        // Nothing leased anywhere: wait for a wake.
+        assert_eq!(next(&claimed(0, 0, 0)), Next::Idle);
     }
-}
-
-/// `watch.lua` on its own, through the path that loads the script (after a `SCRIPT FLUSH`,
-/// say).
-async fn watch_slowly(
-    inner: &Inner,
-    conn: &mut ConnectionManager,
-    watch: &redis::ScriptInvocation<'_>,
-) {
-    let watched: redis::RedisResult<i64> = watch.invoke_reloading(conn).await;
-    if let Err(error) = watched {
-        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "watching a lease failed; the sweeper's full pass will find it");
-    }
-}
-
-/// How many fields `claim.lua` gives per job.
-const FIELDS: usize = 14;
-
-/// One leased job from its fields in `claim.lua`'s reply (the input is kept as bytes:
-/// decoding it is the served processor's job, which fails the run with a typed error);
-/// `asked` is when the claim was sent.
-fn job(session: &SessionId, fields: &[Vec<u8>], asked: std::time::Instant) -> Option<ClaimedJob> {
-    let text = |i: usize| String::from_utf8_lossy(&fields[i]).into_owned();
-    Some(ClaimedJob {
-        session: session.clone(),
-        id: JobId::parse(&text(0))?,
-        name: text(1),
-        fingerprint: text(2),
-        input: fields[3].clone(),
-        token: text(4),
-        created_ms: text(5).parse().unwrap_or(0),
-        deliveries: text(6).parse().unwrap_or(1),
-        lease_deadline: text(7),
-        asked,
-        step: fields[8].clone(),
-        version: text(9).parse().unwrap_or(0),
-        attempts: text(10).parse().unwrap_or(0),
-        resume: text(11).parse().unwrap_or(0),
-        child_of: match fields[12].is_empty() {
-            true => None,
-            false => u128::from_str_radix(&text(12), 16)
-                .ok()
-                .map(|run| (RunId::from_u128(run), text(13).parse().unwrap_or(0))),
-        },
-    })
-}
-
-/// Takes an empty session out of the schedule, then re-checks its queue: a submission that
-/// raced in is queued before it enlists, so either we see it here or its enlist comes after
-/// our removal. No wake-up is lost.
-async fn retire(
-    inner: &Inner,
-    conn: &mut ConnectionManager,
-    session: &SessionId,
-) -> Result<(), Error> {
-    let keys = inner.keys.session(session);
-    let queued: i64 = redis::pipe()
-        .cmd("ZREM")
-        .arg(inner.keys.sched())
-        .arg(session.as_str())
-        .ignore()
-        .cmd("ZCARD")
-        .arg(keys.queue())
-        .query_async::<(i64,)>(conn)
-        .await
-        .map(|(n,)| n)
-        .map_err(|e| inner.errors.unavailable(&e))?;
-    if queued > 0 {
-        inner.enlist(conn, session).await;
-    }
-    Ok(())
 }

@@ -52,6 +52,8 @@ pub struct RedisConfig {
     pub(crate) unserved_grace: Option<Duration>,
     pub(crate) response_timeout: Duration,
     pub(crate) start_timeout: Duration,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) dead_letters_max_len: u64,
 }
 
 impl Default for RedisConfig {
@@ -88,6 +90,8 @@ impl RedisConfig {
             unserved_grace: Some(Duration::from_secs(300)),
             response_timeout: Duration::from_secs(5),
             start_timeout: Duration::from_secs(30),
+            cancel_grace: crate::runtime::DEFAULT_CANCEL_GRACE,
+            dead_letters_max_len: 10_000,
         }
     }
 
@@ -96,7 +100,8 @@ impl RedisConfig {
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
     /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_REDIS_TIMEOUT` (the
     /// [response timeout](Self::response_timeout)), `AM2Z_START_TIMEOUT`, `AM2Z_STEP_JOBS`
-    /// (`1`/`true` or `0`/`false`: [step jobs](Self::step_jobs)).
+    /// (`1`/`true` or `0`/`false`: [step jobs](Self::step_jobs)), `AM2Z_CANCEL_GRACE` (the
+    /// [cancel grace](Self::cancel_grace)), `AM2Z_DEAD_LETTERS_MAX_LEN`.
     ///
     /// # Errors
     /// [`Error::Configuration`] naming the variable whose value cannot be parsed.
@@ -134,6 +139,14 @@ impl RedisConfig {
         }
         if let Some(raw) = var("AM2Z_START_TIMEOUT") {
             self.start_timeout = duration_var("AM2Z_START_TIMEOUT", &raw)?;
+        }
+        if let Some(raw) = var("AM2Z_CANCEL_GRACE") {
+            self.cancel_grace = duration_var("AM2Z_CANCEL_GRACE", &raw)?;
+        }
+        if let Some(raw) = var("AM2Z_DEAD_LETTERS_MAX_LEN") {
+            self.dead_letters_max_len = raw.trim().parse().map_err(|_| {
+                Error::configuration(format!("AM2Z_DEAD_LETTERS_MAX_LEN=`{raw}` is not a number"))
+            })?;
         }
         if let Some(raw) = var("AM2Z_MAX_CALL_DEPTH") {
             self.max_call_depth = raw.trim().parse().map_err(|_| {
@@ -325,6 +338,22 @@ impl RedisConfig {
         self
     }
 
+    /// How long a cancelled step gets to see its token fire and return before its future is
+    /// dropped (default 1 s): when a fail-fast parallel's sibling failed, its run ended, its
+    /// session was stopped, or its worker lost its lease or stops. Timeouts are exact and get
+    /// no grace.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// How many dead-lettered runs a session keeps listed (default 10 000): the oldest leave
+    /// the list when a newer one is added.
+    pub fn dead_letters_max_len(mut self, len: u64) -> Self {
+        self.dead_letters_max_len = len.max(1);
+        self
+    }
+
     /// The queue prefix.
     pub fn queue_prefix(&self) -> &str {
         &self.prefix
@@ -408,6 +437,8 @@ impl fmt::Debug for RedisConfig {
             .field("session_concurrency", &self.session_concurrency)
             .field("response_timeout", &self.response_timeout)
             .field("start_timeout", &self.start_timeout)
+            .field("cancel_grace", &self.cancel_grace)
+            .field("dead_letters_max_len", &self.dead_letters_max_len)
             .finish_non_exhaustive()
     }
 }

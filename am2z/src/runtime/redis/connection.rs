@@ -156,12 +156,14 @@ fn tls_client(
     )))
 }
 
-/// Connects the command connection and checks the server is safe to use. While Redis refuses
+/// Connects the command connection and checks the server is safe to use: at least version
+/// `min` (the commands the scripts use), and not evicting keys. While Redis refuses
 /// connections or is loading its data, retries with backoff for up to `start_timeout`.
 pub(crate) async fn connect(
     client: &redis::Client,
     errors: &ErrorMap,
     config: &RedisConfig,
+    min: (u32, u32),
 ) -> Result<ConnectionManager, Error> {
     // One bound for a round trip and a connection attempt: a frozen server makes calls fail
     // with a typed error within it. Few reconnection retries, so callers hear of an outage
@@ -178,11 +180,13 @@ pub(crate) async fn connect(
             let mut conn = client
                 .get_connection_manager_with_config(settings.clone())
                 .await?;
+            let version = server_version(&mut conn).await?;
             let policy = maxmemory_policy(&mut conn, errors).await?;
-            Ok::<_, redis::RedisError>((conn, policy))
+            Ok::<_, redis::RedisError>((conn, version, policy))
         };
         match attempt.await {
-            Ok((conn, policy)) => {
+            Ok((conn, version, policy)) => {
+                refuse_old(config, version.as_deref(), min)?;
                 refuse_evicting(policy.as_deref())?;
                 return Ok(conn);
             }
@@ -225,6 +229,35 @@ async fn maxmemory_policy(
         }
         Err(error) => Err(error),
     }
+}
+
+/// The server's `redis_version` (`INFO server`), if it says.
+async fn server_version(conn: &mut ConnectionManager) -> redis::RedisResult<Option<String>> {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(|version| version.trim().to_owned()))
+}
+
+/// A server older than `min` lacks commands the scripts use: refuse to start on it, naming
+/// both versions (a server that does not say is given the benefit of the doubt).
+fn refuse_old(config: &RedisConfig, version: Option<&str>, min: (u32, u32)) -> Result<(), Error> {
+    let Some(version) = version else {
+        return Ok(());
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found >= min {
+        return Ok(());
+    }
+    Err(Error::configuration(format!(
+        "the Redis at {} is version {version}; am2z needs Redis {}.{} or later (its scripts use \
+         commands older servers lack, such as `ZMSCORE` and `ZADD ... LT`)",
+        config.redacted_url(),
+        min.0,
+        min.1
+    )))
 }
 
 /// An evicting `maxmemory-policy` would silently drop queued work: refuse to start on one.
@@ -325,6 +358,23 @@ pub(crate) async fn subscribe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_servers_are_refused_naming_both_versions() {
+        let config = RedisConfig::new("redis://:sekrit@127.0.0.1:1");
+        assert!(refuse_old(&config, Some("7.0.15"), (7, 0)).is_ok());
+        assert!(refuse_old(&config, Some("7.2.4"), (7, 0)).is_ok());
+        assert!(refuse_old(&config, Some("8.0.0"), (7, 0)).is_ok());
+        assert!(refuse_old(&config, None, (7, 0)).is_ok());
+        let error = refuse_old(&config, Some("6.2.14"), (7, 0)).unwrap_err();
+        assert!(matches!(error, Error::Configuration { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("6.2.14") && message.contains("7.0"),
+            "{message}"
+        );
+        assert!(!message.contains("sekrit"), "{message}");
+    }
 
     #[test]
     fn passwords_are_found_and_scrubbed() {

@@ -1,21 +1,26 @@
 //! Forwards the events of runs executed here to Redis (the session's stream and the events
-//! channel), and commits finished runs behind their events: one task sends both, in order,
-//! as pipelines on the one multiplexed connection, so every process sees a run's events
-//! before its outcome without the commit waiting for the events' round trip.
+//! channel), and sends the commits of finished jobs behind their events: one task sends both,
+//! in order, as pipelines on the one multiplexed connection, so every process sees a run's
+//! events before its outcome without the commit waiting for the events' round trip. The
+//! endings of runs executed as one job that are ready together go as one `commit.lua` call
+//! per session (each still fenced by its own token).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use redis::{RedisResult, Value};
+use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
-use super::keys::JobId;
-use super::steps::Advance;
-use super::worker::millis;
+use super::config::RedisConfig;
+use super::keys::{JobId, Keys};
+use super::protocol::advance::{Advance, Advanced, Arrival, HeldInstance, NewJob, RunEnd};
+use super::protocol::commit::{Commit as CommitCall, Ending, Park};
+use super::protocol::event::Events;
+use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit, event};
 use crate::{Event, EventKind, EventStream, SessionId};
 
 /// The most events or commits sent in one pipeline.
@@ -29,30 +34,92 @@ const MAX_IN_FLIGHT: usize = 32;
 /// needs no read; every process receives every `done` message, so larger ones are only named.
 pub(crate) const DONE_INLINE: usize = 4096;
 
-/// A finished job to commit, fenced by its lease token.
-pub(crate) struct Commit {
-    pub(crate) session: SessionId,
+/// A commit of a job of a run executed step by step (owned: it crosses a channel).
+pub(crate) struct AdvanceCommit {
     pub(crate) job: JobId,
-    pub(crate) token: String,
-    pub(crate) body: CommitBody,
-    /// The script's answer.
-    pub(crate) reply: oneshot::Sender<RedisResult<Value>>,
+    pub(crate) token: Token,
+    pub(crate) step_fp: String,
+    pub(crate) version_delta: u64,
+    pub(crate) attempts_delta: u32,
+    pub(crate) entry: bool,
+    pub(crate) hand_off: Option<Duration>,
+    pub(crate) end: Option<RunEnd>,
+    pub(crate) successors: Vec<NewJob>,
+    pub(crate) arrivals: Vec<Arrival>,
+    pub(crate) held: Vec<HeldInstance>,
 }
 
 /// What a commit stores.
 pub(crate) enum CommitBody {
-    /// A whole run's outcome (`commit.lua`, answering 1 committed or 0 refused); `dead` when
-    /// the job's input did not decode: the run is dead-lettered with its outcome.
-    Run { wire: String, dead: bool },
+    /// A run executed as one job ends (`commit.lua`).
+    End(Ending),
     /// A job of a run executed step by step, and what follows it (`advance.lua`).
-    Advance(Box<Advance>),
-    /// A step job that waits `delay` before `attempt`, having made `attempts` (`park.lua`,
-    /// answering the due time, or 0 when refused).
+    Advance(Box<AdvanceCommit>),
+    /// A job that waits in Redis (`park.lua`).
     Park {
+        job: JobId,
+        token: Token,
         attempt: u32,
-        delay: std::time::Duration,
+        wait: Duration,
         attempts: u32,
     },
+}
+
+/// What Redis answered a commit.
+pub(crate) enum Reply {
+    /// Whether the run's end was committed (`false`: refused).
+    Ended(bool),
+    Advanced(Advanced),
+    /// When the job is due, or `None` when the park was refused.
+    Parked(Option<u64>),
+}
+
+/// A commit asked of the forwarder.
+pub(crate) struct Commit {
+    pub(crate) session: SessionId,
+    pub(crate) body: CommitBody,
+    pub(crate) reply: oneshot::Sender<Result<Reply, WireError>>,
+}
+
+/// Where a worker sends its commits (none before `start`).
+#[derive(Clone)]
+pub(crate) struct Outbox(mpsc::UnboundedSender<Commit>);
+
+impl Outbox {
+    /// Sends `body` behind the job's events and waits for Redis' answer; `None` when the
+    /// runtime stopped meanwhile (the lease then expires and the job is retried).
+    pub(crate) async fn send(
+        &self,
+        session: &SessionId,
+        body: CommitBody,
+    ) -> Option<Result<Reply, WireError>> {
+        let (reply, replied) = oneshot::channel();
+        self.0
+            .send(Commit {
+                session: session.clone(),
+                body,
+                reply,
+            })
+            .ok()?;
+        replied.await.ok()
+    }
+}
+
+/// The settings and connection the forwarder works with.
+pub(crate) struct Forwarding {
+    pub(crate) redis: Arc<Redis>,
+    pub(crate) keys: Keys,
+    pub(crate) config: Arc<RedisConfig>,
+}
+
+/// A forwarder: the outbox to give workers, and the task to spawn.
+pub(crate) fn start(
+    forwarding: Arc<Forwarding>,
+    events: EventStream,
+    stop: CancellationToken,
+) -> (Outbox, impl std::future::Future<Output = ()> + Send) {
+    let (outbox, commits) = mpsc::unbounded_channel();
+    (Outbox(outbox), run(forwarding, events, commits, stop))
 }
 
 /// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
@@ -64,13 +131,17 @@ enum Item {
     },
     /// Finished steps counted in the prefix-wide stats.
     Counted(HashMap<String, i64>),
+    /// Endings of runs of one session, and who awaits each.
+    Endings {
+        session: SessionId,
+        endings: Vec<(Ending, oneshot::Sender<Result<Reply, WireError>>)>,
+    },
+    /// One other commit.
     Commit(Commit),
 }
 
-/// Forwards `stream` (the embedded executor's events) and sends the commits asked for on
-/// `commits`, until `stop` fires.
-pub(crate) async fn run(
-    inner: Arc<Inner>,
+async fn run(
+    forwarding: Arc<Forwarding>,
     mut stream: EventStream,
     mut commits: mpsc::UnboundedReceiver<Commit>,
     stop: CancellationToken,
@@ -118,13 +189,14 @@ pub(crate) async fn run(
             }
             if events.len() >= BATCH {
                 // Pipelines are sent in the order they are queued here.
-                in_flight.push_back(send(Arc::clone(&inner), items(std::mem::take(&mut events))));
+                let batch = event_items(std::mem::take(&mut events));
+                in_flight.push_back(send(Arc::clone(&forwarding), batch));
             }
         }
-        let mut batch = items(events);
-        batch.extend(requests.into_iter().map(Item::Commit));
+        let mut batch = event_items(events);
+        batch.extend(commit_items(requests));
         if !batch.is_empty() {
-            in_flight.push_back(send(Arc::clone(&inner), batch));
+            in_flight.push_back(send(Arc::clone(&forwarding), batch));
         }
     }
 }
@@ -141,7 +213,7 @@ fn stats_field(event: &Event) -> Option<String> {
 
 /// `events` as one script call per session (in order within each session) and one count of
 /// finished steps.
-fn items(events: Vec<Event>) -> Vec<Item> {
+fn event_items(events: Vec<Event>) -> Vec<Item> {
     let mut sessions: Vec<(SessionId, Vec<(String, String)>)> = Vec::new();
     let mut counted: HashMap<String, i64> = HashMap::new();
     for event in events {
@@ -175,120 +247,122 @@ fn items(events: Vec<Event>) -> Vec<Item> {
     items
 }
 
-/// Adds `item` to `pipe`, as one command.
-fn add(pipe: &mut redis::Pipeline, inner: &Inner, item: &Item) {
+/// `commits`, the endings of one session grouped into one call.
+fn commit_items(commits: Vec<Commit>) -> Vec<Item> {
+    let mut items: Vec<Item> = Vec::new();
+    for commit in commits {
+        match commit.body {
+            CommitBody::End(ending) => {
+                let grouped = items.iter_mut().find_map(|item| match item {
+                    Item::Endings { session, endings } if *session == commit.session => {
+                        Some(endings)
+                    }
+                    _ => None,
+                });
+                match grouped {
+                    Some(endings) => endings.push((ending, commit.reply)),
+                    None => items.push(Item::Endings {
+                        session: commit.session,
+                        endings: vec![(ending, commit.reply)],
+                    }),
+                }
+            }
+            body => items.push(Item::Commit(Commit { body, ..commit })),
+        }
+    }
+    items
+}
+
+/// Adds `item` to `pipe`, as one command (or, for the counts, a few).
+fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
+    let (keys, config) = (&forwarding.keys, &forwarding.config);
     match item {
         Item::Events { session, events } => {
-            let keys = inner.keys.session(session);
-            let mut call = inner.scripts.event.prepare_invoke();
-            call.key(keys.meta())
-                .key(keys.events())
-                .key(keys.stats())
-                .arg(inner.config.events_max_len)
-                .arg(inner.keys.events_channel());
-            for (json, field) in events {
-                call.arg(json).arg(field);
+            let call = Events {
+                session: &keys.session(session),
+                events_max_len: config.events_max_len,
+                events_channel: &keys.events_channel(),
+                events,
             }
+            .invocation();
             pipe.invoke_script(&call);
         }
         Item::Counted(counted) => {
             // Plain commands: a script call would cost Redis more than these few.
-            let stats = inner.keys.stats();
+            let stats = keys.stats();
             for (field, n) in counted {
                 pipe.hincr(&stats, field, *n).ignore();
             }
+            // Counters, not work: they go once the prefix has been idle as long as a session.
             pipe.pexpire(
                 &stats,
-                millis(inner.config.session_ttl)
-                    .try_into()
-                    .unwrap_or(i64::MAX),
+                i64::try_from(protocol::millis(config.session_ttl)).unwrap_or(i64::MAX),
             );
         }
-        Item::Commit(commit) => {
-            let keys = inner.keys.session(&commit.session);
-            match &commit.body {
-                CommitBody::Run { wire, dead } => {
-                    let mut call = inner.scripts.commit.prepare_invoke();
-                    call.key(keys.leases())
-                        .key(keys.job(&commit.job))
-                        .key(keys.result(commit.job.run))
-                        .key(keys.index())
-                        .key(keys.results());
-                    if *dead {
-                        call.key(keys.dead());
-                    }
-                    call.arg(commit.job.to_string())
-                        .arg(&commit.token)
-                        .arg(wire)
-                        .arg(millis(inner.config.result_ttl))
-                        .arg(inner.keys.done_channel())
-                        .arg(format!("{} {}", commit.session, commit.job.run))
-                        .arg(millis(inner.config.session_ttl))
-                        .arg(DONE_INLINE);
-                    pipe.invoke_script(&call);
-                }
-                CommitBody::Advance(advance) => {
-                    let run = commit.job.run;
-                    let mut call = inner.scripts.advance.prepare_invoke();
-                    call.key(keys.leases())
-                        .key(keys.job(&commit.job))
-                        .key(keys.run(run))
-                        .key(keys.queue())
-                        .key(keys.index())
-                        .key(keys.results())
-                        .key(keys.result(run))
-                        .key(keys.meta())
-                        .key(keys.events())
-                        .arg(commit.job.to_string())
-                        .arg(&commit.token)
-                        .arg(keys.job_prefix())
-                        .arg(run.to_string())
-                        .arg(millis(inner.config.session_ttl))
-                        .arg(millis(inner.config.result_ttl))
-                        .arg(inner.keys.done_channel())
-                        .arg(format!("{} {run}", commit.session))
-                        .arg(DONE_INLINE)
-                        .arg(inner.keys.events_channel())
-                        .arg(inner.config.events_max_len)
-                        .arg(inner.keys.control_channel())
-                        .arg(if advance.hand_off {
-                            millis(inner.config.lease)
-                        } else {
-                            0
-                        })
-                        .arg(advance.version)
-                        .arg(advance.attempts)
-                        .arg(&advance.successors)
-                        .arg(&advance.arrivals);
-                    match &advance.outcome {
-                        Some((wire, event)) => call.arg(wire).arg(event),
-                        None => call.arg("").arg(""),
-                    };
-                    call.arg(if advance.entry { "1" } else { "0" })
-                        .arg(&advance.staged);
-                    pipe.invoke_script(&call);
-                }
-                CommitBody::Park {
-                    attempt,
-                    delay,
-                    attempts,
-                } => {
-                    let mut call = inner.scripts.park.prepare_invoke();
-                    call.key(keys.leases())
-                        .key(keys.job(&commit.job))
-                        .key(keys.delayed())
-                        .key(keys.meta())
-                        .arg(commit.job.to_string())
-                        .arg(&commit.token)
-                        .arg(attempt)
-                        .arg(millis(*delay))
-                        .arg(attempts);
-                    pipe.invoke_script(&call);
-                }
+        Item::Endings { session, endings } => {
+            let endings: Vec<Ending> = endings.iter().map(|(e, _)| e.clone()).collect();
+            let call = CommitCall {
+                session: &keys.session(session),
+                done_channel: &keys.done_channel(),
+                session_ttl: config.session_ttl,
+                dead_max_len: config.dead_letters_max_len,
+                endings: &endings,
             }
+            .invocation();
+            pipe.invoke_script(&call);
+        }
+        Item::Commit(commit) => {
+            let session = keys.session(&commit.session);
+            let call = match &commit.body {
+                CommitBody::Advance(advance) => Advance {
+                    session: &session,
+                    job: advance.job,
+                    token: advance.token,
+                    step_fp: &advance.step_fp,
+                    version_delta: advance.version_delta,
+                    attempts_delta: advance.attempts_delta,
+                    entry: advance.entry,
+                    hand_off: advance.hand_off,
+                    done_channel: &keys.done_channel(),
+                    session_ttl: config.session_ttl,
+                    events_channel: &keys.events_channel(),
+                    events_max_len: config.events_max_len,
+                    end: advance.end.as_ref(),
+                    successors: &advance.successors,
+                    arrivals: &advance.arrivals,
+                    held: &advance.held,
+                }
+                .invocation(),
+                CommitBody::Park {
+                    job,
+                    token,
+                    attempt,
+                    wait,
+                    attempts,
+                } => Park {
+                    session: &session,
+                    job: *job,
+                    token: *token,
+                    attempt: *attempt,
+                    wait: *wait,
+                    attempts: *attempts,
+                }
+                .invocation(),
+                // Grouped into `Item::Endings`.
+                CommitBody::End(_) => return,
+            };
+            pipe.invoke_script(&call);
         }
     }
 }
+
+/// The scripts a pipeline's items use (loaded again after a `SCRIPT FLUSH`).
+const PIPELINED: [&ScriptDef; 4] = [
+    &event::EVENT,
+    &commit::COMMIT,
+    &commit::PARK,
+    &advance::ADVANCE,
+];
 
 /// How many times a pipeline's `NOSCRIPT` items are sent again after loading the scripts (a
 /// `SCRIPT FLUSH` may land again between the load and the retry).
@@ -300,18 +374,18 @@ const RELOADS: usize = 3;
 /// re-established connection (a repetition of one that landed is refused by its token, and
 /// a commit lost that way would otherwise wait out its lease and run again); its events are
 /// not (a repetition would duplicate them in the stream).
-async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
+async fn send(forwarding: Arc<Forwarding>, mut items: Vec<Item>) {
     let mut reloads = 0;
     let mut resent = false;
     loop {
-        let replies = match pipeline(&inner, &items).await {
+        let replies = match pipeline(&forwarding, &items).await {
             Ok(replies) => replies,
             Err(error) if error.is_connection_dropped() && !resent => {
                 resent = true;
                 let (commits, events): (Vec<Item>, Vec<Item>) = items
                     .into_iter()
-                    .partition(|item| matches!(item, Item::Commit(_)));
-                fail(&inner, events, &error);
+                    .partition(|item| matches!(item, Item::Commit(_) | Item::Endings { .. }));
+                fail(&forwarding, events, &error);
                 if commits.is_empty() {
                     return;
                 }
@@ -319,7 +393,7 @@ async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
                 continue;
             }
             Err(error) => {
-                fail(&inner, items, &error);
+                fail(&forwarding, items, &error);
                 return;
             }
         };
@@ -329,24 +403,15 @@ async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
                 Value::ServerError(error) if error.code() == "NOSCRIPT" && reloads < RELOADS => {
                     retry.push(item);
                 }
-                reply => answer(&inner, item, reply),
+                reply => answer(&forwarding, item, reply),
             }
         }
         if retry.is_empty() {
             return;
         }
         reloads += 1;
-        let Ok(mut conn) = inner.conn() else { return };
-        let loaded: RedisResult<()> = async {
-            inner.scripts.event.load_async(&mut conn).await?;
-            inner.scripts.commit.load_async(&mut conn).await?;
-            inner.scripts.advance.load_async(&mut conn).await?;
-            inner.scripts.park.load_async(&mut conn).await?;
-            Ok(())
-        }
-        .await;
-        if let Err(error) = loaded {
-            fail(&inner, retry, &error);
+        if let Err(error) = forwarding.redis.load(&PIPELINED).await {
+            fail(&forwarding, retry, &error);
             return;
         }
         items = retry;
@@ -354,43 +419,84 @@ async fn send(inner: Arc<Inner>, mut items: Vec<Item>) {
 }
 
 /// One reply per item (the counts' `HINCRBY`s are ignored; their `PEXPIRE` answers).
-async fn pipeline(inner: &Inner, items: &[Item]) -> RedisResult<Vec<Value>> {
-    let mut conn = inner.conn().map_err(|_| {
-        redis::RedisError::from((redis::ErrorKind::Client, "the runtime is stopped"))
-    })?;
+async fn pipeline(forwarding: &Forwarding, items: &[Item]) -> Result<Vec<Value>, WireError> {
+    let mut conn = forwarding.redis.conn()?;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for item in items {
-        add(&mut pipe, inner, item);
+        add(&mut pipe, forwarding, item);
     }
-    pipe.query_async(&mut conn).await
+    Ok(pipe.query_async(&mut conn).await?)
 }
 
-fn answer(inner: &Inner, item: Item, reply: Value) {
+fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
+    let server_error = |reply: &Value| match reply {
+        Value::ServerError(error) => Some(WireError::Redis(error.clone().into())),
+        _ => None,
+    };
     match item {
-        Item::Commit(commit) => {
-            let committed = match reply {
-                Value::ServerError(error) => Err(error.into()),
-                reply => Ok(reply),
+        Item::Endings { endings, .. } => {
+            let read = match server_error(&reply) {
+                Some(error) => Err(error),
+                None => CommitCall::read(reply, endings.len()),
             };
-            let _ = commit.reply.send(committed);
-        }
-        _ => {
-            if let Value::ServerError(error) = reply {
-                tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding events failed");
+            match read {
+                Ok(committed) => {
+                    for ((_, to), committed) in endings.into_iter().zip(committed) {
+                        let _ = to.send(Ok(Reply::Ended(committed)));
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    for (_, to) in endings {
+                        let _ = to.send(Err(WireError::reply("commit", message.clone())));
+                    }
+                }
             }
         }
+        Item::Commit(commit) => {
+            let read = match server_error(&reply) {
+                Some(error) => Err(error),
+                None => match commit.body {
+                    CommitBody::Advance(_) => Advance::read(reply).map(Reply::Advanced),
+                    CommitBody::Park { .. } => Park::read(reply).map(Reply::Parked),
+                    CommitBody::End(_) => Err(WireError::reply("commit", "an ungrouped ending")),
+                },
+            };
+            let _ = commit.reply.send(read);
+        }
+        Item::Events { .. } => match server_error(&reply) {
+            Some(error) => {
+                tracing::warn!(error = %error.into_error(&forwarding.redis.errors), "forwarding events failed");
+            }
+            None => {
+                if let Err(error) = Events::read(reply) {
+                    tracing::warn!(%error, "forwarding events: unexpected reply");
+                }
+            }
+        },
+        Item::Counted(_) => {}
     }
 }
 
-fn fail(inner: &Inner, items: Vec<Item>, error: &redis::RedisError) {
+fn fail(forwarding: &Forwarding, items: Vec<Item>, error: &WireError) {
     if items.is_empty() {
         return;
     }
-    tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "forwarding events and commits failed");
+    let message = error.to_string();
+    tracing::warn!(error = %forwarding.redis.errors.scrub(&message), "forwarding events and commits failed");
+    let failed = || Err(WireError::reply("pipeline", message.clone()));
     for item in items {
-        if let Item::Commit(commit) = item {
-            let _ = commit.reply.send(Err(error.clone()));
+        match item {
+            Item::Commit(commit) => {
+                let _ = commit.reply.send(failed());
+            }
+            Item::Endings { endings, .. } => {
+                for (_, to) in endings {
+                    let _ = to.send(failed());
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -70,6 +70,25 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The fixed keys of a session, in the order every session script takes them (`KEYS[1..14]`,
+/// declared by `scripts/include/session.lua`).
+pub(crate) const SESSION_PARTS: [&str; 14] = [
+    "meta",
+    "jobs",
+    "bodies",
+    "queue",
+    "delayed",
+    "leases",
+    "calls",
+    "runs",
+    "results",
+    "completed",
+    "failed",
+    "dead",
+    "events",
+    "stats",
+];
+
 /// The keys and channels of one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
@@ -84,29 +103,34 @@ impl Keys {
         }
     }
 
-    /// The session registry (set of session ids).
+    /// The session registry (sorted set: session id → registration score).
     pub(crate) fn sessions(&self) -> String {
         format!("{}:{{:registry}}:sessions", self.prefix)
     }
 
-    /// Sessions that may have ready work, scored by the claims they were given.
+    /// Sessions that have ready jobs, scored by the claims they were given.
     pub(crate) fn sched(&self) -> String {
         format!("{}:{{:registry}}:sched", self.prefix)
     }
 
+    /// Session → the scheduling generation its entry in [`sched`](Keys::sched) stands for.
+    pub(crate) fn gens(&self) -> String {
+        format!("{}:{{:registry}}:gens", self.prefix)
+    }
+
     /// Finished steps per processor, across sessions (`<name>:completed`, `<name>:failed`).
     pub(crate) fn stats(&self) -> String {
-        format!("{}:stats", self.prefix)
+        format!("{}:{{:stats}}", self.prefix)
     }
 
     /// Sessions with delayed jobs, scored by their earliest due time (the promoter's timer).
     pub(crate) fn timers(&self) -> String {
-        format!("{}:timers", self.prefix)
+        format!("{}:{{:timers}}", self.prefix)
     }
 
     /// Sessions with leases, scored by when the sweeper should look at them next.
     pub(crate) fn leasing(&self) -> String {
-        format!("{}:leasing", self.prefix)
+        format!("{}:{{:leasing}}", self.prefix)
     }
 
     /// Live workers, scored by when their heartbeat lapses.
@@ -119,9 +143,15 @@ impl Keys {
         format!("{}:{{:workers}}:{worker}", self.prefix)
     }
 
+    /// Contract → when a live worker last served it; `since` → when the fleet last became
+    /// non-empty (same slot as [`Keys::workers`]).
+    pub(crate) fn served(&self) -> String {
+        format!("{}:{{:workers}}:served", self.prefix)
+    }
+
     /// The sweeper lock.
     pub(crate) fn sweeper_lock(&self) -> String {
-        format!("{}:sweeper", self.prefix)
+        format!("{}:{{:sweeper}}", self.prefix)
     }
 
     /// A processor's cluster-wide concurrency permits. Processor names come from code, not
@@ -135,17 +165,17 @@ impl Keys {
         format!("{}:rate:{processor}", self.prefix)
     }
 
-    /// Channel: work was queued.
+    /// Channel: a session got ready jobs (`Wake`).
     pub(crate) fn wake_channel(&self) -> String {
         format!("{}:wake", self.prefix)
     }
 
-    /// Channel: a run reached a terminal state (`<session> <run>`).
+    /// Channel: a run ended (`Done`).
     pub(crate) fn done_channel(&self) -> String {
         format!("{}:done", self.prefix)
     }
 
-    /// Channel: control messages (`stop <session>`).
+    /// Channel: control messages (`Control`).
     pub(crate) fn control_channel(&self) -> String {
         format!("{}:control", self.prefix)
     }
@@ -174,24 +204,25 @@ impl SessionKeys {
         format!("{}{part}", self.base)
     }
 
-    /// The session's hash (`created_ms`, `seq`); it exists while the session is live.
+    /// The session's fixed keys, in [`SESSION_PARTS`] order: what every session script takes
+    /// first.
+    pub(crate) fn fixed(&self) -> [String; 14] {
+        SESSION_PARTS.map(|part| self.part(part))
+    }
+
+    /// The session's hash (`created_ms`, `seq`, `ready`, `generation`, `stopping`).
     pub(crate) fn meta(&self) -> String {
         self.part("meta")
     }
 
-    /// The set of every other key the session owns.
-    pub(crate) fn index(&self) -> String {
-        self.part("index")
+    /// The session's live runs, by creation time.
+    pub(crate) fn runs(&self) -> String {
+        self.part("runs")
     }
 
-    /// Ready jobs, by priority then arrival.
-    pub(crate) fn queue(&self) -> String {
-        self.part("queue")
-    }
-
-    /// Jobs waiting out a redelivery backoff, by due time.
-    pub(crate) fn delayed(&self) -> String {
-        self.part("delayed")
+    /// Ended runs' outcomes.
+    pub(crate) fn results(&self) -> String {
+        self.part("results")
     }
 
     /// Leased jobs, by lease deadline.
@@ -199,19 +230,14 @@ impl SessionKeys {
         self.part("leases")
     }
 
+    /// Leased jobs whose step waits on a `ctx.call`, by lease deadline.
+    pub(crate) fn calls(&self) -> String {
+        self.part("calls")
+    }
+
     /// Finished steps per processor (`<name>:completed`, `<name>:failed`).
     pub(crate) fn stats(&self) -> String {
         self.part("stats")
-    }
-
-    /// Result keys, scored by their expiry (ms on Redis' clock).
-    pub(crate) fn results(&self) -> String {
-        self.part("results")
-    }
-
-    /// Dead-lettered run ids.
-    pub(crate) fn dead(&self) -> String {
-        self.part("dead")
     }
 
     /// The session's event stream.
@@ -219,40 +245,9 @@ impl SessionKeys {
         self.part("events")
     }
 
-    /// The prefix of job keys (scripts append the run id).
-    pub(crate) fn job_prefix(&self) -> String {
-        self.part("job:")
-    }
-
-    /// The prefix of result keys (scripts append the run id).
-    pub(crate) fn result_prefix(&self) -> String {
-        self.part("result:")
-    }
-
-    /// One job.
-    pub(crate) fn job(&self, job: &JobId) -> String {
-        format!("{}job:{job}", self.base)
-    }
-
-    /// The prefix of run hashes (scripts append the run id).
-    pub(crate) fn run_prefix(&self) -> String {
-        self.part("run:")
-    }
-
-    /// Where a commit's new map instance has its held items staged (`ordinal`: which new
-    /// instance of the commit), under the job's lease token.
-    pub(crate) fn stage(&self, job: &JobId, token: &str, ordinal: usize) -> String {
-        format!("{}stage:{job}:{token}:{ordinal}", self.base)
-    }
-
-    /// The hash of a run executed step by step, while it is in flight.
+    /// The hash of a run executed step by step, while the run is live.
     pub(crate) fn run(&self, run: RunId) -> String {
         format!("{}run:{run}", self.base)
-    }
-
-    /// One run's terminal outcome.
-    pub(crate) fn result(&self, run: RunId) -> String {
-        format!("{}result:{run}", self.base)
     }
 }
 
@@ -289,24 +284,9 @@ mod tests {
     }
 
     fn all_keys(keys: &SessionKeys, run: RunId) -> Vec<String> {
-        vec![
-            keys.meta(),
-            keys.index(),
-            keys.queue(),
-            keys.delayed(),
-            keys.leases(),
-            keys.dead(),
-            keys.results(),
-            keys.stats(),
-            keys.events(),
-            keys.job(&JobId::entry(run)),
-            keys.job(&JobId {
-                run,
-                position: Some(7),
-            }),
-            keys.run(run),
-            keys.result(run),
-        ]
+        let mut all = keys.fixed().to_vec();
+        all.push(keys.run(run));
+        all
     }
 
     /// Many ids, including the awkward corners of the allowlist.
@@ -364,11 +344,13 @@ mod tests {
         let globals = [
             keys.sessions(),
             keys.sched(),
+            keys.gens(),
             keys.stats(),
             keys.timers(),
             keys.leasing(),
             keys.workers(),
             keys.worker_contracts("w1"),
+            keys.served(),
             keys.sweeper_lock(),
             keys.permits("sessions"),
             keys.starts("sessions"),
@@ -380,8 +362,8 @@ mod tests {
             let session = keys.session(&id);
             for run in runs {
                 for key in all_keys(&session, run) {
-                    // meta..events repeat for the second run: only job and result are new.
-                    if key.contains(":job:") || key.contains(":result:") || run == runs[0] {
+                    // The fixed keys repeat for the second run: only its run hash is new.
+                    if key.contains(":run:") || run == runs[0] {
                         assert!(seen.insert(key.clone()), "{key} built twice");
                     }
                 }
@@ -418,7 +400,9 @@ mod tests {
     fn global_keys_used_together_share_a_slot() {
         let keys = Keys::new("am2z");
         assert_eq!(slot(&keys.sessions()), slot(&keys.sched()));
+        assert_eq!(slot(&keys.sessions()), slot(&keys.gens()));
         assert_eq!(slot(&keys.workers()), slot(&keys.worker_contracts("w-1")));
+        assert_eq!(slot(&keys.workers()), slot(&keys.served()));
         // No session id can produce a registry key: `:` is not allowed in ids.
         assert!(SessionId::new(":registry").is_err());
     }

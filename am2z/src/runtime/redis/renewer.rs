@@ -1,101 +1,77 @@
-//! The renewer: extends every lease this process holds each third of the lease time. A
-//! renewal refused by the fencing token means the lease was lost (the sweeper gave the job to
-//! another worker, or the session stopped): the run is abandoned at once.
+//! The renewer: every third of the lease, tells every process this worker is alive (and which
+//! contracts it serves), extends every lease this process holds (one call per session), and
+//! renews its concurrency permits. A renewal refused by the fencing token means the lease was
+//! lost (the sweeper gave the job to another worker, or the session is stopping): the job is
+//! abandoned at once.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
-use super::scripts::InvokeReloading;
-use super::worker::millis;
+use super::protocol::claim::Renew;
+use super::protocol::workers;
+use super::worker::Worker;
 
-pub(crate) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(inner.config.renew_every());
+pub(crate) async fn run(worker: Arc<Worker>, worker_id: String, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(worker.config.renew_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        heartbeat(&inner).await;
-        renew_all(&inner).await;
-        super::limits::renew_permits(&inner).await;
+        heartbeat(&worker, &worker_id).await;
+        renew_all(&worker).await;
+        worker.limits.renew().await;
     }
 }
 
-/// Tells every process this worker is alive and which contracts it serves (for three renewal
-/// periods).
-async fn heartbeat(inner: &Inner) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let beat: redis::RedisResult<i64> = inner
-        .scripts
-        .heartbeat
-        .key(inner.keys.workers())
-        .key(inner.keys.worker_contracts(&inner.worker_id))
-        .arg(&inner.worker_id)
-        .arg(millis(inner.config.renew_every() * 3).max(1))
-        .arg(inner.served_fingerprints())
-        .invoke_reloading(&mut conn)
-        .await;
+/// Registers this worker and its contracts for three renewal periods.
+pub(crate) async fn heartbeat(worker: &Worker, worker_id: &str) {
+    let beat = workers::heartbeat(
+        &worker.redis,
+        &worker.keys,
+        worker_id,
+        worker.config.renew_every() * 3,
+        &worker.served.fingerprints(),
+    )
+    .await;
     if let Err(error) = beat {
-        tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "the worker heartbeat failed");
+        tracing::warn!(error = %error.into_error(&worker.redis.errors), "the worker heartbeat failed");
     }
 }
 
 /// Takes this worker out of the registry (at stop).
-pub(crate) async fn farewell(inner: &Inner) {
-    let Ok(mut conn) = inner.conn() else { return };
+pub(crate) async fn farewell(worker: &Worker, worker_id: &str) {
+    let Ok(mut conn) = worker.redis.conn() else {
+        return;
+    };
     let _: redis::RedisResult<(i64, i64)> = redis::pipe()
-        .zrem(inner.keys.workers(), &inner.worker_id)
-        .del(inner.keys.worker_contracts(&inner.worker_id))
+        .zrem(worker.keys.workers(), worker_id)
+        .del(worker.keys.worker_contracts(worker_id))
         .query_async(&mut conn)
         .await;
 }
 
-async fn renew_all(inner: &Inner) {
-    let held: Vec<_> = inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(run, lease)| {
-            (
-                *run,
-                lease.session.clone(),
-                lease.token.clone(),
-                lease.lost.clone(),
-            )
-        })
-        .collect();
-    if held.is_empty() {
-        return;
-    }
-    let Ok(conn) = inner.conn() else { return };
-    let lease_ms = millis(inner.config.lease);
-    let renewals = held.into_iter().map(|(run, session, token, lost)| {
-        let mut conn = conn.clone();
-        async move {
-            let keys = inner.keys.session(&session);
-            let renewed: redis::RedisResult<i64> = inner
-                .scripts
-                .renew
-                .key(keys.leases())
-                .key(keys.job(&run))
-                .arg(run.to_string())
-                .arg(&token)
-                .arg(lease_ms)
-                .invoke_reloading(&mut conn)
-                .await;
-            match renewed {
-                Ok(1) => {}
-                Ok(_) => {
-                    tracing::info!(%session, %run, "lease lost; abandoning the run");
-                    lost.cancel();
+async fn renew_all(worker: &Worker) {
+    let renewals = worker.leases.by_session().into_iter().map(|(session, leases)| async move {
+        let keys = worker.keys.session(&session);
+        let renewed = Renew {
+            session: &keys,
+            lease: worker.config.lease,
+            leases: &leases,
+        }
+        .call(&worker.redis)
+        .await;
+        match renewed {
+            Ok(lost) => {
+                for job in lost {
+                    tracing::info!(%session, %job, "lease lost; abandoning the job");
+                    worker.leases.lose(&job);
                 }
-                Err(error) => {
-                    tracing::warn!(%session, %run, error = %inner.errors.scrub(&error.to_string()), "renewing a lease failed");
-                }
+            }
+            Err(error) => {
+                tracing::warn!(%session, error = %error.into_error(&worker.redis.errors), "renewing leases failed");
             }
         }
     });

@@ -1,26 +1,46 @@
 //! Processors this process can execute from Redis: the bridge between a job's JSON and the
-//! typed processor, run by the embedded step executor.
+//! typed processor, run by the embedded step executor; and the table of them.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::{Parked, Parking, RunSeed, with_run_seed};
-use crate::plan::Fingerprint;
+use crate::plan::{Fingerprint, Fnv};
 use crate::portable::{Json, PortableGraph};
-use crate::runtime::host::StepGate;
-use crate::{
-    Error, Executes, LocalRuntime, Metadata, Processor, RunFailure, RunId, RunOutcome, SessionId,
-};
+use crate::runtime::embed::{Embedding, Wait};
+use crate::{Error, LocalRuntime, Metadata, Processor, RunFailure, RunId, RunOutcome, SessionId};
+
+/// The fingerprint a job of `contract`'s processor carries: its contract (name, types,
+/// version) and its plan's shape, so that a worker whose workflow has another shape under the
+/// same name and version never takes the job (invariant 4).
+pub(crate) fn job_fingerprint(contract: Fingerprint, plan: Fingerprint) -> String {
+    let mut hash = Fnv::new();
+    hash.write(b"job");
+    hash.write(&contract.0.to_le_bytes());
+    hash.write(&plan.0.to_le_bytes());
+    format!("{:016x}", hash.finish())
+}
+
+/// The fingerprint of the later jobs of a run executed step by step: only a worker that has
+/// the workflow's step graph serves it.
+pub(crate) fn step_fingerprint(job: &str) -> String {
+    let mut hash = Fnv::new();
+    hash.write(b"steps");
+    hash.write(job.as_bytes());
+    format!("{:016x}", hash.finish())
+}
 
 /// What executing one job produced.
 pub(crate) struct Executed {
     /// The outcome as stored in Redis (`{"Ok": RunResult}` or `{"Err": RunFailure}`).
     pub(crate) wire: String,
+    /// Whether the run succeeded.
+    pub(crate) ok: bool,
     /// The same outcome, typed (`RunOutcome<P::Output>`), for a waiter in this process.
     pub(crate) typed: Box<dyn Any + Send>,
     /// Whether the run ended because this process's runtime was stopped (so the job should
@@ -31,14 +51,19 @@ pub(crate) struct Executed {
     pub(crate) undecodable: bool,
     /// The step waits (its `delay`, or a retry's backoff) in Redis' due-time set, having made
     /// this many attempts: the job is parked, not committed.
-    pub(crate) parked: Option<(Parked, u32)>,
+    pub(crate) waits: Option<(Wait, u32)>,
 }
 
 /// A processor whose data crosses Redis, erased.
 pub(crate) trait Served: Send + Sync + 'static {
-    fn fingerprint(&self) -> Fingerprint;
+    /// The fingerprint of its runs' jobs ([`job_fingerprint`]).
+    fn fingerprint(&self) -> &str;
+    /// The fingerprint of its step jobs, when its runs go one job per step.
+    fn step_fingerprint(&self) -> Option<&str>;
     fn input_type(&self) -> &'static str;
     fn output_type(&self) -> &'static str;
+    /// Whether the processor is a step (user code) rather than a composition.
+    fn is_step(&self) -> bool;
     /// Runs the job's input through the processor.
     fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed>;
     /// The processor's portable graph, when it composes steps and its data is serde: its
@@ -55,24 +80,73 @@ pub(crate) struct Assignment<'a> {
     pub(crate) session: &'a SessionId,
     /// Its input, as JSON (bytes as found in Redis: not necessarily UTF-8).
     pub(crate) input: &'a [u8],
-    /// The identity the submitter gave the run.
+    /// The job's run (for a child run, its own id, under which its outcome is stored).
     pub(crate) run_id: RunId,
-    /// For a child run: the calling run (whose id the child runs under, without run-level
-    /// events) and the call depth it runs at.
-    pub(crate) child_of: Option<(RunId, u32)>,
-    /// The attempt a parked step resumes at (0: fresh), and the attempts it made before.
-    pub(crate) resume: (u32, u32),
+    /// How the embedded run differs from a local one (its identity, hooks, waits).
+    pub(crate) embedding: Arc<Embedding>,
+    /// The attempts the job made before it waited.
+    pub(crate) attempts_before: u32,
     pub(crate) created_at: SystemTime,
     /// The largest outcome that may be stored.
     pub(crate) max_bytes: usize,
-    /// The cluster-wide limits its steps pass.
-    pub(crate) gate: Arc<dyn StepGate>,
+}
+
+/// The processors this process serves, by name.
+#[derive(Default)]
+pub(crate) struct ServedTable {
+    served: RwLock<HashMap<&'static str, Arc<dyn Served>>>,
+}
+
+impl ServedTable {
+    pub(crate) fn insert(&self, name: &'static str, served: Arc<dyn Served>) {
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, served);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn Served>> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The served processor a job of `name` with `fingerprint` is for, if this process has
+    /// that exact contract and plan.
+    pub(crate) fn for_job(&self, name: &str, fingerprint: &str) -> Option<Arc<dyn Served>> {
+        self.get(name)
+            .filter(|s| s.fingerprint() == fingerprint || s.step_fingerprint() == Some(fingerprint))
+    }
+
+    /// Every fingerprint whose jobs this process takes.
+    pub(crate) fn fingerprints(&self) -> Vec<String> {
+        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<String> = served
+            .values()
+            .flat_map(|s| {
+                std::iter::once(s.fingerprint().to_owned())
+                    .chain(s.step_fingerprint().map(str::to_owned))
+            })
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 /// A served processor `P`.
 pub(crate) struct ServedProcessor<P> {
     processor: P,
-    fingerprint: Fingerprint,
+    fingerprint: String,
+    step_fingerprint: Option<String>,
     graph: Option<Arc<PortableGraph>>,
 }
 
@@ -83,11 +157,15 @@ where
     P::Output: Serialize + DeserializeOwned,
 {
     pub(crate) fn new(processor: P) -> Self {
-        let fingerprint = processor.contract().fingerprint;
+        let fingerprint = job_fingerprint(
+            processor.contract().fingerprint,
+            processor.plan().fingerprint,
+        );
         let graph = crate::portable::compile(&processor)
             .filter(PortableGraph::is_composite)
             .map(Arc::new);
         ServedProcessor {
+            step_fingerprint: graph.as_ref().map(|_| step_fingerprint(&fingerprint)),
             processor,
             fingerprint,
             graph,
@@ -111,8 +189,12 @@ where
     P::Input: Serialize + DeserializeOwned,
     P::Output: Serialize + DeserializeOwned,
 {
-    fn fingerprint(&self) -> Fingerprint {
-        self.fingerprint
+    fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    fn step_fingerprint(&self) -> Option<&str> {
+        self.step_fingerprint.as_deref()
     }
 
     fn input_type(&self) -> &'static str {
@@ -123,6 +205,10 @@ where
         std::any::type_name::<P::Output>()
     }
 
+    fn is_step(&self) -> bool {
+        self.processor.is_step()
+    }
+
     fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed> {
         Box::pin(async move {
             let Assignment {
@@ -130,35 +216,19 @@ where
                 session,
                 input,
                 run_id,
-                child_of,
-                resume: (resume, attempts_before),
+                embedding,
+                attempts_before,
                 created_at,
                 max_bytes,
-                gate,
             } = job;
-            // A single step's waits go to Redis' due-time set, as a step job's do.
-            let parking = self
-                .processor
-                .is_step()
-                .then(|| Arc::new(Parking::new(resume)));
             let started = Instant::now();
             let decoded = serde_json::from_slice::<P::Input>(input);
             let undecodable = decoded.is_err();
             let outcome: RunOutcome<P::Output> = match decoded {
                 Ok(input) => {
-                    let seed = RunSeed {
-                        run_id: child_of.map_or(run_id, |(caller, _)| caller),
-                        created_at,
-                        gate: Some(gate),
-                        one_step: child_of.is_some(),
-                        parking: parking.clone(),
-                        depth: child_of.map_or(0, |(_, depth)| depth),
-                    };
-                    with_run_seed(
-                        seed,
-                        engine.execute_in_session(session, &self.processor, input),
-                    )
-                    .await
+                    engine
+                        .execute_embedded(session, &self.processor, input, Arc::clone(&embedding))
+                        .await
                 }
                 Err(error) => Err(failure(
                     session,
@@ -168,17 +238,18 @@ where
                     self.undecodable(&error),
                 )),
             };
-            let parked = parking.as_ref().and_then(|p| p.parked());
-            if let (Some(parked), Err(failure)) = (parked, &outcome) {
+            let waited = embedding.waits.as_ref().and_then(|w| w.handed_back());
+            if let (Some(wait), Err(failure)) = (waited, &outcome) {
                 return Executed {
                     wire: String::new(),
+                    ok: false,
                     typed: Box::new(()),
                     cancelled_here: false,
                     undecodable: false,
-                    parked: Some((parked, failure.attempts)),
+                    waits: Some((wait, failure.attempts)),
                 };
             }
-            // Attempts made before the step parked count too.
+            // Attempts made before the step waited count too.
             let mut outcome = outcome;
             match &mut outcome {
                 Ok(result) => result.attempts += attempts_before,
@@ -223,10 +294,11 @@ where
             };
             Executed {
                 wire,
+                ok: outcome.is_ok(),
                 typed: Box::new(outcome),
                 cancelled_here,
                 undecodable,
-                parked: None,
+                waits: None,
             }
         })
     }

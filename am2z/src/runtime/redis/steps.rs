@@ -10,17 +10,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Inner;
-use super::keys::JobId;
-use super::limits::ClusterGate;
+use super::config::RedisConfig;
+use super::forwarder::{AdvanceCommit, DONE_INLINE};
+use super::job::ClaimedJob;
+use super::keys::{JobId, Keys};
+use super::protocol::advance::{Arrival, HeldInstance, NewJob, RunEnd};
+use super::protocol::body::Body;
+use super::protocol::messages::Done;
+use super::protocol::{Redis, millis, reads};
 use super::served::Served;
-use super::worker::{ClaimedJob, millis};
-use crate::context::{Parked, Parking, RunSeed, with_run_seed};
 use crate::event::EventKind;
 use crate::plan::Fnv;
 use crate::portable::{Frame, InstanceId, Job, Json, PortableGraph, PortableId, Transition};
+use crate::runtime::embed::{Embedding, Hooks, Wait, Waits};
 use crate::{
-    Error, Event, Executes, Metadata, RunFailure, RunId, RunOutcome, RunResult, SessionId,
+    Error, Event, LocalRuntime, Metadata, RunFailure, RunId, RunOutcome, RunResult, SessionId,
 };
 
 /// A deadline of a named workflow with a timeout that a job runs inside: the frame of its
@@ -53,105 +57,41 @@ pub(crate) enum Position {
     },
 }
 
-/// What a job's commit carries, as `advance.lua` reads it.
-pub(crate) struct Advance {
-    /// The job is its run's entry job (its commit creates the run hash).
-    pub(crate) entry: bool,
-    /// Steps completed and attempts made by this job.
-    pub(crate) version: u64,
-    pub(crate) attempts: u32,
-    pub(crate) successors: String,
-    pub(crate) arrivals: String,
-    /// New map instances' items beyond their map's concurrency: staged before the commit.
-    pub(crate) held: Vec<HeldItems>,
-    /// Per staged instance: its id, its first held item and its staging key (`advance.lua`'s
-    /// trailing arguments, filled in by the worker once it staged them).
-    pub(crate) staged: Vec<String>,
-    /// The run's stored outcome and its run event, when this job ends the run.
-    pub(crate) outcome: Option<(String, String)>,
-    /// Whether a successor may be leased to this worker at once.
-    pub(crate) hand_off: bool,
+/// What a step job's execution needs from the worker that runs it.
+pub(crate) struct StepContext<'a> {
+    pub(crate) engine: &'a LocalRuntime,
+    pub(crate) redis: &'a Redis,
+    pub(crate) keys: &'a Keys,
+    pub(crate) config: &'a RedisConfig,
+    /// The hooks its steps run with (limits across workers, `ctx.call` as child runs).
+    pub(crate) hooks: Arc<dyn Hooks>,
+    /// The fingerprint of the run's step jobs (its successors carry it).
+    pub(crate) step_fp: &'a str,
 }
 
-/// What the commit answered.
-pub(crate) enum Committed {
-    /// The token had moved on, or the job was gone.
-    Refused,
-    /// Staged map items were gone (expired): nothing was written.
-    Unstaged,
-    /// Committed; `ended` when it stored the run's outcome, `queued` jobs were queued, and
-    /// maybe one was leased to this worker.
-    Done {
-        ended: bool,
-        queued: usize,
-        handed: Option<Handed>,
-    },
+/// A new map instance's items beyond its concurrency, to stage before the commit.
+pub(crate) struct HeldItems {
+    pub(crate) instance: InstanceId,
+    /// The first held item (the map's concurrency).
+    pub(crate) first: usize,
+    /// Each held item and its jobs, packed as `advance.lua` unpacks them.
+    pub(crate) items: Vec<(usize, Vec<u8>)>,
 }
 
-/// A successor leased to the committing worker.
-pub(crate) struct Handed {
-    id: String,
-    input: Vec<u8>,
-    token: String,
-    deadline: String,
-    step: Vec<u8>,
-    version: u64,
-    attempts: u32,
-}
-
-impl Committed {
-    /// Reads `advance.lua`'s reply.
-    pub(crate) fn parse(reply: &[Vec<u8>]) -> Option<Committed> {
-        let text = |i: usize| {
-            reply
-                .get(i)
-                .map(|f| String::from_utf8_lossy(f).into_owned())
-        };
-        match text(0)?.as_str() {
-            "0" => Some(Committed::Refused),
-            "2" => Some(Committed::Unstaged),
-            "1" => {
-                let handed = (reply.len() >= 10).then(|| Handed {
-                    id: text(3).unwrap_or_default(),
-                    input: reply[4].clone(),
-                    token: text(5).unwrap_or_default(),
-                    deadline: text(6).unwrap_or_default(),
-                    step: reply[7].clone(),
-                    version: text(8).and_then(|v| v.parse().ok()).unwrap_or(0),
-                    attempts: text(9).and_then(|v| v.parse().ok()).unwrap_or(0),
-                });
-                Some(Committed::Done {
-                    ended: text(1)? == "1",
-                    queued: text(2)?.parse().ok()?,
-                    handed,
-                })
-            }
-            _ => None,
+impl HeldItems {
+    pub(crate) fn held(&self) -> HeldInstance {
+        HeldInstance {
+            instance: self.instance.as_str().to_owned(),
+            first: self.first,
+            last: self.items.last().map_or(self.first, |(item, _)| *item),
         }
     }
 }
 
-impl Handed {
-    /// The claimed job it is, after `job` (same session and run).
-    pub(crate) fn into_job(self, job: &ClaimedJob) -> Option<ClaimedJob> {
-        Some(ClaimedJob {
-            id: JobId::parse(&self.id)?,
-            session: job.session.clone(),
-            name: job.name.clone(),
-            fingerprint: job.fingerprint.clone(),
-            input: self.input,
-            token: self.token,
-            created_ms: job.created_ms,
-            deliveries: 1,
-            lease_deadline: self.deadline,
-            asked: Instant::now(),
-            resume: 0,
-            child_of: None,
-            step: self.step,
-            version: self.version,
-            attempts: self.attempts,
-        })
-    }
+/// What a job's commit carries: the commit, and the held items to stage before it.
+pub(crate) struct Advance {
+    pub(crate) commit: AdvanceCommit,
+    pub(crate) held: Vec<HeldItems>,
 }
 
 /// How a job under way ended on this worker.
@@ -160,7 +100,7 @@ pub(crate) enum Ran {
     Advance(Box<Advance>),
     /// Its step waits before its next attempt (`attempts` made so far by this job): back to
     /// the due-time set until then.
-    Park { parked: Parked, attempts: u32 },
+    Park { wait: Wait, attempts: u32 },
     /// Give the lease back (this process is stopping, or lost the lease).
     Release,
 }
@@ -169,115 +109,122 @@ pub(crate) enum Ran {
 pub(crate) struct Signals<'a> {
     /// The lease was lost: abandon the job.
     pub(crate) lost: &'a CancellationToken,
-    /// The run ended, or the fan-out the job is under closed: drop the job (a moot commit).
+    /// The run ended, or the fan-out the job is under closed: cancel the job (its step's
+    /// token fires, with the cancel grace) and commit it as moot.
     pub(crate) moot: &'a CancellationToken,
 }
 
 /// Runs `job` (a job of a run executed step by step, or an entry job that starts one) and
 /// says what to commit.
 pub(crate) async fn run(
-    inner: &Arc<Inner>,
+    ctx: &StepContext<'_>,
     job: &ClaimedJob,
+    body: &Body,
     served: &dyn Served,
     graph: &PortableGraph,
     signals: Signals<'_>,
 ) -> Ran {
-    let clock = RedisClock::of(inner, job);
+    let clock = RedisClock::of(ctx.config, job);
     let mut delta = (0, 0);
-    let (parent, transition) = if job.step.is_empty() {
-        let input = match served.portable_input(&job.input) {
-            Ok(input) => input,
-            Err(error) => return Ran::Advance(Box::new(ended(inner, job, Err(error), true))),
-        };
-        let mut start = graph.start(input);
-        let single = start.jobs.len() == 1 && start.arrivals.is_empty() && start.output.is_none();
-        let first = if single { start.jobs.pop() } else { None };
-        match first {
-            // One first step (a chain, a route): run it now, under this lease.
-            Some(first) => {
-                let deadlines = deadlines(graph, &Parent::ROOT, &first.stack, clock.now_ms());
-                match step(inner, job, graph, first, &deadlines, &clock, &signals).await {
-                    Stepped::Ran(transition, version, attempts, stack) => {
-                        delta = (version, attempts);
-                        (Parent { stack, deadlines }, transition)
+    let (parent, transition) = match &body.step {
+        None => {
+            let input = match served.portable_input(&body.input) {
+                Ok(input) => input,
+                Err(error) => return Ran::Advance(Box::new(ended(ctx, job, Err(error)))),
+            };
+            let mut start = graph.start(input);
+            let single =
+                start.jobs.len() == 1 && start.arrivals.is_empty() && start.output.is_none();
+            let first = if single { start.jobs.pop() } else { None };
+            match first {
+                // One first step (a chain, a route): run it now, under this lease.
+                Some(first) => {
+                    let deadlines = deadlines(graph, &Parent::ROOT, &first.stack, clock.now_ms());
+                    match step(ctx, job, graph, first, &deadlines, &clock, &signals).await {
+                        Stepped::Ran(transition, version, attempts, stack) => {
+                            delta = (version, attempts);
+                            (Parent { stack, deadlines }, transition)
+                        }
+                        Stepped::Park(wait, attempts) => return Ran::Park { wait, attempts },
+                        // Nothing can end a run that has not been committed yet.
+                        Stepped::Release | Stepped::Moot => return Ran::Release,
                     }
-                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
-                    // Nothing can end a run that has not been committed yet.
-                    Stepped::Release | Stepped::Moot => return Ran::Release,
                 }
+                // Several first steps (a fan-out at the root) or none (an empty map): the start
+                // is committed as it is.
+                None => (Parent::ROOT, start),
             }
-            // Several first steps (a fan-out at the root) or none (an empty map): the start
-            // is committed as it is.
-            None => (Parent::ROOT, start),
         }
-    } else {
-        let position = match serde_json::from_slice::<Position>(&job.step) {
-            Ok(position) => position,
-            Err(error) => {
-                let error = Error::Serialization {
-                    message: format!("job `{}` has an unreadable position: {error}", job.id),
-                };
-                return Ran::Advance(Box::new(ended(inner, job, Err(error), false)));
-            }
-        };
-        let input = match &position {
-            // A complete join reads its branches' results from the run hash.
-            Position::Join {
-                instance,
-                expected,
-                failed_branch: None,
-                ..
-            } => match joined_results(inner, job, instance, *expected).await {
-                Some(results) => results,
-                // Redis could not be read: the job is leased again later.
-                None => return Ran::Release,
-            },
-            _ => serde_json::from_slice::<Json>(&job.input).map_err(|error| Error::Serialization {
-                message: format!("job `{}` has an unreadable input: {error}", job.id),
-            }),
-        };
-        let input = match input {
-            Ok(input) => input,
-            Err(error) => return Ran::Advance(Box::new(ended(inner, job, Err(error), false))),
-        };
-        match position {
-            Position::Step {
-                node,
-                stack,
-                deadlines,
-            } => {
-                let step_job = Job { node, stack, input };
-                match step(inner, job, graph, step_job, &deadlines, &clock, &signals).await {
-                    Stepped::Ran(transition, version, attempts, stack) => {
-                        delta = (version, attempts);
-                        (Parent { stack, deadlines }, transition)
-                    }
-                    Stepped::Park(parked, attempts) => return Ran::Park { parked, attempts },
-                    Stepped::Release => return Ran::Release,
-                    Stepped::Moot => (Parent::ROOT, Transition::default()),
+        Some(position) => {
+            let position = match serde_json::from_value::<Position>(position.clone()) {
+                Ok(position) => position,
+                Err(error) => {
+                    let error = Error::Serialization {
+                        message: format!("job `{}` has an unreadable position: {error}", job.id()),
+                    };
+                    return Ran::Advance(Box::new(ended(ctx, job, Err(error))));
                 }
-            }
-            Position::Join {
-                node,
-                continuation,
-                deadlines,
-                failed_branch,
-                ..
-            } => {
-                let transition = join(graph, node, continuation.clone(), failed_branch, input);
-                (
-                    Parent {
-                        stack: continuation,
-                        deadlines,
-                    },
-                    transition,
-                )
+            };
+            let input = match &position {
+                // A complete join reads its branches' results from the run hash.
+                Position::Join {
+                    instance,
+                    expected,
+                    failed_branch: None,
+                    ..
+                } => match joined_results(ctx, job, instance, *expected).await {
+                    Some(results) => results,
+                    // Redis could not be read: the job is leased again later.
+                    None => return Ran::Release,
+                },
+                _ => serde_json::from_slice::<Json>(&body.input).map_err(|error| {
+                    Error::Serialization {
+                        message: format!("job `{}` has an unreadable input: {error}", job.id()),
+                    }
+                }),
+            };
+            let input = match input {
+                Ok(input) => input,
+                Err(error) => return Ran::Advance(Box::new(ended(ctx, job, Err(error)))),
+            };
+            match position {
+                Position::Step {
+                    node,
+                    stack,
+                    deadlines,
+                } => {
+                    let step_job = Job { node, stack, input };
+                    match step(ctx, job, graph, step_job, &deadlines, &clock, &signals).await {
+                        Stepped::Ran(transition, version, attempts, stack) => {
+                            delta = (version, attempts);
+                            (Parent { stack, deadlines }, transition)
+                        }
+                        Stepped::Park(wait, attempts) => return Ran::Park { wait, attempts },
+                        Stepped::Release => return Ran::Release,
+                        Stepped::Moot => (Parent::ROOT, Transition::default()),
+                    }
+                }
+                Position::Join {
+                    node,
+                    continuation,
+                    deadlines,
+                    failed_branch,
+                    ..
+                } => {
+                    let transition = join(graph, node, continuation.clone(), failed_branch, input);
+                    (
+                        Parent {
+                            stack: continuation,
+                            deadlines,
+                        },
+                        transition,
+                    )
+                }
             }
         }
     };
-    let entry = job.step.is_empty();
     Ran::Advance(Box::new(advance(
-        inner, job, graph, &parent, transition, delta, &clock, entry,
+        ctx, job, graph, &parent, transition, delta, &clock,
     )))
 }
 
@@ -288,27 +235,21 @@ const JOIN_READ: usize = 2_000;
 /// `{"Ok": value}` / `{"Err": error}`; `Err` when one is missing or unreadable, `None` when
 /// Redis cannot be read.
 async fn joined_results(
-    inner: &Inner,
+    ctx: &StepContext<'_>,
     job: &ClaimedJob,
     instance: &InstanceId,
     expected: usize,
 ) -> Option<Result<Json, Error>> {
-    let mut conn = inner.conn().ok()?;
-    let run = inner.keys.session(&job.session).run(job.id.run);
+    let session = ctx.keys.session(&job.session);
     let mut results = Vec::with_capacity(expected);
     for from in (0..expected).step_by(JOIN_READ) {
         let fields: Vec<String> = (from..expected.min(from + JOIN_READ))
             .map(|branch| format!("s:{instance}:{branch}"))
             .collect();
-        let read: redis::RedisResult<Vec<Option<String>>> = redis::cmd("HMGET")
-            .arg(&run)
-            .arg(&fields)
-            .query_async(&mut conn)
-            .await;
-        let read = match read {
+        let read = match reads::run_fields(ctx.redis, &session, job.run(), &fields).await {
             Ok(read) => read,
             Err(error) => {
-                tracing::warn!(job = %job.id, error = %inner.errors.scrub(&error.to_string()), "reading a join's results failed; it will be retried");
+                tracing::warn!(job = %job.id(), error = %error.into_error(&ctx.redis.errors), "reading a join's results failed; it will be retried");
                 return None;
             }
         };
@@ -320,7 +261,10 @@ async fn joined_results(
                 Ok(result) => results.push(result),
                 Err(message) => {
                     return Some(Err(Error::Serialization {
-                        message: format!("the join of `{instance}` in job `{}`: {message}", job.id),
+                        message: format!(
+                            "the join of `{instance}` in job `{}`: {message}",
+                            job.id()
+                        ),
                     }));
                 }
             }
@@ -379,10 +323,9 @@ struct RedisClock {
 }
 
 impl RedisClock {
-    fn of(inner: &Inner, job: &ClaimedJob) -> Self {
-        let deadline: u64 = job.lease_deadline.parse().unwrap_or(0);
+    fn of(config: &RedisConfig, job: &ClaimedJob) -> Self {
         RedisClock {
-            at_claim_ms: deadline.saturating_sub(millis(inner.config.lease)),
+            at_claim_ms: job.leased.deadline_ms.saturating_sub(millis(config.lease)),
             claimed: job.asked,
         }
     }
@@ -430,7 +373,7 @@ enum Stepped {
     /// With a transition, the steps completed and attempts made, and the step's stack.
     Ran(Transition, u64, u32, Vec<Frame>),
     /// The step waits (its `delay`, or a retry's backoff) in Redis, not in this slot.
-    Park(Parked, u32),
+    Park(Wait, u32),
     Release,
     Moot,
 }
@@ -438,7 +381,7 @@ enum Stepped {
 /// Runs the step `job` through the embedded step executor, as one step of the claimed job's
 /// run, bounded by the earliest of its workflows' deadlines.
 async fn step(
-    inner: &Arc<Inner>,
+    ctx: &StepContext<'_>,
     claimed: &ClaimedJob,
     graph: &PortableGraph,
     job: Job,
@@ -469,21 +412,23 @@ async fn step(
         let error = Error::configuration(format!("portable node {} is not a step", job.node));
         return Stepped::Ran(graph.transition(&job, Err(error)), 0, 0, job.stack.clone());
     };
-    let parking = Arc::new(Parking::new(claimed.resume));
-    let seed = RunSeed {
-        run_id: claimed.id.run,
-        created_at: UNIX_EPOCH + Duration::from_millis(claimed.created_ms),
-        gate: Some(Arc::new(ClusterGate::new(Arc::clone(inner), claimed.id))),
-        one_step: true,
-        parking: Some(Arc::clone(&parking)),
+    let cancel = CancellationToken::new();
+    let embedding = Arc::new(Embedding {
+        run_id: claimed.run(),
+        created_at: UNIX_EPOCH + Duration::from_millis(claimed.leased.created_ms),
         depth: 0,
-    };
-    let running = with_run_seed(
-        seed,
-        inner
-            .engine
-            .execute_in_session(&claimed.session, node, job.input.clone()),
+        part_of_run: true,
+        cancel: cancel.clone(),
+        hooks: Arc::clone(&ctx.hooks),
+        waits: Some(Waits::resuming_at(claimed.leased.attempt)),
+    });
+    let running = ctx.engine.execute_embedded(
+        &claimed.session,
+        node,
+        job.input.clone(),
+        Arc::clone(&embedding),
     );
+    tokio::pin!(running);
     let out_of_time = async {
         match earliest {
             Some(deadline) => {
@@ -494,24 +439,40 @@ async fn step(
             None => std::future::pending().await,
         }
     };
+    // A lost lease or a moot job cancels the step: its token fires and it gets the cancel
+    // grace to return (the executor bounds it). A workflow's deadline is exact: the token
+    // fires and the step is dropped at once.
     let outcome: RunOutcome<Json> = tokio::select! {
-        outcome = running => outcome,
-        deadline = out_of_time => return Stepped::Ran(expire(deadline), 0, 0, job.stack.clone()),
-        () = signals.lost.cancelled() => return Stepped::Release,
-        () = signals.moot.cancelled() => return Stepped::Moot,
+        biased;
+        outcome = &mut running => outcome,
+        deadline = out_of_time => {
+            cancel.cancel();
+            return Stepped::Ran(expire(deadline), 0, 0, job.stack.clone());
+        }
+        () = signals.lost.cancelled() => {
+            cancel.cancel();
+            let _ = running.await;
+            return Stepped::Release;
+        }
+        () = signals.moot.cancelled() => {
+            cancel.cancel();
+            let _ = running.await;
+            return Stepped::Moot;
+        }
     };
+    let waited = embedding.waits.as_ref().and_then(|w| w.handed_back());
     let (result, version, attempts) = match outcome {
         Ok(result) => (Ok(result.output), result.meta.version, result.attempts),
-        Err(failure) if parking.parked().is_some() => {
-            let parked = parking.parked().unwrap_or(Parked {
+        Err(failure) if waited.is_some() => {
+            let wait = waited.unwrap_or(Wait {
                 attempt: 1,
                 delay: Duration::ZERO,
             });
-            return Stepped::Park(parked, failure.attempts);
+            return Stepped::Park(wait, failure.attempts);
         }
         Err(failure) => {
             let stopping = matches!(failure.error, Error::Cancelled { .. })
-                && !crate::Runtime::is_running(&inner.engine);
+                && !crate::Runtime::is_running(ctx.engine);
             if stopping {
                 return Stepped::Release;
             }
@@ -522,46 +483,40 @@ async fn step(
     Stepped::Ran(graph.transition(&job, result), version, attempts, stack)
 }
 
+/// The commit of a job that fails its run with `error` (its body or position does not read).
+pub(crate) fn fail_run(ctx: &StepContext<'_>, job: &ClaimedJob, error: Error) -> Advance {
+    ended(ctx, job, Err(error))
+}
+
 /// The commit of a job that ends its run with `outcome` and nothing else.
-fn ended(inner: &Inner, job: &ClaimedJob, outcome: Result<Json, Error>, entry: bool) -> Advance {
+fn ended(ctx: &StepContext<'_>, job: &ClaimedJob, outcome: Result<Json, Error>) -> Advance {
     let transition = Transition {
         output: Some(outcome),
         ..Transition::default()
     };
-    let clock = RedisClock::of(inner, job);
+    let clock = RedisClock::of(ctx.config, job);
     let graph = PortableGraph::new();
-    advance(
-        inner,
-        job,
-        &graph,
-        &Parent::ROOT,
-        transition,
-        (0, 0),
-        &clock,
-        entry,
-    )
+    advance(ctx, job, &graph, &Parent::ROOT, transition, (0, 0), &clock)
 }
 
-/// Shapes `transition` into `advance.lua`'s arguments.
-#[allow(clippy::too_many_arguments)] // one call site per way a job ends; all are needed
+/// Shapes `transition` into the commit that carries it.
 fn advance(
-    inner: &Inner,
+    ctx: &StepContext<'_>,
     job: &ClaimedJob,
     graph: &PortableGraph,
     parent: &Parent,
     transition: Transition,
     (version, attempts): (u64, u32),
     clock: &RedisClock,
-    entry: bool,
 ) -> Advance {
-    let run = job.id.run;
+    let run = job.run();
     let now = clock.now_ms();
-    let transition = bounded(inner, job, transition);
+    let transition = bounded(ctx.config, job, transition);
     let mut successors = Vec::new();
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
         let deadlines = deadlines(graph, parent, &next.stack, now);
-        let spec = successor(run, &next, &deadlines);
+        let new = successor(run, &next, &deadlines);
         match held_item(graph, &parent.stack, &next.stack) {
             Some((instance, item, first)) => {
                 let at = match held.iter().position(|h| h.instance == instance) {
@@ -576,21 +531,27 @@ fn advance(
                     }
                 };
                 let items = &mut held[at].items;
-                match items.iter_mut().find(|(i, _)| *i == item) {
-                    Some((_, jobs)) => jobs.push(spec),
-                    None => items.push((item, vec![spec])),
-                }
+                let packed = match items.iter_mut().find(|(i, _)| *i == item) {
+                    Some((_, packed)) => packed,
+                    None => {
+                        items.push((item, Vec::new()));
+                        &mut items.last_mut().expect("just pushed").1
+                    }
+                };
+                new.pack_into(packed);
             }
-            None => successors.push(spec),
+            None => successors.push(new),
         }
     }
-    let arrivals: Vec<Json> = transition
+    for instance in &mut held {
+        instance.items.sort_by_key(|(item, _)| *item);
+    }
+    let arrivals: Vec<Arrival> = transition
         .arrivals
         .into_iter()
         .map(|arrival| {
             let closes = arrival.value.is_err() && graph.fails_fast(arrival.node);
-            let mut guards = instances(&arrival.continuation);
-            guards.push(arrival.instance.as_str().to_owned());
+            let guards = instances(&arrival.continuation);
             let shared = arrival.continuation.len();
             let position = Position::Join {
                 node: arrival.node,
@@ -605,66 +566,62 @@ fn advance(
                     .collect(),
                 failed_branch: closes.then_some(arrival.branch),
             };
-            let id = JobId {
-                run,
-                position: Some(join_hash(&arrival.instance)),
-            };
-            json!([
-                arrival.instance.as_str(),
-                arrival.branch,
-                arrival.expected,
-                wire_result(&arrival.value),
+            let result = wire_result(&arrival.value);
+            Arrival {
+                instance: arrival.instance.as_str().to_owned(),
+                branch: arrival.branch,
+                expected: arrival.expected,
+                // A failed branch's join takes the error as its input.
+                join: NewJob {
+                    id: JobId {
+                        run,
+                        position: Some(join_hash(&arrival.instance)),
+                    },
+                    body: Body {
+                        step: serde_json::to_value(&position).ok(),
+                        call: None,
+                        input: if closes {
+                            result.clone().into_bytes()
+                        } else {
+                            Vec::new()
+                        },
+                    }
+                    .encode(),
+                    guards: Vec::new(),
+                },
+                result,
                 guards,
-                id.to_string(),
-                serde_json::to_string(&position).unwrap_or_default(),
                 closes,
-            ])
+            }
         })
         .collect();
-    let outcome = transition
+    let end = transition
         .output
-        .map(|output| outcome(inner, job, output, version, attempts));
+        .map(|output| run_end(ctx.config, job, output, version, attempts));
     Advance {
-        entry,
-        version,
-        attempts,
-        successors: Json::Array(successors).to_string(),
+        commit: AdvanceCommit {
+            job: job.id(),
+            token: job.token(),
+            step_fp: ctx.step_fp.to_owned(),
+            version_delta: version,
+            attempts_delta: attempts,
+            entry: job.is_entry(),
+            // Decided by the worker when it sends the commit (invariant 5).
+            hand_off: None,
+            end,
+            successors,
+            arrivals,
+            held: held.iter().map(HeldItems::held).collect(),
+        },
         held,
-        staged: Vec::new(),
-        arrivals: Json::Array(arrivals).to_string(),
-        outcome,
-        hand_off: inner.claiming.load(std::sync::atomic::Ordering::Acquire),
-    }
-}
-
-/// The items of a new map instance beyond its concurrency: their jobs wait in the instance's
-/// held hash until an arrival at the instance releases them, one item per arrival.
-pub(crate) struct HeldItems {
-    pub(crate) instance: InstanceId,
-    /// The first held item (the map's concurrency).
-    pub(crate) first: usize,
-    /// Each held item and its jobs (successor entries).
-    pub(crate) items: Vec<(usize, Vec<Json>)>,
-}
-
-impl HeldItems {
-    /// The items as `stage.lua`'s arguments, in slices of at most `slice` items: item index,
-    /// then its jobs (JSON).
-    pub(crate) fn slices(&self, slice: usize) -> impl Iterator<Item = Vec<String>> + '_ {
-        self.items.chunks(slice.max(1)).map(|items| {
-            items
-                .iter()
-                .flat_map(|(item, jobs)| [item.to_string(), Json::Array(jobs.clone()).to_string()])
-                .collect()
-        })
     }
 }
 
 /// `transition`, unless a value it would store (a successor's input, a branch's result) is
 /// larger than `max_payload_bytes`: then the run fails with [`Error::Resource`] instead, before
 /// anything is written.
-fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transition {
-    let limit = inner.config.max_payload_bytes;
+fn bounded(config: &RedisConfig, job: &ClaimedJob, transition: Transition) -> Transition {
+    let limit = config.max_payload_bytes;
     let size = |value: &Json| serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
     let largest = transition
         .jobs
@@ -688,7 +645,7 @@ fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transitio
         "payload",
         format!(
             "a value between the steps of `{}` is {largest} bytes; the limit is {limit}",
-            job.name
+            job.leased.name
         ),
     );
     Transition {
@@ -697,23 +654,26 @@ fn bounded(inner: &Inner, job: &ClaimedJob, transition: Transition) -> Transitio
     }
 }
 
-/// A successor's entry in `advance.lua`'s list: id, input, position, the instances above it.
-fn successor(run: RunId, job: &Job, deadlines: &[Deadline]) -> Json {
-    let id = JobId {
-        run,
-        position: Some(step_hash(job.node, &job.stack)),
-    };
+/// A successor job: its id (named by its position), body, and the fan-out instances above it.
+fn successor(run: RunId, job: &Job, deadlines: &[Deadline]) -> NewJob {
     let position = Position::Step {
         node: job.node,
         stack: job.stack.clone(),
         deadlines: deadlines.to_vec(),
     };
-    json!([
-        id.to_string(),
-        job.input.to_string(),
-        serde_json::to_string(&position).unwrap_or_default(),
-        instances(&job.stack),
-    ])
+    NewJob {
+        id: JobId {
+            run,
+            position: Some(step_hash(job.node, &job.stack)),
+        },
+        body: Body {
+            step: serde_json::to_value(&position).ok(),
+            call: None,
+            input: serde_json::to_vec(&job.input).unwrap_or_default(),
+        }
+        .encode(),
+        guards: instances(&job.stack),
+    }
 }
 
 /// The map item a successor belongs to, when that item is beyond the map's concurrency and
@@ -739,8 +699,8 @@ fn held_item(
 }
 
 /// The fan-out instances a claimed job runs under, from its position (none for an entry job).
-pub(crate) fn instances_of(position: &[u8]) -> Vec<String> {
-    match serde_json::from_slice::<Position>(position) {
+pub(crate) fn instances_of(position: &Json) -> Vec<String> {
+    match serde_json::from_value::<Position>(position.clone()) {
         Ok(Position::Step { stack, .. }) => instances(&stack),
         Ok(Position::Join { continuation, .. }) => instances(&continuation),
         Err(_) => Vec::new(),
@@ -776,26 +736,26 @@ fn join_hash(instance: &InstanceId) -> u64 {
     hash.finish()
 }
 
-/// The run's stored outcome and its run event, for a job that ends the run with `output`
-/// (its steps so far, from the claim, plus this job's).
-fn outcome(
-    inner: &Inner,
+/// The run's end, for a job that ends the run with `output`: its stored outcome (its steps so
+/// far, from the claim, plus this job's), its `done` message and its run event.
+fn run_end(
+    config: &RedisConfig,
     job: &ClaimedJob,
     output: Result<Json, Error>,
     version: u64,
     attempts: u32,
-) -> (String, String) {
-    let created_at = UNIX_EPOCH + Duration::from_millis(job.created_ms);
+) -> RunEnd {
+    let created_at = UNIX_EPOCH + Duration::from_millis(job.leased.created_ms);
     let now = SystemTime::now().max(created_at);
     let execution_time = now.duration_since(created_at).unwrap_or_default();
     let meta = Metadata {
         session_id: job.session.clone(),
-        run_id: job.id.run,
-        version: job.version + version,
+        run_id: job.run(),
+        version: job.leased.version + version,
         created_at,
         updated_at: now,
     };
-    let attempts = job.attempts + attempts;
+    let attempts = job.leased.run_attempts + job.leased.attempts + attempts;
     let stored = |output: Result<Json, Error>| -> Result<String, Error> {
         let outcome: RunOutcome<Json> = match output {
             Ok(output) => Ok(RunResult {
@@ -812,15 +772,15 @@ fn outcome(
             }),
         };
         let wire = serde_json::to_string(&outcome)?;
-        match wire.len() > inner.config.max_payload_bytes {
+        match wire.len() > config.max_payload_bytes {
             false => Ok(wire),
             true => Err(Error::resource(
                 "payload",
                 format!(
                     "the outcome of `{}` is {} bytes; the limit is {}",
-                    job.name,
+                    job.leased.name,
                     wire.len(),
-                    inner.config.max_payload_bytes
+                    config.max_payload_bytes
                 ),
             )),
         }
@@ -831,16 +791,26 @@ fn outcome(
             error: error.clone(),
         },
     };
-    let (wire, kind) = match stored(output.clone()) {
-        Ok(wire) => (wire, kind(&output)),
+    let (outcome, ok, kind) = match stored(output.clone()) {
+        Ok(wire) => (wire, output.is_ok(), kind(&output)),
         Err(error) => {
             let failed = Err(error);
             let wire = stored(failed.clone()).unwrap_or_default();
-            (wire, kind(&failed))
+            (wire, false, kind(&failed))
         }
     };
-    let event = run_event(&job.session, job.id.run, kind);
-    (wire, event)
+    let done = Done {
+        session: job.session.clone(),
+        run: job.run(),
+        outcome: (outcome.len() <= DONE_INLINE).then(|| outcome.clone()),
+    }
+    .to_string();
+    RunEnd {
+        event: run_event(&job.session, job.run(), kind),
+        outcome,
+        ok,
+        done,
+    }
 }
 
 fn run_event(session: &SessionId, run: RunId, kind: EventKind) -> String {

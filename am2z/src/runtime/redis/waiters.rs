@@ -1,5 +1,7 @@
 //! Callers in this process waiting for run outcomes, woken by `done` messages, by the worker
-//! that committed the run (when it ran here), or by `stop_session`.
+//! that committed the run (when it ran here), or by `stop_session`. A waiter is registered by
+//! a guard ([`Waiter`]): however its wait ends (its outcome, its caller's own timeout dropping
+//! the future), the registration and any outcome kept for it go with the guard.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -10,128 +12,179 @@ use tokio::sync::Notify;
 
 use crate::{RunId, SessionId};
 
+/// A run, as waiters know it: by session and run (a `done` is matched by both).
+type RunKey = (SessionId, RunId);
+
 /// One waiting caller.
 pub(crate) struct WaitSlot {
-    pub(crate) session: SessionId,
     pub(crate) notify: Notify,
     pub(crate) stopped: AtomicBool,
 }
 
+/// What waits, and what was left for the waiters, per run.
+#[derive(Default)]
+struct Entry {
+    slots: Vec<Arc<WaitSlot>>,
+    /// The typed outcome of a run executed here (no decoding; in-process state snapshots
+    /// survive).
+    handoff: Option<Box<dyn Any + Send>>,
+    /// The stored outcome that came with the run's `done` message (no read).
+    delivered: Option<String>,
+}
+
 #[derive(Default)]
 pub(crate) struct Waiters {
-    slots: Mutex<HashMap<RunId, Vec<Arc<WaitSlot>>>>,
-    /// Typed outcomes of runs executed here, for a waiter here (no decoding; in-process state
-    /// snapshots survive).
-    handoff: Mutex<HashMap<RunId, Box<dyn Any + Send>>>,
-    /// Stored outcomes that came with a run's `done` message, for a waiter here (no read).
-    delivered: Mutex<HashMap<RunId, String>>,
+    runs: Mutex<HashMap<RunKey, Entry>>,
+}
+
+/// A registered waiter; unregisters itself when dropped.
+pub(crate) struct Waiter {
+    waiters: Arc<Waiters>,
+    key: RunKey,
+    pub(crate) slot: Arc<WaitSlot>,
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut runs = self.waiters.lock();
+        if let Some(entry) = runs.get_mut(&self.key) {
+            entry.slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
+            if entry.slots.is_empty() {
+                runs.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Waiter {
+    /// The typed outcome left by the worker here that executed the run, if any.
+    pub(crate) fn take_handoff(&self) -> Option<Box<dyn Any + Send>> {
+        self.waiters
+            .lock()
+            .get_mut(&self.key)
+            .and_then(|e| e.handoff.take())
+    }
+
+    /// The stored outcome that came with the run's `done` message, if any.
+    pub(crate) fn take_delivered(&self) -> Option<String> {
+        self.waiters
+            .lock()
+            .get_mut(&self.key)
+            .and_then(|e| e.delivered.take())
+    }
 }
 
 impl Waiters {
-    pub(crate) fn register(&self, run: RunId, session: &SessionId) -> Arc<WaitSlot> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunKey, Entry>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a waiter for `run` of `session`.
+    pub(crate) fn register(self: &Arc<Self>, session: &SessionId, run: RunId) -> Waiter {
         let slot = Arc::new(WaitSlot {
-            session: session.clone(),
             notify: Notify::new(),
             stopped: AtomicBool::new(false),
         });
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(run)
+        let key = (session.clone(), run);
+        self.lock()
+            .entry(key.clone())
             .or_default()
+            .slots
             .push(Arc::clone(&slot));
-        slot
-    }
-
-    pub(crate) fn unregister(&self, run: RunId, slot: &Arc<WaitSlot>) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let last = match slots.get_mut(&run) {
-            Some(list) => {
-                list.retain(|s| !Arc::ptr_eq(s, slot));
-                list.is_empty()
-            }
-            None => true,
-        };
-        if last {
-            slots.remove(&run);
-            drop(slots);
-            self.handoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run);
-            self.delivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run);
+        Waiter {
+            waiters: Arc::clone(self),
+            key,
+            slot,
         }
     }
 
-    /// Whether anyone here waits for `run`.
-    pub(crate) fn is_awaited(&self, run: RunId) -> bool {
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&run)
-    }
-
-    /// Keeps `outcome` for a waiter of `run` here, if there is one.
-    pub(crate) fn hand_off(&self, run: RunId, outcome: Box<dyn Any + Send>) {
-        if self.is_awaited(run) {
-            self.handoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(run, outcome);
+    /// Keeps the typed `outcome` of `run` for a waiter here, if there is one.
+    pub(crate) fn hand_off(&self, session: &SessionId, run: RunId, outcome: Box<dyn Any + Send>) {
+        if let Some(entry) = self.lock().get_mut(&(session.clone(), run)) {
+            entry.handoff = Some(outcome);
         }
-    }
-
-    pub(crate) fn take_handoff(&self, run: RunId) -> Option<Box<dyn Any + Send>> {
-        self.handoff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run)
     }
 
     /// Keeps the stored outcome `wire` of `run` for a waiter here, if there is one.
-    pub(crate) fn deliver(&self, run: RunId, wire: String) {
-        if self.is_awaited(run) {
-            self.delivered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(run, wire);
+    pub(crate) fn deliver(&self, session: &SessionId, run: RunId, wire: String) {
+        if let Some(entry) = self.lock().get_mut(&(session.clone(), run)) {
+            entry.delivered = Some(wire);
         }
     }
 
-    pub(crate) fn take_delivered(&self, run: RunId) -> Option<String> {
-        self.delivered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&run)
-    }
-
-    /// `run` reached a terminal state.
-    pub(crate) fn done(&self, run: RunId) {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        for slot in slots.get(&run).into_iter().flatten() {
-            slot.notify.notify_one();
+    /// `run` of `session` ended.
+    pub(crate) fn done(&self, session: &SessionId, run: RunId) {
+        if let Some(entry) = self.lock().get(&(session.clone(), run)) {
+            for slot in &entry.slots {
+                slot.notify.notify_one();
+            }
         }
     }
 
     /// `session` was stopped: its waiters end with "session stopped".
     pub(crate) fn session_stopped(&self, session: &SessionId) {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        for slot in slots.values().flatten() {
-            if slot.session == *session {
-                slot.stopped.store(true, Ordering::SeqCst);
-                slot.notify.notify_one();
+        for ((s, _), entry) in self.lock().iter() {
+            if s == session {
+                for slot in &entry.slots {
+                    slot.stopped.store(true, Ordering::SeqCst);
+                    slot.notify.notify_one();
+                }
             }
         }
     }
 
     /// Every waiter re-checks (after a reconnect, messages may have been missed).
     pub(crate) fn wake_all(&self) {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        for slot in slots.values().flatten() {
-            slot.notify.notify_one();
+        for entry in self.lock().values() {
+            for slot in &entry.slots {
+                slot.notify.notify_one();
+            }
         }
+    }
+
+    /// How many runs are awaited here (for tests: a dropped wait leaves none behind).
+    pub(crate) fn awaited(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_waiters_leave_nothing_behind() {
+        let waiters = Arc::new(Waiters::default());
+        let session = SessionId::new("s").unwrap();
+        let run = RunId::generate();
+        let first = waiters.register(&session, run);
+        let second = waiters.register(&session, run);
+        waiters.deliver(&session, run, "outcome".to_owned());
+        drop(first);
+        assert_eq!(second.take_delivered().as_deref(), Some("outcome"));
+        waiters.hand_off(&session, run, Box::new(5_u8));
+        drop(second);
+        assert_eq!(
+            waiters.awaited(),
+            0,
+            "the outcome kept for the waiters went with them"
+        );
+        // Nothing is kept for a run nobody waits for.
+        waiters.deliver(&session, run, "late".to_owned());
+        assert_eq!(waiters.awaited(), 0);
+    }
+
+    #[test]
+    fn outcomes_are_matched_by_session_and_run() {
+        let waiters = Arc::new(Waiters::default());
+        let (a, b) = (SessionId::new("a").unwrap(), SessionId::new("b").unwrap());
+        let run = RunId::generate();
+        let waiter = waiters.register(&b, run);
+        waiters.deliver(&a, run, "a's outcome".to_owned());
+        assert_eq!(waiter.take_delivered(), None);
+        waiters.session_stopped(&a);
+        assert!(!waiter.slot.stopped.load(Ordering::SeqCst));
+        waiters.session_stopped(&b);
+        assert!(waiter.slot.stopped.load(Ordering::SeqCst));
     }
 }

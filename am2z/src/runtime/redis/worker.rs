@@ -1,389 +1,513 @@
 //! Executing one claimed job: run it (a whole run, or one step of a run executed step by
-//! step: `steps.rs`), then commit its outcome fenced by the lease token (through the
-//! forwarder, behind the job's events), or release it at once when this process stops before
-//! the job finished.
+//! step: `steps.rs`), then commit it (through the forwarder, behind its events), park it (its
+//! step waits in Redis), or release it (this process stops before the job finished).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::Inner;
-use super::forwarder::{Commit, CommitBody};
-use super::keys::JobId;
-use super::limits::ClusterGate;
-use super::scripts::InvokeReloading;
-use super::served::{Assignment, Executed, Served};
-use super::steps;
-use crate::{RunId, SessionId};
+use super::calls::Caller;
+use super::client::Client;
+use super::config::RedisConfig;
+use super::forwarder::{CommitBody, DONE_INLINE, Outbox, Reply};
+use super::hooks::JobHooks;
+use super::job::ClaimedJob;
+use super::keys::Keys;
+use super::leases::{Lease, LeaseTable};
+use super::limits::Limits;
+use super::protocol::advance::{Advanced, Stage};
+use super::protocol::body::Body;
+use super::protocol::commit::Ending;
+use super::protocol::messages::{self, Control, Done};
+use super::protocol::release::Release;
+use super::protocol::{Redis, WireError, timers};
+use super::served::{Assignment, Executed, Served, ServedTable, failure};
+use super::slots::JobSlot;
+use super::steps::{self, StepContext};
+use super::stops::Stops;
+use crate::runtime::embed::{Embedding, Wait, Waits};
+use crate::{Error, LocalRuntime, RunOutcome};
 
-/// A job this process holds a lease on.
-#[derive(Debug, Clone)]
-pub(crate) struct ClaimedJob {
-    pub(crate) session: SessionId,
-    pub(crate) id: JobId,
-    /// The processor the run runs (for a step job: the whole workflow's).
-    pub(crate) name: String,
-    pub(crate) fingerprint: String,
-    pub(crate) input: Vec<u8>,
-    pub(crate) token: String,
-    pub(crate) created_ms: u64,
-    pub(crate) deliveries: u32,
-    /// When the lease runs out (ms on Redis' clock), unless renewed.
-    pub(crate) lease_deadline: String,
-    /// When this process sent the claim (a stop heard since may predate the claim).
-    pub(crate) asked: std::time::Instant,
-    /// Where the job stands in its run (JSON of `steps::Position`; empty for an entry job).
-    pub(crate) step: Vec<u8>,
-    /// The run's steps completed and attempts made before this job (step by step).
-    pub(crate) version: u64,
-    pub(crate) attempts: u32,
-    /// The attempt the job's step resumes at after waiting in Redis (0: a fresh step).
-    pub(crate) resume: u32,
-    /// For a child run (a `ctx.call` executed as a job): the calling run and the call depth.
-    pub(crate) child_of: Option<(RunId, u32)>,
-}
+/// Whether this worker saw other sessions waiting for a claim (the schedule, as of its last
+/// look, and every wake since): a commit hands a successor to its own worker only when none
+/// waits, so a run never keeps a slot from the fair order (invariant 5).
+#[derive(Default)]
+pub(crate) struct Contention(AtomicBool);
 
-/// What the renewer and the control channel need to know about a held lease.
-pub(crate) struct HeldLease {
-    pub(crate) session: SessionId,
-    pub(crate) token: String,
-    /// Fired when the lease is lost: the run is abandoned (its commit would be refused).
-    pub(crate) lost: CancellationToken,
-    /// Fired when the job's run ended, or a fan-out it is under closed: the job is dropped.
-    pub(crate) moot: CancellationToken,
-    /// The job's position in its run (a step job's; read only when a `cancel` names a
-    /// fan-out instance, to tell whether the job runs under it).
-    pub(crate) position: Vec<u8>,
-}
+impl Contention {
+    pub(crate) fn saw(&self, others_waiting: bool) {
+        self.0.store(others_waiting, Ordering::Relaxed);
+    }
 
-/// Executes `job`, then every successor its commits hand to this worker.
-pub(crate) async fn execute(inner: Arc<Inner>, job: ClaimedJob) {
-    let mut next = Some(job);
-    while let Some(job) = next.take() {
-        next = execute_one(&inner, job).await;
+    pub(crate) fn others_waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
-async fn execute_one(inner: &Arc<Inner>, job: ClaimedJob) -> Option<ClaimedJob> {
-    let lost = CancellationToken::new();
-    let moot = CancellationToken::new();
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            job.id,
-            HeldLease {
-                session: job.session.clone(),
-                token: job.token.clone(),
-                lost: lost.clone(),
-                moot: moot.clone(),
-                position: job.step.clone(),
-            },
-        );
-    let served = inner.served_for(&job.name, &job.fingerprint);
-    // A stop of the session heard since the claim was sent: the job may be the stopped
-    // session's (then the release is refused), or a new one's (then it is claimed again).
-    let served = served.filter(|_| !inner.stops.heard_since(&job.session, job.asked));
+/// What this worker counted.
+#[derive(Default)]
+pub(crate) struct Counts {
+    /// Runs executed here whose outcome this process committed.
+    pub(crate) commits: AtomicU64,
+    /// Commits (and releases) refused because the lease had moved on.
+    pub(crate) refused: AtomicU64,
+}
+
+/// What a worker needs to execute jobs: built by the runtime at start, shared by its tasks.
+pub(crate) struct Worker {
+    pub(crate) redis: Arc<Redis>,
+    pub(crate) keys: Keys,
+    pub(crate) config: Arc<RedisConfig>,
+    pub(crate) engine: LocalRuntime,
+    pub(crate) client: Arc<Client>,
+    pub(crate) leases: Arc<LeaseTable>,
+    pub(crate) served: Arc<ServedTable>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) stops: Arc<Stops>,
+    pub(crate) outbox: Outbox,
+    /// Whether this process takes new jobs: false while it drains or stops, so a commit no
+    /// longer hands it a successor (a long chain would otherwise never let it drain).
+    pub(crate) claiming: Arc<AtomicBool>,
+    pub(crate) contention: Arc<Contention>,
+    pub(crate) counts: Arc<Counts>,
+}
+
+/// Executes `job`, then every successor its commits hand to this worker, on `slot`.
+pub(crate) async fn execute(worker: Arc<Worker>, job: ClaimedJob, slot: Arc<JobSlot>) {
+    let mut next = Some(job);
+    while let Some(job) = next.take() {
+        next = execute_one(&worker, job, &slot).await;
+    }
+}
+
+async fn execute_one(
+    worker: &Arc<Worker>,
+    job: ClaimedJob,
+    slot: &Arc<JobSlot>,
+) -> Option<ClaimedJob> {
     let span = tracing::debug_span!(
         "am2z.job",
         session = %job.session,
-        job = %job.id,
-        processor = %job.name,
-        delivery = job.deliveries,
+        job = %job.id(),
+        processor = %job.leased.name,
+        delivery = job.leased.deliveries,
     );
-    let graph = served.as_ref().and_then(|s| s.graph().cloned());
-    // A child call is one job, whatever its processor (it answers one `ctx.call`).
-    let step_by_step = !job.step.is_empty() || (inner.config.step_jobs && job.child_of.is_none());
-    let next = match (served, graph) {
-        (Some(served), Some(graph)) if step_by_step => {
-            let signals = steps::Signals {
-                lost: &lost,
-                moot: &moot,
-            };
-            let ran = steps::run(inner, &job, served.as_ref(), &graph, signals)
-                .instrument(span)
-                .await;
-            match ran {
-                steps::Ran::Advance(advance) => advance_run(inner, &job, *advance).await,
-                steps::Ran::Park { parked, attempts } => {
-                    park(inner, &job, parked, attempts).await;
-                    None
-                }
-                steps::Ran::Release => {
-                    release(inner, &job).await;
-                    None
+    async move {
+        let body = Body::decode(&job.leased.body);
+        let instances = match &body {
+            Ok(Body {
+                step: Some(position),
+                ..
+            }) => steps::instances_of(position),
+            _ => Vec::new(),
+        };
+        let lease = worker
+            .leases
+            .hold(&job.session, job.id(), job.token(), instances);
+        let served = worker
+            .served
+            .for_job(&job.leased.name, &job.leased.fingerprint)
+            // A stop of the session heard since the claim was sent: the job may be the stopped
+            // session's (then the release is refused), or a new one's (then it is claimed
+            // again).
+            .filter(|_| !worker.stops.heard_since(&job.session, job.asked));
+        let Some(served) = served else {
+            release(worker, &job).await;
+            return None;
+        };
+        let hooks = Arc::new(JobHooks::new(
+            Arc::clone(&worker.limits),
+            Caller::of(
+                &job,
+                Arc::clone(&worker.client),
+                Arc::clone(&worker.served),
+                Arc::clone(slot),
+            ),
+            worker.config.max_payload_bytes,
+        ));
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => {
+                fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
+                return None;
+            }
+        };
+        // A child call is one job, whatever its processor (it answers one `ctx.call`).
+        let graph = served.graph().cloned();
+        let step_by_step = body.step.is_some()
+            || (worker.config.step_jobs && body.call.is_none() && graph.is_some());
+        match graph {
+            Some(graph) if step_by_step => {
+                let ctx = step_context(worker, served.as_ref(), hooks);
+                let signals = steps::Signals {
+                    lost: &lease.lost,
+                    moot: &lease.moot,
+                };
+                match steps::run(&ctx, &job, &body, served.as_ref(), &graph, signals).await {
+                    steps::Ran::Advance(advance) => advance_run(worker, &job, *advance).await,
+                    steps::Ran::Park { wait, attempts } => {
+                        park(worker, &job, wait, attempts).await;
+                        None
+                    }
+                    steps::Ran::Release => {
+                        release(worker, &job).await;
+                        None
+                    }
                 }
             }
+            _ => {
+                whole_run(worker, &job, &body, served, hooks, &lease).await;
+                None
+            }
         }
-        (Some(served), _) if job.step.is_empty() => {
-            whole_run(inner, &job, served, &lost).instrument(span).await;
-            None
-        }
-        _ => {
-            release(inner, &job).await;
-            None
-        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn step_context<'a>(
+    worker: &'a Worker,
+    served: &'a dyn Served,
+    hooks: Arc<JobHooks>,
+) -> StepContext<'a> {
+    StepContext {
+        engine: &worker.engine,
+        redis: &worker.redis,
+        keys: &worker.keys,
+        config: &worker.config,
+        hooks,
+        step_fp: served.step_fingerprint().unwrap_or_default(),
+    }
+}
+
+/// A job whose body does not read: its run fails at once with the reason, and is
+/// dead-lettered.
+async fn fail_unreadable(
+    worker: &Arc<Worker>,
+    job: &ClaimedJob,
+    served: &dyn Served,
+    hooks: &Arc<JobHooks>,
+    error: Error,
+) {
+    // Named as an undecodable input is: which processor, which type, and why.
+    let error = Error::Serialization {
+        message: format!(
+            "the input of `{}` is not a `{}`: {}",
+            job.leased.name,
+            served.input_type(),
+            match error {
+                Error::Serialization { message } => message,
+                other => other.to_string(),
+            }
+        ),
     };
-    inner
-        .leases
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.id);
-    inner.lease_returned.notify_waiters();
-    next
+    if job.is_entry() {
+        let failed: RunOutcome<crate::portable::Json> = Err(failure(
+            &job.session,
+            job.run(),
+            UNIX_EPOCH + Duration::from_millis(job.leased.created_ms),
+            job.asked,
+            error,
+        ));
+        let wire = serde_json::to_string(&failed).unwrap_or_default();
+        commit_end(worker, job, wire, false, true, Box::new(failed)).await;
+    } else {
+        let ctx = step_context(worker, served, Arc::clone(hooks));
+        let advance = steps::fail_run(&ctx, job, error);
+        advance_run(worker, job, advance).await;
+    }
 }
 
 /// Executes a run as one job: the whole run in this process, then one commit.
 async fn whole_run(
-    inner: &Arc<Inner>,
+    worker: &Arc<Worker>,
     job: &ClaimedJob,
+    body: &Body,
     served: Arc<dyn Served>,
-    lost: &CancellationToken,
+    hooks: Arc<JobHooks>,
+    lease: &Lease,
 ) {
-    let running = served.execute(Assignment {
-        engine: &inner.engine,
-        session: &job.session,
-        input: &job.input,
-        run_id: job.id.run,
-        child_of: job.child_of,
-        resume: (job.resume, job.attempts),
-        created_at: UNIX_EPOCH + Duration::from_millis(job.created_ms),
-        max_bytes: inner.config.max_payload_bytes,
-        gate: Arc::new(ClusterGate::new(Arc::clone(inner), job.id)),
+    let cancel = CancellationToken::new();
+    let (run_id, depth) = match body.call {
+        // A child run runs under its caller's run id, one call level deeper.
+        Some((caller, depth)) => (caller, depth),
+        None => (job.run(), 0),
+    };
+    let embedding = Arc::new(Embedding {
+        run_id,
+        created_at: UNIX_EPOCH + Duration::from_millis(job.leased.created_ms),
+        depth,
+        part_of_run: body.call.is_some(),
+        cancel: cancel.clone(),
+        hooks,
+        // A single step's waits go to Redis' due-time set, as a step job's do.
+        waits: served
+            .is_step()
+            .then(|| Waits::resuming_at(job.leased.attempt)),
     });
+    let running = served.execute(Assignment {
+        engine: &worker.engine,
+        session: &job.session,
+        input: &body.input,
+        run_id: job.run(),
+        embedding,
+        attempts_before: job.leased.attempts,
+        created_at: UNIX_EPOCH + Duration::from_millis(job.leased.created_ms),
+        max_bytes: worker.config.max_payload_bytes,
+    });
+    tokio::pin!(running);
     let executed = tokio::select! {
-        executed = running => Some(executed),
-        () = lost.cancelled() => None,
+        biased;
+        executed = &mut running => executed,
+        () = lease.lost.cancelled() => {
+            // Abandoned: the step sees its token fire (and gets the cancel grace); its commit
+            // would be refused.
+            cancel.cancel();
+            let _ = running.await;
+            worker.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     };
     match executed {
-        Some(Executed {
-            parked: Some((parked, attempts)),
+        Executed {
+            waits: Some((wait, attempts)),
             ..
-        }) => park(inner, job, parked, attempts).await,
-        Some(executed) if !executed.cancelled_here => commit(inner, job, executed).await,
-        _ => release(inner, job).await,
+        } => park(worker, job, wait, attempts).await,
+        executed if executed.cancelled_here => release(worker, job).await,
+        executed => {
+            commit_end(
+                worker,
+                job,
+                executed.wire,
+                executed.ok,
+                executed.undecodable,
+                executed.typed,
+            )
+            .await;
+        }
     }
 }
 
-/// Sends `body` to the forwarder (behind the job's events) and awaits its reply.
-async fn send_commit(
-    inner: &Inner,
+fn refused(worker: &Worker, job: &ClaimedJob) {
+    worker.counts.refused.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(session = %job.session, job = %job.id(), "commit refused: the lease was lost or the session stopped");
+}
+
+fn commit_failed(worker: &Worker, job: &ClaimedJob, error: WireError) {
+    tracing::warn!(session = %job.session, job = %job.id(), error = %error.into_error(&worker.redis.errors), "commit failed; the lease will expire and the job be retried");
+}
+
+/// Commits the end of a run executed as one job.
+async fn commit_end(
+    worker: &Worker,
     job: &ClaimedJob,
-    body: CommitBody,
-) -> Option<redis::RedisResult<redis::Value>> {
-    let (reply, replied) = oneshot::channel();
-    let asked = inner.outbox().map(|outbox| {
-        outbox.send(Commit {
-            session: job.session.clone(),
-            job: job.id,
-            token: job.token.clone(),
-            body,
-            reply,
-        })
-    });
-    if !matches!(asked, Some(Ok(()))) {
-        tracing::warn!(session = %job.session, job = %job.id, "the runtime stopped before the commit; the lease will expire and the job be retried");
-        return None;
-    }
-    match replied.await {
-        Ok(result) => Some(result),
-        Err(_) => {
-            tracing::warn!(session = %job.session, job = %job.id, "the runtime stopped during the commit; the lease will expire and the job be retried");
-            None
-        }
-    }
-}
-
-fn refused(inner: &Inner, job: &ClaimedJob) {
-    inner.fenced_commits.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(session = %job.session, job = %job.id, "commit refused: the lease was lost or the session stopped");
-}
-
-fn commit_failed(inner: &Inner, job: &ClaimedJob, error: &redis::RedisError) {
-    tracing::warn!(session = %job.session, job = %job.id, error = %inner.errors.scrub(&error.to_string()), "commit failed; the lease will expire and the job be retried");
-}
-
-async fn commit(inner: &Inner, job: &ClaimedJob, executed: Executed) {
-    let body = CommitBody::Run {
-        wire: executed.wire,
-        dead: executed.undecodable,
+    wire: String,
+    ok: bool,
+    dead: bool,
+    typed: Box<dyn std::any::Any + Send>,
+) {
+    let done = Done {
+        session: job.session.clone(),
+        run: job.run(),
+        outcome: (wire.len() <= DONE_INLINE).then(|| wire.clone()),
     };
-    match send_commit(inner, job, body).await {
-        Some(Ok(redis::Value::Int(1))) => {
-            inner.commits.fetch_add(1, Ordering::Relaxed);
-            inner.waiters.hand_off(job.id.run, executed.typed);
-            inner.waiters.done(job.id.run);
+    let ending = Ending {
+        job: job.id(),
+        token: job.token(),
+        outcome: wire,
+        ok,
+        dead,
+        done: done.to_string(),
+    };
+    match worker
+        .outbox
+        .send(&job.session, CommitBody::End(ending))
+        .await
+    {
+        Some(Ok(Reply::Ended(true))) => {
+            worker.counts.commits.fetch_add(1, Ordering::Relaxed);
+            worker
+                .client
+                .waiters
+                .hand_off(&job.session, job.run(), typed);
+            worker.client.waiters.done(&job.session, job.run());
         }
-        Some(Ok(_)) => refused(inner, job),
-        Some(Err(error)) => commit_failed(inner, job, &error),
-        None => {}
+        Some(Ok(_)) => refused(worker, job),
+        Some(Err(error)) => commit_failed(worker, job, error),
+        None => stopped_before_commit(job),
     }
 }
 
-/// Commits a job of a run executed step by step; returns the successor handed to this
-/// worker, if any.
-async fn advance_run(
-    inner: &Inner,
-    job: &ClaimedJob,
-    mut advance: steps::Advance,
-) -> Option<ClaimedJob> {
-    if let Err(error) = stage(inner, job, &mut advance).await {
-        commit_failed(inner, job, &error);
-        return None;
-    }
-    let outcome = advance.outcome.as_ref().map(|(wire, _)| wire.clone());
-    let reply = send_commit(inner, job, CommitBody::Advance(Box::new(advance))).await?;
-    let reply = match reply.and_then(|value| redis::from_redis_value(value).map_err(Into::into)) {
-        Ok(reply) => reply,
-        Err(error) => {
-            commit_failed(inner, job, &error);
-            return None;
-        }
-    };
-    let reply: Vec<Vec<u8>> = reply;
-    match steps::Committed::parse(&reply) {
-        Some(steps::Committed::Done {
-            ended,
-            queued,
-            handed,
-        }) => {
-            if ended {
-                inner.commits.fetch_add(1, Ordering::Relaxed);
-                if let Some(wire) = outcome {
-                    inner.waiters.deliver(job.id.run, wire);
-                }
-                inner.waiters.done(job.id.run);
-            }
-            if queued > 0 {
-                // Wakes the workers (this one too) for the jobs it did not keep.
-                if let Ok(mut conn) = inner.conn() {
-                    inner.enlist(&mut conn, &job.session).await;
-                }
-            }
-            handed.and_then(|handed| handed.into_job(job))
-        }
-        Some(steps::Committed::Refused) => {
-            refused(inner, job);
-            None
-        }
-        Some(steps::Committed::Unstaged) => {
-            tracing::warn!(session = %job.session, job = %job.id, "staged map items expired before the commit; the lease will expire and the job be retried");
-            None
-        }
-        None => {
-            tracing::warn!(session = %job.session, job = %job.id, "unreadable commit reply; the lease will expire and the job be retried");
-            None
-        }
-    }
+fn stopped_before_commit(job: &ClaimedJob) {
+    tracing::warn!(session = %job.session, job = %job.id(), "the runtime stopped before the commit; the lease will expire and the job be retried");
 }
 
 /// How many held map items one `stage.lua` call stores.
 const STAGE_SLICE: usize = 2_000;
 
-/// Stages the new map instances' held items of `advance` (each in slices, under a key of this
-/// lease), so that the commit only renames them.
-async fn stage(
-    inner: &Inner,
+/// Commits a job of a run executed step by step (staging its new map instances' held items
+/// first); returns the successor handed to this worker, if any.
+async fn advance_run(
+    worker: &Worker,
     job: &ClaimedJob,
-    advance: &mut steps::Advance,
-) -> redis::RedisResult<()> {
-    if advance.held.is_empty() {
-        return Ok(());
-    }
-    let mut conn = inner.conn().map_err(|_| {
-        redis::RedisError::from((redis::ErrorKind::Client, "the runtime is stopped"))
-    })?;
-    let keys = inner.keys.session(&job.session);
-    for (ordinal, held) in advance.held.iter().enumerate() {
-        let staging = keys.stage(&job.id, &job.token, ordinal);
-        for slice in held.slices(STAGE_SLICE) {
-            let staged: i64 = inner
-                .scripts
-                .stage
-                .key(&staging)
-                .key(keys.index())
-                .key(keys.meta())
-                .arg(slice)
-                .invoke_reloading(&mut conn)
-                .await?;
-            if staged == 0 {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "the session is gone",
-                )));
+    advance: steps::Advance,
+) -> Option<ClaimedJob> {
+    let keys = worker.keys.session(&job.session);
+    for held in &advance.held {
+        for items in held.items.chunks(STAGE_SLICE) {
+            let staged = Stage {
+                session: &keys,
+                job: job.id(),
+                token: job.token(),
+                instance: held.instance.as_str(),
+                items,
+            }
+            .call(&worker.redis)
+            .await;
+            match staged {
+                Ok(true) => {}
+                Ok(false) => {
+                    refused(worker, job);
+                    return None;
+                }
+                Err(error) => {
+                    commit_failed(worker, job, error);
+                    return None;
+                }
             }
         }
-        advance.staged.extend([
-            held.instance.as_str().to_owned(),
-            held.first.to_string(),
-            staging,
-        ]);
     }
-    Ok(())
+    let mut commit = advance.commit;
+    // A successor is handed to this worker only while it takes new jobs (not draining) and
+    // no other session waits for a claim: otherwise the slot goes back to the fair order.
+    let hand_off = worker.claiming.load(Ordering::Acquire) && !worker.contention.others_waiting();
+    commit.hand_off = hand_off.then_some(worker.config.lease);
+    let end = commit.end.clone();
+    let reply = worker
+        .outbox
+        .send(&job.session, CommitBody::Advance(Box::new(commit)))
+        .await;
+    let advanced = match reply {
+        Some(Ok(Reply::Advanced(advanced))) => advanced,
+        Some(Ok(_)) => {
+            commit_failed(
+                worker,
+                job,
+                WireError::reply("advance", "an answer of another kind"),
+            );
+            return None;
+        }
+        Some(Err(error)) => {
+            commit_failed(worker, job, error);
+            return None;
+        }
+        None => {
+            stopped_before_commit(job);
+            return None;
+        }
+    };
+    match advanced {
+        Advanced::Committed {
+            ended,
+            enlist,
+            closed,
+            cancel_run,
+            handed,
+        } => {
+            if ended {
+                worker.counts.commits.fetch_add(1, Ordering::Relaxed);
+                if let Some(end) = end {
+                    worker
+                        .client
+                        .waiters
+                        .deliver(&job.session, job.run(), end.outcome);
+                }
+                worker.client.waiters.done(&job.session, job.run());
+            }
+            if let Some(generation) = enlist {
+                // Wakes the workers (this one too) for the jobs it did not keep.
+                worker.client.enlist(&job.session, generation).await;
+            }
+            let cancels = closed
+                .into_iter()
+                .map(Some)
+                .chain(cancel_run.then_some(None));
+            for instance in cancels {
+                let cancel = Control::Cancel {
+                    session: job.session.clone(),
+                    run: job.run(),
+                    instance,
+                };
+                let channel = worker.keys.control_channel();
+                if let Err(error) = messages::publish(&worker.redis, &channel, &cancel).await {
+                    tracing::debug!(error = %error.into_error(&worker.redis.errors), "announcing a cancel failed; the cancelled jobs are dropped when they commit");
+                }
+            }
+            handed.map(|leased| ClaimedJob {
+                session: job.session.clone(),
+                leased: *leased,
+                asked: Instant::now(),
+            })
+        }
+        Advanced::Refused => {
+            refused(worker, job);
+            None
+        }
+        Advanced::Moot => None,
+        Advanced::Unstaged => {
+            tracing::warn!(session = %job.session, job = %job.id(), "staged map items are missing; the lease will expire and the job be retried");
+            None
+        }
+    }
 }
 
-/// Puts a step job that waits before its next attempt into the session's due-time set, and
+/// Puts a job that waits before its step's next attempt into the session's due-time set, and
 /// arms the session's timer for it.
-async fn park(inner: &Inner, job: &ClaimedJob, parked: crate::context::Parked, attempts: u32) {
+async fn park(worker: &Worker, job: &ClaimedJob, wait: Wait, attempts: u32) {
     let body = CommitBody::Park {
-        attempt: parked.attempt,
-        delay: parked.delay,
+        job: job.id(),
+        token: job.token(),
+        attempt: wait.attempt,
+        wait: wait.delay,
         attempts,
     };
-    let reply = send_commit(inner, job, body).await;
-    let due = match reply.map(|r| r.and_then(|v| redis::from_redis_value(v).map_err(Into::into))) {
-        Some(Ok(due)) => due,
-        Some(Err(error)) => return commit_failed(inner, job, &error),
-        None => return,
+    let due = match worker.outbox.send(&job.session, body).await {
+        Some(Ok(Reply::Parked(Some(due)))) => due,
+        Some(Ok(_)) => return refused(worker, job),
+        Some(Err(error)) => return commit_failed(worker, job, error),
+        None => return stopped_before_commit(job),
     };
-    let due: i64 = due;
-    if due <= 0 {
-        return refused(inner, job);
-    }
-    let armed = match inner.conn() {
-        Ok(mut conn) => super::promoter::arm(inner, &mut conn, &job.session, due).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = armed {
-        tracing::warn!(session = %job.session, job = %job.id, %error, "arming the timer of a waiting step failed; the sweeper re-arms it");
+    if let Err(error) = timers::arm(&worker.redis, &worker.keys, &job.session, due).await {
+        tracing::warn!(session = %job.session, job = %job.id(), error = %error.into_error(&worker.redis.errors), "arming the timer of a waiting step failed; the sweeper re-arms it");
     }
 }
 
-async fn release(inner: &Inner, job: &ClaimedJob) {
-    let Ok(mut conn) = inner.conn() else { return };
-    let keys = inner.keys.session(&job.session);
-    let released: redis::RedisResult<i64> = inner
-        .scripts
-        .release
-        .key(keys.leases())
-        .key(keys.job(&job.id))
-        .key(keys.queue())
-        .arg(job.id.to_string())
-        .arg(&job.token)
-        .invoke_fenced(&mut conn)
-        .await;
+/// Gives the job's lease back at once, without consuming its delivery.
+async fn release(worker: &Worker, job: &ClaimedJob) {
+    let keys = worker.keys.session(&job.session);
+    let released = Release {
+        session: &keys,
+        leases: &[(job.id(), job.token())],
+    }
+    .call(&worker.redis)
+    .await;
     match released {
-        Ok(1) => {
-            tracing::debug!(session = %job.session, job = %job.id, "lease released");
-            inner.enlist(&mut conn, &job.session).await;
+        Ok(released) if released.released > 0 => {
+            tracing::debug!(session = %job.session, job = %job.id(), "lease released");
+            if let Some(generation) = released.enlist {
+                worker.client.enlist(&job.session, generation).await;
+            }
         }
         // The lease moved on while this attempt ran (the renewer saw it and abandoned the
         // run): as fenced as a refused commit, and counted with them.
         Ok(_) => {
-            inner.fenced_commits.fetch_add(1, Ordering::Relaxed);
+            worker.counts.refused.fetch_add(1, Ordering::Relaxed);
         }
         Err(error) => {
-            tracing::warn!(error = %inner.errors.scrub(&error.to_string()), "releasing a lease failed; it will expire");
+            tracing::warn!(error = %error.into_error(&worker.redis.errors), "releasing a lease failed; it will expire");
         }
     }
-}
-
-/// A duration in whole milliseconds, for scripts.
-pub(crate) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

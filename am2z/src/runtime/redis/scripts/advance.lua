@@ -1,135 +1,148 @@
--- Commits one job of a step run (fenced by its lease token) together with what follows it:
--- the successor jobs, the fan-in arrivals, and the run's outcome when the job ends the run.
--- KEYS: 1 leases, 2 job, 3 run, 4 queue, 5 index, 6 results, 7 result, 8 meta, 9 events
--- ARGV: 1 job id, 2 fencing token, 3 job key prefix, 4 run id, 5 session ttl (ms),
---       6 result ttl (ms), 7 done channel, 8 `<session> <run>`, 9 largest outcome a done
---       message carries (bytes), 10 events channel, 11 events max length, 12 control channel,
---       13 lease (ms) for the successor handed to the caller (0: none), 14 steps completed,
---       15 attempts made, 16 successors, 17 arrivals (both JSON, see below), 18 the run's
---       outcome ('': the run goes on), 19 its run event (JSON), 20 '1' when the job is the
---       run's entry job (its commit creates the run hash), 21.. held map items:
---       per new map instance, its id, its first held item, and the key where the caller staged
---       its held items (`stage.lua`: item index → that item's jobs, a successors list)
--- successors: [[job id, input, step, [instances above it]], ...]
--- arrivals: [[instance, branch, expected, result (JSON), [instances above it and its own],
---             join job id, join step, closes], ...]: `closes` is true for a failed branch of
---           a fail-fast parallel (its join job is created at once, with the error as input)
--- Returns (as strings) {0} (refused: stale token or the job is gone), {2} (a staged key is
--- gone: nothing written, commit again after staging again), {1, ended, queued}
--- (committed; ended is 1 when this commit stored the run's outcome, queued how many jobs it
--- queued), or the same followed by the successor leased to the caller: id, input, token,
--- lease deadline, step, version, attempts.
-local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'name', 'fp', 'priority', 'created_ms',
-  'attempts')
-if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
-  return {'0'}
+-- Commits one job of a run executed step by step (fenced by its lease token) together with
+-- what follows it: its successor jobs, its fan-in arrivals (the last arrival queues the join;
+-- a map's arrival releases its next held item), new map instances' held items, and the run's
+-- end when the job ends the run. Nothing here decodes a user value: inputs, results and held
+-- items are opaque strings.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+--- @include "end_run"
+local run_key = KEYS[15]
+local job = ARGV[1]
+local token = ARGV[2]
+local run = ARGV[3]
+-- The fingerprint of the run's step jobs (the workflow's, marked as run step by step).
+local step_fp = ARGV[4]
+-- Steps completed and attempts made by this job.
+local version_delta = tonumber(ARGV[5])
+local attempts_delta = tonumber(ARGV[6])
+-- '1' when the job is the run's entry job.
+local entry = ARGV[7] == '1'
+-- The lease (ms) of a successor handed to the committing worker (0: none is).
+local hand_off_ms = tonumber(ARGV[8])
+local done_channel = ARGV[9]
+local session_ttl = tonumber(ARGV[10])
+local events_channel = ARGV[11]
+local events_max_len = ARGV[12]
+-- The run's outcome when this job ends the run ('' : the run goes on), whether it succeeded,
+-- its `done` message and its run event (JSON).
+local outcome = ARGV[13]
+local ok = ARGV[14] == '1'
+local done = ARGV[15]
+local run_event = ARGV[16]
+local successors = tonumber(ARGV[17])
+local arrivals = tonumber(ARGV[18])
+local held = tonumber(ARGV[19])
+-- ARGV[20..]: `successors` × (job id, body, guards), then `arrivals` × (instance, branch,
+-- expected, result, guards, join job id, join body, closes), then `held` × (instance, first
+-- held item, last held item). Guards are the fan-out instances above a job, space-separated:
+-- a job under a closed instance is not created. `closes` is '1' for the failed branch of a
+-- fail-fast parallel: it closes the instance and queues its join at once.
+local FIRST = 20
+-- Returns {'status', s} with s 'refused' (stale token, not leased, or stopping), 'moot' (the
+-- run already ended: the job is gone, nothing else) or 'unstaged' (held items missing:
+-- nothing written); or {'status', 'ok', 'ended', 0|1, 'queued', n, 'enlist', generation,
+-- 'closed', {instances closed}, 'cancel_run', 0|1 (jobs of the ended run still run),
+-- 'handed', {} or the record of the successor leased to the caller}.
+
+local h = read_header(redis.call('HGET', jobs_key, job))
+local set = lease_set_of(job)
+if stopping() or not h or tostring(h.token) ~= token or not set then
+  return {'status', 'refused'}
 end
--- Staged held items must all be there (they expire with the session): else nothing is
--- written, and the job is committed again after its lease runs out (staging again).
-for at = 21, #ARGV, 3 do
-  if redis.call('EXISTS', ARGV[at + 2]) == 0 then
-    return {'2'}
+local at_arrivals = FIRST + successors * 3
+local at_held = at_arrivals + arrivals * 8
+for at = at_held, at_held + (held - 1) * 3, 3 do
+  local last = 'i:' .. ARGV[at] .. ':' .. ARGV[at + 2]
+  if redis.call('HEXISTS', run_key, last) == 0 then
+    return {'status', 'unstaged'}
   end
 end
-local now = now_ms()
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[5], KEYS[2])
--- The session's remaining lifetime, which every key made here gets.
-local ttl = redis.call('PTTL', KEYS[8])
-local live = -1
-if ARGV[20] == '1' then
-  redis.call('HSET', KEYS[3], 'version', 0, 'attempts', 0, 'live', 0)
-  redis.call('SADD', KEYS[5], KEYS[3])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
-  live = 0
-elseif redis.call('EXISTS', KEYS[3]) == 0 then
-  -- The run already ended (a failed sibling, a deadline, a dead-lettered step): moot.
-  return {'1', '0', '0'}
-end
-if ARGV[14] ~= '0' then
-  redis.call('HINCRBY', KEYS[3], 'version', ARGV[14])
-end
--- With the attempts the job made before it parked.
-local attempts = tonumber(ARGV[15]) + tonumber(f[7] or '0')
-if attempts ~= 0 then
-  redis.call('HINCRBY', KEYS[3], 'attempts', attempts)
+redis.call('ZREM', set, job)
+redis.call('HDEL', jobs_key, job)
+redis.call('HDEL', bodies_key, job)
+if not redis.call('ZSCORE', runs_key, run) then
+  -- The run already ended (a failed sibling, a deadline, a dead-lettered step).
+  return {'status', 'moot'}
 end
 
-local created = {}
-local specs = {}
-local function closed(instances)
-  for _, instance in ipairs(instances) do
-    if redis.call('HEXISTS', KEYS[3], 'c:' .. instance) == 1 then
+local now = now_ms()
+local attempts = attempts_delta + h.attempts
+local version = redis.call('HINCRBY', run_key, 'version', version_delta)
+local run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
+
+local function closed(guards)
+  for instance in string.gmatch(guards, '%S+') do
+    if redis.call('HEXISTS', run_key, 'c:' .. instance) == 1 then
       return true
     end
   end
   return false
 end
--- Creates a job of the run, unless it exists already or a fan-out above it closed.
-local function create(spec)
-  if closed(spec[4]) or redis.call('HSETNX', KEYS[3], 'x:' .. spec[1], 1) == 0 then
+
+local created, bodies = {}, {}
+-- Creates a job of the run, unless a fan-out above it closed.
+local function create(id, body, guards)
+  if closed(guards) then
     return
   end
-  local key = ARGV[3] .. spec[1]
-  redis.call('HSET', key, 'name', f[3], 'fp', f[4], 'input', spec[2], 'step', spec[3],
-    'run', ARGV[4], 'priority', f[5], 'token', 0, 'deliveries', 0, 'created_ms', f[6],
-    'queued_ms', now, 'state', 'queued')
-  redis.call('SADD', KEYS[5], key)
-  if ttl > 0 then
-    redis.call('PEXPIRE', key, ttl)
-  end
-  created[#created + 1] = spec[1]
-  specs[spec[1]] = spec
+  redis.call('HSET', jobs_key, id, write_header({fp = step_fp, priority = h.priority,
+    token = 0, deliveries = 0, created_ms = h.created_ms, queued_ms = now, attempt = 0,
+    attempts = 0, version = version, run_attempts = run_attempts, name = h.name}))
+  redis.call('HSET', bodies_key, id, body)
+  created[#created + 1] = id
+  bodies[id] = body
 end
 
-for _, spec in ipairs(cjson.decode(ARGV[16])) do
-  create(spec)
-end
--- A new map's held items move from where the caller staged them to the instance's own hash
--- (`<run key>:held:<instance>`): a rename, however many there are.
-for at = 21, #ARGV, 3 do
-  local instance, first, staged = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local held = KEYS[3] .. ':held:' .. instance
-  if redis.call('HSETNX', KEYS[3], 'h:' .. instance, first) == 1 then
-    redis.call('RENAME', staged, held)
-    redis.call('SADD', KEYS[5], held)
-    redis.call('HSET', KEYS[3], 'held', (redis.call('HGET', KEYS[3], 'held') or '') .. ' ' .. held)
-  else
-    redis.call('DEL', staged)
+-- A held item's jobs, packed by the worker as records `<id>\n<guards>\n<length>\n<body>`.
+local function create_packed(packed)
+  local at = 1
+  while at <= #packed do
+    local a = string.find(packed, '\n', at, true)
+    local b = string.find(packed, '\n', a + 1, true)
+    local c = string.find(packed, '\n', b + 1, true)
+    local length = tonumber(string.sub(packed, b + 1, c - 1))
+    create(string.sub(packed, at, a - 1), string.sub(packed, c + 1, c + length),
+      string.sub(packed, a + 1, b - 1))
+    at = c + length + 1
   end
-  redis.call('SREM', KEYS[5], staged)
 end
-for _, arrival in ipairs(cjson.decode(ARGV[17])) do
-  local instance, branch, expected = arrival[1], arrival[2], tonumber(arrival[3])
-  if not closed(arrival[5]) then
-    if arrival[8] then
+
+for at = FIRST, at_arrivals - 1, 3 do
+  create(ARGV[at], ARGV[at + 1], ARGV[at + 2])
+end
+for at = at_held, at_held + (held - 1) * 3, 3 do
+  redis.call('HSETNX', run_key, 'h:' .. ARGV[at], ARGV[at + 1])
+end
+local closed_now = {}
+for at = at_arrivals, at_held - 1, 8 do
+  local instance, branch, expected = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local result, guards = ARGV[at + 3], ARGV[at + 4]
+  local join_id, join_body, closes = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7] == '1'
+  if not closed(guards .. ' ' .. instance) then
+    if closes then
       -- A failed branch of a fail-fast parallel: the parallel fails now, once.
-      redis.call('HSET', KEYS[3], 'c:' .. instance, 1)
-      create({arrival[6], arrival[4], arrival[7], {}})
-      redis.call('PUBLISH', ARGV[12], 'cancel ' .. ARGV[8] .. ' ' .. instance)
-    elseif redis.call('HSETNX', KEYS[3], 's:' .. instance .. ':' .. branch, arrival[4]) == 1 then
-      local arrived = redis.call('HINCRBY', KEYS[3], 'n:' .. instance, 1)
+      redis.call('HSET', run_key, 'c:' .. instance, 1)
+      closed_now[#closed_now + 1] = instance
+      create(join_id, join_body, '')
+    elseif redis.call('HSETNX', run_key, 's:' .. instance .. ':' .. branch, result) == 1 then
+      local arrived = redis.call('HINCRBY', run_key, 'n:' .. instance, 1)
       if arrived >= expected then
-        -- The join job reads the branches' results (`s:` fields) itself, in slices: a wide
-        -- fan-in costs this script nothing more than a narrow one.
-        redis.call('HDEL', KEYS[3], 'n:' .. instance, 'h:' .. instance)
-        redis.call('HSET', KEYS[3], 'c:' .. instance, 1)
-        create({arrival[6], '', arrival[7], {}})
+        -- The join job reads the branches' results (`s:` fields) itself, in slices.
+        redis.call('HDEL', run_key, 'n:' .. instance, 'h:' .. instance)
+        redis.call('HSET', run_key, 'c:' .. instance, 1)
+        create(join_id, join_body, '')
       else
         -- A map's next held item takes the place of the one that arrived.
-        local next_item = redis.call('HGET', KEYS[3], 'h:' .. instance)
+        local next_item = redis.call('HGET', run_key, 'h:' .. instance)
         if next_item and tonumber(next_item) < expected then
-          local held = KEYS[3] .. ':held:' .. instance
-          local group = redis.call('HGET', held, next_item)
-          redis.call('HDEL', held, next_item)
-          redis.call('HINCRBY', KEYS[3], 'h:' .. instance, 1)
-          if group then
-            for _, spec in ipairs(cjson.decode(group)) do
-              create(spec)
-            end
+          local field = 'i:' .. instance .. ':' .. next_item
+          local packed = redis.call('HGET', run_key, field)
+          redis.call('HDEL', run_key, field)
+          redis.call('HINCRBY', run_key, 'h:' .. instance, 1)
+          if packed then
+            create_packed(packed)
           end
         end
       end
@@ -137,62 +150,47 @@ for _, arrival in ipairs(cjson.decode(ARGV[17])) do
   end
 end
 
--- Jobs of the run not yet committed: this one less, the new ones more.
-live = redis.call('HINCRBY', KEYS[3], 'live', live + #created)
-if ARGV[18] ~= '' then
-  redis.call('SET', KEYS[7], ARGV[18], 'PX', ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[6]), KEYS[7])
-  redis.call('PEXPIRE', KEYS[6], ARGV[5])
-  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[11], '*', 'event', ARGV[19])
-  redis.call('PUBLISH', ARGV[10], ARGV[19])
-  if #ARGV[18] <= tonumber(ARGV[9]) then
-    redis.call('PUBLISH', ARGV[7], ARGV[8] .. ' ' .. ARGV[18])
-  else
-    redis.call('PUBLISH', ARGV[7], ARGV[8])
-  end
-  for held in string.gmatch(redis.call('HGET', KEYS[3], 'held') or '', '%S+') do
-    redis.call('UNLINK', held)
-    redis.call('SREM', KEYS[5], held)
-  end
-  -- A wide run's hash has a field per job and per branch: freed off the main thread.
-  redis.call('UNLINK', KEYS[3])
-  redis.call('SREM', KEYS[5], KEYS[3])
-  if live > 0 then
-    -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
-    redis.call('PUBLISH', ARGV[12], 'cancel ' .. ARGV[8])
-  end
-  return {'1', '1', '0'}
+-- Jobs of the run not yet committed (the entry job not counted): this one less, the new
+-- ones more.
+local live_delta = #created
+if not entry then
+  live_delta = live_delta - 1
+end
+local live = redis.call('HINCRBY', run_key, 'live', live_delta)
+
+if outcome ~= '' then
+  redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'event', run_event)
+  redis.call('PUBLISH', events_channel, run_event)
+  end_run(run, outcome, ok, run_key, done_channel, done, session_ttl)
+  -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
+  return {'status', 'ok', 'ended', 1, 'queued', 0, 'enlist', 0, 'closed', closed_now,
+    'cancel_run', live > 0 and 1 or 0, 'handed', {}}
 end
 
--- The first new job goes to the caller (its slot passes on); the others are queued, ahead of
--- new runs of their priority (a started run finishes first).
+-- The first new job goes to the caller (its slot passes on); the others are queued, ahead
+-- of new runs of their priority (a started run finishes first).
 local first = 1
-local handed = nil
-if tonumber(ARGV[13]) > 0 and #created > 0 then
+local handed = {}
+if hand_off_ms > 0 and #created > 0 then
   first = 2
   local id = created[1]
-  local key = ARGV[3] .. id
-  local deadline = now + tonumber(ARGV[13])
-  redis.call('HSET', key, 'token', 1, 'deliveries', 1, 'state', 'leased')
-  redis.call('ZADD', KEYS[1], deadline, id)
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-  end
-  local run = redis.call('HMGET', KEYS[3], 'version', 'attempts')
-  handed = {id, specs[id][2], '1', tostring(deadline), specs[id][3], run[1] or '0',
-    run[2] or '0'}
+  local deadline = now + hand_off_ms
+  local handed_header = read_header(redis.call('HGET', jobs_key, id))
+  handed_header.token = 1
+  handed_header.deliveries = 1
+  redis.call('HSET', jobs_key, id, write_header(handed_header))
+  redis.call('ZADD', leases_key, deadline, id)
+  handed = leased_record(id, handed_header, bodies[id], deadline)
 end
+local queued = {}
 for i = first, #created do
-  redis.call('ZADD', KEYS[4], queue_score(f[5], 0), created[i])
+  queued[#queued + 1] = queue_score(h.priority, 0)
+  queued[#queued + 1] = created[i]
 end
-if #created >= first and ttl > 0 then
-  redis.call('PEXPIRE', KEYS[4], ttl)
+local gen = 0
+if #queued > 0 then
+  redis.call('ZADD', queue_key, unpack(queued))
+  gen = mark_ready()
 end
-local out = {'1', '0', tostring(#created - first + 1)}
-if handed then
-  for _, field in ipairs(handed) do
-    out[#out + 1] = field
-  end
-end
-return out
+return {'status', 'ok', 'ended', 0, 'queued', #queued / 2, 'enlist', gen,
+  'closed', closed_now, 'cancel_run', 0, 'handed', handed}

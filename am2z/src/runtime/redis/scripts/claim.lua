@@ -1,79 +1,95 @@
--- Leases the best ready jobs of a session that this worker can run (up to a batch).
--- KEYS: 1 queue, 2 leases, 3 index
--- ARGV: 1 job key prefix, 2 lease (ms), 3 session concurrency quota (0: none),
---       4 session ttl (ms), 5 most jobs to lease, 6 run key prefix,
---       7.. fingerprints this worker serves
--- Returns {'ok', how many jobs are still queued, then per job: job id, name, fingerprint,
---         input, token, created_ms, deliveries, lease deadline, step ('' for a run's entry
---         job), the run's version and attempts so far (with the job's own parked attempts),
---         the attempt the job's step resumes at (0: fresh), and for a child run its calling
---         run and call depth ('' and 0 otherwise)}, {'empty'} (nothing queued) or
---         {'busy'} (at quota, or nothing this worker serves).
--- A step job whose run already ended (its run hash is gone) is dropped, not leased.
-local most = tonumber(ARGV[5])
-local quota = tonumber(ARGV[3])
-if quota > 0 then
-  local room = quota - redis.call('ZCARD', KEYS[2])
-  if room <= 0 then
-    return {'busy'}
-  end
-  most = math.min(most, room)
-end
+-- Leases up to `most` ready jobs of a session that this worker serves.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+local lease_ms = tonumber(ARGV[1])
+-- The session's concurrency quota (0: none): how many of its jobs may be leased at once.
+local quota = tonumber(ARGV[2])
+local most = tonumber(ARGV[3])
+-- ARGV[4..]: the contract fingerprints this worker serves
+local FIRST_SERVED = 4
+-- Returns {'status', 'ok', 'left', queued jobs left, 'retire', generation to retire the
+-- session with (0: it still has ready jobs), 'jobs', {leased job records}}, or {'status', s,
+-- 'retire', generation} with s 'empty' (nothing queued), 'busy' (at quota, or nothing
+-- served), 'gone' (the session does not exist) or 'stopping'.
 -- A bounded look past jobs this worker cannot run (another version's, or another
--- deployment's): up to 64 of them at the head do not block the ones behind.
-local ids = redis.call('ZRANGE', KEYS[1], 0, 63)
+-- deployment's): up to 64 of them at the head do not block the ones behind. A job whose run
+-- already ended (a failed sibling, a deadline) is dropped, not leased.
+
+if redis.call('EXISTS', meta_key) == 0 then
+  -- Retired as of now: a session created anew under this id enlists a later generation.
+  return {'status', 'gone', 'retire', now_us()}
+end
+if stopping() then
+  return {'status', 'stopping', 'retire', 0}
+end
+if quota > 0 then
+  most = math.min(most, quota - redis.call('ZCARD', leases_key))
+  if most <= 0 then
+    return {'status', 'busy', 'retire', 0}
+  end
+end
+local ids = redis.call('ZRANGE', queue_key, 0, 63)
 if #ids == 0 then
-  return {'empty'}
+  return {'status', 'empty', 'retire', clear_ready()}
 end
 local served = {}
-for i = 7, #ARGV do
+for i = FIRST_SERVED, #ARGV do
   served[ARGV[i]] = true
 end
+local raw = redis.call('HMGET', jobs_key, unpack(ids))
+local runs = {}
+for i, id in ipairs(ids) do
+  runs[i] = run_of(id)
+end
+local live = redis.call('ZMSCORE', runs_key, unpack(runs))
+
 local now = now_ms()
-local deadline = now + tonumber(ARGV[2])
-local out = {'ok', '0'}
-local leased = 0
-for _, id in ipairs(ids) do
-  if leased >= most then
-    break
-  end
-  local job = ARGV[1] .. id
-  -- Two reads and one write per leased job (token and deliveries are only ever changed by
-  -- scripts, which run atomically); the input is read only for a job this worker takes.
-  local f = redis.call('HMGET', job, 'fp', 'name', 'created_ms', 'token', 'deliveries', 'run')
-  local fp = f[1]
-  local run = f[6] and (ARGV[6] .. f[6])
-  if not fp then
-    -- The job expired or was deleted: drop its queue entry.
-    redis.call('ZREM', KEYS[1], id)
-  elseif run and redis.call('EXISTS', run) == 0 then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('DEL', job)
-    redis.call('SREM', KEYS[3], job)
-  elseif served[fp] then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZADD', KEYS[2], deadline, id)
-    local token = tonumber(f[4] or '0') + 1
-    local deliveries = tonumber(f[5] or '0') + 1
-    redis.call('HSET', job, 'token', token, 'deliveries', deliveries, 'state', 'leased')
-    local more = redis.call('HMGET', job, 'input', 'step', 'attempt', 'attempts', 'child_of',
-      'depth')
-    local counts = {'0', '0'}
-    if run then
-      counts = redis.call('HMGET', run, 'version', 'attempts')
-    end
-    local attempts = tonumber(counts[2] or '0') + tonumber(more[4] or '0')
-    for _, field in ipairs({id, f[2], fp, more[1], tostring(token), tostring(f[3] or '0'),
-        tostring(deliveries), tostring(deadline), more[2] or '', counts[1] or '0',
-        tostring(attempts), more[3] or '0', more[5] or '', more[6] or '0'}) do
-      out[#out + 1] = field
-    end
-    leased = leased + 1
+local deadline = now + lease_ms
+local taken, headers, leased, gone, dropped = {}, {}, {}, {}, {}
+for i, id in ipairs(ids) do
+  local h = read_header(raw[i])
+  if not h then
+    gone[#gone + 1] = id
+  elseif not live[i] then
+    gone[#gone + 1] = id
+    dropped[#dropped + 1] = id
+  elseif #taken < most and served[h.fp] then
+    h.token = h.token + 1
+    h.deliveries = h.deliveries + 1
+    taken[#taken + 1] = {id, h}
+    headers[#headers + 1] = id
+    headers[#headers + 1] = write_header(h)
+    leased[#leased + 1] = deadline
+    leased[#leased + 1] = id
+    gone[#gone + 1] = id
   end
 end
-if leased == 0 then
-  return {'busy'}
+if #gone > 0 then
+  redis.call('ZREM', queue_key, unpack(gone))
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-out[2] = tostring(redis.call('ZCARD', KEYS[1]))
-return out
+if #dropped > 0 then
+  redis.call('HDEL', jobs_key, unpack(dropped))
+  redis.call('HDEL', bodies_key, unpack(dropped))
+end
+local left = redis.call('ZCARD', queue_key)
+local retire = 0
+if left == 0 then
+  retire = clear_ready()
+end
+if #taken == 0 then
+  return {'status', left == 0 and 'empty' or 'busy', 'retire', retire}
+end
+redis.call('HSET', jobs_key, unpack(headers))
+redis.call('ZADD', leases_key, unpack(leased))
+local ids_taken = {}
+for i, t in ipairs(taken) do
+  ids_taken[i] = t[1]
+end
+local bodies = redis.call('HMGET', bodies_key, unpack(ids_taken))
+local jobs = {}
+for i, t in ipairs(taken) do
+  jobs[i] = leased_record(t[1], t[2], bodies[i], deadline)
+end
+return {'status', 'ok', 'left', left, 'retire', retire, 'jobs', jobs}

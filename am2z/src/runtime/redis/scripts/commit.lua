@@ -1,30 +1,35 @@
--- Commits a run's terminal outcome, if the caller still holds the lease (fencing).
--- KEYS: 1 leases, 2 job, 3 result, 4 index, 5 results, 6 dead (only for an undecodable job)
--- ARGV: 1 run id, 2 fencing token, 3 outcome (JSON), 4 result ttl (ms), 5 done channel,
---       6 done message, 7 session ttl (ms), 8 the largest outcome the done message carries
---       (bytes; a larger one is only named, and waiters elsewhere read the result key)
--- Returns 1 (committed) or 0 (refused: stale token, or the job is gone).
-local f = redis.call('HMGET', KEYS[2], 'token', 'state')
-if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
-  return 0
+-- Ends runs executed as one job each (several per call), each fenced by its own lease token.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "end_run"
+local done_channel = ARGV[1]
+local session_ttl = tonumber(ARGV[2])
+local dead_max_len = tonumber(ARGV[3])
+-- ARGV[4..]: per job, 6 values: job id (= run id), lease token, outcome (JSON, opaque),
+-- '1' when it succeeded, '1' when its input could not be decoded (dead-lettered), and the
+-- `done` message to publish
+local FIRST, PER_JOB = 4, 6
+-- Returns {'results', {'committed' | 'refused', ...}}: refused when the token moved on, the
+-- job is not leased, or the session is stopping (nothing is written for it).
+
+local halted = stopping()
+local results = {}
+for at = FIRST, #ARGV, PER_JOB do
+  local job, token = ARGV[at], ARGV[at + 1]
+  local h = read_header(redis.call('HGET', jobs_key, job))
+  local set = lease_set_of(job)
+  if halted or not h or tostring(h.token) ~= token or not set then
+    results[#results + 1] = 'refused'
+  else
+    redis.call('ZREM', set, job)
+    redis.call('HDEL', jobs_key, job)
+    redis.call('HDEL', bodies_key, job)
+    if end_run(job, ARGV[at + 2], ARGV[at + 3] == '1', nil, done_channel, ARGV[at + 5],
+        session_ttl) and ARGV[at + 4] == '1' then
+      bury(job, dead_max_len)
+    end
+    results[#results + 1] = 'committed'
+  end
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[4], KEYS[2])
-redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
--- Result keys are tracked with their expiry (not in the index), and expired entries are
--- trimmed here, so a long-lived session's bookkeeping stays bounded by its live results.
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), KEYS[3])
-redis.call('PEXPIRE', KEYS[5], ARGV[7])
-if KEYS[6] then
-  redis.call('RPUSH', KEYS[6], ARGV[1])
-  redis.call('PEXPIRE', KEYS[6], ARGV[7])
-end
-if #ARGV[3] <= tonumber(ARGV[8]) then
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. ARGV[3])
-else
-  redis.call('PUBLISH', ARGV[5], ARGV[6])
-end
-return 1
+return {'results', results}

@@ -1,33 +1,30 @@
--- Registers a session and marks it as having work (at the current least-served score, so a
--- newcomer is served next but cannot jump ahead of others), then wakes idle workers.
--- KEYS: 1 sched, 2 sessions
--- ARGV: 1 session id, 2 wake channel, 3 registry ttl (ms): longer than a session's, so the
---       registry outlives an idle session and the sweeper can tell everyone it expired
--- A session already scheduled is left as it is and wakes nobody: a worker that looked at the
--- schedule since it was scheduled saw it, and one that could not take its work then (quota,
--- contract) looks again by its idle poll. The registry's TTL is refreshed when a sixteenth
--- of it has run down.
--- Returns 1 (scheduled now) or 0 (already scheduled).
-local ttl = tonumber(ARGV[3])
-local scheduled = redis.call('ZSCORE', KEYS[1], ARGV[1])
-local added = redis.call('SADD', KEYS[2], ARGV[1]) == 1
-if not scheduled then
-  local least = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local score = 0
-  if #least > 0 then
-    score = tonumber(least[2])
-  end
-  redis.call('ZADD', KEYS[1], score, ARGV[1])
+-- Schedules a session that has ready jobs (at the current least-served score, so a newcomer
+-- is served next but cannot jump ahead of others), then wakes idle workers.
+local sched_key = KEYS[1]
+local gens_key = KEYS[2]
+local session = ARGV[1]
+-- The scheduling generation the session's ready jobs have (see `ready.lua`).
+local generation = tonumber(ARGV[2])
+-- The wake message (`Wake`) and its channel.
+local wake_channel = ARGV[3]
+local wake = ARGV[4]
+-- Returns {'enlisted', 1} when the session was added (and workers woken), 0 when it was
+-- scheduled already or a newer generation was enlisted. The same generation enlisted again
+-- (the sweeper making good a lost enlist) adds the session back if it is missing.
+
+local known = tonumber(redis.call('HGET', gens_key, session) or '0')
+if generation < known then
+  return {'enlisted', 0}
 end
--- A key this call may have created has no TTL yet: refresh then too.
-local low = ttl - math.floor(ttl / 16)
-if added or not scheduled or redis.call('PTTL', KEYS[1]) < low
-    or redis.call('PTTL', KEYS[2]) < low then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('HSET', gens_key, session, string.format('%.0f', generation))
+if redis.call('ZSCORE', sched_key, session) then
+  return {'enlisted', 0}
 end
-if scheduled then
-  return 0
+local least = redis.call('ZRANGE', sched_key, 0, 0, 'WITHSCORES')
+local score = 0
+if #least > 0 then
+  score = tonumber(least[2])
 end
-redis.call('PUBLISH', ARGV[2], ARGV[1])
-return 1
+redis.call('ZADD', sched_key, score, session)
+redis.call('PUBLISH', wake_channel, wake)
+return {'enlisted', 1}

@@ -1,28 +1,29 @@
--- Appends events of one session to its stream (if the session is live), counts finished
--- steps in the session's stats, and publishes the events to live subscribers, in order, as
--- one message (a JSON array): one delivery per subscriber per batch, not per event.
--- KEYS: 1 meta, 2 events, 3 stats
--- ARGV: 1 stream max length, 2 events channel, then per event: its JSON and the stats field
---       it counts ('' for none: e.g. 'add_one:completed')
--- A stopped session's stream and stats are never recreated by a late event.
-local live = redis.call('EXISTS', KEYS[1]) == 1
-local counted = false
+-- Appends a batch of one session's events to its stream, counts finished steps in its stats,
+-- and publishes the batch to live subscribers as one message (a JSON array).
+--- @include "time"
+--- @include "session"
+local events_max_len = ARGV[1]
+local events_channel = ARGV[2]
+-- ARGV[3..]: pairs of event (JSON) and the stats field it counts ('' for none, e.g.
+-- 'add_one:completed')
+local FIRST = 3
+-- Returns {'stored', 0|1}: a session that does not exist or is stopping gets no key back from
+-- a late event (the batch is still published).
+
+local stored = redis.call('EXISTS', meta_key) == 1 and not stopping()
 local batch = {}
-for i = 3, #ARGV, 2 do
-  batch[#batch + 1] = ARGV[i]
-  if live then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i])
-    if ARGV[i + 1] ~= '' then
-      redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
-      counted = true
+for at = FIRST, #ARGV, 2 do
+  batch[#batch + 1] = ARGV[at]
+  if stored then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'event', ARGV[at])
+    if ARGV[at + 1] ~= '' then
+      redis.call('HINCRBY', stats_key, ARGV[at + 1], 1)
     end
   end
 end
-redis.call('PUBLISH', ARGV[2], '[' .. table.concat(batch, ',') .. ']')
-if counted then
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
+if stored then
+  expire_with_session(events_key)
+  expire_with_session(stats_key)
 end
-return 1
+redis.call('PUBLISH', events_channel, '[' .. table.concat(batch, ',') .. ']')
+return {'stored', stored and 1 or 0}

@@ -1,15 +1,35 @@
--- Registers a live worker and the contracts it serves, until its heartbeat lapses.
--- KEYS: 1 workers (zset: worker id -> expiry, ms on Redis' clock), 2 this worker's contracts
--- ARGV: 1 worker id, 2 time to live (ms), 3.. contract fingerprints it serves
--- Both keys share the `{:workers}` hash tag (one slot). Lapsed workers are pruned here.
-local now = now_ms()
+-- Registers a live worker and the contracts it serves until its heartbeat lapses; refreshes
+-- when each contract was last served by a live worker, and when the fleet last became
+-- non-empty (the unserved rule).
+--- @include "time"
+local workers_key = KEYS[1]
+local contracts_key = KEYS[2]
+local served_key = KEYS[3]
+local worker = ARGV[1]
 local ttl = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('DEL', KEYS[2])
-if #ARGV >= 3 then
-  redis.call('SADD', KEYS[2], unpack(ARGV, 3))
-  redis.call('PEXPIRE', KEYS[2], ttl)
+-- ARGV[3..]: the contract fingerprints the worker serves
+local FIRST = 3
+-- Returns {'now', Redis' clock (ms)}.
+
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', workers_key, '-inf', now)
+if redis.call('ZCARD', workers_key) == 0 then
+  redis.call('HSET', served_key, 'since', num(now))
 end
-return 1
+redis.call('ZADD', workers_key, now + ttl, worker)
+-- Liveness only: with no live worker left, the registry goes by itself.
+redis.call('PEXPIRE', workers_key, ttl)
+redis.call('DEL', contracts_key)
+if #ARGV >= FIRST then
+  redis.call('SADD', contracts_key, unpack(ARGV, FIRST))
+  redis.call('PEXPIRE', contracts_key, ttl)
+  local fields = {}
+  for i = FIRST, #ARGV do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = num(now)
+  end
+  redis.call('HSET', served_key, unpack(fields))
+end
+-- Kept ten heartbeats past the last one: what the unserved rule needs of a fleet that left.
+redis.call('PEXPIRE', served_key, ttl * 10)
+return {'now', now}

@@ -1,4 +1,7 @@
--- The sessions whose earliest known lease deadline has passed (at most 500).
--- KEYS: 1 leasing
-local now = now_ms()
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
+-- The sessions whose earliest known lease deadline has passed (at most `most`).
+--- @include "time"
+local leasing_key = KEYS[1]
+local most = tonumber(ARGV[1])
+-- Returns {'sessions', {ids}}.
+
+return {'sessions', redis.call('ZRANGEBYSCORE', leasing_key, '-inf', now_ms(), 'LIMIT', 0, most)}

@@ -1,19 +1,28 @@
--- Puts a leased step job into the session's due-time set: its step waits (its `delay`, or a
--- retry's backoff) in Redis instead of in its worker's slot, then resumes at `attempt`.
--- KEYS: 1 leases, 2 job, 3 delayed, 4 meta
--- ARGV: 1 job id, 2 fencing token, 3 the attempt that follows the wait, 4 the wait (ms),
---       5 attempts the job made (added to its run's count when it commits)
--- Returns the due time (ms on Redis' clock), or 0 (refused: stale token or the job is gone).
--- The delivery is given back, as a release does: waiting is not a worker's death.
-local f = redis.call('HMGET', KEYS[2], 'token', 'state')
-if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
-  return 0
+-- A leased job waits in the session's due-time set (its step's `delay`, or a retry's backoff)
+-- instead of in its worker's slot, then resumes at `attempt`.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+local job = ARGV[1]
+local token = ARGV[2]
+local attempt = tonumber(ARGV[3])
+local wait_ms = tonumber(ARGV[4])
+-- The attempts the job made before it waits (added to its run's count when it commits).
+local attempts = tonumber(ARGV[5])
+-- Returns {'due', due time in ms on Redis' clock} or {'due', 0} (refused: stale token, the
+-- job is gone, or the session is stopping). The delivery is given back: waiting is not a
+-- worker's death.
+
+local h = read_header(redis.call('HGET', jobs_key, job))
+local set = lease_set_of(job)
+if stopping() or not h or tostring(h.token) ~= token or not set then
+  return {'due', 0}
 end
-local due = now_ms() + tonumber(ARGV[4])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'state', 'queued', 'attempt', ARGV[3])
-redis.call('HINCRBY', KEYS[2], 'deliveries', -1)
-redis.call('HINCRBY', KEYS[2], 'attempts', ARGV[5])
-redis.call('ZADD', KEYS[3], due, ARGV[1])
-expire_like(KEYS[3], KEYS[4])
-return due
+local due = now_ms() + wait_ms
+redis.call('ZREM', set, job)
+h.attempt = attempt
+h.attempts = h.attempts + attempts
+h.deliveries = math.max(h.deliveries - 1, 0)
+redis.call('HSET', jobs_key, job, write_header(h))
+redis.call('ZADD', delayed_key, due, job)
+return {'due', due}

@@ -1,18 +1,30 @@
--- Moves a session's due delayed jobs to its ready queue (at most 500 per call).
--- KEYS: 1 delayed, 2 queue, 3 meta
--- ARGV: 1 job key prefix
--- Returns {moved, next_due}: next_due is the earliest due time left (0: none).
-local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
+-- Moves a session's due delayed jobs to its ready queue (at most `most` per call).
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+local most = tonumber(ARGV[1])
+-- Returns {'moved', how many, 'next_due', the earliest due time left (0: none), 'enlist',
+-- generation (0: already ready)}.
+
+if stopping() then
+  return {'moved', 0, 'next_due', 0, 'enlist', 0}
+end
+local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_ms(), 'LIMIT', 0, most)
 local moved = 0
-for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local priority = redis.call('HGET', ARGV[1] .. id, 'priority')
-  if priority then
-    redis.call('ZADD', KEYS[2], queue_score(priority), id)
-    -- The session's lifetime, not the delayed set's: taking its last job deletes it.
-    expire_like(KEYS[2], KEYS[3])
-    moved = moved + 1
+if #due > 0 then
+  redis.call('ZREM', delayed_key, unpack(due))
+  local raw = redis.call('HMGET', jobs_key, unpack(due))
+  for i, job in ipairs(due) do
+    local h = read_header(raw[i])
+    if h then
+      redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
+      moved = moved + 1
+    end
   end
 end
-return {moved, first_score(KEYS[1])}
+local gen = 0
+if moved > 0 then
+  gen = mark_ready()
+end
+return {'moved', moved, 'next_due', first_score(delayed_key), 'enlist', gen}

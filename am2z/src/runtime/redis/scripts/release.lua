@@ -1,14 +1,31 @@
--- Gives a leased job back at once (a draining worker), without consuming a delivery.
--- KEYS: 1 leases, 2 job, 3 queue
--- ARGV: 1 run id, 2 fencing token
--- Returns 1 (released) or 0 (the caller did not hold the lease).
-local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'priority')
-if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
-  return 0
+-- Gives leased jobs back at once (a draining or stopping worker), without consuming their
+-- deliveries: at the head of their priority, so they run next.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+-- ARGV[1..]: pairs of job id and lease token
+local FIRST = 1
+-- Returns {'released', how many, 'enlist', generation (0: the session was already ready)}.
+-- A job whose lease this worker no longer holds is left alone (and not counted).
+
+local released = 0
+if not stopping() then
+  for at = FIRST, #ARGV, 2 do
+    local job, token = ARGV[at], ARGV[at + 1]
+    local h = read_header(redis.call('HGET', jobs_key, job))
+    local set = lease_set_of(job)
+    if h and tostring(h.token) == token and set then
+      redis.call('ZREM', set, job)
+      h.deliveries = math.max(h.deliveries - 1, 0)
+      redis.call('HSET', jobs_key, job, write_header(h))
+      redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
+      released = released + 1
+    end
+  end
 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'state', 'queued')
-redis.call('HINCRBY', KEYS[2], 'deliveries', -1)
-redis.call('ZADD', KEYS[3], queue_score(f[3]), ARGV[1])
-expire_like(KEYS[3], KEYS[2])
-return 1
+local gen = 0
+if released > 0 then
+  gen = mark_ready()
+end
+return {'released', released, 'enlist', gen}

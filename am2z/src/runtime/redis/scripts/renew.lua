@@ -1,11 +1,24 @@
--- Extends a lease, if the caller still holds it.
--- KEYS: 1 leases, 2 job
--- ARGV: 1 run id, 2 fencing token, 3 lease (ms)
--- Returns 1 (renewed) or 0 (the lease is lost: the token moved on or the job is gone).
-local f = redis.call('HMGET', KEYS[2], 'token', 'state')
-if f[1] ~= ARGV[2] or f[2] ~= 'leased' then
-  return 0
+-- Extends the leases this worker holds in one session (running, or waiting on a ctx.call).
+--- @include "time"
+--- @include "session"
+--- @include "header"
+local lease_ms = tonumber(ARGV[1])
+-- ARGV[2..]: pairs of job id and lease token
+local FIRST = 2
+-- Returns {'lost', {job ids whose lease is lost: the token moved on, the job is gone, or the
+-- session is stopping}}.
+
+local lost = {}
+local deadline = now_ms() + lease_ms
+local halted = stopping()
+for at = FIRST, #ARGV, 2 do
+  local job, token = ARGV[at], ARGV[at + 1]
+  local h = read_header(redis.call('HGET', jobs_key, job))
+  local set = lease_set_of(job)
+  if halted or not h or tostring(h.token) ~= token or not set then
+    lost[#lost + 1] = job
+  else
+    redis.call('ZADD', set, 'XX', deadline, job)
+  end
 end
-local now = now_ms()
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
-return 1
+return {'lost', lost}

@@ -1,19 +1,34 @@
--- Stages a new map instance's held items (the items beyond its concurrency, with their jobs)
--- before the commit that creates the instance, which renames the staged hash: however wide the
--- map, no one script does more than a slice of it.
--- KEYS: 1 the staging hash, 2 index, 3 meta
--- ARGV: pairs of item index and that item's jobs (JSON)
--- Returns 1, or 0 when the session is gone (nothing is written).
-if redis.call('EXISTS', KEYS[3]) == 0 then
-  return 0
+-- Stores a slice of a new map instance's held items (the items beyond its concurrency, each
+-- with its jobs, packed) in the run hash before the commit that starts the instance: however
+-- wide the map, no one script does more than a slice of it. Fenced by the job's lease.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+local run_key = KEYS[15]
+local job = ARGV[1]
+local token = ARGV[2]
+local run = ARGV[3]
+local instance = ARGV[4]
+-- ARGV[5..]: pairs of held item index and its jobs (packed records, see `advance.lua`)
+local FIRST = 5
+-- Returns {'status', 'ok' | 'refused'} (refused: stale token, the run ended, or stopping;
+-- nothing is written).
+
+local h = read_header(redis.call('HGET', jobs_key, job))
+if stopping() or not h or tostring(h.token) ~= token or not lease_set_of(job)
+    or not redis.call('ZSCORE', runs_key, run) then
+  return {'status', 'refused'}
 end
-for from = 1, #ARGV, 1000 do
-  local slice = {}
-  for i = from, math.min(from + 999, #ARGV) do
-    slice[#slice + 1] = ARGV[i]
+local fields = {}
+for at = FIRST, #ARGV, 2 do
+  fields[#fields + 1] = 'i:' .. instance .. ':' .. ARGV[at]
+  fields[#fields + 1] = ARGV[at + 1]
+  if #fields >= 2000 then
+    redis.call('HSET', run_key, unpack(fields))
+    fields = {}
   end
-  redis.call('HSET', KEYS[1], unpack(slice))
 end
-redis.call('SADD', KEYS[2], KEYS[1])
-expire_like(KEYS[1], KEYS[3])
-return 1
+if #fields > 0 then
+  redis.call('HSET', run_key, unpack(fields))
+end
+return {'status', 'ok'}

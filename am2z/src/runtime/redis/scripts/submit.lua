@@ -1,53 +1,88 @@
--- Queues a new run of a session, creating the session when it is new.
--- KEYS: 1 meta, 2 index, 3 queue, 4 job, 5 leases, 6 events, 7 dead, 8 stats, 9 delayed
--- ARGV: 1 run id, 2 processor name, 3 contract fingerprint, 4 input (JSON), 5 priority,
---       6 session ttl (ms), 7 max queued (0: no limit), 8 events channel,
---       9 SessionCreated event (JSON), 10 events max length, and for a child run (a
---       `ctx.call` executed as a job) 11 the calling run's id, 12 the call depth and 13 the
---       child's result key (a child that already ended is not queued again)
--- Returns 1 (queued, session created), 0 (queued), -1 (queue quota reached), -2 (duplicate id).
--- TTLs: every key of the session gets the full TTL when the session is new or its TTL has run
--- down by a sixteenth; otherwise only the new job and the queue (which a ZADD may have just
--- recreated) get the session's remaining lifetime, so all its keys still expire together,
--- between 15/16 of the TTL and the whole TTL after the last submission.
-local max_queued = tonumber(ARGV[7])
-if max_queued > 0 and redis.call('ZCARD', KEYS[3]) >= max_queued then
-  return -1
+-- Queues new runs of a session (one or many), creating the session when it is new.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+local max_queued = tonumber(ARGV[1])
+local created_event = ARGV[2]
+local events_channel = ARGV[3]
+local events_max_len = ARGV[4]
+-- '1': the runs may exist already (a child call whose caller runs again): not an error.
+local dedup = ARGV[5] == '1'
+-- A child call's caller (its job and lease token; '' otherwise): it must still hold its
+-- lease, and its lease moves to `calls` while it waits (outside the concurrency quota).
+local caller = ARGV[6]
+local caller_token = ARGV[7]
+-- ARGV[8..]: per run, 4 values: run id, contract fingerprint, priority, processor name,
+-- then its body (opaque)
+local FIRST, PER_RUN = 8, 5
+-- Returns {'status', 'ok', 'created', 0|1, 'enlist', generation (0: already scheduled),
+--          'runs', {'queued' | 'duplicate', ...}} or {'status', 'stopping' | 'quota' | 'caller_gone'}.
+
+if stopping() then
+  return {'status', 'stopping'}
 end
-if redis.call('EXISTS', KEYS[4]) == 1 or (ARGV[13] and redis.call('EXISTS', ARGV[13]) == 1) then
-  return -2
+local count = (#ARGV - FIRST + 1) / PER_RUN
+if max_queued > 0 and redis.call('ZCARD', queue_key) + count > max_queued then
+  return {'status', 'quota'}
 end
-local now = now_ms()
-local created = redis.call('EXISTS', KEYS[1]) == 0
-if created then
-  redis.call('HSET', KEYS[1], 'created_ms', now)
-  redis.call('SADD', KEYS[2], KEYS[1], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'event', ARGV[9])
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
-end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local priority = tonumber(ARGV[5])
-redis.call('HSET', KEYS[4], 'name', ARGV[2], 'fp', ARGV[3], 'input', ARGV[4],
-  'priority', priority, 'token', 0, 'deliveries', 0, 'created_ms', now, 'state', 'queued')
-if ARGV[11] then
-  redis.call('HSET', KEYS[4], 'child_of', ARGV[11], 'depth', ARGV[12])
-end
-redis.call('SADD', KEYS[2], KEYS[4])
-redis.call('ZADD', KEYS[3], queue_score(priority, seq), ARGV[1])
-local ttl = tonumber(ARGV[6])
-local left = -1
-if not created then
-  left = redis.call('PTTL', KEYS[1])
-end
-if left < ttl - math.floor(ttl / 16) then
-  for i = 1, 9 do
-    redis.call('PEXPIRE', KEYS[i], ttl)
+local caller_set = nil
+if caller ~= '' then
+  local h = read_header(redis.call('HGET', jobs_key, caller))
+  caller_set = lease_set_of(caller)
+  if not h or tostring(h.token) ~= caller_token or not caller_set then
+    return {'status', 'caller_gone'}
   end
-else
-  redis.call('PEXPIRE', KEYS[4], left)
-  redis.call('PEXPIRE', KEYS[3], left)
 end
+
+local now = now_ms()
+local created = redis.call('EXISTS', meta_key) == 0
 if created then
-  return 1
+  redis.call('HSET', meta_key, 'created_ms', num(now))
+  redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'event', created_event)
+  redis.call('PUBLISH', events_channel, created_event)
 end
-return 0
+local was_idle = redis.call('ZCARD', runs_key) == 0
+
+local statuses = {}
+local headers, bodies, queued, live = {}, {}, {}, {}
+for at = FIRST, #ARGV, PER_RUN do
+  local run = ARGV[at]
+  if dedup and (redis.call('ZSCORE', runs_key, run) or
+      redis.call('HEXISTS', results_key, run) == 1) then
+    statuses[#statuses + 1] = 'duplicate'
+  else
+    local seq = redis.call('HINCRBY', meta_key, 'seq', 1)
+    local priority = tonumber(ARGV[at + 2])
+    local header = write_header({fp = ARGV[at + 1], priority = priority, token = 0,
+      deliveries = 0, created_ms = now, queued_ms = now, attempt = 0, attempts = 0,
+      version = 0, run_attempts = 0, name = ARGV[at + 3]})
+    headers[#headers + 1] = run
+    headers[#headers + 1] = header
+    bodies[#bodies + 1] = run
+    bodies[#bodies + 1] = ARGV[at + 4]
+    queued[#queued + 1] = queue_score(priority, seq)
+    queued[#queued + 1] = run
+    live[#live + 1] = now
+    live[#live + 1] = run
+    statuses[#statuses + 1] = 'queued'
+  end
+end
+
+local gen = 0
+if #headers > 0 then
+  redis.call('HSET', jobs_key, unpack(headers))
+  redis.call('HSET', bodies_key, unpack(bodies))
+  redis.call('ZADD', queue_key, unpack(queued))
+  redis.call('ZADD', runs_key, unpack(live))
+  if was_idle and not created then
+    went_live()
+  end
+  gen = mark_ready()
+end
+if caller_set == leases_key then
+  local deadline = redis.call('ZSCORE', leases_key, caller)
+  redis.call('ZREM', leases_key, caller)
+  redis.call('ZADD', calls_key, deadline, caller)
+end
+return {'status', 'ok', 'created', created and 1 or 0, 'enlist', gen, 'runs', statuses}

@@ -1,94 +1,114 @@
--- Re-queues expired leases of a session, or dead-letters them after too many deliveries.
--- KEYS: 1 leases, 2 queue, 3 dead, 4 index, 5 meta, 6 results, 7 delayed
--- ARGV: 1 job key prefix, 2 result key prefix, 3 max deliveries, 4 result ttl (ms),
---       5 done channel, 6 session id, 7 redelivery backoff base (ms), 8 backoff cap (ms),
---       9 unserved grace (ms; 0: off), 10 run key prefix, 11.. contracts some live worker
---       serves
--- A step job's outcome is its run's: dead-lettering or failing it ends the run (its run hash
--- is deleted, so the run's other jobs are moot).
--- A first redelivery is immediate (recovery within a lease and a sweep); later ones wait
--- base × 2^(n-2), capped, in the delayed set, so a job that kills its workers cannot
--- crash-loop the fleet.
--- Returns {requeued, dead, live, next_due, next_lease, queued}: live is 0 when the session
--- expired (its meta is gone), so the caller can drop it from the registry; next_due is the
--- earliest due time in the delayed set and next_lease the earliest lease deadline left (0:
--- none), for the promoter's and the sweeper's timers; queued is the number of ready jobs (the
--- full pass schedules a session that has some, in case its submitter never did). Looks at
--- 100 leases per call at most.
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  return {0, 0, 0, 0, 0, 0}
+-- Looks after one session: re-queues the jobs whose lease expired (their worker died or
+-- froze), reports the jobs to bury (leased too often; queued with no live worker able to run
+-- them), trims ended outcomes and dead letters, and reports the session's state.
+--- @include "time"
+--- @include "session"
+--- @include "header"
+--- @include "ready"
+local max_deliveries = tonumber(ARGV[1])
+-- Redelivery backoff: the first redelivery is at once (recovery within a lease and a sweep),
+-- later ones wait base × 2^(n-2), capped, in the delayed set, so a job that kills its workers
+-- cannot crash-loop the fleet.
+local backoff_ms = tonumber(ARGV[2])
+local backoff_max_ms = tonumber(ARGV[3])
+-- Unserved jobs: with `fleet_ready` ('1': live workers have existed for the whole grace), a
+-- job queued for longer than `grace_ms` whose contract no live worker served within the grace
+-- is reported for burial. Off when `grace_ms` is 0.
+local grace_ms = tonumber(ARGV[4])
+local fleet_ready = ARGV[5] == '1'
+local result_ttl = tonumber(ARGV[6])
+-- ARGV[7..]: the contracts some live worker served within the grace
+local FIRST_SERVED = 7
+-- Returns {'state', s, 'requeued', n, 'dead', {job ids}, 'unserved', {job ids},
+--          'next_lease', ms (0: none), 'next_due', ms (0: none), 'ready', generation to
+--          enlist with (0: no ready job)} with s 'live' (it has live runs), 'idle', 'gone' (the
+-- session does not exist), 'stopping' (a stop is under way) or 'abandoned' (a stop whose
+-- stopper stopped renewing it: the sweeper finishes it). Looks at 100 expired leases, 64
+-- queued jobs and 1 000 ended outcomes per call.
+
+-- The earliest lease deadline, running or calling (0: none).
+local function next_lease()
+  local running, calling = first_score(leases_key), first_score(calls_key)
+  if running == 0 or (calling ~= 0 and calling < running) then
+    return calling
+  end
+  return running
+end
+local function report(state, requeued, dead, unserved, ready)
+  return {'state', state, 'requeued', requeued, 'dead', dead, 'unserved', unserved,
+    'next_lease', next_lease(), 'next_due', first_score(delayed_key), 'ready', ready}
+end
+if redis.call('EXISTS', meta_key) == 0 then
+  return {'state', 'gone', 'requeued', 0, 'dead', {}, 'unserved', {}, 'next_lease', 0,
+    'next_due', 0, 'ready', 0}
 end
 local now = now_ms()
--- Stores `outcome` as the run's and announces it. A step job's run ends with it (its run
--- hash is deleted, so the run's other jobs are moot), unless it already ended. Returns
--- whether the outcome was stored.
-local function end_run(run, step_job, outcome)
-  if step_job then
-    local hash = ARGV[10] .. run
-    if redis.call('EXISTS', hash) == 0 then
-      return false
-    end
-    redis.call('DEL', hash)
-    redis.call('SREM', KEYS[4], hash)
-  end
-  local result = ARGV[2] .. run
-  redis.call('SET', result, outcome, 'PX', ARGV[4])
-  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[4]), result)
-  expire_like(KEYS[6], KEYS[5])
-  redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. run)
-  return true
+local stop = redis.call('HGET', meta_key, 'stopping')
+if stop then
+  return report(tonumber(stop) < now and 'abandoned' or 'stopping', 0, {}, {}, 0)
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
-local requeued, dead = 0, 0
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
-  local job = ARGV[1] .. id
-  local f = redis.call('HMGET', job, 'deliveries', 'priority', 'created_ms', 'state', 'run')
-  if f[1] and f[4] == 'leased' then
-    local deliveries = tonumber(f[1])
-    if deliveries >= tonumber(ARGV[3]) then
-      local outcome = cjson.encode({Dead = {deliveries = deliveries, created_ms = tonumber(f[3])}})
-      redis.call('DEL', job)
-      redis.call('SREM', KEYS[4], job)
-      if end_run(f[5] or id, f[5] ~= false, outcome) then
-        redis.call('RPUSH', KEYS[3], f[5] or id)
-        expire_like(KEYS[3], KEYS[5])
-      end
-      dead = dead + 1
+
+local requeued = 0
+local dead = {}
+for _, set in ipairs({leases_key, calls_key}) do
+  for _, job in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 100)) do
+    local h = read_header(redis.call('HGET', jobs_key, job))
+    if not h then
+      redis.call('ZREM', set, job)
+    elseif h.deliveries >= max_deliveries then
+      -- Left leased and expired: `bury.lua` ends its run (it can declare the run's hash).
+      dead[#dead + 1] = job
     else
-      redis.call('HSET', job, 'state', 'queued')
-      if deliveries <= 1 or tonumber(ARGV[7]) <= 0 then
-        redis.call('ZADD', KEYS[2], queue_score(f[2]), id)
-        expire_like(KEYS[2], KEYS[5])
+      redis.call('ZREM', set, job)
+      if h.deliveries <= 1 or backoff_ms <= 0 then
+        redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
       else
-        local wait = math.min(tonumber(ARGV[7]) * 2 ^ (deliveries - 2), tonumber(ARGV[8]))
-        redis.call('ZADD', KEYS[7], now + wait, id)
-        expire_like(KEYS[7], KEYS[5])
+        local wait = math.min(backoff_ms * 2 ^ (h.deliveries - 2), backoff_max_ms)
+        redis.call('ZADD', delayed_key, now + wait, job)
       end
       requeued = requeued + 1
     end
   end
 end
--- Queued jobs no live worker has served for longer than the grace period fail with a
--- typed outcome (callers stop waiting; the jobs behind them are not hidden). Only when
--- some worker is alive: with none, everything simply waits for workers to come back.
-local grace = tonumber(ARGV[9])
-if grace > 0 and #ARGV >= 10 then
+
+local unserved = {}
+if grace_ms > 0 and fleet_ready then
   local served = {}
-  for i = 11, #ARGV do
+  for i = FIRST_SERVED, #ARGV do
     served[ARGV[i]] = true
   end
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, 63)) do
-    local job = ARGV[1] .. id
-    -- A step job waits from when it was queued, not from its run's submission.
-    local f = redis.call('HMGET', job, 'fp', 'created_ms', 'name', 'run', 'queued_ms')
-    if f[1] and not served[f[1]] and tonumber(f[5] or f[2]) + grace < now then
-      redis.call('ZREM', KEYS[2], id)
-      redis.call('DEL', job)
-      redis.call('SREM', KEYS[4], job)
-      end_run(f[4] or id, f[4] ~= false, cjson.encode({Unserved = {name = f[3], fingerprint = f[1]}}))
+  local ids = redis.call('ZRANGE', queue_key, 0, 63)
+  if #ids > 0 then
+    local raw = redis.call('HMGET', jobs_key, unpack(ids))
+    for i, job in ipairs(ids) do
+      local h = read_header(raw[i])
+      if h and not served[h.fp] and h.queued_ms + grace_ms < now then
+        unserved[#unserved + 1] = job
+      end
     end
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
-return {requeued, dead, 1, first_score(KEYS[7]), first_score(KEYS[1]), redis.call('ZCARD', KEYS[2])}
+
+-- Ended outcomes past their time, and their listing.
+local cutoff = now - result_ttl
+for _, ended in ipairs({completed_key, failed_key}) do
+  local old = redis.call('ZRANGEBYSCORE', ended, '-inf', cutoff, 'LIMIT', 0, 500)
+  if #old > 0 then
+    redis.call('ZREM', ended, unpack(old))
+    redis.call('HDEL', results_key, unpack(old))
+  end
+end
+
+-- A session with ready jobs reports its generation, so a lost enlist is made good.
+local ready = 0
+if redis.call('ZCARD', queue_key) > 0 then
+  ready = tonumber(redis.call('HGET', meta_key, 'ready') or '0')
+  if ready == 0 then
+    ready = mark_ready()
+  end
+end
+local state = 'live'
+if redis.call('ZCARD', runs_key) == 0 then
+  state = 'idle'
+end
+return report(state, requeued, dead, unserved, ready)

@@ -1,0 +1,95 @@
+//! A job's body: what only Rust reads (scripts store and hand it back untouched). One line of
+//! JSON metadata, a newline, then the input (JSON, as submitted):
+//!
+//! ```text
+//! {"step":<position>,"call":["<calling run>",<depth>]}
+//! <input>
+//! ```
+//!
+//! `step` is present for a later job of a run executed step by step (its position in the
+//! run), `call` for a `ctx.call` executed as a child run. A body that does not read this way
+//! (written by something else, or corrupted) fails its run with a typed serialization error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, RunId};
+
+/// A decoded body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Body {
+    /// Where a step job stands in its run (JSON), `None` for a run's entry job.
+    pub(crate) step: Option<serde_json::Value>,
+    /// For a child run: the calling run and the call depth it runs at.
+    pub(crate) call: Option<(RunId, u32)>,
+    /// The input (JSON bytes, as found: not necessarily valid).
+    pub(crate) input: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<(RunId, u32)>,
+}
+
+impl Body {
+    /// The bytes a script stores.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let meta = Meta {
+            step: self.step.clone(),
+            call: self.call,
+        };
+        // A map of a JSON value and a pair of plain values always encodes.
+        let mut bytes = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&self.input);
+        bytes
+    }
+
+    /// Reads `bytes` (a body as found in Redis).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Body, Error> {
+        let corrupt = |why: String| Error::Serialization {
+            message: format!("a job's body is unreadable: {why}"),
+        };
+        let at = bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| corrupt("no metadata line".to_owned()))?;
+        let meta: Meta =
+            serde_json::from_slice(&bytes[..at]).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Body {
+            step: meta.step,
+            call: meta.call,
+            input: bytes[at + 1..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_round_trip_and_corrupt_ones_are_typed_errors() {
+        let body = Body {
+            step: Some(serde_json::json!({"Step": {"node": 3}})),
+            call: Some((RunId::from_u128(7), 2)),
+            input: b"{\"x\":\n1}".to_vec(),
+        };
+        assert_eq!(Body::decode(&body.encode()).unwrap(), body);
+        let plain = Body {
+            input: b"5".to_vec(),
+            ..Body::default()
+        };
+        assert_eq!(plain.encode(), b"{}\n5");
+        assert_eq!(Body::decode(b"{}\n5").unwrap(), plain);
+        for corrupt in [&b"5"[..], b"{nope\n5", b"{\"other\":1}\n5", &[0xff, 0xfe]] {
+            assert!(
+                matches!(Body::decode(corrupt), Err(Error::Serialization { .. })),
+                "{corrupt:?}"
+            );
+        }
+    }
+}

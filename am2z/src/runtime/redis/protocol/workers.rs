@@ -1,0 +1,64 @@
+//! The worker registry (global keys under `{:workers}`): `heartbeat.lua` and `contracts.lua`.
+
+use std::time::Duration;
+
+use super::{Redis, ScriptDef, WireError, millis};
+use crate::runtime::redis::keys::Keys;
+
+pub(crate) static HEARTBEAT: ScriptDef = ScriptDef::new(
+    "heartbeat",
+    include_str!("../scripts/heartbeat.lua"),
+    &["workers_key", "contracts_key", "served_key"],
+    &["worker", "ttl"],
+);
+
+pub(crate) static CONTRACTS: ScriptDef = ScriptDef::new(
+    "contracts",
+    include_str!("../scripts/contracts.lua"),
+    &["workers_key", "served_key"],
+    &["grace_ms"],
+);
+
+/// Tells every process that `worker` is alive for `ttl` and serves `contracts`.
+pub(crate) async fn heartbeat(
+    redis: &Redis,
+    keys: &Keys,
+    worker: &str,
+    ttl: Duration,
+    contracts: &[String],
+) -> Result<(), WireError> {
+    let mut call = HEARTBEAT.script().prepare_invoke();
+    call.key(keys.workers())
+        .key(keys.worker_contracts(worker))
+        .key(keys.served())
+        .arg(worker)
+        .arg(millis(ttl).max(1))
+        .arg(contracts);
+    let mut fields = redis.run(&HEARTBEAT, &call).await?;
+    fields.count("now")?;
+    fields.finish()
+}
+
+/// What the unserved rule knows of the fleet.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fleet {
+    /// Live workers have existed for the whole grace.
+    pub(crate) ready: bool,
+    /// The contracts some live worker served within the grace.
+    pub(crate) served: Vec<String>,
+}
+
+/// The fleet as the unserved rule with `grace` sees it.
+pub(crate) async fn fleet(redis: &Redis, keys: &Keys, grace: Duration) -> Result<Fleet, WireError> {
+    let mut call = CONTRACTS.script().prepare_invoke();
+    call.key(keys.workers())
+        .key(keys.served())
+        .arg(millis(grace));
+    let mut fields = redis.run(&CONTRACTS, &call).await?;
+    let fleet = Fleet {
+        ready: fields.flag("fleet_ready")?,
+        served: fields.texts("served")?,
+    };
+    fields.finish()?;
+    Ok(fleet)
+}
