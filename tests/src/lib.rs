@@ -6,6 +6,7 @@
 
 pub mod fault;
 pub mod flows;
+pub mod lifecycle_suite;
 pub mod probe;
 pub mod processors;
 pub mod suite;
