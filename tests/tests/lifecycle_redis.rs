@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use am2z::{RedisConfig, RedisRuntime, RunId};
 use am2z_tests::fault::{redis_cli, scan_keys};
-use am2z_tests::lifecycle_suite::LifecycleHarness;
+use am2z_tests::lifecycle_suite::{LcCallee, LifecycleHarness};
 
 fn redis_url() -> String {
     std::env::var("AM2Z_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -32,7 +32,11 @@ impl LifecycleHarness for Redis {
         RedisRuntime::new(config())
     }
     async fn one_step_at_a_time() -> RedisRuntime {
-        RedisRuntime::new(config().session_concurrency(1))
+        let runtime = RedisRuntime::new(config().session_concurrency(1));
+        // Served, so a `ctx.call` of it is a child job of the calling run (what a worker
+        // fleet that serves the callee does), not a call run inline.
+        runtime.serve(LcCallee);
+        runtime
     }
     async fn clean_up(runtime: &RedisRuntime) {
         let url = redis_url();
