@@ -9,4 +9,5 @@ pub mod flows;
 pub mod lifecycle_suite;
 pub mod probe;
 pub mod processors;
+pub mod resp;
 pub mod suite;

@@ -1,0 +1,828 @@
+//! The Redis engine's lifecycle invariants (issue 11, part 2; RELIABILITY.md scenarios 25–35):
+//! the acceptance gate of the engine's rewrite. Every test goes through the public API and the
+//! test harness, never through key names: the only layout facts used are that every key of a
+//! session contains the prefix and the hash tag `{<session>}` (so `SCAN MATCH
+//! <prefix>:*{<session>}*` finds them all), and that a session may have few or many keys.
+//!
+//! Tests that change server settings run on a `redis-server` of their own.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use am2z::{
+    Ctx, Error, Executes, Processor, RedisConfig, RedisRuntime, RunHandle, RunId, Runtime,
+    SessionId, processor, workflow,
+};
+use am2z_tests::fault::{RedisServer, ServerSpec};
+use am2z_tests::resp::{Reply, Resp};
+
+/// A run that must end ends within this (a hang guard on a shared 2-core machine).
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// A private server without persistence (faster; none of these tests restarts it).
+fn own_redis() -> RedisServer {
+    ServerSpec::default().arg("appendonly", "no").start()
+}
+
+/// Settings for a test runtime on `url`: its own prefix, quick loops.
+fn config(url: &str, tag: &str) -> RedisConfig {
+    RedisConfig::new(url)
+        .prefix(format!("am2z-lc-{tag}-{}", RunId::generate()))
+        .worker_concurrency(8)
+        .idle_poll(Duration::from_millis(50))
+        .lease(Duration::from_secs(3))
+        .sweep_every(Duration::from_millis(250))
+        .session_ttl(Duration::from_secs(120))
+        .result_ttl(Duration::from_secs(120))
+}
+
+fn session(tag: &str) -> SessionId {
+    SessionId::new(format!("{tag}-{}", RunId::generate())).expect("a valid session id")
+}
+
+/// The keys of `session` under `prefix` (the one layout fact these tests rely on).
+fn session_keys(redis: &mut Resp, prefix: &str, session: &SessionId) -> Vec<String> {
+    redis.scan(&format!("{prefix}:*{{{session}}}*"))
+}
+
+/// The keys among `keys` that exist and have no TTL.
+fn without_ttl(redis: &mut Resp, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .filter(|k| redis.cmd(&["PTTL", k]) == Reply::Int(-1))
+        .cloned()
+        .collect()
+}
+
+/// Polls `condition` every 20 ms until it holds; whether it did within `within`.
+async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `handle` with the hang guard, from `client`.
+async fn outcome<O>(client: &RedisRuntime, handle: &RunHandle) -> Result<O, Error>
+where
+    O: serde::de::DeserializeOwned + Send + 'static,
+{
+    client
+        .wait::<O>(handle, Some(HANG_GUARD))
+        .await
+        .map(|r| r.output)
+        .map_err(|f| f.error)
+}
+
+// =============================================================================================
+// 1. No key of a live run expires (scenario 25)
+
+/// Sleeps `ms`, returns `ms + 7`.
+#[processor(timeout = "60s")]
+async fn ttl_sleep(ms: u64) -> Result<u64, Error> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(ms + 7)
+}
+
+/// `n + 1`.
+#[processor]
+async fn ttl_inc(n: u64) -> Result<u64, Error> {
+    Ok(n + 1)
+}
+
+/// `n × 3`, after a 3.5 s `delay` (longer than the tests' 2 s session TTL).
+#[processor(delay = "3500ms")]
+async fn ttl_late_triple(n: u64) -> Result<u64, Error> {
+    Ok(n * 3)
+}
+
+/// Sleeps 700 ms, returns `n × 2`: a map item held behind its siblings.
+#[processor(timeout = "60s")]
+async fn ttl_slow_item(n: u64) -> Result<u64, Error> {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Ok(n * 2)
+}
+
+workflow! {
+    /// `(n + 1) × 3`, its second step delayed 3.5 s.
+    DelayedChain(u64) -> u64 {
+        chain![ttl_inc, ttl_late_triple]
+    }
+
+    /// `ttl_slow_item` one item at a time: the others are held.
+    OneAtATimeMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![ttl_slow_item, concurrency = 1]
+    }
+}
+
+/// The session TTL of the tests of invariant 1: shorter than every run they make.
+const SHORT_TTL: Duration = Duration::from_secs(2);
+
+/// A runtime (worker and client) on `url` whose sessions live `SHORT_TTL` when idle.
+fn short_ttl_runtime(url: &str, tag: &str, concurrency: usize) -> RedisRuntime {
+    RedisRuntime::new(
+        config(url, tag)
+            .worker_concurrency(concurrency)
+            .session_ttl(SHORT_TTL)
+            .result_ttl(Duration::from_secs(30)),
+    )
+}
+
+/// After its last run ended: the session keeps no key without a TTL, and every key of it is
+/// gone within the session TTL plus slack (idle expiry still works).
+async fn idle_session_expires(url: &str, prefix: &str, s: &SessionId) {
+    let mut redis = Resp::connect(url);
+    let keys = session_keys(&mut redis, prefix, s);
+    assert_eq!(
+        without_ttl(&mut redis, &keys),
+        Vec::<String>::new(),
+        "keys of an idle session without a TTL"
+    );
+    let gone = eventually(SHORT_TTL + Duration::from_secs(20), || {
+        session_keys(&mut redis, prefix, s).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "the idle session's keys did not expire: {:?}",
+        session_keys(&mut redis, prefix, s)
+    );
+}
+
+/// (a) With one worker slot, a run queued behind one that takes longer than the session TTL
+/// still completes with its output: its job did not expire while it waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_behind_a_backlog_longer_than_the_ttl_completes() {
+    let server = own_redis();
+    let runtime = short_ttl_runtime(&server.url(), "backlog", 1);
+    runtime.serve(TtlSleep);
+    runtime.start().await.expect("starts");
+    let prefix = runtime.config().queue_prefix().to_owned();
+    let s = session("backlog");
+    let first = runtime.submit(&s, &TtlSleep, 3_300).await.expect("first");
+    let second = runtime.submit(&s, &TtlSleep, 40).await.expect("second");
+    let third = runtime.submit(&s, &TtlSleep, 90).await.expect("third");
+    assert_eq!(outcome::<u64>(&runtime, &first).await, Ok(3_307));
+    assert_eq!(
+        outcome::<u64>(&runtime, &second).await,
+        Ok(47),
+        "the run queued behind a backlog longer than the session TTL"
+    );
+    assert_eq!(outcome::<u64>(&runtime, &third).await, Ok(97));
+    idle_session_expires(&server.url(), &prefix, &s).await;
+    runtime.stop().await.expect("stops");
+}
+
+/// (b) A run executed step by step whose second step is delayed longer than the session TTL
+/// completes with its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_delayed_longer_than_the_ttl_completes() {
+    let server = own_redis();
+    let runtime = short_ttl_runtime(&server.url(), "delayed", 4);
+    runtime.start().await.expect("starts");
+    let prefix = runtime.config().queue_prefix().to_owned();
+    let s = session("delayed");
+    let run = tokio::time::timeout(
+        HANG_GUARD,
+        runtime.execute_in_session(&s, &DelayedChain, 13),
+    )
+    .await
+    .expect("the run ends");
+    assert_eq!(
+        run.map(|r| r.output).map_err(|f| f.error),
+        Ok(42),
+        "a chain whose second step waits 3.5 s with a 2 s session TTL"
+    );
+    idle_session_expires(&server.url(), &prefix, &s).await;
+    runtime.stop().await.expect("stops");
+}
+
+/// (c) A map whose items are held (one at a time) for longer than the session TTL completes
+/// with every item's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_holding_items_longer_than_the_ttl_completes() {
+    let server = own_redis();
+    let runtime = short_ttl_runtime(&server.url(), "held", 4);
+    runtime.start().await.expect("starts");
+    let prefix = runtime.config().queue_prefix().to_owned();
+    let s = session("held");
+    let items: Vec<u64> = vec![5, 11, 2, 8, 21];
+    let run = tokio::time::timeout(
+        HANG_GUARD,
+        runtime.execute_in_session(&s, &OneAtATimeMap, items.clone()),
+    )
+    .await
+    .expect("the run ends");
+    let output = run.map(|r| r.output).map_err(|f| f.error);
+    let expected: Vec<Result<u64, Error>> = items.iter().map(|n| Ok(n * 2)).collect();
+    assert_eq!(
+        output,
+        Ok(expected),
+        "a map holding items 3.5 s with a 2 s session TTL"
+    );
+    idle_session_expires(&server.url(), &prefix, &s).await;
+    runtime.stop().await.expect("stops");
+}
+
+// =============================================================================================
+// 4. A worker never runs a step of a graph it does not have (scenario 28)
+
+static SHAPE_ONE_ENTERED: AtomicU64 = AtomicU64::new(0);
+static SHAPE_TWO_RAN: AtomicU64 = AtomicU64::new(0);
+
+/// The first step of the first shape: `n + 1`.
+#[processor]
+async fn shape_one_enter(n: u64) -> Result<u64, Error> {
+    Ok(n + 1)
+}
+
+/// The second step of the first shape: says it entered, then holds until cancelled (30 s at
+/// most), so its worker can be stopped while it runs.
+#[processor(timeout = "60s")]
+async fn shape_one_hold(n: u64, ctx: &Ctx) -> Result<u64, Error> {
+    SHAPE_ONE_ENTERED.fetch_add(1, Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ctx.is_cancelled() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(n * 2)
+}
+
+async fn shape_two(n: u64, add: u64) -> Result<u64, Error> {
+    SHAPE_TWO_RAN.fetch_add(1, Ordering::SeqCst);
+    Ok(n + add)
+}
+
+/// A step of the second shape (counted).
+#[processor]
+async fn shape_two_a(n: u64) -> Result<u64, Error> {
+    shape_two(n, 100).await
+}
+
+/// A step of the second shape (counted).
+#[processor]
+async fn shape_two_b(n: u64) -> Result<u64, Error> {
+    shape_two(n, 1_000).await
+}
+
+/// A step of the second shape (counted).
+#[processor]
+async fn shape_two_c(n: u64) -> Result<u64, Error> {
+    shape_two(n, 10_000).await
+}
+
+/// A step of the second shape (counted).
+#[processor]
+async fn shape_two_d(n: u64) -> Result<u64, Error> {
+    shape_two(n, 100_000).await
+}
+
+/// The workflow `reshaped` as the first deployment built it: two steps.
+fn shape_one() -> impl Processor<Input = u64, Output = u64> + Clone {
+    am2z::Workflow::new(
+        "reshaped",
+        am2z::Chain::new(ShapeOneEnter, ShapeOneHold),
+    )
+}
+
+/// The workflow `reshaped` as a second deployment built it, same name, types and version, but
+/// another shape (four steps, nested chains).
+fn shape_two_workflow() -> impl Processor<Input = u64, Output = u64> + Clone {
+    am2z::Workflow::new(
+        "reshaped",
+        am2z::Chain::new(
+            am2z::Chain::new(ShapeTwoA, ShapeTwoB),
+            am2z::Chain::new(ShapeTwoC, ShapeTwoD),
+        ),
+    )
+}
+
+/// A job of a run started by a worker with one graph, released mid-way, is never executed
+/// by a worker whose graph for the same contract has another shape: none of its nodes runs,
+/// there is no claim/release loop, and the run fails typed after the unserved grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_runs_a_step_of_a_graph_it_does_not_have() {
+    let server = own_redis();
+    let url = server.url();
+    let (one, two) = (shape_one(), shape_two_workflow());
+    assert_eq!(
+        one.contract().fingerprint,
+        two.contract().fingerprint,
+        "the two shapes share a contract (the premise of the test)"
+    );
+    let grace = Duration::from_secs(6);
+    let base = config(&url, "reshaped").unserved_grace(Some(grace));
+    let first = RedisRuntime::new(base.clone());
+    first.serve(one.clone());
+    first.start().await.expect("the first deployment starts");
+    let client = RedisRuntime::new(base.clone().worker(false));
+    client.start().await.expect("the client starts");
+    let s = session("reshaped");
+    let handle = client.submit(&s, &one, 20).await.expect("submitted");
+    assert!(
+        eventually(HANG_GUARD, || SHAPE_ONE_ENTERED.load(Ordering::SeqCst) > 0).await,
+        "the first shape's second step started"
+    );
+    // The second deployment comes up while the first runs the second step.
+    let second = RedisRuntime::new(base.clone());
+    second.serve(two.clone());
+    second.start().await.expect("the second deployment starts");
+    let mut redis = Resp::connect(&url);
+    let window = Duration::from_secs(3);
+    let evalsha = |redis: &mut Resp| {
+        let stats = redis.cmd(&["INFO", "commandstats"]).text().unwrap_or_default();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = evalsha(&mut redis);
+    tokio::time::sleep(window).await;
+    let idle = evalsha(&mut redis) - before;
+
+    // The first deployment goes away mid-step: its job is released at once.
+    first.stop().await.expect("the first deployment stops");
+    let before = evalsha(&mut redis);
+    tokio::time::sleep(window).await;
+    let after_release = evalsha(&mut redis) - before;
+    assert_eq!(
+        SHAPE_TWO_RAN.load(Ordering::SeqCst),
+        0,
+        "the second deployment ran a node of its own graph for a job of the first's"
+    );
+    assert!(
+        after_release <= idle * 3 + 150,
+        "a claim/release loop: {after_release} script calls in {window:?} after the release, \
+         {idle} in the same time before"
+    );
+    let ended = client.wait::<u64>(&handle, Some(HANG_GUARD)).await;
+    assert_eq!(
+        SHAPE_TWO_RAN.load(Ordering::SeqCst),
+        0,
+        "the second deployment ran a node of its own graph for a job of the first's"
+    );
+    let failure = ended.expect_err("no live worker has the run's graph: it fails");
+    assert!(
+        !matches!(failure.error, Error::Timeout { .. }),
+        "the run must fail typed after the grace, not wait: {failure:?}"
+    );
+    second.stop().await.expect("stops");
+    client.stop().await.expect("stops");
+}
+
+// =============================================================================================
+// 5. Fairness survives hand-offs (scenario 29)
+
+static FAIR_ITEMS_STARTED: AtomicUsize = AtomicUsize::new(0);
+static FAIR_ITEMS_AT_SINGLE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// An item of the wide map: counts itself, takes a few ms.
+#[processor(timeout = "60s")]
+async fn fair_item(n: u64) -> Result<u64, Error> {
+    FAIR_ITEMS_STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(4)).await;
+    Ok(n)
+}
+
+/// The other session's single run: notes how many map items had started when it started.
+#[processor]
+async fn fair_single(n: u64) -> Result<u64, Error> {
+    FAIR_ITEMS_AT_SINGLE.store(FAIR_ITEMS_STARTED.load(Ordering::SeqCst), Ordering::SeqCst);
+    Ok(n + 1)
+}
+
+workflow! {
+    /// 8 items at a time: above the fleet's 4 slots, below the map's width.
+    WideMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![fair_item, concurrency = 8]
+    }
+}
+
+/// Session A's map keeps more items in flight than the worker has slots; once its items
+/// run, session B submits one run. B's run is scheduled by the fairness rule (it starts
+/// before most of A's items), not after the whole map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_run_is_not_queued_behind_another_sessions_map() {
+    let server = own_redis();
+    let runtime = RedisRuntime::new(config(&server.url(), "fair").worker_concurrency(4));
+    runtime.serve(FairSingle);
+    runtime.start().await.expect("starts");
+    let (a, b) = (session("wide"), session("single"));
+    let width = 320_u64;
+    let map = tokio::spawn({
+        let (runtime, a) = (runtime.clone(), a.clone());
+        async move {
+            runtime
+                .execute_in_session(&a, &WideMap, (0..width).collect())
+                .await
+        }
+    });
+    assert!(
+        eventually(HANG_GUARD, || FAIR_ITEMS_STARTED.load(Ordering::SeqCst) >= 8).await,
+        "the map's items run"
+    );
+    let single = tokio::time::timeout(HANG_GUARD, runtime.execute_in_session(&b, &FairSingle, 1))
+        .await
+        .expect("the single run ends");
+    assert_eq!(single.map(|r| r.output).map_err(|f| f.error), Ok(2));
+    let map = tokio::time::timeout(HANG_GUARD, map)
+        .await
+        .expect("the map ends")
+        .expect("the task");
+    assert_eq!(map.expect("the map completes").output.len(), 320);
+    let at_single = FAIR_ITEMS_AT_SINGLE.load(Ordering::SeqCst);
+    assert!(
+        at_single < usize::try_from(width / 2).unwrap_or(usize::MAX),
+        "the single run of session B started after {at_single} of session A's {width} map items: \
+         the map's hand-offs kept every slot"
+    );
+    runtime.stop().await.expect("stops");
+}
+
+// =============================================================================================
+// 9. Bounded growth (scenario 33)
+
+/// A text of `mib` MiB.
+#[processor(timeout = "60s")]
+async fn big_text(mib: usize) -> Result<String, Error> {
+    Ok("x".repeat(mib << 20))
+}
+
+/// The length of a text.
+#[processor(timeout = "60s")]
+async fn big_len(text: String) -> Result<usize, Error> {
+    Ok(text.len())
+}
+
+workflow! {
+    /// A big value between two steps.
+    BigBetween(usize) -> usize {
+        chain![big_text, big_len]
+    }
+}
+
+/// (a) A 15 MiB value passed between two steps of a chain: no Redis command takes over
+/// 100 ms (no script decodes a user value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_value_between_steps_blocks_no_command() {
+    let server = own_redis();
+    let runtime = RedisRuntime::new(config(&server.url(), "big"));
+    runtime.start().await.expect("starts");
+    let mut redis = Resp::connect(&server.url());
+    redis.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "100000"]);
+    redis.cmd(&["SLOWLOG", "RESET"]);
+    let s = session("big");
+    let run = tokio::time::timeout(HANG_GUARD, runtime.execute_in_session(&s, &BigBetween, 15))
+        .await
+        .expect("the run ends");
+    assert_eq!(run.map(|r| r.output).map_err(|f| f.error), Ok(15 << 20));
+    let slow = redis.cmd(&["SLOWLOG", "GET", "20"]);
+    let Reply::Array(Some(entries)) = slow else {
+        panic!("SLOWLOG GET replied {slow:?}");
+    };
+    let described: Vec<String> = entries
+        .iter()
+        .map(|entry| match entry {
+            Reply::Array(Some(fields)) => {
+                let micros = fields.get(2).and_then(Reply::int).unwrap_or(0);
+                let command = match fields.get(3) {
+                    Some(Reply::Array(Some(args))) => args
+                        .iter()
+                        .take(2)
+                        .filter_map(Reply::text)
+                        .map(|a| a.chars().take(48).collect::<String>())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    _ => String::new(),
+                };
+                format!("{command} took {} ms", micros / 1000)
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        described.is_empty(),
+        "Redis commands over 100 ms with a 15 MiB value between steps: {described:?}"
+    );
+    runtime.stop_session(&s).await.expect("stop_session");
+    runtime.stop().await.expect("stops");
+}
+
+/// An inner item: `n + 1`.
+#[processor]
+async fn nested_item(n: u64) -> Result<u64, Error> {
+    Ok(n + 1)
+}
+
+workflow! {
+    /// The inner map: every item at once.
+    InnerMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+        map![nested_item, concurrency = 4]
+    }
+
+    /// A map whose item is itself a map, 4 outer items at a time.
+    MapOfMaps(Vec<Vec<u64>>) -> Vec<Result<Vec<Result<u64, Error>>, Error>> {
+        map![InnerMap, concurrency = 4]
+    }
+}
+
+/// Runs a map of `outer` maps of 3 items each, sampling the largest value of the session
+/// while it runs; returns that largest size (bytes, `MEMORY USAGE`).
+async fn largest_value_of_a_map_of_maps(url: &str, outer: u64) -> i64 {
+    let runtime = RedisRuntime::new(config(url, "nested"));
+    runtime.start().await.expect("starts");
+    let prefix = runtime.config().queue_prefix().to_owned();
+    let s = session("nested");
+    let input: Vec<Vec<u64>> = (0..outer).map(|i| vec![i, i + 1, i + 2]).collect();
+    let run = tokio::spawn({
+        let (runtime, s, input) = (runtime.clone(), s.clone(), input.clone());
+        async move { runtime.execute_in_session(&s, &MapOfMaps, input).await }
+    });
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let (url, prefix, s) = (url.to_owned(), prefix.clone(), s.clone());
+        let finished = std::sync::Arc::clone(&finished);
+        move || {
+            let mut redis = Resp::connect(&url);
+            let mut largest = 0_i64;
+            while !finished.load(Ordering::SeqCst) {
+                for key in session_keys(&mut redis, &prefix, &s) {
+                    let size = redis
+                        .cmd(&["MEMORY", "USAGE", &key, "SAMPLES", "0"])
+                        .int()
+                        .unwrap_or(0);
+                    largest = largest.max(size);
+                }
+            }
+            largest
+        }
+    });
+    let outcome = tokio::time::timeout(HANG_GUARD, run)
+        .await
+        .expect("the map of maps ends")
+        .expect("the task");
+    finished.store(true, Ordering::SeqCst);
+    let largest = sampler.join().expect("the sampler");
+    let expected: Vec<Result<Vec<Result<u64, Error>>, Error>> = input
+        .iter()
+        .map(|items| Ok(items.iter().map(|n| Ok(n + 1)).collect()))
+        .collect();
+    assert_eq!(
+        outcome.map(|r| r.output).map_err(|f| f.error),
+        Ok(expected),
+        "the map of {outer} maps"
+    );
+    runtime.stop_session(&s).await.expect("stop_session");
+    runtime.stop().await.expect("stops");
+    largest
+}
+
+/// (c) A map of maps completes, and no single Redis value grows faster than the map: the
+/// largest value at three times the width is at most about three times as large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_of_maps_completes_and_grows_linearly() {
+    let server = own_redis();
+    let small = largest_value_of_a_map_of_maps(&server.url(), 40).await;
+    let large = largest_value_of_a_map_of_maps(&server.url(), 120).await;
+    assert!(small > 0, "the sampler saw the session's values");
+    assert!(
+        large <= small * 9 / 2,
+        "the largest value grew from {small} B (40 outer items) to {large} B (120): faster \
+         than the map"
+    );
+}
+
+// =============================================================================================
+// 10. Ids
+
+/// (a) Run ids carry 122 random bits: the RFC 4122 version-4 layout (version nibble 4,
+/// variant bits 10), and every other bit position takes both values across a few thousand
+/// ids.
+#[test]
+fn run_ids_are_random_version_4_uuids() {
+    let ids: Vec<u128> = (0..4_096).map(|_| RunId::generate().as_u128()).collect();
+    for id in &ids {
+        assert_eq!((id >> 76) & 0xF, 4, "version nibble of {id:032x}");
+        assert_eq!((id >> 62) & 0b11, 0b10, "variant bits of {id:032x}");
+    }
+    let fixed: u128 = (0xF << 76) | (0b11 << 62);
+    let (mut ones, mut zeros) = (0_u128, 0_u128);
+    for id in &ids {
+        ones |= id;
+        zeros |= !id;
+    }
+    let varying = ones & zeros;
+    let stuck: Vec<u32> = (0..128)
+        .filter(|bit| fixed & (1 << bit) == 0 && varying & (1 << bit) == 0)
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "{} bit positions never vary across 4 096 ids: {stuck:?}",
+        stuck.len()
+    );
+    let distinct: BTreeSet<u128> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len());
+}
+
+/// (c) `.`, `..` and ids starting with a dot are refused with a typed error; dots inside an
+/// id are fine.
+#[test]
+fn dot_session_ids_are_refused() {
+    for id in [".", "..", ".hidden", "..x", ".a.b"] {
+        match SessionId::new(id) {
+            Err(Error::Validation { .. }) => {}
+            other => panic!("SessionId::new({id:?}) gave {other:?}, not a validation error"),
+        }
+    }
+    for id in ["a.b", "a..b", "tenant.42", "x."] {
+        assert!(SessionId::new(id).is_ok(), "{id:?} is valid");
+    }
+}
+
+static HELD_FOR_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Returns `n + 5` once released (`HELD_FOR_DONE` set), after at most 20 s.
+#[processor(timeout = "60s")]
+async fn done_when_released(n: u64) -> Result<u64, Error> {
+    let until = Instant::now() + Duration::from_secs(20);
+    while HELD_FOR_DONE.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(n + 5)
+}
+
+/// (b) A `done` is matched by session and run: waiting on a handle that names session B and
+/// the run id of a run in session A never returns A's outcome. The waiter's first read is
+/// made to fail (the server is frozen for longer than the client's response timeout), so it
+/// is still waiting when A's run commits and its `done` arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_is_matched_by_session_and_run() {
+    let server = own_redis();
+    let url = server.url();
+    let base = config(&url, "done");
+    let worker = RedisRuntime::new(base.clone().response_timeout(Duration::from_secs(20)));
+    worker.serve(DoneWhenReleased);
+    worker.start().await.expect("the worker starts");
+    let waiter = RedisRuntime::new(
+        base.clone()
+            .worker(false)
+            .response_timeout(Duration::from_millis(300)),
+    );
+    waiter.start().await.expect("the waiter starts");
+    let (a, b) = (session("done-a"), session("done-b"));
+    // Session B exists (it has a completed run of its own).
+    let own = worker.submit(&b, &DoneWhenReleased, 1).await.expect("b's run");
+    HELD_FOR_DONE.store(1, Ordering::SeqCst);
+    assert_eq!(outcome::<u64>(&worker, &own).await, Ok(6));
+    HELD_FOR_DONE.store(0, Ordering::SeqCst);
+
+    let in_a = worker.submit(&a, &DoneWhenReleased, 37).await.expect("a's run");
+    let forged = RunHandle {
+        session: b.clone(),
+        run_id: in_a.run_id,
+        processor: in_a.processor.clone(),
+    };
+    server.freeze();
+    let wait = tokio::spawn({
+        let (waiter, forged) = (waiter.clone(), forged.clone());
+        async move { waiter.wait::<u64>(&forged, Some(Duration::from_secs(10))).await }
+    });
+    // Longer than the waiter's response timeout: its first read fails, it waits for news.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    HELD_FOR_DONE.store(1, Ordering::SeqCst);
+    server.thaw();
+    assert_eq!(outcome::<u64>(&worker, &in_a).await, Ok(42));
+    let got = tokio::time::timeout(HANG_GUARD, wait)
+        .await
+        .expect("the forged wait ends")
+        .expect("the task");
+    assert!(
+        got.as_ref().map(|r| r.output) != Ok(42),
+        "a wait on session {b} was given the outcome of the run of session {a}: {:?}",
+        got.map(|r| r.output).map_err(|f| f.error)
+    );
+    waiter.stop().await.expect("stops");
+    worker.stop().await.expect("stops");
+}
+
+// =============================================================================================
+// 11. `start` refuses a Redis too old
+
+/// A fake server that says it is Redis 6.0.9 and answers the rest plausibly; returns its
+/// address and the commands it was sent.
+async fn fake_old_redis() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let log = std::sync::Arc::clone(&log);
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut read = BufReader::new(read);
+                loop {
+                    let mut line = String::new();
+                    if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let Some(count) = line.trim().strip_prefix('*') else {
+                        continue;
+                    };
+                    let count: usize = count.parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..count {
+                        let mut len = String::new();
+                        if read.read_line(&mut len).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let len: usize = len.trim().trim_start_matches('$').parse().unwrap_or(0);
+                        let mut data = vec![0; len + 2];
+                        if read.read_exact(&mut data).await.is_err() {
+                            return;
+                        }
+                        data.truncate(len);
+                        args.push(String::from_utf8_lossy(&data).into_owned());
+                    }
+                    let name = args.first().map(|a| a.to_uppercase()).unwrap_or_default();
+                    log.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(args.join(" ").chars().take(60).collect());
+                    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+                    let reply = match name.as_str() {
+                        "PING" => "+PONG\r\n".to_owned(),
+                        "INFO" => bulk(
+                            "# Server\r\nredis_version:6.0.9\r\nredis_mode:standalone\r\n\
+                             # Memory\r\nmaxmemory_policy:noeviction\r\n",
+                        ),
+                        "HELLO" => "-ERR unknown command `HELLO`\r\n".to_owned(),
+                        "CONFIG" => {
+                            let what = args.get(2).cloned().unwrap_or_default();
+                            format!("*2\r\n{}{}", bulk(&what), bulk("noeviction"))
+                        }
+                        "SCRIPT" => bulk(&"0".repeat(40)),
+                        "SUBSCRIBE" | "PSUBSCRIBE" => args[1..]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                format!(
+                                    "*3\r\n{}{}:{}\r\n",
+                                    bulk(&name.to_lowercase()),
+                                    bulk(c),
+                                    i + 1
+                                )
+                            })
+                            .collect(),
+                        "EVALSHA" | "EVAL" | "FCALL" => "*0\r\n".to_owned(),
+                        _ => "+OK\r\n".to_owned(),
+                    };
+                    if write.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("redis://{address}"), seen)
+}
+
+/// `start` against a server older than the scripts need fails with a configuration error
+/// naming the version needed (7.0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_refuses_a_redis_older_than_7() {
+    let (url, seen) = fake_old_redis().await;
+    let runtime = RedisRuntime::new(
+        config(&url, "old")
+            .start_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(2)),
+    );
+    let started = tokio::time::timeout(HANG_GUARD, runtime.start())
+        .await
+        .expect("start returns");
+    let _ = runtime.stop().await;
+    let sent = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match started {
+        Err(Error::Configuration { message }) => assert!(
+            message.contains("7.0"),
+            "the message names the version needed: {message}"
+        ),
+        other => panic!(
+            "start against Redis 6.0.9 gave {other:?}, not a configuration error naming 7.0 \
+             (commands sent: {sent:?})"
+        ),
+    }
+}
