@@ -900,3 +900,374 @@ async fn start_refuses_a_redis_older_than_7() {
         ),
     }
 }
+
+// =============================================================================================
+// 2. A rolling deploy fails nothing (scenario 26)
+
+mod rolling {
+    use std::time::{Duration, Instant};
+
+    use am2z::{Error, RunHandle};
+    use am2z_tests::fault::work::{Chain3, StepA, Work};
+    use am2z_tests::fault::worker::SERVES_VAR;
+    use am2z_tests::fault::{Fleet, Knobs};
+
+    use super::HANG_GUARD;
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    fn knobs() -> Knobs {
+        Knobs::default()
+            .concurrency(2)
+            .lease(Duration::from_millis(1_500))
+            .sweep(Duration::from_millis(200))
+            .unserved_grace(Some(GRACE))
+            .drain(Duration::from_millis(300))
+    }
+
+    /// Old workers drain and exit with runs still queued, no worker runs for longer than the
+    /// unserved grace, then new workers come up (one serving another processor first, the
+    /// one serving these runs a moment later, within the grace): every run completes, none
+    /// fails as unserved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolling_deploy_with_a_gap_fails_nothing() {
+        let mut fleet = Fleet::start("lc-rolling", knobs(), 1).await;
+        let s = fleet.sessions(1, "rolling").remove(0);
+        let mut handles: Vec<(u64, RunHandle)> = Vec::new();
+        for id in 0..10 {
+            let handle = fleet
+                .submit(&s, &StepA, Work::new(id, 400))
+                .await
+                .expect("submitted");
+            handles.push((id, handle));
+        }
+        for id in 10..13 {
+            let handle = fleet
+                .submit(&s, &Chain3, Work::new(id, 150))
+                .await
+                .expect("submitted");
+            handles.push((id, handle));
+        }
+        fleet
+            .until("the old worker runs", HANG_GUARD, |f| !f.ledger().is_empty())
+            .await;
+        // The old deployment drains and exits with most runs still queued.
+        fleet.worker(0).sigterm();
+        assert!(
+            fleet.worker_mut(0).wait_exit(HANG_GUARD).is_some(),
+            "the old worker exits"
+        );
+        let drained = fleet.ledger().len();
+        // The gap: no worker at all for twice the grace.
+        tokio::time::sleep(GRACE * 2).await;
+        // The new deployment: a worker of another service first, then this one's.
+        let other = knobs();
+        fleet.spawn_with(&other, &[(SERVES_VAR, "versioned".to_owned())]);
+        tokio::time::sleep(GRACE / 2).await;
+        fleet.spawn();
+        let begin = Instant::now();
+        let mut failed = Vec::new();
+        for (id, handle) in &handles {
+            match fleet
+                .client()
+                .wait::<Work>(handle, Some(HANG_GUARD.saturating_sub(begin.elapsed())))
+                .await
+            {
+                Ok(result) => assert_eq!(result.output.id, *id),
+                Err(failure) => failed.push((*id, failure.error)),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "runs failed across a rolling deploy ({drained} steps ran before the old worker \
+             left): {failed:?}"
+        );
+        fleet.stop().await;
+    }
+
+    /// The other side of the rule: with live workers that never serve a contract for longer
+    /// than the grace, its runs fail typed (and not before the grace).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_no_live_worker_serves_fail_typed_after_the_grace() {
+        let mut fleet = Fleet::start("lc-unserved", knobs(), 0).await;
+        fleet.spawn_with(&knobs(), &[(SERVES_VAR, "versioned".to_owned())]);
+        let s = fleet.sessions(1, "unserved").remove(0);
+        let submitted = Instant::now();
+        let mut handles = Vec::new();
+        for id in 0..4 {
+            handles.push(
+                fleet
+                    .submit(&s, &StepA, Work::new(id, 10))
+                    .await
+                    .expect("submitted"),
+            );
+        }
+        for handle in &handles {
+            let failure = fleet
+                .client()
+                .wait::<Work>(handle, Some(HANG_GUARD))
+                .await
+                .expect_err("nobody serves step_a: the run fails");
+            assert!(
+                !matches!(failure.error, Error::Timeout { .. }),
+                "a typed failure, not a wait: {failure:?}"
+            );
+        }
+        assert!(
+            submitted.elapsed() >= GRACE,
+            "failed before the unserved grace was over"
+        );
+        assert!(fleet.ledger().is_empty(), "nobody ran step_a");
+        fleet.stop().await;
+    }
+}
+
+// =============================================================================================
+// 3. `stop_session` is atomic from outside, for sessions of any size (scenario 27)
+
+mod huge_stop {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    use am2z::{Error, RunHandle, Runtime, SessionId};
+    use am2z_tests::fault::ledger::unix_nanos;
+    use am2z_tests::fault::work::{ParkChain, SpreadMap, StepA, Work};
+    use am2z_tests::fault::{Fleet, Knobs, ServerSpec};
+    use am2z_tests::resp::Resp;
+    use futures::StreamExt;
+
+    use super::{HANG_GUARD, session_keys, without_ttl};
+
+    /// How many plain runs are queued before the stop (`AM2Z_LC_STOP_RUNS`, default 60 000):
+    /// with the current layout about one key each, plus the keys of those already committed.
+    fn queued_runs() -> u64 {
+        std::env::var("AM2Z_LC_STOP_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000)
+    }
+
+    fn knobs() -> Knobs {
+        Knobs::default()
+            .concurrency(8)
+            .lease(Duration::from_millis(1_500))
+            .sweep(Duration::from_millis(250))
+    }
+
+    /// Fills `s` with work in every state: chains that park, wait out delays and hand off
+    /// (in flight), maps with held items, and `queued_runs()` plain runs, which the workers
+    /// keep committing. Returns every handle.
+    async fn busy_session(fleet: &Fleet, s: &SessionId) -> Vec<RunHandle> {
+        let mut handles = Vec::new();
+        for id in 0..200 {
+            handles.extend(fleet.submit(s, &ParkChain, Work::new(id, 5)).await);
+        }
+        for id in 0..20 {
+            let items = (0..60).map(|i| Work::new(id * 1_000 + i, 30)).collect();
+            handles.extend(fleet.submit(s, &SpreadMap, items).await);
+        }
+        let submitter = fleet.submitter();
+        let plain: Vec<Option<RunHandle>> = futures::stream::iter(0..queued_runs())
+            .map(|id| {
+                let (submitter, s) = (submitter.clone(), s.clone());
+                async move { submitter.submit(&s, &StepA, Work::new(id, 15)).await }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        handles.extend(plain.into_iter().flatten());
+        handles
+    }
+
+    /// Fails if any key of `s` exists now or appears within `watch` (polled every 100 ms).
+    async fn stays_empty(url: &str, prefix: &str, s: &SessionId, watch: Duration) {
+        let mut redis = Resp::connect(url);
+        let until = std::time::Instant::now() + watch;
+        loop {
+            let keys = session_keys(&mut redis, prefix, s);
+            assert!(
+                keys.is_empty(),
+                "{} keys of the stopped session exist (after the stop returned), {} of them \
+                 without a TTL; e.g. {:?}",
+                keys.len(),
+                without_ttl(&mut redis, &keys).len(),
+                keys.iter().take(5).collect::<Vec<_>>()
+            );
+            if std::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The executions of `runs` that started at or after `since`.
+    fn started_after(fleet: &Fleet, runs: &BTreeSet<String>, since: SystemTime) -> Vec<String> {
+        let since = unix_nanos(since);
+        fleet
+            .ledger()
+            .executions()
+            .iter()
+            .filter(|e| e.at >= since && runs.contains(&e.run))
+            .map(|e| format!("{} {} by {}", e.run, e.step, e.pid))
+            .collect()
+    }
+
+    /// A session of tens of thousands of runs in every state, stopped while two workers
+    /// commit, park, promote and hand off: when `stop_session` returns no key of it exists,
+    /// none reappears over several lease and sweep periods, no step of it starts afterwards,
+    /// and every waiter gets an outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_a_huge_busy_session_leaves_nothing() {
+        let server = ServerSpec::default().arg("appendonly", "no").start();
+        let fleet = Fleet::on(server, "lc-huge-stop", knobs(), 2).await;
+        let url = fleet.server().url();
+        let prefix = fleet.prefix().to_owned();
+        let s = fleet.sessions(1, "huge").remove(0);
+        let handles = busy_session(&fleet, &s).await;
+        let before = session_keys(&mut Resp::connect(&url), &prefix, &s).len();
+        eprintln!("stopping a session of {before} keys, {} runs", handles.len());
+        fleet
+            .until("the workers run the session", HANG_GUARD, |f| {
+                f.ledger().len() > 200
+            })
+            .await;
+
+        fleet.client().stop_session(&s).await.expect("stop_session");
+        let returned = SystemTime::now();
+        stays_empty(&url, &prefix, &s, Duration::from_secs(8)).await;
+
+        let runs: BTreeSet<String> = handles.iter().map(|h| h.run_id.to_string()).collect();
+        let late = started_after(&fleet, &runs, returned);
+        assert!(
+            late.is_empty(),
+            "{} steps of the stopped session started after stop_session returned: {:?}",
+            late.len(),
+            late.iter().take(5).collect::<Vec<_>>()
+        );
+        // Every waiter has an outcome: completed before the stop, or stopped.
+        for handle in handles.iter().step_by(97) {
+            match fleet
+                .client()
+                .wait::<serde_json::Value>(handle, Some(Duration::from_secs(10)))
+                .await
+            {
+                Ok(_) => {}
+                Err(failure) => assert!(
+                    matches!(failure.error, Error::SessionStopped { .. }),
+                    "{failure:?}"
+                ),
+            }
+        }
+        fleet.stop().await;
+    }
+
+    /// A client submitting to a huge session while it is being stopped is either refused
+    /// with `SessionStopped` (and that run never executes, not even after a later submit
+    /// starts a new session under the same id), or its run belongs to a new session and
+    /// completes. No key of the session is ever left without a TTL, and stopping the new
+    /// session leaves zero keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submit_racing_a_huge_stop_is_refused_or_starts_a_new_session() {
+        let server = ServerSpec::default().arg("appendonly", "no").start();
+        let fleet = Fleet::on(server, "lc-stop-race", knobs(), 2).await;
+        let url = fleet.server().url();
+        let prefix = fleet.prefix().to_owned();
+        let s = fleet.sessions(1, "race").remove(0);
+        let handles = busy_session(&fleet, &s).await;
+        fleet
+            .until("the workers run the session", HANG_GUARD, |f| {
+                f.ledger().len() > 200
+            })
+            .await;
+
+        let stopping = Arc::new(AtomicBool::new(true));
+        let racer = tokio::spawn({
+            let (client, s, stopping) = (fleet.client().clone(), s.clone(), stopping.clone());
+            async move {
+                let mut results = Vec::new();
+                let mut id = 1_000_000;
+                while stopping.load(Ordering::SeqCst) {
+                    id += 1;
+                    results.push((id, client.submit(&s, &StepA, Work::new(id, 1)).await));
+                }
+                results
+            }
+        });
+        fleet.client().stop_session(&s).await.expect("stop_session");
+        let returned = SystemTime::now();
+        stopping.store(false, Ordering::SeqCst);
+        let raced = racer.await.expect("the racer");
+
+        let mut new_session = Vec::new();
+        let mut refused = 0;
+        for (id, submitted) in &raced {
+            match submitted {
+                Ok(handle) => match fleet
+                    .client()
+                    .wait::<Work>(handle, Some(HANG_GUARD))
+                    .await
+                {
+                    Ok(result) => {
+                        assert_eq!(result.output.id, *id);
+                        new_session.push(handle.run_id.to_string());
+                    }
+                    Err(failure) => assert!(
+                        matches!(failure.error, Error::SessionStopped { .. }),
+                        "a submit racing the stop was acknowledged, then {failure:?}"
+                    ),
+                },
+                Err(Error::SessionStopped { .. }) => refused += 1,
+                Err(other) => panic!("a submit racing the stop failed with {other:?}"),
+            }
+        }
+        // A later submit under the same id is a new session, and runs.
+        let later = fleet
+            .client()
+            .submit(&s, &StepA, Work::new(7, 1))
+            .await
+            .expect("a submit after the stop");
+        let done = fleet
+            .client()
+            .wait::<Work>(&later, Some(HANG_GUARD))
+            .await
+            .expect("the new session's run completes");
+        assert_eq!(done.output.id, 7);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        // Nothing of the stopped session ran after the stop; only the new session's runs did.
+        let mut allowed: BTreeSet<String> = new_session.iter().cloned().collect();
+        allowed.insert(later.run_id.to_string());
+        let since = unix_nanos(returned);
+        let foreign: Vec<String> = fleet
+            .ledger()
+            .executions()
+            .iter()
+            .filter(|e| e.at >= since && !allowed.contains(&e.run))
+            .map(|e| format!("{} {}", e.run, e.step))
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "{} executions after the stop returned belong to no new-session run ({} racing \
+             submits refused, {} of {} handles before the stop): {:?}",
+            foreign.len(),
+            refused,
+            handles.len(),
+            handles.len(),
+            foreign.iter().take(5).collect::<Vec<_>>()
+        );
+        let mut redis = Resp::connect(&url);
+        let keys = session_keys(&mut redis, &prefix, &s);
+        let bare = without_ttl(&mut redis, &keys);
+        assert!(
+            bare.is_empty(),
+            "{} keys of the session have no TTL after a stop raced by submits: {:?}",
+            bare.len(),
+            bare.iter().take(5).collect::<Vec<_>>()
+        );
+        fleet.client().stop_session(&s).await.expect("stop again");
+        stays_empty(&url, &prefix, &s, Duration::from_secs(4)).await;
+        fleet.stop().await;
+    }
+}
