@@ -1040,13 +1040,13 @@ mod huge_stop {
 
     use super::{HANG_GUARD, session_keys, without_ttl};
 
-    /// How many plain runs are queued before the stop (`AM2Z_LC_STOP_RUNS`, default 60 000):
+    /// How many plain runs are queued before the stop (`AM2Z_LC_STOP_RUNS`, default 100 000):
     /// with the current layout about one key each, plus the keys of those already committed.
     fn queued_runs() -> u64 {
         std::env::var("AM2Z_LC_STOP_RUNS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(60_000)
+            .unwrap_or(100_000)
     }
 
     fn knobs() -> Knobs {
