@@ -244,7 +244,11 @@ pub async fn a_fail_fast_sibling_lets_the_running_branch_see_its_token<H: Lifecy
         "the sibling's error: {failure:?}"
     );
     let (started, observed) = (format!("started:{tag}"), format!("observed:{tag}"));
-    assert!(seen(s.as_str()).contains(&started), "{:?}", seen(s.as_str()));
+    assert!(
+        seen(s.as_str()).contains(&started),
+        "{:?}",
+        seen(s.as_str())
+    );
     // The default cancel grace is 1 s; allow for a loaded machine.
     let saw = eventually(Duration::from_secs(10), || {
         seen(s.as_str()).contains(&observed)

@@ -285,10 +285,7 @@ async fn shape_two_d(n: u64) -> Result<u64, Error> {
 
 /// The workflow `reshaped` as the first deployment built it: two steps.
 fn shape_one() -> impl Processor<Input = u64, Output = u64> + Clone {
-    am2z::Workflow::new(
-        "reshaped",
-        am2z::Chain::new(ShapeOneEnter, ShapeOneHold),
-    )
+    am2z::Workflow::new("reshaped", am2z::Chain::new(ShapeOneEnter, ShapeOneHold))
 }
 
 /// The workflow `reshaped` as a second deployment built it, same name, types and version, but
@@ -336,7 +333,10 @@ async fn a_worker_never_runs_a_step_of_a_graph_it_does_not_have() {
     let mut redis = Resp::connect(&url);
     let window = Duration::from_secs(3);
     let evalsha = |redis: &mut Resp| {
-        let stats = redis.cmd(&["INFO", "commandstats"]).text().unwrap_or_default();
+        let stats = redis
+            .cmd(&["INFO", "commandstats"])
+            .text()
+            .unwrap_or_default();
         stats
             .lines()
             .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
@@ -426,7 +426,9 @@ async fn a_single_run_is_not_queued_behind_another_sessions_map() {
         }
     });
     assert!(
-        eventually(HANG_GUARD, || FAIR_ITEMS_STARTED.load(Ordering::SeqCst) >= 8).await,
+        eventually(HANG_GUARD, || FAIR_ITEMS_STARTED.load(Ordering::SeqCst)
+            >= 8)
+        .await,
         "the map's items run"
     );
     let single = tokio::time::timeout(HANG_GUARD, runtime.execute_in_session(&b, &FairSingle, 1))
@@ -602,10 +604,7 @@ async fn largest_value_of_a_map_of_maps(url: &str, outer: u64, inner: u64) -> i6
 async fn a_map_of_maps_completes_and_grows_linearly() {
     let server = own_redis();
     let url = server.url();
-    for (what, small, large) in [
-        ("outer", (30, 3), (90, 3)),
-        ("inner", (3, 30), (3, 90)),
-    ] {
+    for (what, small, large) in [("outer", (30, 3), (90, 3)), ("inner", (3, 30), (3, 90))] {
         let at_small = largest_value_of_a_map_of_maps(&url, small.0, small.1).await;
         let at_large = largest_value_of_a_map_of_maps(&url, large.0, large.1).await;
         eprintln!("{what}: {small:?} -> {at_small} B, {large:?} -> {at_large} B");
@@ -701,12 +700,18 @@ async fn a_done_is_matched_by_session_and_run() {
     waiter.start().await.expect("the waiter starts");
     let (a, b) = (session("done-a"), session("done-b"));
     // Session B exists (it has a completed run of its own).
-    let own = worker.submit(&b, &DoneWhenReleased, 1).await.expect("b's run");
+    let own = worker
+        .submit(&b, &DoneWhenReleased, 1)
+        .await
+        .expect("b's run");
     HELD_FOR_DONE.store(1, Ordering::SeqCst);
     assert_eq!(outcome::<u64>(&worker, &own).await, Ok(6));
     HELD_FOR_DONE.store(0, Ordering::SeqCst);
 
-    let in_a = worker.submit(&a, &DoneWhenReleased, 37).await.expect("a's run");
+    let in_a = worker
+        .submit(&a, &DoneWhenReleased, 37)
+        .await
+        .expect("a's run");
     let forged = RunHandle {
         session: b.clone(),
         run_id: in_a.run_id,
@@ -715,7 +720,11 @@ async fn a_done_is_matched_by_session_and_run() {
     server.freeze();
     let wait = tokio::spawn({
         let (waiter, forged) = (waiter.clone(), forged.clone());
-        async move { waiter.wait::<u64>(&forged, Some(Duration::from_secs(10))).await }
+        async move {
+            waiter
+                .wait::<u64>(&forged, Some(Duration::from_secs(10)))
+                .await
+        }
     });
     // Longer than the waiter's response timeout: its first read fails, it waits for news.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -825,7 +834,13 @@ async fn fake_old_redis() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String
 
 /// SHA-1 of `data` as 40 hex digits (what `SCRIPT LOAD` answers).
 fn sha1_hex(data: &[u8]) -> String {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
     let mut message = data.to_vec();
     let bits = (data.len() as u64).wrapping_mul(8);
     message.push(0x80);
@@ -949,7 +964,9 @@ mod rolling {
             handles.push((id, handle));
         }
         fleet
-            .until("the old worker runs", HANG_GUARD, |f| !f.ledger().is_empty())
+            .until("the old worker runs", HANG_GUARD, |f| {
+                !f.ledger().is_empty()
+            })
             .await;
         // The old deployment drains and exits with most runs still queued.
         fleet.worker(0).sigterm();
@@ -1033,7 +1050,7 @@ mod huge_stop {
 
     use am2z::{Error, RunHandle, Runtime, SessionId};
     use am2z_tests::fault::ledger::unix_nanos;
-    use am2z_tests::fault::work::{ParkChain, SpreadMap, StepA, Work};
+    use am2z_tests::fault::work::{ParkChain, SpreadMap, StepA, UrgentLater, UrgentSoon, Work};
     use am2z_tests::fault::{Fleet, Knobs, ServerSpec};
     use am2z_tests::resp::Resp;
     use futures::StreamExt;
@@ -1078,6 +1095,22 @@ mod huge_stop {
             .collect()
             .await;
         handles.extend(plain.into_iter().flatten());
+        // Last, high-priority runs that park (a `delay`) and come due during the stop.
+        let urgent: Vec<Option<RunHandle>> = futures::stream::iter(0..3_000_u64)
+            .map(|id| {
+                let (submitter, s) = (submitter.clone(), s.clone());
+                async move {
+                    if id % 2 == 0 {
+                        submitter.submit(&s, &UrgentSoon, Work::new(id, 1)).await
+                    } else {
+                        submitter.submit(&s, &UrgentLater, Work::new(id, 1)).await
+                    }
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        handles.extend(urgent.into_iter().flatten());
         handles
     }
 
@@ -1127,7 +1160,10 @@ mod huge_stop {
         let s = fleet.sessions(1, "huge").remove(0);
         let handles = busy_session(&fleet, &s).await;
         let before = session_keys(&mut Resp::connect(&url), &prefix, &s).len();
-        eprintln!("stopping a session of {before} keys, {} runs", handles.len());
+        eprintln!(
+            "stopping a session of {before} keys, {} runs",
+            handles.len()
+        );
         fleet
             .until("the workers run the session", HANG_GUARD, |f| {
                 f.ledger().len() > 200
@@ -1204,11 +1240,7 @@ mod huge_stop {
         let mut refused = 0;
         for (id, submitted) in &raced {
             match submitted {
-                Ok(handle) => match fleet
-                    .client()
-                    .wait::<Work>(handle, Some(HANG_GUARD))
-                    .await
-                {
+                Ok(handle) => match fleet.client().wait::<Work>(handle, Some(HANG_GUARD)).await {
                     Ok(result) => {
                         assert_eq!(result.output.id, *id);
                         new_session.push(handle.run_id.to_string());
@@ -1283,7 +1315,10 @@ async fn oom_add(n: u64) -> Result<u64, Error> {
 
 /// The count of `OOM` errors the server has replied.
 fn oom_errors(redis: &mut Resp) -> i64 {
-    let stats = redis.cmd(&["INFO", "errorstats"]).text().unwrap_or_default();
+    let stats = redis
+        .cmd(&["INFO", "errorstats"])
+        .text()
+        .unwrap_or_default();
     stats
         .lines()
         .find_map(|l| l.strip_prefix("errorstat_OOM:count="))
@@ -1402,7 +1437,10 @@ mod dead_letters {
                     .wait::<u64>(handle, Some(HANG_GUARD))
                     .await
                     .expect_err("dead-lettered");
-                assert!(matches!(failure.error, Error::Serialization { .. }), "{failure:?}");
+                assert!(
+                    matches!(failure.error, Error::Serialization { .. }),
+                    "{failure:?}"
+                );
             }
             for key in session_keys(&mut redis, &prefix, &s) {
                 if redis.cmd(&["TYPE", &key]).text().as_deref() == Some("list") {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use am2z::{Processor as _, RedisRuntime, RunHandle, Runtime};
 use am2z_tests::fault::work::{
     AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, ParkChain, PoisonChain, PoisonFan,
-    SlowMiddle,
-    SpreadMap, StepA, StepB, StepC, TrackedMap, Versioned, VersionedOld, Work,
+    SlowMiddle, SpreadMap, StepA, StepB, StepC, TrackedMap, UrgentLater, UrgentSoon, Versioned,
+    VersionedOld, Work,
 };
 use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR, SERVES_VAR};
 
@@ -76,6 +76,8 @@ async fn worker(runtime: RedisRuntime, knobs: &Knobs) {
         PoisonChain,
         PoisonFan,
         ParkChain,
+        UrgentSoon,
+        UrgentLater,
     );
     if std::env::var(CONTRACT_VAR).is_ok_and(|c| c == "old") {
         serve!(VersionedOld);

@@ -342,3 +342,16 @@ workflow! {
         chain![enter_step, park_twice, late_step, exit_step]
     }
 }
+
+/// A high-priority run that waits 300 ms (parked) before it starts: claimed ahead of a
+/// session's backlog, so its promotion lands while the session is busy.
+#[processor(timeout = "60s", priority = 10, delay = "300ms")]
+pub async fn urgent_soon(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
+
+/// As [`urgent_soon`], waiting 900 ms.
+#[processor(timeout = "60s", priority = 10, delay = "900ms")]
+pub async fn urgent_later(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
