@@ -284,13 +284,13 @@ async fn shape_two_d(n: u64) -> Result<u64, Error> {
 }
 
 /// The workflow `reshaped` as the first deployment built it: two steps.
-fn shape_one() -> impl Processor<Input = u64, Output = u64> + Clone {
+fn shape_one() -> impl Processor<Input = u64, Output = u64> {
     am2z::Workflow::new("reshaped", am2z::Chain::new(ShapeOneEnter, ShapeOneHold))
 }
 
 /// The workflow `reshaped` as a second deployment built it, same name, types and version, but
 /// another shape (four steps, nested chains).
-fn shape_two_workflow() -> impl Processor<Input = u64, Output = u64> + Clone {
+fn shape_two_workflow() -> impl Processor<Input = u64, Output = u64> {
     am2z::Workflow::new(
         "reshaped",
         am2z::Chain::new(
