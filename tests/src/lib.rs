@@ -7,6 +7,8 @@
 pub mod fault;
 pub mod flows;
 pub mod layout;
+pub mod lifecycle_suite;
 pub mod probe;
 pub mod processors;
+pub mod resp;
 pub mod suite;

@@ -12,12 +12,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use am2z::{RedisRuntime, RunHandle, Runtime};
+use am2z::{Processor as _, RedisRuntime, RunHandle, Runtime};
 use am2z_tests::fault::work::{
-    AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, PoisonChain, PoisonFan, SlowMiddle,
-    SpreadMap, StepA, StepB, StepC, TrackedMap, Versioned, VersionedOld, Work,
+    AbortAlways, Chain3, Fan3, FanOut, GateChain, PairedMap, ParkChain, PoisonChain, PoisonFan,
+    SlowMiddle, SpreadMap, StepA, StepB, StepC, TrackedMap, UrgentLater, UrgentSoon, Versioned,
+    VersionedOld, Work,
 };
-use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR};
+use am2z_tests::fault::worker::{CONTRACT_VAR, HANDLES_VAR, Knobs, ROLE_VAR, SERVES_VAR};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,24 +46,43 @@ fn say(line: &str) {
 }
 
 async fn worker(runtime: RedisRuntime, knobs: &Knobs) {
-    runtime.serve(StepA);
-    runtime.serve(StepB);
-    runtime.serve(StepC);
-    runtime.serve(Chain3);
-    runtime.serve(FanOut);
-    runtime.serve(AbortAlways);
-    runtime.serve(SlowMiddle);
-    runtime.serve(Fan3);
-    runtime.serve(SpreadMap);
-    runtime.serve(PairedMap);
-    runtime.serve(GateChain);
-    runtime.serve(TrackedMap);
-    runtime.serve(PoisonChain);
-    runtime.serve(PoisonFan);
+    // `AM2Z_FAULT_SERVES=a,b`: serve only the processors so named (a deploy of another
+    // service on the same prefix); unset: serve everything.
+    let only: Option<Vec<String>> = std::env::var(SERVES_VAR)
+        .ok()
+        .map(|names| names.split(',').map(str::to_owned).collect());
+    macro_rules! serve {
+        ($($processor:expr),+ $(,)?) => {
+            $(
+                if only.as_ref().is_none_or(|names| names.iter().any(|n| n == $processor.name())) {
+                    runtime.serve($processor);
+                }
+            )+
+        };
+    }
+    serve!(
+        StepA,
+        StepB,
+        StepC,
+        Chain3,
+        FanOut,
+        AbortAlways,
+        SlowMiddle,
+        Fan3,
+        SpreadMap,
+        PairedMap,
+        GateChain,
+        TrackedMap,
+        PoisonChain,
+        PoisonFan,
+        ParkChain,
+        UrgentSoon,
+        UrgentLater,
+    );
     if std::env::var(CONTRACT_VAR).is_ok_and(|c| c == "old") {
-        runtime.serve(VersionedOld);
+        serve!(VersionedOld);
     } else {
-        runtime.serve(Versioned);
+        serve!(Versioned);
     }
     // Redis may not be up yet (or be restarting): a supervised worker waits for it.
     while let Err(error) = runtime.start().await {

@@ -312,3 +312,46 @@ workflow! {
         parallel![branch_x, abort_always, branch_z] => sum_branches
     }
 }
+
+// The lifecycle scenarios (`tests/lifecycle.rs`): steps that park (a retry's backoff), wait
+// out a `delay`, and hand off to the next step, so a stop lands among commits, parks,
+// promotions and hand-offs.
+
+/// Fails its first two attempts (each retry's backoff parks the job), then records itself.
+#[processor(timeout = "60s", retries = 3, backoff = fixed("150ms"))]
+pub async fn park_twice(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    ledger::record(ctx)?;
+    if ctx.attempt() < 3 {
+        return Err(Error::execution(ctx.processor(), "parks for a retry"));
+    }
+    Ok(Work {
+        pid: std::process::id(),
+        ..work
+    })
+}
+
+/// Waits 400 ms before it starts (a parked `delay`), then records itself.
+#[processor(timeout = "60s", delay = "400ms")]
+pub async fn late_step(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
+
+workflow! {
+    /// A quick step, one that parks twice for its retries, a delayed one, a quick one.
+    pub ParkChain(Work) -> Work {
+        chain![enter_step, park_twice, late_step, exit_step]
+    }
+}
+
+/// A high-priority run that waits 300 ms (parked) before it starts: claimed ahead of a
+/// session's backlog, so its promotion lands while the session is busy.
+#[processor(timeout = "60s", priority = 10, delay = "300ms")]
+pub async fn urgent_soon(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}
+
+/// As [`urgent_soon`], waiting 900 ms.
+#[processor(timeout = "60s", priority = 10, delay = "900ms")]
+pub async fn urgent_later(work: Work, ctx: &Ctx) -> Result<Work, Error> {
+    quick(work, ctx).await
+}

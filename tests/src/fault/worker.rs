@@ -21,6 +21,8 @@ use super::server::RedisServer;
 pub const ROLE_VAR: &str = "AM2Z_FAULT_ROLE";
 /// The handles an awaiter waits for (JSON).
 pub const HANDLES_VAR: &str = "AM2Z_FAULT_HANDLES";
+/// A comma-separated list of processor names: the worker serves only those (default: all).
+pub const SERVES_VAR: &str = "AM2Z_FAULT_SERVES";
 /// `old`: serve the previous contract of `versioned` (an older worker binary).
 pub const CONTRACT_VAR: &str = "AM2Z_FAULT_CONTRACT";
 const LEASE_VAR: &str = "AM2Z_FAULT_LEASE_MS";
