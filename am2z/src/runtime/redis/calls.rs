@@ -75,7 +75,7 @@ impl Caller {
         let client = &self.client;
         let started = Instant::now();
         let waiter = client.waiters.register(call.session, child);
-        let fresh = client
+        let (fresh, epoch) = client
             .submit(
                 call.session,
                 child,
@@ -97,6 +97,7 @@ impl Caller {
             session: call.session.clone(),
             run_id: child,
             processor: call.contract.name.clone(),
+            epoch: Some(epoch),
         };
         // The slot this step holds runs other jobs (the child, say) while it waits.
         let lent = self.slot.lend();

@@ -36,6 +36,11 @@ pub struct RunHandle {
     pub run_id: RunId,
     /// The processor it runs.
     pub processor: String,
+    /// Which incarnation of the session id the run was queued in (a stopped session's id
+    /// can be used again): a run whose session was stopped meanwhile ends with
+    /// [`Error::SessionStopped`], not [`Error::NotFound`]. `None` for a handle made by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// A run to submit.
@@ -151,7 +156,7 @@ impl Client {
     }
 
     /// Queues run `run` in `session`. Returns whether the run is new (`false`: a child run
-    /// that existed already, its caller running again).
+    /// that existed already, its caller running again) and the session's epoch.
     ///
     /// # Errors
     /// [`Error::Configuration`] before `start`; [`Error::Resource`] for an input over the
@@ -163,7 +168,7 @@ impl Client {
         session: &SessionId,
         run: RunId,
         submission: Submission<'_>,
-    ) -> Result<bool, Error> {
+    ) -> Result<(bool, u64), Error> {
         if !self.is_running() {
             return Err(not_started());
         }
@@ -228,6 +233,7 @@ impl Client {
         match submitted {
             Submitted::Queued {
                 created,
+                epoch,
                 enlist,
                 fresh,
             } => {
@@ -241,7 +247,7 @@ impl Client {
                 if let Some(generation) = enlist {
                     self.enlist(session, generation).await;
                 }
-                Ok(fresh.first().copied().unwrap_or(false))
+                Ok((fresh.first().copied().unwrap_or(false), epoch))
             }
             Submitted::Stopping | Submitted::CallerGone => Err(Error::SessionStopped {
                 session: session.to_string(),
@@ -304,15 +310,20 @@ impl Client {
             }
             if read {
                 match reads::run_status(&self.redis, &keys, handle.run_id).await {
-                    Ok(status) => match (status.outcome, status.live, status.session_exists) {
+                    Ok(status) => match (status.outcome, status.live, status.epoch) {
                         (Some(wire), _, _) => return decode(&wire, handle, started),
                         (None, true, _) => {}
-                        (None, false, false) => {
+                        // No session, or another incarnation of its id: the run's session
+                        // was stopped (or expired) since.
+                        (None, false, epoch)
+                            if epoch.is_none()
+                                || (handle.epoch.is_some() && epoch != handle.epoch) =>
+                        {
                             return fail(Error::SessionStopped {
                                 session: handle.session.to_string(),
                             });
                         }
-                        (None, false, true) => {
+                        (None, false, _) => {
                             return fail(Error::not_found(
                                 "run",
                                 handle.run_id.to_string(),

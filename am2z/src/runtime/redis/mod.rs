@@ -282,11 +282,12 @@ impl RedisRuntime {
             input: serde_json::to_string(&input)?,
             call: None,
         };
-        self.inner.client.submit(session, run, submission).await?;
+        let (_, epoch) = self.inner.client.submit(session, run, submission).await?;
         Ok(RunHandle {
             session: session.clone(),
             run_id: run,
             processor: processor.name().to_owned(),
+            epoch: Some(epoch),
         })
     }
 
@@ -308,13 +309,15 @@ impl RedisRuntime {
             Ok(submission) => submission,
             Err(error) => return Err(failure(session, run, SystemTime::now(), started, error)),
         };
-        let handle = RunHandle {
-            session: session.clone(),
-            run_id: run,
-            processor: submission.name.to_owned(),
-        };
+        let processor = submission.name.to_owned();
         match client.submit(session, run, submission).await {
-            Ok(_) => {
+            Ok((_, epoch)) => {
+                let handle = RunHandle {
+                    session: session.clone(),
+                    run_id: run,
+                    processor,
+                    epoch: Some(epoch),
+                };
                 let deadline = self.inner.config.default_timeout;
                 client
                     .wait(&handle, &waiter, deadline, started, false)

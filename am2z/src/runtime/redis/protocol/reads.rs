@@ -13,8 +13,8 @@ pub(crate) struct RunStatus {
     pub(crate) outcome: Option<String>,
     /// It is live (submitted, not ended).
     pub(crate) live: bool,
-    /// Its session exists.
-    pub(crate) session_exists: bool,
+    /// The epoch of the session now under its id (`None`: no session).
+    pub(crate) epoch: Option<u64>,
 }
 
 /// Reads where `run` of `session` stands, in one round trip.
@@ -24,16 +24,16 @@ pub(crate) async fn run_status(
     run: RunId,
 ) -> Result<RunStatus, WireError> {
     let mut conn = redis.conn()?;
-    let (outcome, live, session_exists): (Option<String>, Option<f64>, bool) = redis::pipe()
+    let (outcome, live, epoch): (Option<String>, Option<f64>, Option<u64>) = redis::pipe()
         .hget(session.results(), run.to_string())
         .zscore(session.runs(), run.to_string())
-        .exists(session.meta())
+        .hget(session.meta(), "epoch")
         .query_async(&mut conn)
         .await?;
     Ok(RunStatus {
         outcome,
         live: live.is_some(),
-        session_exists,
+        epoch,
     })
 }
 

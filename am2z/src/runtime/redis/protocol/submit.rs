@@ -53,6 +53,8 @@ pub(crate) enum Submitted {
     Queued {
         /// The call created the session.
         created: bool,
+        /// The session's epoch: which incarnation of its id the runs were queued in.
+        epoch: u64,
         /// The session got ready jobs: enlist it with this generation.
         enlist: Option<Generation>,
         fresh: Vec<bool>,
@@ -102,6 +104,7 @@ impl Submitted {
         {
             "ok" => {
                 let created = fields.flag("created")?;
+                let epoch = fields.count("epoch")?;
                 let enlist = Generation::of(fields.count("enlist")?);
                 let statuses = fields.texts("runs")?;
                 if statuses.len() != runs {
@@ -120,6 +123,7 @@ impl Submitted {
                     .collect::<Result<_, _>>()?;
                 Submitted::Queued {
                     created,
+                    epoch,
                     enlist,
                     fresh,
                 }

@@ -16,8 +16,10 @@ local caller_token = ARGV[7]
 -- ARGV[8..]: per run, 4 values: run id, contract fingerprint, priority, processor name,
 -- then its body (opaque)
 local FIRST, PER_RUN = 8, 5
--- Returns {'status', 'ok', 'created', 0|1, 'enlist', generation (0: already scheduled),
---          'runs', {'queued' | 'duplicate', ...}} or {'status', 'stopping' | 'quota' | 'caller_gone'}.
+-- Returns {'status', 'ok', 'created', 0|1, 'epoch', the session's epoch (which incarnation
+--          of the session id this is: a stopped session's id can be used again), 'enlist',
+--          generation (0: already scheduled), 'runs', {'queued' | 'duplicate', ...}} or
+--          {'status', 'stopping' | 'quota' | 'caller_gone'}.
 
 if stopping() then
   return {'status', 'stopping'}
@@ -38,7 +40,7 @@ end
 local now = now_ms()
 local created = redis.call('EXISTS', meta_key) == 0
 if created then
-  redis.call('HSET', meta_key, 'created_ms', num(now))
+  redis.call('HSET', meta_key, 'created_ms', num(now), 'epoch', num(now_us()))
   redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'event', created_event)
   redis.call('PUBLISH', events_channel, created_event)
 end
@@ -85,4 +87,6 @@ if caller_set == leases_key then
   redis.call('ZREM', leases_key, caller)
   redis.call('ZADD', calls_key, deadline, caller)
 end
-return {'status', 'ok', 'created', created and 1 or 0, 'enlist', gen, 'runs', statuses}
+return {'status', 'ok', 'created', created and 1 or 0,
+  'epoch', tonumber(redis.call('HGET', meta_key, 'epoch') or '0'), 'enlist', gen,
+  'runs', statuses}
