@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::messages::Done;
-use super::protocol::sweep::{Burial, Buried, Bury, SessionState, Sweep};
+use super::protocol::schedule::Generation;
+use super::protocol::sweep::{Burial, Buried, Bury, SessionState, Sweep, Swept};
 use super::protocol::workers::{self, Fleet};
 use super::protocol::{WireError, millis, reads, schedule, stop, timers};
 use super::worker::Worker;
@@ -111,16 +112,16 @@ async fn sweep_session(
     }
     .call(redis)
     .await?;
-    match swept.state {
-        SessionState::Gone => return gone(worker, &id, registered).await,
-        SessionState::Abandoned => {
+    let look = match followup(&swept, full) {
+        Followup::Forget => return gone(worker, &id, registered).await,
+        Followup::FinishStop => {
             tracing::warn!(session = %id, "finishing a stop its stopper abandoned");
             stop::stop_session(redis, &session_keys).await?;
             return gone(worker, &id, registered).await;
         }
-        SessionState::Stopping => return Ok(()),
-        SessionState::Live | SessionState::Idle => {}
-    }
+        Followup::Nothing => return Ok(()),
+        Followup::Look(look) => look,
+    };
     for (jobs, reason) in [
         (&swept.dead, Burial::Dead),
         (&swept.unserved, Burial::Unserved),
@@ -172,12 +173,43 @@ async fn sweep_session(
     if swept.requeued > 0 {
         tracing::info!(session = %id, requeued = swept.requeued, "re-queued expired leases");
     }
-    // A session with ready jobs is (re)scheduled by the full pass: one whose scheduling was
-    // lost (its submitter died, its enlist was refused) would otherwise wait.
-    if let Some(generation) = swept.ready.filter(|_| full || swept.requeued > 0) {
+    if let Some(generation) = look.enlist {
         worker.client.enlist(&id, generation).await;
     }
     Ok(())
+}
+
+/// What the sweeper does after sweeping a session.
+#[derive(Debug, PartialEq, Eq)]
+enum Followup {
+    /// The session is gone: forget it.
+    Forget,
+    /// Its stopper abandoned its stop: finish it, then forget the session.
+    FinishStop,
+    /// A stop is under way: leave it to its stopper.
+    Nothing,
+    /// It lives: look after its leases, timers and scheduling.
+    Look(Look),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Look {
+    /// Enlist the session with this generation.
+    enlist: Option<Generation>,
+}
+
+/// The sweeper's policy after a sweep (unit-tested). A session with ready jobs is (re)enlisted
+/// by the full pass, and whenever the sweep re-queued jobs: one whose scheduling was lost (its
+/// submitter died, its enlist was refused) would otherwise wait.
+fn followup(swept: &Swept, full: bool) -> Followup {
+    match swept.state {
+        SessionState::Gone => Followup::Forget,
+        SessionState::Abandoned => Followup::FinishStop,
+        SessionState::Stopping => Followup::Nothing,
+        SessionState::Live | SessionState::Idle => Followup::Look(Look {
+            enlist: swept.ready.filter(|_| full || swept.requeued > 0),
+        }),
+    }
 }
 
 /// How recent a registration is left alone when its session does not exist: a submission
@@ -202,4 +234,56 @@ async fn gone(
         tracing::debug!(%session, "a session that is gone was forgotten");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn swept(state: SessionState, requeued: u64, ready: Option<u64>) -> Swept {
+        Swept {
+            state,
+            requeued,
+            dead: Vec::new(),
+            unserved: Vec::new(),
+            next_lease: None,
+            next_due: None,
+            ready: ready.and_then(Generation::of),
+        }
+    }
+
+    #[test]
+    fn gone_sessions_are_forgotten_and_abandoned_stops_finished() {
+        assert_eq!(
+            followup(&swept(SessionState::Gone, 0, None), true),
+            Followup::Forget
+        );
+        assert_eq!(
+            followup(&swept(SessionState::Abandoned, 0, None), false),
+            Followup::FinishStop
+        );
+        assert_eq!(
+            followup(&swept(SessionState::Stopping, 3, Some(9)), true),
+            Followup::Nothing
+        );
+    }
+
+    #[test]
+    fn ready_sessions_are_enlisted_by_the_full_pass_or_after_a_requeue() {
+        let look =
+            |state, requeued, ready, full| match followup(&swept(state, requeued, ready), full) {
+                Followup::Look(look) => look.enlist,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(
+            look(SessionState::Live, 0, Some(5), true),
+            Generation::of(5)
+        );
+        assert_eq!(look(SessionState::Live, 0, Some(5), false), None);
+        assert_eq!(
+            look(SessionState::Idle, 2, Some(5), false),
+            Generation::of(5)
+        );
+        assert_eq!(look(SessionState::Live, 2, None, true), None);
+    }
 }
