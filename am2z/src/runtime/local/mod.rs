@@ -180,6 +180,21 @@ impl Shared {
         }
     }
 
+    /// Drops `id`'s state if no run of it is under way (a distributed worker forgets a session
+    /// that expired elsewhere). Runs take their session under the same lock, so none can be
+    /// starting in it meanwhile.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn forget_idle(&self, id: &SessionId) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = sessions
+            .get(id)
+            .is_some_and(|session| Arc::strong_count(session) == 1);
+        if idle {
+            sessions.remove(id);
+        }
+        idle
+    }
+
     fn stop_sessions(&self, sessions: Vec<Arc<LocalSession>>) {
         for session in sessions {
             session.stopped.store(true, Ordering::SeqCst);
@@ -270,6 +285,13 @@ impl LocalRuntime {
     /// Settings for a runtime.
     pub fn builder() -> LocalRuntimeBuilder {
         LocalRuntimeBuilder::default()
+    }
+
+    /// Forgets `session`'s state here if none of its runs is under way (it expired in the
+    /// distributed runtime this one executes for); returns whether it did.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn forget_idle_session(&self, session: &SessionId) -> bool {
+        self.shared.forget_idle(session)
     }
 
     /// Runs `processor` on behalf of another runtime (a distributed worker), with the

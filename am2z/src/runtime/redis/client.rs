@@ -200,6 +200,7 @@ impl Client {
         let body = Body {
             step: None,
             call: call.as_ref().map(|c| (c.run, c.depth)),
+            chunks: None,
             input: input.into_bytes(),
         }
         .encode();

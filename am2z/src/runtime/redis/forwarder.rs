@@ -47,6 +47,8 @@ pub(crate) struct AdvanceCommit {
     pub(crate) successors: Vec<NewJob>,
     pub(crate) arrivals: Vec<Arrival>,
     pub(crate) held: Vec<HeldInstance>,
+    /// The chunks the job's own input was staged in (freed by the commit).
+    pub(crate) consumed: u32,
 }
 
 /// What a commit stores.
@@ -331,6 +333,7 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
                     successors: &advance.successors,
                     arrivals: &advance.arrivals,
                     held: &advance.held,
+                    consumed: advance.consumed,
                 }
                 .invocation(),
                 CommitBody::Park {

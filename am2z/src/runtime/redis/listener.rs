@@ -93,6 +93,12 @@ impl Listener {
     fn on_control(self: &Arc<Self>, control: Control) {
         match control {
             Control::Stopped { nonce } => self.stops.answered(&nonce),
+            Control::Expired { session } => {
+                self.engine.forget_idle_session(&session);
+                self.client.forget_registration(&session);
+                // Its waiters read again: they end with `SessionStopped` or find a new run.
+                self.client.waiters.wake_all();
+            }
             Control::Cancel {
                 session,
                 run,

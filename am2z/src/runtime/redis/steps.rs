@@ -69,29 +69,62 @@ pub(crate) struct StepContext<'a> {
     pub(crate) step_fp: &'a str,
 }
 
+/// Values between steps larger than this are not passed to scripts whole: they are staged in
+/// the run's hash in chunks of this size, a slice per call (invariant 9).
+pub(crate) const CHUNK: usize = 256 * 1024;
+
 /// A new map instance's items beyond its concurrency, to stage before the commit.
-pub(crate) struct HeldItems {
-    pub(crate) instance: InstanceId,
+struct HeldItems {
+    instance: InstanceId,
     /// The first held item (the map's concurrency).
-    pub(crate) first: usize,
+    first: usize,
     /// Each held item and its jobs, packed as `advance.lua` unpacks them.
-    pub(crate) items: Vec<(usize, Vec<u8>)>,
+    items: Vec<(usize, Vec<u8>)>,
 }
 
 impl HeldItems {
-    pub(crate) fn held(&self) -> HeldInstance {
+    fn held(&self) -> HeldInstance {
         HeldInstance {
             instance: self.instance.as_str().to_owned(),
             first: self.first,
             last: self.items.last().map_or(self.first, |(item, _)| *item),
         }
     }
+
+    /// Adds `job` to held item `item`.
+    fn hold(&mut self, item: usize, job: &NewJob) {
+        let at = match self.items.iter().position(|(i, _)| *i == item) {
+            Some(at) => at,
+            None => {
+                self.items.push((item, Vec::new()));
+                self.items.len() - 1
+            }
+        };
+        job.pack_into(&mut self.items[at].1);
+    }
 }
 
-/// What a job's commit carries: the commit, and the held items to stage before it.
+/// What a job's commit carries: the commit, and the run-hash fields to stage before it (held
+/// map items, chunks of big values).
 pub(crate) struct Advance {
     pub(crate) commit: AdvanceCommit,
-    pub(crate) held: Vec<HeldItems>,
+    pub(crate) staged: Vec<(String, Vec<u8>)>,
+}
+
+/// Stages `bytes` in chunks under fields `<prefix>0`, `<prefix>1`, ...; returns how many.
+fn stage_chunks(prefix: &str, bytes: &[u8], staged: &mut Vec<(String, Vec<u8>)>) -> u32 {
+    let mut chunks = 0;
+    for (n, chunk) in bytes.chunks(CHUNK).enumerate() {
+        staged.push((format!("{prefix}{n}"), chunk.to_vec()));
+        chunks += 1;
+    }
+    chunks
+}
+
+/// A branch result staged in chunks, as its `s:` field says it (`{"Chunks": n}`).
+#[derive(Serialize, Deserialize)]
+enum StagedResult {
+    Chunks(u32),
 }
 
 /// How a job under way ended on this worker.
@@ -253,10 +286,24 @@ async fn joined_results(
                 return None;
             }
         };
-        for (field, result) in fields.iter().zip(read) {
+        for (branch, (field, result)) in (from..).zip(fields.iter().zip(read)) {
+            let result = match result {
+                // A big result was staged in chunks; its field only counts them.
+                Some(text) => match serde_json::from_slice::<StagedResult>(&text) {
+                    Ok(StagedResult::Chunks(n)) => {
+                        let prefix = format!("r:{instance}:{branch}:");
+                        match unstage(ctx.redis, ctx.keys, job, &prefix, n).await? {
+                            Ok(bytes) => Some(bytes),
+                            Err(error) => return Some(Err(error)),
+                        }
+                    }
+                    Err(_) => Some(text),
+                },
+                None => None,
+            };
             let parsed = result
                 .ok_or_else(|| format!("no result `{field}`"))
-                .and_then(|text| serde_json::from_str::<Json>(&text).map_err(|e| e.to_string()));
+                .and_then(|text| serde_json::from_slice::<Json>(&text).map_err(|e| e.to_string()));
             match parsed {
                 Ok(result) => results.push(result),
                 Err(message) => {
@@ -271,6 +318,48 @@ async fn joined_results(
         }
     }
     Some(Ok(Json::Array(results)))
+}
+
+/// How many staged chunks one read takes (2 MiB).
+const CHUNKS_PER_READ: u32 = 8;
+
+/// A value staged in `n` chunks of `job`'s run hash under `<prefix>0`, `<prefix>1`, ...;
+/// `Err` when one is missing, `None` when Redis cannot be read (the job is leased again).
+pub(crate) async fn unstage(
+    redis: &Redis,
+    keys: &Keys,
+    job: &ClaimedJob,
+    prefix: &str,
+    n: u32,
+) -> Option<Result<Vec<u8>, Error>> {
+    let session = keys.session(&job.session);
+    let mut value = Vec::new();
+    for from in (0..n).step_by(CHUNKS_PER_READ as usize) {
+        let fields: Vec<String> = (from..n.min(from + CHUNKS_PER_READ))
+            .map(|i| format!("{prefix}{i}"))
+            .collect();
+        let read = match reads::run_fields(redis, &session, job.run(), &fields).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(job = %job.id(), error = %error.into_error(&redis.errors), "reading a staged value failed; it will be retried");
+                return None;
+            }
+        };
+        for (field, chunk) in fields.iter().zip(read) {
+            match chunk {
+                Some(chunk) => value.extend_from_slice(&chunk),
+                None => {
+                    return Some(Err(Error::Serialization {
+                        message: format!(
+                            "job `{}`: the staged chunk `{field}` is missing",
+                            job.id()
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+    Some(Ok(value))
 }
 
 /// What a join job continues with.
@@ -512,11 +601,12 @@ fn advance(
     let run = job.run();
     let now = clock.now_ms();
     let transition = bounded(ctx.config, job, transition);
+    let mut staged = Vec::new();
     let mut successors = Vec::new();
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
         let deadlines = deadlines(graph, parent, &next.stack, now);
-        let new = successor(run, &next, &deadlines);
+        let new = successor(run, &next, &deadlines, &mut staged);
         match held_item(graph, &parent.stack, &next.stack) {
             Some((instance, item, first)) => {
                 let at = match held.iter().position(|h| h.instance == instance) {
@@ -530,15 +620,7 @@ fn advance(
                         held.len() - 1
                     }
                 };
-                let items = &mut held[at].items;
-                let packed = match items.iter_mut().find(|(i, _)| *i == item) {
-                    Some((_, packed)) => packed,
-                    None => {
-                        items.push((item, Vec::new()));
-                        &mut items.last_mut().expect("just pushed").1
-                    }
-                };
-                new.pack_into(packed);
+                held[at].hold(item, &new);
             }
             None => successors.push(new),
         }
@@ -566,7 +648,12 @@ fn advance(
                     .collect(),
                 failed_branch: closes.then_some(arrival.branch),
             };
-            let result = wire_result(&arrival.value);
+            let mut result = wire_result(&arrival.value);
+            if result.len() > CHUNK && !closes {
+                let prefix = format!("r:{}:{}:", arrival.instance, arrival.branch);
+                let chunks = stage_chunks(&prefix, result.as_bytes(), &mut staged);
+                result = serde_json::to_string(&StagedResult::Chunks(chunks)).unwrap_or_default();
+            }
             Arrival {
                 instance: arrival.instance.as_str().to_owned(),
                 branch: arrival.branch,
@@ -579,12 +666,12 @@ fn advance(
                     },
                     body: Body {
                         step: serde_json::to_value(&position).ok(),
-                        call: None,
                         input: if closes {
                             result.clone().into_bytes()
                         } else {
                             Vec::new()
                         },
+                        ..Body::default()
                     }
                     .encode(),
                     guards: Vec::new(),
@@ -612,8 +699,18 @@ fn advance(
             successors,
             arrivals,
             held: held.iter().map(HeldItems::held).collect(),
+            consumed: 0,
         },
-        held,
+        staged: held
+            .into_iter()
+            .flat_map(|h| {
+                let instance = h.instance;
+                h.items
+                    .into_iter()
+                    .map(move |(item, packed)| (format!("i:{instance}:{item}"), packed))
+            })
+            .chain(staged)
+            .collect(),
     }
 }
 
@@ -655,21 +752,35 @@ fn bounded(config: &RedisConfig, job: &ClaimedJob, transition: Transition) -> Tr
 }
 
 /// A successor job: its id (named by its position), body, and the fan-out instances above it.
-fn successor(run: RunId, job: &Job, deadlines: &[Deadline]) -> NewJob {
+/// A big input is staged in chunks (into `staged`), its body only counts them.
+fn successor(
+    run: RunId,
+    job: &Job,
+    deadlines: &[Deadline],
+    staged: &mut Vec<(String, Vec<u8>)>,
+) -> NewJob {
     let position = Position::Step {
         node: job.node,
         stack: job.stack.clone(),
         deadlines: deadlines.to_vec(),
     };
+    let id = JobId {
+        run,
+        position: Some(step_hash(job.node, &job.stack)),
+    };
+    let mut input = serde_json::to_vec(&job.input).unwrap_or_default();
+    let mut chunks = None;
+    if input.len() > CHUNK {
+        chunks = Some(stage_chunks(&format!("v:{id}:"), &input, staged));
+        input = Vec::new();
+    }
     NewJob {
-        id: JobId {
-            run,
-            position: Some(step_hash(job.node, &job.stack)),
-        },
+        id,
         body: Body {
             step: serde_json::to_value(&position).ok(),
             call: None,
-            input: serde_json::to_vec(&job.input).unwrap_or_default(),
+            chunks,
+            input,
         }
         .encode(),
         guards: instances(&job.stack),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::messages::Done;
+use super::protocol::messages::{self, Control, Done};
 use super::protocol::schedule::Generation;
 use super::protocol::sweep::{Burial, Buried, Bury, SessionState, Sweep, Swept};
 use super::protocol::workers::{self, Fleet};
@@ -117,6 +117,12 @@ async fn sweep_session(
         Followup::FinishStop => {
             tracing::warn!(session = %id, "finishing a stop its stopper abandoned");
             stop::stop_session(redis, &session_keys).await?;
+            // As its stopper would have: every process fires what still runs of it.
+            let stop = Control::Stop {
+                session: id.clone(),
+                nonce: None,
+            };
+            messages::publish(redis, &keys.control_channel(), &stop).await?;
             return gone(worker, &id, registered).await;
         }
         Followup::Nothing => return Ok(()),
@@ -212,25 +218,31 @@ fn followup(swept: &Swept, full: bool) -> Followup {
     }
 }
 
-/// How recent a registration is left alone when its session does not exist: a submission
-/// registers a session before it creates it.
+/// How recent a registration is left alone when its session does not exist (at most: less when
+/// sessions expire sooner): a submission registers a session before it creates it.
 const REGISTRATION_GRACE: Duration = Duration::from_secs(60);
 
-/// A session that no longer exists (stopped, or expired, so it had no live run): forgotten.
+/// A session that no longer exists (stopped, or expired, so it had no live run): forgotten,
+/// and every process told to drop what it kept for it.
 async fn gone(
     worker: &Worker,
     session: &SessionId,
     registered: Option<u64>,
 ) -> Result<(), WireError> {
     let (redis, keys) = (&worker.redis, &worker.keys);
+    let grace = REGISTRATION_GRACE.min(worker.config.session_ttl);
     timers::settle(redis, keys, session.as_str(), None).await?;
     let registered = match registered {
         Some(score) => Some(score),
         None => reads::registration(redis, keys, session.as_str()).await?,
     };
     if let Some(score) = registered
-        && schedule::forget(redis, keys, session.as_str(), score, REGISTRATION_GRACE).await?
+        && schedule::forget(redis, keys, session.as_str(), score, grace).await?
     {
+        let expired = Control::Expired {
+            session: session.clone(),
+        };
+        messages::publish(redis, &keys.control_channel(), &expired).await?;
         tracing::debug!(%session, "a session that is gone was forgotten");
     }
     Ok(())

@@ -128,13 +128,28 @@ async fn execute_one(
             ),
             worker.config.max_payload_bytes,
         ));
-        let body = match body {
+        let mut body = match body {
             Ok(body) => body,
             Err(error) => {
                 fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
                 return None;
             }
         };
+        // A big input was staged in chunks of the run's hash: read it back, a slice at a time.
+        if let Some(chunks) = body.chunks {
+            let prefix = format!("v:{}:", job.id());
+            match steps::unstage(&worker.redis, &worker.keys, &job, &prefix, chunks).await {
+                Some(Ok(input)) => body.input = input,
+                Some(Err(error)) => {
+                    fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
+                    return None;
+                }
+                None => {
+                    release(worker, &job).await;
+                    return None;
+                }
+            }
+        }
         // A child call is one job, whatever its processor (it answers one `ctx.call`).
         let graph = served.graph().cloned();
         let step_by_step = body.step.is_some()
@@ -147,7 +162,10 @@ async fn execute_one(
                     moot: &lease.moot,
                 };
                 match steps::run(&ctx, &job, &body, served.as_ref(), &graph, signals).await {
-                    steps::Ran::Advance(advance) => advance_run(worker, &job, *advance).await,
+                    steps::Ran::Advance(mut advance) => {
+                        advance.commit.consumed = body.chunks.unwrap_or(0);
+                        advance_run(worker, &job, *advance).await
+                    }
                     steps::Ran::Park { wait, attempts } => {
                         park(worker, &job, wait, attempts).await;
                         None
@@ -345,38 +363,57 @@ fn stopped_before_commit(job: &ClaimedJob) {
     tracing::warn!(session = %job.session, job = %job.id(), "the runtime stopped before the commit; the lease will expire and the job be retried");
 }
 
-/// How many held map items one `stage.lua` call stores.
-const STAGE_SLICE: usize = 2_000;
+/// The most fields, and bytes, one `stage.lua` call stores: however wide a map or big a
+/// value, no call does more than this.
+const STAGE_FIELDS: usize = 2_000;
+const STAGE_BYTES: usize = 1 << 20;
 
-/// Commits a job of a run executed step by step (staging its new map instances' held items
-/// first); returns the successor handed to this worker, if any.
+/// The staged fields in slices of at most [`STAGE_FIELDS`] fields and (but for one bigger
+/// field) [`STAGE_BYTES`] bytes.
+fn stage_slices(fields: &[(String, Vec<u8>)]) -> Vec<&[(String, Vec<u8>)]> {
+    let mut slices = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, (field, value)) in fields.iter().enumerate() {
+        let size = field.len() + value.len();
+        if at > start && (at - start >= STAGE_FIELDS || bytes + size > STAGE_BYTES) {
+            slices.push(&fields[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += size;
+    }
+    if start < fields.len() {
+        slices.push(&fields[start..]);
+    }
+    slices
+}
+
+/// Commits a job of a run executed step by step (staging its run-hash fields first: new map
+/// instances' held items, chunks of big values); returns the successor handed to this worker,
+/// if any.
 async fn advance_run(
     worker: &Worker,
     job: &ClaimedJob,
     advance: steps::Advance,
 ) -> Option<ClaimedJob> {
     let keys = worker.keys.session(&job.session);
-    for held in &advance.held {
-        for items in held.items.chunks(STAGE_SLICE) {
-            let staged = Stage {
-                session: &keys,
-                job: job.id(),
-                token: job.token(),
-                instance: held.instance.as_str(),
-                items,
+    for fields in stage_slices(&advance.staged) {
+        let staged = Stage {
+            session: &keys,
+            job: job.id(),
+            token: job.token(),
+            fields,
+        }
+        .call(&worker.redis)
+        .await;
+        match staged {
+            Ok(true) => {}
+            Ok(false) => {
+                refused(worker, job);
+                return None;
             }
-            .call(&worker.redis)
-            .await;
-            match staged {
-                Ok(true) => {}
-                Ok(false) => {
-                    refused(worker, job);
-                    return None;
-                }
-                Err(error) => {
-                    commit_failed(worker, job, error);
-                    return None;
-                }
+            Err(error) => {
+                commit_failed(worker, job, error);
+                return None;
             }
         }
     }
@@ -509,5 +546,45 @@ async fn release(worker: &Worker, job: &ClaimedJob) {
         Err(error) => {
             tracing::warn!(error = %error.into_error(&worker.redis.errors), "releasing a lease failed; it will expire");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_fields_go_in_bounded_slices_in_order() {
+        let field = |n: usize, size: usize| (format!("f{n}"), vec![0_u8; size]);
+        // Small fields: at most STAGE_FIELDS a slice.
+        let many: Vec<_> = (0..STAGE_FIELDS * 2 + 1).map(|n| field(n, 1)).collect();
+        let slices = stage_slices(&many);
+        assert_eq!(
+            slices.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            [STAGE_FIELDS, STAGE_FIELDS, 1]
+        );
+        // Big fields: at most STAGE_BYTES a slice (a field bigger alone goes alone).
+        let big: Vec<_> = (0..9).map(|n| field(n, STAGE_BYTES / 4)).collect();
+        let slices = stage_slices(&big);
+        assert!(
+            slices
+                .iter()
+                .all(
+                    |s| s.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>() <= STAGE_BYTES
+                        || s.len() == 1
+                )
+        );
+        let flat: Vec<&String> = slices
+            .iter()
+            .flat_map(|s| s.iter().map(|(f, _)| f))
+            .collect();
+        assert_eq!(
+            flat,
+            big.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            "in order, each once"
+        );
+        assert!(stage_slices(&[]).is_empty());
+        let huge = [field(0, STAGE_BYTES * 2), field(1, 1)];
+        assert_eq!(stage_slices(&huge).len(), 2);
     }
 }

@@ -33,6 +33,7 @@ pub(crate) static ADVANCE: ScriptDef = ScriptDef::new(
         "successors",
         "arrivals",
         "held",
+        "consumed",
     ],
 );
 
@@ -40,7 +41,7 @@ pub(crate) static STAGE: ScriptDef = ScriptDef::new(
     "stage",
     include_str!("../scripts/stage.lua"),
     &["run_key"],
-    &["job", "token", "run", "instance"],
+    &["job", "token", "run"],
 );
 
 /// A job to create: its id, body, and the fan-out instances above it (it is not created
@@ -121,6 +122,9 @@ pub(crate) struct Advance<'a> {
     pub(crate) successors: &'a [NewJob],
     pub(crate) arrivals: &'a [Arrival],
     pub(crate) held: &'a [HeldInstance],
+    /// How many chunks the committing job's input was staged in (its `v:<job>:<n>` fields,
+    /// which the commit frees).
+    pub(crate) consumed: u32,
 }
 
 /// What the commit did.
@@ -181,7 +185,8 @@ impl Advance<'_> {
             .arg(event)
             .arg(self.successors.len())
             .arg(self.arrivals.len())
-            .arg(self.held.len());
+            .arg(self.held.len())
+            .arg(self.consumed);
         for job in self.successors {
             call.arg(job.id.to_string())
                 .arg(&job.body)
@@ -235,28 +240,26 @@ impl Advance<'_> {
     }
 }
 
-/// Stores a slice of a new map instance's held items in the run hash.
+/// Stores fields in a live run's hash before the commit that uses them (held map items,
+/// chunks of big values between steps), fenced by the committing job's lease.
 pub(crate) struct Stage<'a> {
     pub(crate) session: &'a SessionKeys,
     pub(crate) job: JobId,
     pub(crate) token: Token,
-    pub(crate) instance: &'a str,
-    /// Held item index and its jobs, packed (see [`NewJob::pack_into`]).
-    pub(crate) items: &'a [(usize, Vec<u8>)],
+    pub(crate) fields: &'a [(String, Vec<u8>)],
 }
 
 impl Stage<'_> {
-    /// Whether the slice was stored (`false`: the lease is lost, the run ended, or the
+    /// Whether the fields were stored (`false`: the lease is lost, the run ended, or the
     /// session is stopping).
     pub(crate) async fn call(&self, redis: &Redis) -> Result<bool, WireError> {
         let mut call = session_call(&STAGE, self.session);
         call.key(self.session.run(self.job.run))
             .arg(self.job.to_string())
             .arg(self.token)
-            .arg(self.job.run.to_string())
-            .arg(self.instance);
-        for (item, packed) in self.items {
-            call.arg(*item).arg(packed);
+            .arg(self.job.run.to_string());
+        for (field, value) in self.fields {
+            call.arg(field).arg(value);
         }
         let mut fields = redis.run_fenced(&STAGE, &call).await?;
         let stored = status(&mut fields, "stage", &["ok", "refused"])? == "ok";

@@ -2,12 +2,14 @@
 //! JSON metadata, a newline, then the input (JSON, as submitted):
 //!
 //! ```text
-//! {"step":<position>,"call":["<calling run>",<depth>]}
+//! {"step":<position>,"call":["<calling run>",<depth>],"chunks":<n>}
 //! <input>
 //! ```
 //!
 //! `step` is present for a later job of a run executed step by step (its position in the
-//! run), `call` for a `ctx.call` executed as a child run. A body that does not read this way
+//! run), `call` for a `ctx.call` executed as a child run, `chunks` when the input is big: it
+//! is then not in the body but in `n` fields of the run's hash (`v:<job>:0` ...), staged in
+//! slices, so that no script handles a big value whole. A body that does not read this way
 //! (written by something else, or corrupted) fails its run with a typed serialization error.
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +23,8 @@ pub(crate) struct Body {
     pub(crate) step: Option<serde_json::Value>,
     /// For a child run: the calling run and the call depth it runs at.
     pub(crate) call: Option<(RunId, u32)>,
+    /// The input is staged in this many chunks of the run's hash, not here.
+    pub(crate) chunks: Option<u32>,
     /// The input (JSON bytes, as found: not necessarily valid).
     pub(crate) input: Vec<u8>,
 }
@@ -32,6 +36,8 @@ struct Meta {
     step: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     call: Option<(RunId, u32)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chunks: Option<u32>,
 }
 
 impl Body {
@@ -40,6 +46,7 @@ impl Body {
         let meta = Meta {
             step: self.step.clone(),
             call: self.call,
+            chunks: self.chunks,
         };
         // A map of a JSON value and a pair of plain values always encodes.
         let mut bytes = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
@@ -62,6 +69,7 @@ impl Body {
         Ok(Body {
             step: meta.step,
             call: meta.call,
+            chunks: meta.chunks,
             input: bytes[at + 1..].to_vec(),
         })
     }
@@ -76,6 +84,7 @@ mod tests {
         let body = Body {
             step: Some(serde_json::json!({"Step": {"node": 3}})),
             call: Some((RunId::from_u128(7), 2)),
+            chunks: Some(3),
             input: b"{\"x\":\n1}".to_vec(),
         };
         assert_eq!(Body::decode(&body.encode()).unwrap(), body);

@@ -91,6 +91,9 @@ pub(crate) enum Control {
     },
     /// `stopped <nonce>`: a process acted on the stop announced with `nonce`.
     Stopped { nonce: String },
+    /// `expired <session>`: the session expired (idle past its TTL) and was forgotten: drop
+    /// what is kept for it, unless a new session under the id is under way here.
+    Expired { session: SessionId },
     /// `cancel <session> <run> [<instance>]`: a run ended (or one of its fail-fast fan-outs
     /// failed): cancel its jobs running here (under that fan-out).
     Cancel {
@@ -111,6 +114,7 @@ impl fmt::Display for Control {
                 Ok(())
             }
             Control::Stopped { nonce } => write!(f, "stopped {nonce}"),
+            Control::Expired { session } => write!(f, "expired {session}"),
             Control::Cancel {
                 session,
                 run,
@@ -139,6 +143,9 @@ impl FromStr for Control {
             }),
             (Some("stopped"), 2) => Ok(Control::Stopped {
                 nonce: word(1).ok_or_else(bad)?.to_owned(),
+            }),
+            (Some("expired"), 2) => Ok(Control::Expired {
+                session: session(word(1).ok_or_else(bad)?)?,
             }),
             (Some("cancel"), 3 | 4) => Ok(Control::Cancel {
                 session: session(word(1).ok_or_else(bad)?)?,
@@ -202,6 +209,7 @@ mod tests {
             Control::Stopped {
                 nonce: "n1".to_owned(),
             },
+            Control::Expired { session: s("x") },
             Control::Cancel {
                 session: s("x"),
                 run,

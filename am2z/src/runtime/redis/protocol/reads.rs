@@ -132,13 +132,14 @@ pub(crate) async fn session_stats(
         .await?)
 }
 
-/// The `fields` of `run`'s hash (a join reads its branches' results), `None` where absent.
+/// The `fields` of `run`'s hash (a join reads its branches' results, a job its staged input),
+/// as bytes, `None` where absent.
 pub(crate) async fn run_fields(
     redis: &Redis,
     session: &SessionKeys,
     run: RunId,
     fields: &[String],
-) -> Result<Vec<Option<String>>, WireError> {
+) -> Result<Vec<Option<Vec<u8>>>, WireError> {
     let mut conn = redis.conn()?;
     Ok(redis::cmd("HMGET")
         .arg(session.run(run))

@@ -34,12 +34,14 @@ local run_event = ARGV[16]
 local successors = tonumber(ARGV[17])
 local arrivals = tonumber(ARGV[18])
 local held = tonumber(ARGV[19])
+-- How many chunks the job's own input was staged in (`v:<job>:<n>` fields, freed here).
+local consumed = tonumber(ARGV[20])
 -- ARGV[20..]: `successors` × (job id, body, guards), then `arrivals` × (instance, branch,
 -- expected, result, guards, join job id, join body, closes), then `held` × (instance, first
 -- held item, last held item). Guards are the fan-out instances above a job, space-separated:
 -- a job under a closed instance is not created. `closes` is '1' for the failed branch of a
 -- fail-fast parallel: it closes the instance and queues its join at once.
-local FIRST = 20
+local FIRST = 21
 -- Returns {'status', s} with s 'refused' (stale token, not leased, or stopping), 'moot' (the
 -- run already ended: the job is gone, nothing else) or 'unstaged' (held items missing:
 -- nothing written); or {'status', 'ok', 'ended', 0|1, 'queued', n, 'enlist', generation,
@@ -68,6 +70,9 @@ if not redis.call('ZSCORE', runs_key, run) then
 end
 
 local now = now_ms()
+for n = 0, consumed - 1 do
+  redis.call('HDEL', run_key, 'v:' .. job .. ':' .. n)
+end
 local attempts = attempts_delta + h.attempts
 local version = redis.call('HINCRBY', run_key, 'version', version_delta)
 local run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
