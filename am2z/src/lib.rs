@@ -407,9 +407,11 @@ pub use workflow::{
 ///
 /// ### `crate`
 ///
-/// The path generated code reaches am2z through, for a renamed dependency (`payments_rt = {
-/// package = "am2z", .. }` in `Cargo.toml`); by default `::am2z`. Generated code names
-/// nothing else from am2z, so this is the only change needed.
+/// The path generated code reaches am2z through. Without it, the macros read the name from
+/// the crate's `Cargo.toml`: `::am2z`, or `::payments_rt` for a renamed dependency
+/// (`payments_rt = { package = "am2z", .. }`, also through `workspace = true`), so a renamed
+/// dependency needs no key. Write it when am2z is reached some other way, for example through
+/// a crate that re-exports it. Generated code names nothing else from am2z.
 ///
 /// ```
 /// use am2z as payments_rt; // stands in for the renamed dependency
@@ -821,7 +823,7 @@ pub use am2z_macros::processor;
 /// | `description` | `description = "Takes an order to a receipt";` | shown in [`ProcessorInfo`] |
 /// | `timeout` | `timeout = "5m";` | a limit on the whole run (durations as in [`processor`]) |
 /// | `version` | `version = 2;` | the contract version |
-/// | `crate` | `crate = payments_rt;` | the path to am2z, for a renamed dependency (as [`processor`]'s `crate`) |
+/// | `crate` | `crate = payments_rt;` | the path to am2z, when `Cargo.toml` does not name it (as [`processor`]'s `crate`) |
 ///
 /// ```
 /// # use std::time::Duration;

@@ -14,7 +14,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
     let fn_ident = &item.sig.ident;
     let vis = &item.vis;
     let ty = type_name_of(fn_ident);
-    let krate = crate::crate_path(attr.crate_path.as_ref());
+    let krate = crate::krate::path(attr.crate_path.as_ref());
     let private = quote!(#krate::__private);
     let input = step.input;
     let output = step.output;

@@ -17,7 +17,7 @@ pub(crate) fn workflow(
     options: &WorkflowOptions,
     errors: &mut Errors,
 ) -> TokenStream {
-    let krate = crate::crate_path(options.crate_path.as_ref());
+    let krate = crate::krate::path(options.crate_path.as_ref());
     let private = quote!(#krate::__private);
     let WorkflowDef {
         attrs,
