@@ -11,7 +11,6 @@ mod literal;
 mod naming;
 mod options;
 mod processor;
-mod respan;
 mod typed;
 mod workflow;
 

@@ -82,3 +82,44 @@ pub(crate) fn identity_edges(
         }
     }
 }
+
+/// The `Processor` impl of a type whose macro reported an error: it exists so that uses of the
+/// type type-check and report nothing more; its body never runs, because the crate does not
+/// compile.
+pub(crate) fn stub_processor(
+    ty: &Ident,
+    name: &proc_macro2::Literal,
+    input: &Type,
+    output: &Type,
+    private: &TokenStream,
+) -> TokenStream {
+    let identity_edges = identity_edges(ty, input, output, private);
+    quote! {
+        const _: () = {
+            impl #private::Processor for #ty {
+                type Input = #input;
+                type Output = #output;
+
+                fn name(&self) -> &'static str {
+                    #name
+                }
+
+                fn config(&self) -> &#private::ProcessorConfig {
+                    static __AM2Z_CONFIG: #private::ProcessorConfig =
+                        #private::ProcessorConfig::new();
+                    &__AM2Z_CONFIG
+                }
+
+                async fn process(
+                    &self,
+                    _: #input,
+                    _: &#private::Ctx,
+                ) -> #private::core::result::Result<#output, #private::Error> {
+                    ::core::unreachable!()
+                }
+            }
+
+            #identity_edges
+        };
+    }
+}
