@@ -74,13 +74,13 @@ pub(crate) fn workflow(
         quote!(#[doc = #doc])
     });
 
-    let unit_struct = crate::typed::unit_struct(vis, ident);
-    let entry_points = crate::typed::entry_points(vis, ident, input, output, &private, "workflow");
-    let identity_edges = crate::typed::identity_edges(ident, input, output, &private);
+    let docs = quote!(#(#attrs)* #default_doc);
+    let salt = quote!(#(#statements)*).to_string();
+    let (ty_items, ty) = crate::typed::workflow_type(vis, ident, &docs, &salt);
+    let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "workflow");
+    let identity_edges = crate::typed::identity_edges(&ty, input, output, &private);
     quote! {
-        #(#attrs)*
-        #default_doc
-        #unit_struct
+        #ty_items
 
         #entry_points
 
@@ -96,7 +96,7 @@ pub(crate) fn workflow(
                 #private::Workflow::new(#name, __am2z_body()).with_config(__AM2Z_CONFIG)
             }
 
-            impl #private::Processor for #ident {
+            impl #private::Processor for #ty {
                 type Input = #input;
                 type Output = #output;
 
@@ -157,12 +157,12 @@ pub(crate) fn stub(def: &WorkflowDef, options: &WorkflowOptions) -> TokenStream 
         ..
     } = def;
     let name = Literal::string(&ident.to_string());
-    let unit_struct = crate::typed::unit_struct(vis, ident);
-    let entry_points = crate::typed::entry_points(vis, ident, input, output, &private, "workflow");
-    let stub = crate::typed::stub_processor(ident, &name, input, output, &private);
+    let docs = quote!(#(#attrs)*);
+    let (ty_items, ty) = crate::typed::workflow_type(vis, ident, &docs, &ident.to_string());
+    let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "workflow");
+    let stub = crate::typed::stub_processor(&ty, &name, input, output, &private);
     quote! {
-        #(#attrs)*
-        #unit_struct
+        #ty_items
         #entry_points
         #stub
     }
