@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole benchmark in one command: am2z (bench/, release build), the local runtime's
-# overhead example, the BullMQ peer scripts (../shared/bench, copied to a temp dir and
-# npm-installed there) and redis-benchmark, all against one scratch Redis that this script
+# overhead example, the BullMQ peer scripts (the directory PEER_SRC names, copied to a temp dir
+# and npm-installed there) and redis-benchmark, all against one scratch Redis that this script
 # starts on a free loopback port and stops by its pid. Writes BENCHMARKS.md at the repo root.
 #
-#   bench/run.sh                 # everything (~10 min on 2 cores)
+#   PEER_SRC=<dir> bench/run.sh  # everything (~10 min on 2 cores); <dir> holds the peer
+#                                # scripts: bench-bullmq.js, package.json, cmdstats.sh,
+#                                # redis-physical.sh
 #   PEERS=0 bench/run.sh         # am2z only (the peer columns show "not run")
 #   PEER_REPS=1 bench/run.sh     # fewer peer repetitions
 #   BENCH_RAW=/tmp/raw bench/run.sh   # also keep the raw outputs there
@@ -13,8 +15,13 @@
 # only after checking that the server there is the one this script started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEER_SRC=${PEER_SRC:-$ROOT/../shared/bench}
+PEER_SRC=${PEER_SRC:-}
 PEERS=${PEERS:-1}
+if [[ $PEERS == 1 && ! -f $PEER_SRC/bench-bullmq.js ]]; then
+    echo "the BullMQ peer runs from PEER_SRC, a directory with bench-bullmq.js (got '${PEER_SRC}');" >&2
+    echo "set PEER_SRC, or PEERS=0 to measure am2z alone" >&2
+    exit 1
+fi
 PEER_REPS=${PEER_REPS:-}
 PORT=${BENCH_REDIS_PORT:-6390}
 COMMAND="${CARGO_TARGET_DIR:+CARGO_TARGET_DIR=$CARGO_TARGET_DIR }${PEER_REPS:+PEER_REPS=$PEER_REPS }$([[ $PEERS == 1 ]] || echo "PEERS=$PEERS ")bench/run.sh"
@@ -86,7 +93,7 @@ python3 "$ROOT/bench/script_costs.py" "$PORT" "$RUNS" | tee "$WORK/script-costs.
 redis-cli -p "$PORT" slowlog reset >/dev/null
 
 if [[ $PEERS == 1 ]]; then
-    say "BullMQ peer (../shared/bench, npm install in a temp copy)"
+    say "BullMQ peer ($PEER_SRC, npm install in a temp copy)"
     cp -r "$PEER_SRC" "$WORK/peer"
     chmod -R u+w "$WORK/peer"
     (cd "$WORK/peer" && npm install --no-audit --no-fund --loglevel=error >&2)

@@ -6,11 +6,11 @@
 use proc_macro::TokenStream;
 
 mod errors;
+mod krate;
 mod literal;
 mod naming;
 mod options;
 mod processor;
-mod respan;
 mod typed;
 mod workflow;
 
@@ -26,12 +26,4 @@ pub fn processor(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro]
 pub fn workflow(input: TokenStream) -> TokenStream {
     workflow::expand(input.into()).into()
-}
-
-/// The path generated code reaches am2z through: `::am2z` unless `crate = path` says otherwise.
-fn crate_path(custom: Option<&syn::Path>) -> proc_macro2::TokenStream {
-    match custom {
-        Some(path) => quote::quote!(#path),
-        None => quote::quote!(::am2z),
-    }
 }

@@ -225,8 +225,9 @@ pub use workflow::{
 /// ```
 ///
 /// Because `Accepts` and `Returns` are implemented for exactly one type, a step wired to the
-/// wrong type fails to compile with "step `ChargeCard` cannot take `ValidOrder` as its input",
-/// on the step.
+/// wrong type fails to compile, on the step: in a [`workflow!`] with "step `charge_card` takes
+/// `Payment`, but the step before it, `validate_order`, returns `ValidOrder`", and in a
+/// combinator built by hand with "step `ChargeCard` cannot take `ValidOrder` as its input".
 ///
 /// # Keys
 ///
@@ -407,9 +408,11 @@ pub use workflow::{
 ///
 /// ### `crate`
 ///
-/// The path generated code reaches am2z through, for a renamed dependency (`payments_rt = {
-/// package = "am2z", .. }` in `Cargo.toml`); by default `::am2z`. Generated code names
-/// nothing else from am2z, so this is the only change needed.
+/// The path generated code reaches am2z through. Without it, the macros read the name from
+/// the crate's `Cargo.toml`: `::am2z`, or `::payments_rt` for a renamed dependency
+/// (`payments_rt = { package = "am2z", .. }`, also through `workspace = true`), so a renamed
+/// dependency needs no key. Write it when am2z is reached some other way, for example through
+/// a crate that re-exports it. Generated code names nothing else from am2z.
 ///
 /// ```
 /// use am2z as payments_rt; // stands in for the renamed dependency
@@ -821,7 +824,7 @@ pub use am2z_macros::processor;
 /// | `description` | `description = "Takes an order to a receipt";` | shown in [`ProcessorInfo`] |
 /// | `timeout` | `timeout = "5m";` | a limit on the whole run (durations as in [`processor`]) |
 /// | `version` | `version = 2;` | the contract version |
-/// | `crate` | `crate = payments_rt;` | the path to am2z, for a renamed dependency (as [`processor`]'s `crate`) |
+/// | `crate` | `crate = payments_rt;` | the path to am2z, when `Cargo.toml` does not name it (as [`processor`]'s `crate`) |
 ///
 /// ```
 /// # use std::time::Duration;
@@ -860,20 +863,29 @@ pub use am2z_macros::processor;
 ///
 /// # Type errors
 ///
-/// A macro cannot see types, so every edge is checked by a call spanned on your step, and
-/// rustc reports a mismatch there, once, naming the step and both types:
+/// A macro cannot see types, so every edge is checked by a call placed on your step, and
+/// rustc reports a mismatch there, once, naming the step as you wrote it, both types, and
+/// where the value it is given comes from:
 ///
-/// - a step whose input is not what flows into it: "step `Charge` cannot take `ValidOrder` as
-///   its input";
-/// - a route arm that takes a different input, or returns a different output from the first
-///   arm: "step `Standard` does not return `Receipt`";
-/// - a merge fn whose parameters are not the branch outputs: "merge fn `fn(u32, u64) ->
-///   ValidOrder` cannot take the branch outputs `(u32, String)`";
-/// - `map!` given something other than a `Vec`: "`map!` runs its step over a `Vec` of inputs,
-///   but it is given `Receipt`";
+/// - a step whose input is not what flows into it: "step `charge` takes `Payment`, but the
+///   step before it, `validate`, returns `ValidOrder`" (or "..., but it is the first step of
+///   workflow `Checkout`, which takes `Order`", "..., but every branch of its `parallel!` is
+///   given `Order`", "..., but every arm of its `route!` is given `Order`");
+/// - a route arm that returns something else than the first arm: "step `standard` returns
+///   `ValidOrder`, but the first arm of its `route!`, `gold`, returns `Receipt`";
+/// - a merge fn (or closure) whose parameters are not the branch outputs: "merge fn
+///   `merge_checks` takes `(u32, u64)`, but the branches of its `parallel!` return `(u32,
+///   String)`";
+/// - `map!` given something other than a `Vec`: "`map!` runs `send_email` on each item of a
+///   `Vec`, but the step before it, `archive`, returns `Receipt`";
 /// - a `match` route missing a variant: rustc's non-exhaustive patterns error, on your `match`;
 /// - a workflow whose last step does not return the declared output: "workflow `Checkout`
-///   declares `Receipt` as its output, but its last step returns `ValidOrder`".
+///   returns `Receipt`, but its last step, `validate`, returns `ValidOrder`";
+/// - a step name that names nothing: rustc's "cannot find value", which suggests the processor
+///   fns of a similar name.
+///
+/// A mistake the macro itself reports (a bad option, a node it does not know) still leaves
+/// the workflow's type, so code that uses it reports nothing more.
 ///
 /// ```compile_fail,E0277
 /// # use am2z::{processor, workflow, Error};
@@ -886,7 +898,7 @@ pub use am2z_macros::processor;
 ///
 /// workflow! {
 ///     pub Checkout(Order) -> Receipt {
-///         chain![validate, charge]   // error: step `Charge` cannot take `ValidOrder` as its input
+///         chain![validate, charge]   // error: step `charge` takes `Payment`, but the step before it, `validate`, returns `ValidOrder`
 ///     }
 /// }
 /// ```

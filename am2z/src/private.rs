@@ -6,13 +6,16 @@
 //! # How `workflow!` checks edges
 //!
 //! A macro cannot see types, so `workflow!` threads a [`Witness`] of the type flowing into each
-//! node and wraps every user step with [`step`] (or [`step_to`] for route arms), spanned on the
-//! user's step. The one bound that can fail for an edge (`P: Accepts<I>`) is on that call, so
-//! rustc reports it there, in `Accepts`'s words. The wrapper is returned as a [`Prefix<I, O>`]
-//! (a concrete type, which carries none of the wrapper fn's bounds) whose input is the
-//! *expected* type, so everything built on top of it type-checks even when the edge is broken:
-//! one mistake, one error, no cascade. Merge fns ([`checked_merge`]) and `map!`
-//! ([`items_of`], [`batch`]) are checked the same way.
+//! node and checks every edge with a small trait it generates for that edge, inside the
+//! workflow's body fn: its `#[diagnostic::on_unimplemented]` message is written for that one
+//! edge ("step `print_label` takes `Parcel`, but the step before it, `approve`, returns
+//! `ApprovedInvoice`"), and its only impl is the identity (`impl<T> Check<T> for T`), so the
+//! check holds exactly when the two types are the same. The check is called with its tokens on
+//! the user's step, so rustc reports it there. The call also builds the step, through the
+//! helpers here ([`step`], [`prefix`], [`merge`], [`batch`]), as a [`Prefix<I, O>`] (a
+//! concrete type, which carries none of the helpers' bounds) typed with what the workflow
+//! expects, so everything built on top type-checks even when the edge is broken: one mistake,
+//! one error, no cascade.
 
 use ::core::marker::PhantomData;
 
@@ -49,6 +52,32 @@ pub fn output_of<P: Processor>(_node: &P) -> Witness<P::Output> {
     witness()
 }
 
+/// Another witness of `T` (a call, so that rustc points at the whole of it).
+pub fn witness_of<T>(_witness: &Witness<T>) -> Witness<T> {
+    witness()
+}
+
+/// The witness of what `node` takes.
+pub fn input_of<P: Processor>(_node: &P) -> Witness<P::Input> {
+    witness()
+}
+
+/// A processor that takes `I` and can be a step where an `I` flows (what [`step`] needs).
+pub trait StepOf<I>:
+    Processor<Input = I> + Accepts<I> + Returns<<Self as Processor>::Output>
+{
+}
+
+impl<I, P> StepOf<I> for P where
+    P: Processor<Input = I> + Accepts<I> + Returns<<P as Processor>::Output>
+{
+}
+
+/// A value that can flow between steps.
+pub trait Data: Clone + Send + 'static {}
+
+impl<T: Clone + Send + 'static> Data for T {}
+
 /// A processor taking `I` and returning `O`, as generated code builds them.
 pub trait Node<I, O>: Processor<Input = I, Output = O> + Accepts<I> + Returns<O> {}
 
@@ -67,75 +96,40 @@ where
     })
 }
 
-/// A route arm where an `I` flows and an `O` must come out: checks both at the caller's span.
+/// The parameters of a fn or closure, as a tuple: what `workflow!` compares with a
+/// parallel's branch outputs to check a merge fn of any arity.
 ///
-/// The result is the concrete [`Prefix`], not an `impl Node<I, O>`: an opaque type carries the
-/// bounds of the fn that made it, so a broken arm would be reported again wherever the route's
-/// type is checked (the `workflow!` call, the declared output).
-pub fn step_to<I, O, P>(_input: &Witness<I>, _output: &Witness<O>, step: P) -> Prefix<I, O>
-where
-    I: Clone + Send + 'static,
-    O: Send + 'static,
-    P: Accepts<I> + Returns<O>,
-{
-    erase(Edge::<I, O, P> {
-        step,
-        marker: PhantomData,
-    })
-}
-
-/// A merge fn's signature, read as a fn pointer, compared with the branch outputs `Args`.
-///
-/// `F: MergeFn<Args>` goes through `F: Fn(..)`, and rustc reports a failing `Fn` bound on a fn
-/// item as a signature mismatch (E0631) rather than in `MergeFn`'s words. A fn pointer's
-/// parameters are part of its type, so this trait matches them in the impl header and a
-/// mismatch is a plain "not implemented", reported with the message below.
+/// One impl per arity, each through an `Fn` bound: rustc picks the one the fn's arity fits, so
+/// `Params` is known without coercing the fn to a pointer of a guessed arity.
 #[diagnostic::on_unimplemented(
-    message = "merge fn `{Self}` cannot take the branch outputs `{Args}`",
-    label = "its parameters must be the branch outputs, in branch order: `{Args}`",
-    note = "a merge fn takes one parameter per branch, each of that branch's output type, and returns the merged value"
+    message = "`{Self}` is not a fn that can merge branch outputs",
+    label = "a merge fn is a fn or closure",
+    note = "a merge fn takes one parameter per branch, in branch order, and returns the merged value"
 )]
-pub trait MergeSignature<Args> {
-    /// `F` when the signature fits; when it does not, the projection fails with the error
-    /// above and the merge built from it is not checked again (one mistake, one error).
-    type Checked<F>;
-    /// The identity.
-    fn checked<F>(merge: F) -> Self::Checked<F>;
-}
+pub trait FnParams<Params> {}
 
-macro_rules! merge_signature {
-    ($($A:ident),+) => {
-        impl<$($A,)+ O> MergeSignature<($($A,)+)> for fn($($A),+) -> O {
-            type Checked<F> = F;
-            fn checked<F>(merge: F) -> F {
-                merge
-            }
-        }
+macro_rules! fn_params {
+    ($($A:ident),*) => {
+        impl<F, O, $($A),*> FnParams<($($A,)*)> for F where F: Fn($($A),*) -> O {}
     };
 }
 
-merge_signature!(A, B);
-merge_signature!(A, B, C);
-merge_signature!(A, B, C, D);
-merge_signature!(A, B, C, D, E);
-merge_signature!(A, B, C, D, E, G);
-merge_signature!(A, B, C, D, E, G, H);
-merge_signature!(A, B, C, D, E, G, H, J);
+fn_params!();
+fn_params!(A);
+fn_params!(A, B);
+fn_params!(A, B, C);
+fn_params!(A, B, C, D);
+fn_params!(A, B, C, D, E);
+fn_params!(A, B, C, D, E, G);
+fn_params!(A, B, C, D, E, G, H);
+fn_params!(A, B, C, D, E, G, H, J);
 
-/// `merge` where the branch outputs `Args` flow, checked through its `signature` (the same fn
-/// coerced to a fn pointer) at the caller's span.
-pub fn checked_merge<Args, S, F>(
-    _outputs: &Witness<Args>,
-    _signature: S,
-    merge: F,
-) -> <S as MergeSignature<Args>>::Checked<F>
-where
-    S: MergeSignature<Args>,
-{
-    S::checked(merge)
+/// The witness of `merge`'s parameters.
+pub fn params_of<F: FnParams<P>, P>(_merge: &F) -> Witness<P> {
+    witness()
 }
 
-/// A parallel's outputs through a merge fn (checked first by [`checked_merge`]).
+/// A parallel's outputs through a merge fn (whose parameters `workflow!` checked first).
 pub fn merge<I, B, F>(parallel: Parallel<I, B, AllOrNothing>, merge: F) -> Prefix<I, F::Output>
 where
     I: Clone + Send + 'static,
@@ -155,72 +149,22 @@ where
     Route::new(selector)
 }
 
-/// The items of a batch (`map!`'s input).
-#[diagnostic::on_unimplemented(
-    message = "`map!` runs its step over a `Vec` of inputs, but it is given `{Self}`",
-    label = "this takes a `Vec<_>`, not `{Self}`",
-    note = "put `map!` after a step that returns a `Vec` of the mapped step's inputs"
-)]
-pub trait Batch {
-    /// One item.
-    type Item;
-    /// The items, for the map.
-    fn into_items(self) -> ::std::vec::Vec<Self::Item>;
-}
-
-impl<T> Batch for ::std::vec::Vec<T> {
-    type Item = T;
-    fn into_items(self) -> ::std::vec::Vec<T> {
-        self
-    }
-}
-
-/// The witness of one item of a batch.
-pub fn items_of<B: Batch>(_batch: &Witness<B>) -> Witness<B::Item> {
-    witness()
-}
-
-/// `map` where a `B` flows: a processor taking `B` itself, so that when `B` is not a batch the
-/// only error is `B: Batch` (reported by [`items_of`] at the same span) and everything built on
-/// the map still sees the input it expects.
-pub fn batch<B, M>(_batch: &Witness<B>, map: M) -> Prefix<B, M::Output>
+/// `map` where a `B` flows, turned into the map's `Vec` by `into_items` (the identity, which
+/// `workflow!`'s check of the map's input supplies; when that check fails it is an error type
+/// and nothing here is checked again).
+pub fn batch<B, T, M>(
+    _batch: &Witness<B>,
+    into_items: fn(B) -> ::std::vec::Vec<T>,
+    map: M,
+) -> Prefix<B, M::Output>
 where
-    B: Batch + Clone + Send + 'static,
-    M: Processor<Input = ::std::vec::Vec<B::Item>>,
+    B: Clone + Send + 'static,
+    T: 'static,
+    M: Processor<Input = ::std::vec::Vec<T>>,
 {
-    erase(Batched::<B, M> {
+    erase(Batched::<B, T, M> {
         map,
-        marker: PhantomData,
-    })
-}
-
-/// The output a workflow declares, compared with what its body returns.
-#[diagnostic::on_unimplemented(
-    message = "workflow `{W}` declares `{T}` as its output, but its last step returns `{Self}`",
-    label = "declared `{T}`, the body returns `{Self}`",
-    note = "change the declared output type, or end the workflow with a step that returns `{T}`"
-)]
-pub trait DeclaredOutput<W, T> {
-    /// The identity.
-    fn into_declared(self) -> T;
-}
-
-impl<W, T> DeclaredOutput<W, T> for T {
-    fn into_declared(self) -> T {
-        self
-    }
-}
-
-/// The body of workflow `W`, checked against its declared output `O`.
-pub fn finish<W, O, N>(_output: &Witness<O>, body: N) -> Prefix<N::Input, O>
-where
-    W: 'static,
-    O: Send + 'static,
-    N: Processor,
-    N::Output: DeclaredOutput<W, O>,
-{
-    erase(Declared::<W, O, N> {
-        body,
+        into_items,
         marker: PhantomData,
     })
 }
@@ -449,24 +393,27 @@ where
 }
 
 /// A map seen as taking the batch `B` it is given.
-struct Batched<B, M> {
+struct Batched<B, T, M> {
     map: M,
+    into_items: fn(B) -> ::std::vec::Vec<T>,
     marker: PhantomData<fn(B)>,
 }
 
-impl<B, M: Clone> Clone for Batched<B, M> {
+impl<B, T, M: Clone> Clone for Batched<B, T, M> {
     fn clone(&self) -> Self {
         Batched {
             map: self.map.clone(),
+            into_items: self.into_items,
             marker: PhantomData,
         }
     }
 }
 
-impl<B, M> Processor for Batched<B, M>
+impl<B, T, M> Processor for Batched<B, T, M>
 where
-    B: Batch + Clone + Send + 'static,
-    M: Processor<Input = ::std::vec::Vec<B::Item>>,
+    B: Clone + Send + 'static,
+    T: 'static,
+    M: Processor<Input = ::std::vec::Vec<T>>,
 {
     type Input = B;
     type Output = M::Output;
@@ -478,7 +425,7 @@ where
         self.map.config()
     }
     async fn process(&self, input: B, ctx: &Ctx) -> ::core::result::Result<M::Output, Error> {
-        self.map.process(input.into_items(), ctx).await
+        self.map.process((self.into_items)(input), ctx).await
     }
     fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
         self.map.describe(plan)
@@ -501,7 +448,7 @@ where
     }
 }
 
-impl<B, M> Accepts<B> for Batched<B, M>
+impl<B, T, M> Accepts<B> for Batched<B, T, M>
 where
     Self: Processor<Input = B>,
 {
@@ -510,95 +457,12 @@ where
     }
 }
 
-impl<B, M> Returns<M::Output> for Batched<B, M>
+impl<B, T, M> Returns<M::Output> for Batched<B, T, M>
 where
     M: Processor,
     Self: Processor<Output = M::Output>,
 {
     fn output(output: M::Output) -> M::Output {
-        output
-    }
-}
-
-/// A workflow body seen as returning the declared output.
-struct Declared<W, O, N> {
-    body: N,
-    marker: PhantomData<fn(W) -> O>,
-}
-
-impl<W, O, N: Clone> Clone for Declared<W, O, N> {
-    fn clone(&self) -> Self {
-        Declared {
-            body: self.body.clone(),
-            marker: PhantomData,
-        }
-    }
-}
-
-impl<W, O, N> Processor for Declared<W, O, N>
-where
-    W: 'static,
-    O: Send + 'static,
-    N: Processor,
-    N::Output: DeclaredOutput<W, O>,
-{
-    type Input = N::Input;
-    type Output = O;
-
-    fn name(&self) -> &'static str {
-        self.body.name()
-    }
-    fn config(&self) -> &ProcessorConfig {
-        self.body.config()
-    }
-    fn process<'c>(
-        &self,
-        input: N::Input,
-        ctx: &'c Ctx,
-    ) -> impl ::core::future::Future<Output = ::core::result::Result<O, Error>> + Send {
-        let body = self.body.clone();
-        boxed::<'c, _>(async move {
-            body.process(input, ctx)
-                .await
-                .map(DeclaredOutput::into_declared)
-        })
-    }
-    fn describe(&self, plan: &mut PlanBuilder) -> NodeId {
-        self.body.describe(plan)
-    }
-    fn visit(&self, visitor: &mut dyn FnMut(Registration)) {
-        self.body.visit(visitor);
-    }
-    fn is_step(&self) -> bool {
-        self.body.is_step()
-    }
-    fn chain_len(&self) -> usize {
-        self.body.chain_len()
-    }
-    fn compile(&self, graph: &mut PortableGraph) -> Option<PortableId> {
-        if same_type::<O, N::Output>() {
-            self.body.compile(graph)
-        } else {
-            None
-        }
-    }
-}
-
-impl<W, O, N> Accepts<N::Input> for Declared<W, O, N>
-where
-    N: Processor,
-    Self: Processor<Input = N::Input>,
-{
-    fn accept(input: N::Input) -> N::Input {
-        input
-    }
-}
-
-impl<W, O, N> Returns<O> for Declared<W, O, N>
-where
-    Self: Processor<Output = O>,
-{
-    fn output(output: O) -> O {
         output
     }
 }

@@ -1,4 +1,4 @@
-//! `RESULT` lines, in the format of the peer scripts (`../shared/bench/bench-bullmq.js`), so
+//! `RESULT` lines, in the format of the BullMQ peer script (`bench-bullmq.js`), so
 //! one script tabulates am2z and its peers alike:
 //!
 //! ```text

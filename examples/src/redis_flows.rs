@@ -77,8 +77,9 @@ pub async fn charge(priced: Priced, ctx: &Ctx) -> Result<Receipt, Error> {
     })
 }
 
-/// Counts down to zero by calling itself through `ctx.call`: each level runs inline in the
-/// worker, so deep recursion needs no free worker slot.
+/// Counts down to zero by calling itself through `ctx.call`: each level is a child job of the
+/// run, and a caller gives its worker slot back while it waits, so deep recursion needs no
+/// free worker slot.
 #[processor(description = "Recurses n deep")]
 pub async fn countdown(n: u32, ctx: &Ctx) -> Result<u32, Error> {
     if n == 0 {

@@ -2,6 +2,7 @@
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ItemFn;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
@@ -14,7 +15,7 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
     let fn_ident = &item.sig.ident;
     let vis = &item.vis;
     let ty = type_name_of(fn_ident);
-    let krate = crate::crate_path(attr.crate_path.as_ref());
+    let krate = crate::krate::path(attr.crate_path.as_ref());
     let private = quote!(#krate::__private);
     let input = step.input;
     let output = step.output;
@@ -101,6 +102,38 @@ pub(crate) fn processor(step: &StepFn<'_>, attr: &ProcessorAttr) -> TokenStream 
 
             #identity_edges
         };
+    }
+}
+
+/// What is emitted for a fn `#[processor]` refused (its errors are reported beside it): the
+/// fn as written, and the processor type with the entry points and stub impls, typed with
+/// the fn's types where they can be a processor's, so later uses of either do not cascade.
+pub(crate) fn fallback(item: &ItemFn, attr: &ProcessorAttr) -> TokenStream {
+    let fn_ident = &item.sig.ident;
+    let ty = type_name_of(fn_ident);
+    let is_method = item
+        .sig
+        .inputs
+        .iter()
+        .any(|arg| matches!(arg, syn::FnArg::Receiver(_)));
+    if ty == *fn_ident || is_method {
+        // A type would clash with the fn, or could not be declared where a method is: the
+        // error says so, and only the fn is emitted.
+        return quote!(#item);
+    }
+    let vis = &item.vis;
+    let krate = crate::krate::path(attr.crate_path.as_ref());
+    let private = quote!(#krate::__private);
+    let (input, output) = super::validate::fallback_types(item);
+    let name = Literal::string(&fn_ident.unraw().to_string());
+    let unit_struct = crate::typed::unit_struct(vis, &ty);
+    let entry_points = crate::typed::entry_points(vis, &ty, &input, &output, &private, "processor");
+    let stub = crate::typed::stub_processor(&ty, &name, &input, &output, &private);
+    quote! {
+        #item
+        #unit_struct
+        #entry_points
+        #stub
     }
 }
 

@@ -26,12 +26,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let attr = attr::parse(args, &mut errors);
-    let generated =
-        validate::step_fn(&item, &mut errors).map(|step| expand::processor(&step, &attr));
+    let generated = match validate::step_fn(&item, &mut errors) {
+        Some(step) => expand::processor(&step, &attr),
+        // The fn is still emitted, and the processor type with stub impls, so one mistake does
+        // not cascade into "cannot find" errors wherever the fn or its type is used.
+        None => expand::fallback(&item, &attr),
+    };
     let errors = errors.to_compile_errors();
-    match generated {
-        Some(generated) => quote!(#errors #generated),
-        // The fn is still emitted, so one mistake does not cascade into "cannot find" errors.
-        None => quote!(#errors #item),
-    }
+    quote!(#errors #generated)
 }

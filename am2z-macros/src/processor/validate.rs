@@ -170,6 +170,28 @@ pub(crate) fn step_fn<'a>(item: &'a ItemFn, errors: &mut Errors) -> Option<StepF
     })
 }
 
+/// The input and output types to give the processor type of a fn `#[processor]` refused, so
+/// that its uses still type-check: each as written when it can be a processor's, else `()`.
+pub(crate) fn fallback_types(item: &ItemFn) -> (Type, Type) {
+    let unit: Type = syn::parse_quote!(());
+    if !item.sig.generics.params.is_empty() {
+        return (unit.clone(), unit);
+    }
+    let input = match item.sig.inputs.first() {
+        Some(FnArg::Typed(arg)) if not_owned(&arg.ty).is_none() => (*arg.ty).clone(),
+        _ => unit.clone(),
+    };
+    let output = match &item.sig.output {
+        ReturnType::Type(_, ty) => match ok_type(ty) {
+            Some(out) => out.clone(),
+            None if !matches!(**ty, Type::ImplTrait(_) | Type::Reference(_)) => (**ty).clone(),
+            None => unit,
+        },
+        ReturnType::Default => unit,
+    };
+    (input, output)
+}
+
 /// The `Out` of a `Result<Out, E>` (any path whose last segment ends in `Result`, so
 /// `am2z::Result<Out>` and aliases like `io::Result<Out>` work).
 fn ok_type(ty: &Type) -> Option<&Type> {

@@ -1,23 +1,24 @@
 //! Generates a workflow type and the body fn that builds its combinator value, with every edge
-//! checked by a call spanned on the user's step (see `am2z::__private`).
+//! checked where the user wrote it (the checks and their words are in `edges`).
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Path, PathSegment};
+use syn::{Expr, Path, PathSegment};
 
+use super::edges::{Before, Checks, Source, expr_text, on_user_tokens, path_text, span_range};
 use super::parse::{ArmKey, Node, Selector, WorkflowDef};
 use super::validate::{Policy, WorkflowOptions, node_options};
 use crate::errors::Errors;
 use crate::naming::type_name_of;
-use crate::respan::respan;
 
 pub(crate) fn workflow(
     def: &WorkflowDef,
+    body: &Node,
     options: &WorkflowOptions,
     errors: &mut Errors,
 ) -> TokenStream {
-    let krate = crate::crate_path(options.crate_path.as_ref());
+    let krate = crate::krate::path(options.crate_path.as_ref());
     let private = quote!(#krate::__private);
     let WorkflowDef {
         attrs,
@@ -25,12 +26,12 @@ pub(crate) fn workflow(
         ident,
         input,
         output,
-        body,
         ..
     } = def;
 
     let mut body_gen = Body {
         private: &private,
+        checks: Checks { private: &private },
         statements: Vec::new(),
         next: 0,
         errors,
@@ -39,12 +40,15 @@ pub(crate) fn workflow(
     body_gen
         .statements
         .push(quote_spanned!(input.span()=> let #start = #private::witness::<#input>();));
-    let root = body_gen.node(body, &start);
-    let statements = body_gen.statements;
-    let finish = respan(
-        quote!(#private::finish::<#ident, #output, _>(&#private::witness::<#output>(), #root)),
-        output.span(),
+    let root = body_gen.node(body, &start, &Source::Workflow(ident.to_string()));
+    let finish = body_gen.checks.declared_output(
+        &ident.to_string(),
+        &Before::of(body),
+        output,
+        &root,
+        span_range(output),
     );
+    let statements = body_gen.statements;
 
     let name = match &options.name {
         Some(name) => quote!(#name),
@@ -70,13 +74,13 @@ pub(crate) fn workflow(
         quote!(#[doc = #doc])
     });
 
-    let unit_struct = crate::typed::unit_struct(vis, ident);
-    let entry_points = crate::typed::entry_points(vis, ident, input, output, &private, "workflow");
-    let identity_edges = crate::typed::identity_edges(ident, input, output, &private);
+    let docs = quote!(#(#attrs)* #default_doc);
+    let salt = quote!(#(#statements)*).to_string();
+    let (ty_items, ty) = crate::typed::workflow_type(vis, ident, &docs, &salt);
+    let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "workflow");
+    let identity_edges = crate::typed::identity_edges(&ty, input, output, &private);
     quote! {
-        #(#attrs)*
-        #default_doc
-        #unit_struct
+        #ty_items
 
         #entry_points
 
@@ -92,7 +96,7 @@ pub(crate) fn workflow(
                 #private::Workflow::new(#name, __am2z_body()).with_config(__AM2Z_CONFIG)
             }
 
-            impl #private::Processor for #ident {
+            impl #private::Processor for #ty {
                 type Input = #input;
                 type Output = #output;
 
@@ -139,9 +143,35 @@ pub(crate) fn workflow(
     }
 }
 
+/// What is emitted for a workflow whose body has a mistake (reported beside it): its type,
+/// with the entry points and stub impls, so its uses elsewhere do not cascade.
+pub(crate) fn stub(def: &WorkflowDef, options: &WorkflowOptions) -> TokenStream {
+    let krate = crate::krate::path(options.crate_path.as_ref());
+    let private = quote!(#krate::__private);
+    let WorkflowDef {
+        attrs,
+        vis,
+        ident,
+        input,
+        output,
+        ..
+    } = def;
+    let name = Literal::string(&ident.to_string());
+    let docs = quote!(#(#attrs)*);
+    let (ty_items, ty) = crate::typed::workflow_type(vis, ident, &docs, &ident.to_string());
+    let entry_points = crate::typed::entry_points(vis, &ty, input, output, &private, "workflow");
+    let stub = crate::typed::stub_processor(&ty, &name, input, output, &private);
+    quote! {
+        #ty_items
+        #entry_points
+        #stub
+    }
+}
+
 /// The statements of the body fn, built node by node.
 struct Body<'a> {
     private: &'a TokenStream,
+    checks: Checks<'a>,
     statements: Vec<TokenStream>,
     next: usize,
     errors: &'a mut Errors,
@@ -166,27 +196,32 @@ impl Body<'_> {
         self.bind("w", Span::call_site(), quote!(#private::output_of(&#var)))
     }
 
-    /// Builds `node` where a value witnessed by `input` flows; returns the variable holding it.
-    fn node(&mut self, node: &Node, input: &Ident) -> Ident {
+    /// Builds `node` where a value witnessed by `input` flows, which comes from `source`;
+    /// returns the variable holding it.
+    fn node(&mut self, node: &Node, input: &Ident, source: &Source) -> Ident {
         let private = self.private;
         let options = node_options(node, self.errors);
         let named = options.name.as_ref().map(|name| quote!(.named(#name)));
         match node {
             Node::Step(path) => {
-                let ty = step_type(path);
-                // Spanned on the user's step: a broken edge is reported there.
-                self.bind(
-                    "s",
-                    path.span(),
-                    quote_spanned!(path.span()=> #private::step(&#input, #ty)),
-                )
+                let check = self.checks.step_input(
+                    &path_text(path),
+                    source,
+                    input,
+                    written_fn(path),
+                    &step_type(path),
+                    span_range(path),
+                );
+                self.bind("s", path.span(), check)
             }
             Node::Chain { span, nodes, .. } => {
                 let mut flowing = input.clone();
+                let mut source = source.clone();
                 let mut vars = Vec::new();
                 for node in nodes {
-                    let var = self.node(node, &flowing);
+                    let var = self.node(node, &flowing, &source);
                     flowing = self.output_of(&var);
+                    source = Source::After(Before::of(node));
                     vars.push(var);
                 }
                 let Some((first, rest)) = vars.split_first() else {
@@ -215,7 +250,7 @@ impl Body<'_> {
             } => {
                 let vars: Vec<_> = branches
                     .iter()
-                    .map(|branch| self.node(branch, input))
+                    .map(|branch| self.node(branch, input, &Source::Branch))
                     .collect();
                 let constructor = match options.policy {
                     Policy::AllOrNothing => quote!(new),
@@ -226,45 +261,40 @@ impl Body<'_> {
                 let Some(merge) = merge else {
                     return self.bind("p", *span, parallel);
                 };
-                // The merge fn is checked as a fn pointer whose parameters are compared with the
-                // branch outputs (`__private::checked_merge`); the merge itself is built from the
-                // fn as written, so the plan keeps its name.
                 let parallel = self.bind("p", *span, parallel);
                 let outputs = self.output_of(&parallel);
-                let merge_span = merge.span();
-                let merge_fn = self.bind("f", merge_span, quote!(#merge));
-                let signature = self.fresh("sig");
-                let params = branches.iter().map(|_| quote!(_));
-                self.statements.push(respan(
-                    quote!(let #signature: fn(#(#params),*) -> _ = #merge_fn;),
-                    merge_span,
-                ));
-                let checked = respan(
-                    quote!(#private::checked_merge(&#outputs, #signature, #merge_fn)),
-                    merge_span,
+                let merged = self.merge(merge, branches.len(), &outputs);
+                let built = on_user_tokens(
+                    quote!(#private::merge(#parallel, #merged)),
+                    span_range(merge),
                 );
-                let checked = self.bind("f", merge_span, checked);
-                let merged = respan(quote!(#private::merge(#parallel, #checked)), merge_span);
-                self.bind("p", merge_span, merged)
+                self.bind("p", merge.span(), built)
             }
-            Node::Map { span, step, .. } => {
-                // Respanned whole (the `#private` path included), so the error for a non-`Vec`
-                // input lands on the `map!` and not on the whole `workflow!` call.
-                let items = self.bind(
-                    "w",
-                    *span,
-                    respan(quote!(#private::items_of(&#input)), *span),
-                );
-                let var = self.node(step, &items);
+            Node::Map {
+                span, range, step, ..
+            } => {
+                let step_name = match &**step {
+                    Node::Step(path) => Some(path_text(path)),
+                    _ => None,
+                };
+                let items = self.fresh("w");
+                let into_items = self.fresh("into");
+                let check = self
+                    .checks
+                    .map_items(step_name.as_deref(), source, input, *range);
+                self.statements
+                    .push(quote!(let (#items, #into_items) = #check;));
+                let var = self.node(step, &items, &Source::MapItem);
                 let concurrency = options.concurrency.map(|n| {
                     let n = Literal::usize_suffixed(n as usize);
                     quote!(.concurrency(#n))
                 });
-                // Spanned like `items_of`: when the input is not a `Vec`, both report the same
-                // unmet `Batch` bound at the same place, which rustc shows once.
                 let map = quote!(#private::Map::new(#var) #concurrency #named);
-                let batch = respan(quote!(#private::batch(&#input, #map)), *span);
-                self.bind("m", *span, batch)
+                self.bind(
+                    "m",
+                    *span,
+                    quote!(#private::batch(&#input, #into_items, #map)),
+                )
             }
             Node::Route {
                 span,
@@ -273,24 +303,25 @@ impl Body<'_> {
                 ..
             } => {
                 let mut steps = Vec::new();
-                let mut out = None;
+                let mut first_arm: Option<(Ident, Before)> = None;
                 for arm in arms {
-                    let var = match (&out, &arm.step) {
-                        (None, _) => self.node(&arm.step, input),
-                        (Some(out), Node::Step(path)) => {
-                            let ty = step_type(path);
-                            let check =
-                                respan(quote!(#private::step_to(&#input, &#out, #ty)), path.span());
-                            self.bind("s", path.span(), check)
+                    let var = self.node(&arm.step, input, &Source::Arm);
+                    let var = match &first_arm {
+                        None => {
+                            first_arm = Some((self.output_of(&var), Before::of(&arm.step)));
+                            var
                         }
-                        (Some(out), nested) => {
-                            let var = self.node(nested, input);
-                            self.bind("s", *span, quote!(#private::step_to(&#input, &#out, #var)))
+                        Some((expected, first)) => {
+                            let check = self.checks.arm_output(
+                                &Before::of(&arm.step),
+                                first,
+                                expected,
+                                &var,
+                                node_span_range(&arm.step),
+                            );
+                            self.bind("s", *span, check)
                         }
                     };
-                    if out.is_none() {
-                        out = Some(self.output_of(&var));
-                    }
                     steps.push(var);
                 }
                 let mut value = match selector {
@@ -309,8 +340,12 @@ impl Body<'_> {
                             _ => TokenStream::new(),
                         });
                         // The `match` carries the user's span, so a variant left out is rustc's
-                        // non-exhaustive error on their match.
-                        let matched = quote_spanned!(match_token.span=> #match_token #scrutinee { #(#arms)* });
+                        // non-exhaustive error on their match. Its last arm never matches (a
+                        // guarded arm does not count for exhaustiveness) and has a context of
+                        // its own, so rustc does not suggest adding `Variant => todo!()` after
+                        // the user's last arm: that would not be a step.
+                        let never = quote_spanned!(Span::mixed_site()=> _ if false => "",);
+                        let matched = quote_spanned!(match_token.span=> #match_token #scrutinee { #(#arms)* #never });
                         quote!(#private::route(&#input, #params -> &'static str { #matched }))
                     }
                 };
@@ -333,6 +368,68 @@ impl Body<'_> {
             }
         }
     }
+
+    /// The merge fn `merge` of a parallel with `branches` branches whose outputs are witnessed
+    /// by `outputs`, checked: the variable holding it.
+    fn merge(&mut self, merge: &Expr, branches: usize, outputs: &Ident) -> Ident {
+        let tokens = span_range(merge);
+        let written = quote!(#merge);
+        let check = match merge {
+            Expr::Closure(closure) if !closure.inputs.iter().all(is_typed) => {
+                // Untyped parameters are given the branch outputs, as rustc infers a closure's
+                // parameters from the `Fn` bound of the fn it is passed to.
+                let params: Vec<_> = (0..branches)
+                    .map(|i| format_ident!("__Am2zA{}", i))
+                    .collect();
+                let private = self.private;
+                quote! {{
+                    fn __am2z_expect<#(#params,)* __Am2zO, __Am2zF>(
+                        _outputs: &#private::Witness<(#(#params,)*)>,
+                        merge: __Am2zF,
+                    ) -> __Am2zF
+                    where
+                        __Am2zF: ::core::ops::Fn(#(#params),*) -> __Am2zO,
+                    {
+                        merge
+                    }
+                    __am2z_expect(&#outputs, #written)
+                }}
+            }
+            Expr::Closure(_) => {
+                self.checks
+                    .merge_params("the merge closure", outputs, &written, tokens)
+            }
+            _ => {
+                let subject = format!("merge fn `{}`", expr_text(merge));
+                self.checks
+                    .merge_params(&subject, outputs, &written, tokens)
+            }
+        };
+        self.bind("f", merge.span(), check)
+    }
+}
+
+/// Whether a closure parameter has a written type.
+fn is_typed(param: &syn::Pat) -> bool {
+    matches!(param, syn::Pat::Type(_))
+}
+
+/// The first and last spans of a node as written: a step's path, else the node's macro call.
+fn node_span_range(node: &Node) -> (Span, Span) {
+    match node {
+        Node::Step(path) => span_range(path),
+        Node::Chain { range, .. }
+        | Node::Parallel { range, .. }
+        | Node::Route { range, .. }
+        | Node::Map { range, .. } => *range,
+    }
+}
+
+/// The fn a step names, when it names one by a fn's name (its last segment is not already
+/// the processor type's name).
+fn written_fn(path: &Path) -> Option<&Path> {
+    let last = &path.segments.last()?.ident;
+    (type_name_of(last) != *last).then_some(path)
 }
 
 /// A step's type: its last segment by the UpperCamelCase rule (`payments::charge_card` →

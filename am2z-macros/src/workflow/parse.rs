@@ -8,9 +8,11 @@ use syn::{Attribute, Expr, Ident, Pat, Path, Token, Type, Visibility, braced, to
 
 use crate::options::KeyValue;
 
-/// Everything inside one `workflow! { ... }`: one or more workflows.
+/// Everything inside one `workflow! { ... }`: the workflows read, and the error that stopped
+/// the reading of a workflow's name or types, if one did.
 pub(crate) struct Input {
     pub(crate) workflows: Vec<WorkflowDef>,
+    pub(crate) error: Option<syn::Error>,
 }
 
 /// `#[attrs] vis Name(In) -> Out { options; body }`.
@@ -20,6 +22,13 @@ pub(crate) struct WorkflowDef {
     pub(crate) ident: Ident,
     pub(crate) input: Type,
     pub(crate) output: Type,
+    /// What is between the braces, read on its own: a mistake there still leaves the name and
+    /// types, so the workflow's type is emitted and its uses do not cascade.
+    pub(crate) contents: syn::Result<Contents>,
+}
+
+/// The options and the body of a workflow.
+pub(crate) struct Contents {
     pub(crate) options: Vec<KeyValue>,
     pub(crate) body: Node,
 }
@@ -30,23 +39,28 @@ pub(crate) enum Node {
     Step(Path),
     Chain {
         span: Span,
+        /// The first and last spans of `chain![..]` as written, for errors on the whole node.
+        range: (Span, Span),
         nodes: Vec<Node>,
         options: Vec<KeyValue>,
     },
     Parallel {
         span: Span,
+        range: (Span, Span),
         branches: Vec<Node>,
         options: Vec<KeyValue>,
         merge: Option<Expr>,
     },
     Route {
         span: Span,
+        range: (Span, Span),
         selector: Selector,
         arms: Vec<RouteArm>,
         options: Vec<KeyValue>,
     },
     Map {
         span: Span,
+        range: (Span, Span),
         step: Box<Node>,
         options: Vec<KeyValue>,
     },
@@ -81,15 +95,23 @@ pub(crate) enum ArmKey {
 impl Parse for Input {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut workflows = Vec::new();
+        let mut error = None;
         while !input.is_empty() {
-            workflows.push(input.parse()?);
+            match input.parse() {
+                Ok(workflow) => workflows.push(workflow),
+                Err(e) => {
+                    error = Some(e);
+                    // What follows cannot be told apart from the broken workflow.
+                    input.parse::<TokenStream>()?;
+                }
+            }
         }
-        if workflows.is_empty() {
+        if workflows.is_empty() && error.is_none() {
             return Err(input.error(
                 "expected a workflow: `workflow! { pub Name(Input) -> Output { chain![first_step, second_step] } }`",
             ));
         }
-        Ok(Input { workflows })
+        Ok(Input { workflows, error })
     }
 }
 
@@ -120,40 +142,56 @@ impl Parse for WorkflowDef {
         }
         input.parse::<Token![->]>()?;
         let output: Type = input.parse()?;
-        let body;
-        braced!(body in input);
-        let mut options = Vec::new();
-        while is_option(&body) {
-            options.push(body.parse()?);
-            body.parse::<Token![;]>().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "expected `;` after a workflow option: `timeout = \"5m\";`",
-                )
-            })?;
+        if !input.peek(token::Brace) {
+            return Err(input.error(
+                "expected the workflow's body in braces: `Name(Input) -> Output { chain![first_step, second_step] }`",
+            ));
         }
-        if body.is_empty() {
-            return Err(body.error("expected the workflow's body after its options, e.g. `chain![first_step, second_step]`"));
-        }
-        let node = body.parse()?;
-        if body.peek(Token![;]) {
-            body.parse::<Token![;]>()?;
-        }
-        if !body.is_empty() {
-            return Err(
-                body.error("a workflow's body is one node: put several steps in `chain![..]`")
-            );
-        }
+        let body: proc_macro2::Group = input.parse()?;
+        // Read on their own, so that a mistake inside the braces leaves this workflow's name
+        // and types (and the workflows after it) read; an error at their end points at `}`,
+        // as it would inside `braced!`.
+        let contents =
+            syn::parse::Parser::__parse_scoped(contents, body.span_close(), body.stream());
         Ok(WorkflowDef {
             attrs,
             vis,
             ident,
             input: input_ty,
             output,
-            options,
-            body: node,
+            contents,
         })
     }
+}
+
+/// A workflow's options and body: `timeout = "5m"; chain![..]`.
+fn contents(body: ParseStream<'_>) -> syn::Result<Contents> {
+    let mut options = Vec::new();
+    while is_option(body) {
+        options.push(body.parse()?);
+        body.parse::<Token![;]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected `;` after a workflow option: `timeout = \"5m\";`",
+            )
+        })?;
+    }
+    if body.is_empty() {
+        return Err(body.error(
+            "expected the workflow's body after its options, e.g. `chain![first_step, second_step]`",
+        ));
+    }
+    let node = body.parse()?;
+    if body.peek(Token![;]) {
+        body.parse::<Token![;]>()?;
+    }
+    if !body.is_empty() {
+        return Err(body.error("a workflow's body is one node: put several steps in `chain![..]`"));
+    }
+    Ok(Contents {
+        options,
+        body: node,
+    })
 }
 
 /// Whether the next tokens are `key = value` (not `key => ...` or a step).
@@ -204,11 +242,13 @@ impl Parse for Node {
             input.parse::<Token![!]>()?;
             let (span, tokens) = group(input)?;
             let whole = name.span().join(span).unwrap_or(span);
+            let range = (name.span(), span);
             return match name.to_string().as_str() {
                 "chain" => {
                     let (nodes, options) = syn::parse::Parser::parse2(list, tokens)?;
                     Ok(Node::Chain {
                         span: whole,
+                        range,
                         nodes,
                         options,
                     })
@@ -223,6 +263,7 @@ impl Parse for Node {
                     };
                     Ok(Node::Parallel {
                         span: whole,
+                        range,
                         branches,
                         options,
                         merge,
@@ -239,6 +280,7 @@ impl Parse for Node {
                     let step = Box::new(nodes.remove(0));
                     Ok(Node::Map {
                         span: whole,
+                        range,
                         step,
                         options,
                     })
@@ -247,6 +289,7 @@ impl Parse for Node {
                     let (selector, arms, options) = syn::parse::Parser::parse2(route, tokens)?;
                     Ok(Node::Route {
                         span: whole,
+                        range,
                         selector,
                         arms,
                         options,

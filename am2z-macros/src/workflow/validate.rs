@@ -2,7 +2,7 @@
 
 use syn::{Expr, LitStr, Path};
 
-use super::parse::{ArmKey, Node, Selector};
+use super::parse::{ArmKey, Node, Selector, WorkflowDef};
 use crate::errors::Errors;
 use crate::options::{
     KeySet, KeyValue, Millis, closest, read_duration, read_name, read_path, read_str, read_u32,
@@ -161,6 +161,7 @@ pub(crate) fn check(node: &Node, errors: &mut Errors) -> bool {
             branches,
             options,
             merge,
+            ..
         } => {
             let mut ok = true;
             if branches.len() < 2 || branches.len() > MAX_BRANCHES {
@@ -173,6 +174,23 @@ pub(crate) fn check(node: &Node, errors: &mut Errors) -> bool {
                     Some(policy) => collect |= policy == Policy::Collect,
                     None => ok = false,
                 }
+            }
+            if let Some(syn::Expr::Closure(closure)) = merge
+                && closure.inputs.len() != branches.len()
+            {
+                let plural = |n: usize, one: &str, many: &str| {
+                    format!("{n} {}", if n == 1 { one } else { many })
+                };
+                errors.at(
+                    closure,
+                    format_args!(
+                        "this merge closure takes {}, but its `parallel!` has {}: a merge fn takes \
+                         one parameter per branch, in branch order",
+                        plural(closure.inputs.len(), "parameter", "parameters"),
+                        plural(branches.len(), "branch", "branches"),
+                    ),
+                );
+                ok = false;
             }
             if collect && let Some(merge) = merge {
                 errors.at(
@@ -220,5 +238,41 @@ pub(crate) fn check(node: &Node, errors: &mut Errors) -> bool {
             }
             ok
         }
+    }
+}
+
+/// Whether a step of `body` is a processor fn whose type has the workflow's name (a fn `quote`
+/// beside a workflow `Quote`); records the error that says so.
+pub(crate) fn clashes_with_a_step(def: &WorkflowDef, body: &Node, errors: &mut Errors) -> bool {
+    let mut steps = Vec::new();
+    collect_steps(body, &mut steps);
+    let Some(fn_name) = steps.into_iter().find_map(|path| {
+        let in_this_module = path.segments.len() == 1
+            || (path.segments.len() == 2 && path.segments[0].ident == "self");
+        let last = &path.segments.last()?.ident;
+        let ty = crate::naming::type_name_of(last);
+        (in_this_module && ty == def.ident && ty != *last).then(|| last.clone())
+    }) else {
+        return false;
+    };
+    let ident = &def.ident;
+    errors.at(
+        ident,
+        format_args!(
+            "workflow `{ident}` has the name `#[processor]` gives the type of its step \
+             `{fn_name}`: the processor type of `async fn {fn_name}` is `{ident}` already; \
+             rename the workflow, for example to `{ident}Workflow`"
+        ),
+    );
+    true
+}
+
+fn collect_steps<'a>(node: &'a Node, steps: &mut Vec<&'a Path>) {
+    match node {
+        Node::Step(path) => steps.push(path),
+        Node::Chain { nodes, .. } => nodes.iter().for_each(|n| collect_steps(n, steps)),
+        Node::Parallel { branches, .. } => branches.iter().for_each(|n| collect_steps(n, steps)),
+        Node::Route { arms, .. } => arms.iter().for_each(|arm| collect_steps(&arm.step, steps)),
+        Node::Map { step, .. } => collect_steps(step, steps),
     }
 }

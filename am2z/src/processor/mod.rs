@@ -124,10 +124,12 @@ pub trait Processor: Clone + Send + Sync + 'static {
 ///
 /// `#[processor]` implements it for the one concrete input type of each processor, so a
 /// mismatched edge is a compile error that names the step and the type it was offered.
+/// (`workflow!` checks its edges with messages of its own, which also name the step's input
+/// type and where the offered value comes from; this message is for combinators built by hand.)
 #[diagnostic::on_unimplemented(
     message = "step `{Self}` cannot take `{T}` as its input",
     label = "`{Self}` does not take `{T}`",
-    note = "the step before it returns `{T}`: change `{Self}`'s input type, or put a step that converts `{T}` in between"
+    note = "`{Self}` is given `{T}` here: change its input type, or put a step that turns `{T}` into its input before it"
 )]
 pub trait Accepts<T>: Processor {
     /// Hands `input` over as this step's input (the identity for the implemented type).
@@ -138,7 +140,7 @@ pub trait Accepts<T>: Processor {
 #[diagnostic::on_unimplemented(
     message = "step `{Self}` does not return `{T}`",
     label = "`{Self}` does not return `{T}`",
-    note = "every arm of a route, and the last step of a workflow, must return the declared output type `{T}`"
+    note = "every arm of a route returns the route's output type, here `{T}`"
 )]
 pub trait Returns<T>: Processor {
     /// Hands this step's output over as a `T` (the identity for the implemented type).
