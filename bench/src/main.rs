@@ -1,4 +1,4 @@
-//! The am2z benchmark suite: the scenarios of issue 5 on the Redis runtime, printed as
+//! The am2z benchmark suite: the peer scenarios on the Redis runtime, printed as
 //! `RESULT` lines in the peer scripts' format (`bench/run.sh` runs this, the BullMQ peer and
 //! `redis-benchmark` against one scratch Redis and writes `BENCHMARKS.md`).
 //!

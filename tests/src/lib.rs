@@ -1,6 +1,6 @@
 //! End-to-end tests of am2z: the conformance suite, written once and run on every runtime.
 //!
-//! [`suite`] holds one generic async fn per behaviour of `BEHAVIOURS.md`;
+//! [`suite`] holds one generic async fn per behaviour of `docs/behaviours.md`;
 //! [`conformance_suite!`] turns them into `#[tokio::test]`s for a runtime's [`suite::Harness`].
 //! `tests/local.rs` runs them on the local runtime.
 

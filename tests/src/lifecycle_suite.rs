@@ -1,6 +1,6 @@
-//! The lifecycle invariants that must hold on every runtime (issue 11, part 2; RELIABILITY.md
+//! The lifecycle invariants that must hold on every runtime (docs/faults.md
 //! scenarios 30 and 31), written once, generic over the runtime.
-//! [`lifecycle_suite!`](crate::lifecycle_suite) instantiates them for a [`LifecycleHarness`].
+//! [`lifecycle_suite!`](macro@crate::lifecycle_suite) instantiates them for a [`LifecycleHarness`].
 //!
 //! - `ctx.call` never deadlocks under limits: a step calling another while its session may run
 //!   one step at a time, and a processor with `concurrency = 1` calling itself, complete (or

@@ -1,4 +1,4 @@
-//! The conformance suite: every line of BEHAVIOURS.md as a test, written once, generic over
+//! The conformance suite: every line of docs/behaviours.md as a test, written once, generic over
 //! the runtime. [`conformance_suite!`](crate::conformance_suite) instantiates it for a harness.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! RELIABILITY.md's bad-input, isolation and security scenarios (12, 15, 16, 19, 20, 21, 22,
+//! docs/faults.md's bad-input, isolation and security scenarios (12, 15, 16, 19, 20, 21, 22,
 //! 23): client and worker runtimes in this process, each test against a `redis-server` of its
 //! own (so it can count keys, commands and connections, and set a password or TLS). Every
 //! scenario prints a one-line `SCENARIO` summary (see with `--nocapture`).

@@ -1,4 +1,4 @@
-//! RELIABILITY.md's process faults, with real worker processes (the `fault_worker` binary)
+//! docs/faults.md's process faults, with real worker processes (the `fault_worker` binary)
 //! and a Redis server of each test's own: `kill -9`, chaos, `kill -STOP`, SIGTERM, a Redis
 //! crash, a job that kills its process, contracts no worker (or only an older one) serves,
 //! and clock skew. Each scenario is judged by the checker (`am2z_tests::fault::checker`) and

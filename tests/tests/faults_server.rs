@@ -1,4 +1,4 @@
-//! RELIABILITY.md scenarios 6–11, 17 and 18: the Redis server misbehaving (connections
+//! docs/faults.md scenarios 6–11, 17 and 18: the Redis server misbehaving (connections
 //! killed, the server asleep or frozen, scripts flushed, memory full, an evicting policy, the
 //! server down at start) and cancellation and fan-out under load. Each test starts a
 //! `redis-server` of its own (`am2z_tests::fault`) and runs a client and workers as

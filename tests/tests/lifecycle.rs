@@ -1,4 +1,4 @@
-//! The Redis engine's lifecycle invariants (issue 11, part 2; RELIABILITY.md scenarios 25–35):
+//! The Redis engine's lifecycle invariants (docs/faults.md scenarios 25–35):
 //! the acceptance gate of the engine's rewrite. Every test goes through the public API and the
 //! test harness, never through key names: the only layout facts used are that every key of a
 //! session contains the prefix and the hash tag `{<session>}` (so `SCAN MATCH

@@ -1,4 +1,4 @@
-//! The lifecycle suite (issue 11, part 2: the invariants both runtimes share) on the local
+//! The lifecycle suite (the key-lifecycle invariants both runtimes share) on the local
 //! runtime, on the real clock (the cancel grace is wall time).
 
 use am2z::LocalRuntime;

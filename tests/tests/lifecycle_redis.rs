@@ -1,4 +1,4 @@
-//! The lifecycle suite (issue 11, part 2: the invariants both runtimes share) on the Redis
+//! The lifecycle suite (the key-lifecycle invariants both runtimes share) on the Redis
 //! runtime with step jobs (the default), workers in the test process, against the Redis on
 //! 127.0.0.1:6379 (or `AM2Z_TEST_REDIS_URL`), each runtime under its own key prefix, removed
 //! after the test.

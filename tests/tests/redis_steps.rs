@@ -1707,7 +1707,7 @@ workflow! {
     }
 }
 
-/// `max_queued_per_session` counts queued jobs, a run's waiting steps included (as DESIGN §6's
+/// `max_queued_per_session` counts queued jobs, a run's waiting steps included (as the design's
 /// "queued steps" and a BullMQ queue do): a map whose item jobs wait in the queue takes the
 /// session to its quota, so the next submission is refused with a typed error; the map itself
 /// is never cut short, and once its items drained the session accepts runs again.

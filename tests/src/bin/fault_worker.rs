@@ -1,4 +1,4 @@
-//! The worker process of the fault scenarios (RELIABILITY.md): a real OS process, so `kill -9`,
+//! The worker process of the fault scenarios (docs/faults.md): a real OS process, so `kill -9`,
 //! `kill -STOP` and SIGTERM are real. Configured by the environment (`AM2Z_REDIS_URL`,
 //! `AM2Z_QUEUE_PREFIX`, `AM2Z_WORKER_CONCURRENCY` and the harness's `AM2Z_FAULT_*` knobs, see
 //! `am2z_tests::fault::worker`). It prints `ready <pid>` once serving, `counts <committed>

@@ -1,4 +1,4 @@
-//! The fault harness of RELIABILITY.md: Redis servers of a test's own, real worker
+//! The fault harness of docs/faults.md: Redis servers of a test's own, real worker
 //! processes, fault injection, and the checker that judges what happened.
 
 pub mod checker;

@@ -19,7 +19,7 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// How to start a [`RedisServer`]. The defaults are RELIABILITY.md's: append-only file with
+/// How to start a [`RedisServer`]. The defaults are docs/faults.md's: append-only file with
 /// `appendfsync always`, `noeviction`, `DEBUG` allowed from loopback.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {

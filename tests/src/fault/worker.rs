@@ -392,7 +392,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts a Redis server (RELIABILITY.md's defaults), a client, and `workers` workers.
+    /// Starts a Redis server (docs/faults.md's defaults), a client, and `workers` workers.
     pub async fn start(name: &str, knobs: Knobs, workers: usize) -> Fleet {
         Fleet::on(RedisServer::start(), name, knobs, workers).await
     }
