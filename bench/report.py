@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Assembles BENCHMARKS.md from one run of bench/run.sh.
 
-    python3 bench/report.py <work dir> <command>   # prints the markdown on stdout
+    python3 bench/report.py <work dir> <command>             # the whole report, on stdout
+    python3 bench/report.py --profile <work dir> <command>   # only the profile section
 
-The work dir holds env.txt (machine, versions), local.txt (examples/local_overhead),
-am2z.txt (am2z-bench RESULT/CMDS lines), bullmq.txt (bench-bullmq.js RESULT lines),
-cmdstats.txt (the peer's cmdstats.sh), physical.txt (redis-physical.sh's summary) and
-redis-benchmark.csv (raw redis-benchmark rows: label, rep, test, rps, avg, min, p50, p95, p99, max).
-Missing files become "not run" cells, so a partial run still yields a readable file.
+The work dir holds what run.sh collected: env.txt (machine, versions), local.txt
+(examples/local_overhead), am2z.txt and bullmq.txt (RESULT / CMDS / CMDSTAT lines of
+am2z-bench and bench/peers/bullmq.js), redis-benchmark.csv and ping.txt (Redis alone), and
+the profiled passes: profile-am2z.txt, profile-bullmq.txt, slowlog-*.md, perf-*.md. A missing
+file gives "not run" cells, so a partial run still renders.
 """
 import csv
 import os
@@ -15,64 +16,58 @@ import re
 import statistics
 import sys
 
-WORK, COMMAND = sys.argv[1], sys.argv[2]
+args = sys.argv[1:]
+PROFILE_ONLY = args[:1] == ["--profile"]
+if PROFILE_ONLY:
+    args = args[1:]
+WORK, COMMAND = args[0], args[1]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def read(name):
     path = os.path.join(WORK, name)
-    return open(path).read() if os.path.exists(path) else ""
+    return open(path, encoding="utf-8").read() if os.path.exists(path) else ""
 
 
-def results(text):
-    out = {}
+def parse(text):
+    """RESULT lines -> {name: (median, min, max)}; CMDSTAT lines -> {name: {cmd: (calls, usec)}}.
+
+    run.sh interleaves am2z and BullMQ in rounds, so a name may come once per round: its runs
+    are pooled (median, min and max over all of them), its CMDSTAT figures averaged."""
+    runs, stats, seen = {}, {}, {}
     for line in text.splitlines():
+        parts = line.split()
         if line.startswith("RESULT "):
-            parts = line.split()
             kv = dict(p.split("=", 1) for p in parts[2:])
-            out[parts[1]] = float(kv["median"])
-    return out
-
-
-def cmds(text):
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("CMDS "):
-            parts = line.split()
-            out[parts[1]] = " ".join(parts[2:])
-    return out
+            values = [float(v) for v in kv["runs"].strip("[]").split(",") if v]
+            runs.setdefault(parts[1], []).extend(values or [float(kv["median"])])
+        elif line.startswith("CMDSTAT "):
+            kv = dict(p.split("=", 1) for p in parts[3:])
+            total = stats.setdefault(parts[1], {}).setdefault(parts[2], [0.0, 0.0])
+            total[0] += float(kv["calls"])
+            total[1] += float(kv["usec"])
+        elif line.startswith("CMDS "):
+            seen[parts[1]] = seen.get(parts[1], 0) + 1  # one per round
+    results = {}
+    for name, values in runs.items():
+        ordered = sorted(values)
+        results[name] = (ordered[int((len(ordered) - 1) * 0.5 + 0.5)], ordered[0], ordered[-1])  # as report.rs
+    averaged = {name: {c: (v[0] / seen.get(name, 1), v[1] / seen.get(name, 1)) for c, v in cmds.items()}
+                for name, cmds in stats.items()}
+    return results, averaged
 
 
 env = dict(l.split("=", 1) for l in read("env.txt").splitlines() if "=" in l)
-am2z = results(read("am2z.txt"))
-peer = results(read("bullmq.txt"))
-am2z_cmds = cmds(read("am2z.txt"))
-bullmq_version = (re.search(r"# bullmq (\S+), ioredis (\S+), node (\S+)", read("bullmq.txt")) or [None])
-rb = {}
-if read("redis-benchmark.csv"):
-    for row in csv.reader(read("redis-benchmark.csv").splitlines()):
-        if len(row) >= 10:
-            label, _, test, rps, _, _, p50, _, p99, _ = row[:10]
-            rb.setdefault((label, test), []).append((float(rps), float(p50), float(p99)))
+am2z, am2z_stats = parse(read("am2z.txt"))
+bull, bull_stats = parse(read("bullmq.txt"))
+prof_a, prof_a_stats = parse(read("profile-am2z.txt"))
+prof_b, prof_b_stats = parse(read("profile-bullmq.txt"))
+versions = re.search(r"# bullmq (\S+), ioredis (\S+), node (\S+)", read("bullmq.txt") + read("profile-bullmq.txt"))
 
 
-def bench_med(label, test_prefix, field):
-    for (l, t), rows in rb.items():
-        if l == label and t.startswith(test_prefix):
-            return statistics.median(r[field] for r in rows)
-    return None
-
-
-def cmdstats_per_job(label):
-    text = read("cmdstats.txt")
-    block = text.split(label, 1)
-    if len(block) < 2:
-        return None
-    m = re.search(r"all commands incl\. calls inside Lua: ([0-9.]+) per job", block[1])
-    return float(m.group(1)) if m else None
-
-
-def get(d, key):
-    return d.get(key)
+def med(d, key):
+    v = d.get(key)
+    return v[0] if v else None
 
 
 def fmt(v, unit=""):
@@ -89,282 +84,400 @@ def fmt(v, unit=""):
     return f"{s} {unit}".strip()
 
 
+def spread(d, key, unit="", scale=1.0):
+    """median (min–max) when the figure had several runs."""
+    v = d.get(key)
+    if not v:
+        return "not run"
+    m, lo, hi = (x * scale for x in v)
+    return fmt(m, unit) if lo == hi else f"{fmt(m, unit)} ({fmt(lo)}–{fmt(hi)})"
+
+
+def count(v):
+    return "not run" if v is None else f"{v:.2f}"
+
+
 def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "—"
-    return f"{a / b:.2f}×"
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
 
 
-def met(v, target, higher_is_better=False):
-    if v is None or target is None:
-        return "—"
-    ok = v >= target if higher_is_better else v <= target
-    return "yes" if ok else "**no**"
+def met(ok):
+    return "—" if ok is None else ("yes" if ok else "**no**")
 
 
-def add(*vals):
-    return None if any(v is None for v in vals) else sum(vals)
+def at_most(v, limit):
+    return None if v is None or limit is None else v <= limit
 
-
-# What the profiles showed after the optimisation work of branch `perf` (the runtime at commit
-# 29868cb); the tables above are regenerated on every run and are what to check it against.
-NOTES = """### Targets missed: what the profiles show, and what would remove it
-
-Profiles: Redis' side from the SLOWLOG table above; the worker's side from callgrind
-(`AM2Z_BENCH_WORKER_WRAP="valgrind --tool=callgrind" am2z-bench --quick --only throughput`,
-the worker at concurrency 10; `perf` has no hardware counters on this VM); the latency path
-from `redis-cli MONITOR` on a scratch Redis. Written against the runtime at commit `29868cb`.
-
-- **One-step p50 (≤ 0.25 ms).** Latency here is hops, not CPU. A run now waits on three
-  sequential round trips and one pub/sub hop: `submit.lua` + `enlist.lua` (one pipeline); the
-  `wake` message; the idle claimer's `claim.lua` on the session the wake names (its turn
-  charged in the same pipeline, no `pick.lua`); the forwarder's one pipeline of the run's
-  events and `commit.lua`. The waiter in the worker's process is handed the outcome; one
-  elsewhere takes it from the `done` message (no read). Each hop can wake a sleeping process:
-  a PING from idle costs about as much as the whole target here (the rows above), against
-  ~0.04 ms back to back. *Remove:* hops. A process that submits and serves the processor with
-  a free slot could lease the job in the submit's own pipeline (`claim.lua` on that session
-  after `submit.lua`; fencing unchanged), leaving two round trips; a worker in another
-  process needs the wake-up and the claim to be one hop (a blocking pop of a per-worker list
-  that `enlist` pushes to, on one more connection).
-- **Throughput (≥ 3× BullMQ).** At concurrency 1 each run waits two sequential round trips,
-  the claim and the commit (the claimer skips `pick` when the session is the only one
-  scheduled); BullMQ's `moveToFinished` fetches the next job in the same call, one round trip
-  per job. *Remove:* `commit.lua` leasing the next job of the same session for the slot it
-  frees (same slot, so still Cluster-slot-safe). At concurrency 10 and 50 the limit is Redis'
-  CPU: the total per run (queueing + processing) caps one Redis core at 1 s / that many µs,
-  whatever the workers do; 3× BullMQ needs it near 20 µs.
-- **Redis CPU per run (≤ 30 µs).** Script calls per run are down to about 4 under load
-  (submit, enlist, a share of claim and watch, a share of event, commit). What they run
-  (SLOWLOG above): `claim.lua` per leased job five commands plus a 64-id `ZRANGE` and the
-  job's fields, input included, in the reply; `commit.lua` ten commands, four of them the
-  results index (`TIME`, `ZREMRANGEBYSCORE`, `ZADD`, `PEXPIRE`); `event.lua` one `XADD` per
-  event (three per one-step run) and one `PUBLISH` per batch; `submit.lua` ten.
-  *Remove:* one stream entry per batch of events instead of one per event (replay pages
-  batches); trimming the results index in the sweeper, not on every commit; claim and commit
-  of consecutive runs in one script (above), one script call (~10 µs fixed) less per run.
-- **Redis CPU per step of the sequential latency runs (≤ 30 µs).** A lone run pays per round
-  trip, not per command: reading and writing each request and reply, and delivering each
-  pub/sub message (`wake`, events, `done`) to every process. *Remove:* the hops above.
-- **Worker CPU** (callgrind, worker process at concurrency 10): the forwarder ~36% (building
-  its pipelines ~16%, mostly key and argument formatting: `core::fmt` ~12% of the total,
-  `u128` hex of run ids ~1.5%; serialising events ~10%); redis-rs reply parsing (`combine`)
-  ~22%; decoding the process's own events back from `<p>:events` ~17% (every process receives
-  every event); allocation ~15%. *Remove:* subscribing to `<p>:events` only while the process
-  has a subscriber (the pub/sub loop in `connection.rs`); per-session key prefixes and run ids
-  formatted once per job, not per command.
-- **Chain of 5, parallel of 3, fan-out (step jobs).** Each step is a job committed in Redis
-  (`advance.lua`), so a run pays a fenced round trip per step where one job per run paid one
-  in all (docs/architecture.md, "Performance", has both on one scratch Redis). A chain's next
-  step is handed to the committing worker in the same script (no claim, no wake); a parallel
-  pays a start commit, a wake and claims for the branches it does not keep, and a join job;
-  `advance.lua` itself is about 20 commands. *Remove:* handing a fan-out's branches to the
-  committing worker's free slots (not only the first), and fewer commands per commit (the `x:`
-  marker and the `live` count could go where a run is sequential).
-"""
 
 lines = []
 w = lines.append
-w("# am2z benchmarks")
-w("")
-w("Generated by `bench/run.sh` (one command: builds, starts a scratch Redis, runs am2z, the BullMQ")
-w("peer and `redis-benchmark` against it, stops it, writes this file). Do not edit by hand.")
-w("")
-dirty = env.get("dirty", "0").strip()
-tree = "" if dirty in ("0", "") else f" plus {dirty} uncommitted changed files"
-w(f"- command: `{COMMAND}` at commit `{env.get('commit', '?')}`{tree}, {env.get('date', '?')}")
-w(f"- machine: {env.get('nproc', '?')} cores, {env.get('cpu', '?')}, Linux {env.get('kernel', '?')}; "
-  f"load average at start {env.get('load', '?')}")
-bull = f"bullmq {bullmq_version[1]}, ioredis {bullmq_version[2]}" if bullmq_version[0] else "bullmq not run"
-w(f"- versions: {env.get('rustc', '?')}; {env.get('redis', '?')}; node {env.get('node', '?')}; {bull}")
-w("- **the machine is shared with other engineers compiling**: absolute figures move from run to run;")
-w("  compare only figures of the same run, and trust the ratios (am2z and peers ran minutes apart")
-w("  against the same scratch Redis) more than the absolute values.")
-w("")
-w("## How am2z maps work to Redis jobs today")
-w("")
-w("`docs/architecture.md`: **one job per step** for compositions, one job for a single processor.")
-w("A run of a chain, parallel or map is a job per step: the worker that finishes a step commits")
-w("its result and the next jobs in one fenced script (`advance.lua`) and is handed the first of")
-w("them, so a \"chain of 5\" costs one submit, one claim and five step commits; a parallel of 3 is")
-w("a start commit, three branch jobs and a join job; the fan-out of 10 000 children is 10 000")
-w("jobs, at most `concurrency` (256 here) queued or running at once, and a join. The BullMQ")
-w("peer's chain is five jobs added one after another, and its parallel is a flow (parent + 3")
-w("child jobs). Per-step figures for workflows divide by the steps executed. The same scenarios")
-w("with one job per run (`AM2Z_STEP_JOBS=0`) are in docs/architecture.md, \"Performance\".")
-w("")
-w("## Results (medians over repetitions; latencies in ms, p50 / p99)")
-w("")
-w("| scenario | am2z p50 | am2z p99 | BullMQ p50 | BullMQ p99 | am2z/BullMQ (p50) | target | met |")
-w("|---|---:|---:|---:|---:|---:|---:|---|")
 
 
-def lat_row(name, key, peer_key, target):
-    a50, a99 = get(am2z, f"am2z.{key}.p50"), get(am2z, f"am2z.{key}.p99")
-    b50 = get(peer, f"bullmq.{peer_key}.p50") if peer_key else None
-    b99 = get(peer, f"bullmq.{peer_key}.p99") if peer_key else None
-    t = f"≤ {target} ms" if target else "—"
-    w(f"| {name} | {fmt(a50)} | {fmt(a99)} | {fmt(b50) if peer_key else '—'} | "
-      f"{fmt(b99) if peer_key and b99 is not None else '—'} | {ratio(a50, b50)} | {t} | {met(a50, target)} |")
-
-
-lat_row("one-step run, submit → outcome (worker in the same process, as the peer)", "one_step", "latency.am2z", 0.25)
-lat_row("one-step run, worker in another process (concurrency 1)", "one_step_worker_process", "latency.am2z", 0.25)
-lat_row("chain of 5 (am2z: 5 step jobs; BullMQ: 5 jobs in sequence)", "chain5", "chain5", 0.8)
-lat_row("parallel of 3 with fan-in (am2z: 3 branch jobs + a join job; BullMQ: flow parent + 3 children)", "parallel3_join",
-        "flow_parent_3children", 0.5)
-lat_row("fan-out of 10 000 children with fan-in (am2z: 10 000 jobs + a join job, 256 at a time)", "fanout10k_join", None, None)
-a50 = get(am2z, "am2z.session_run_stop.p50")
-b50 = get(peer, "bullmq.session_setup_1job_teardown.p50")
-w(f"| new session + one run + `stop_session` (BullMQ: Queue+Worker+QueueEvents, 1 job, obliterate) | "
-  f"{fmt(a50)} | {fmt(get(am2z, 'am2z.session_run_stop.p99'))} | {fmt(b50)} | — | {ratio(a50, b50)} | ≤ 1 ms | {met(a50, 1.0)} |")
-w("")
-w("Throughput of no-op one-step runs (runs/s, first completion to last; the runs are queued first,")
-w("as the peer `addBulk`s its jobs, then the worker processes start):")
-w("")
-w("| setup | am2z runs/s | BullMQ jobs/s | am2z/BullMQ | target | met |")
-w("|---|---:|---:|---:|---|---|")
-for c in (1, 10, 50):
-    a = get(am2z, f"am2z.throughput.p1.c{c}.first_to_last")
-    b = get(peer, f"bullmq.throughput.c{c}.first_to_last")
-    w(f"| one worker process, concurrency {c} | {fmt(a)} | {fmt(b)} | {ratio(a, b)} | ≥ 3× BullMQ | "
-      f"{met(a, 3 * b if b else None, True)} |")
-a = get(am2z, "am2z.throughput.p2.c50.first_to_last")
-w(f"| two worker processes, concurrency 50 each | {fmt(a)} | — | — | — | — |")
-w(f"| queueing (am2z `submit`, 64 in flight; BullMQ `addBulk` of 1000) | {fmt(get(am2z, 'am2z.submit.rate'))} | "
-  f"{fmt(get(peer, 'bullmq.addBulk1000.rate'))} | {ratio(get(am2z, 'am2z.submit.rate'), get(peer, 'bullmq.addBulk1000.rate'))} | — | — |")
-w("")
-w("CPU per run in the processes that do the work (same passes; am2z: the worker processes,")
-w("start-up included; BullMQ: its one Node process):")
-w("")
-w("| setup | am2z worker CPU per run | BullMQ Node CPU per job | am2z/BullMQ |")
-w("|---|---:|---:|---:|")
-for c in (1, 10, 50):
-    a = get(am2z, f"am2z.throughput.p1.c{c}.worker_cpu_per_run")
-    b = get(peer, f"bullmq.throughput.c{c}.node_cpu_per_job_processing")
-    w(f"| concurrency {c} | {fmt(a, 'µs')} | {fmt(b, 'µs')} | {ratio(a, b)} |")
-w("")
-w("Redis cost per run (throughput scenario at concurrency 50 unless noted; queueing + processing):")
-w("")
-w("| what | am2z | BullMQ | am2z/BullMQ | target | met |")
-w("|---|---:|---:|---:|---|---|")
-a_sub, a_proc = get(am2z, "am2z.submit.redis_cpu_per_run"), get(am2z, "am2z.throughput.p1.c50.redis_cpu_per_run_processing")
-b_sub, b_proc = get(peer, "bullmq.addBulk1000.redis_cpu_per_job"), get(peer, "bullmq.throughput.c50.redis_cpu_per_job_processing")
-a_tot, b_tot = add(a_sub, a_proc), add(b_sub, b_proc)
-w(f"| Redis CPU per one-step run, total (`INFO cpu` user+sys delta / runs) | {fmt(a_tot, 'µs')} | {fmt(b_tot, 'µs')} | "
-  f"{ratio(a_tot, b_tot)} | ≤ 30 µs | {met(a_tot, 30)} |")
-w(f"| … of which queueing | {fmt(a_sub, 'µs')} | {fmt(b_sub, 'µs')} | {ratio(a_sub, b_sub)} | — | — |")
-w(f"| … of which claim, execute, commit | {fmt(a_proc, 'µs')} | {fmt(b_proc, 'µs')} | {ratio(a_proc, b_proc)} | — | — |")
-a_cmd = add(get(am2z, "am2z.submit.redis_cmds_per_run"), get(am2z, "am2z.throughput.p1.c10.redis_cmds_per_run_processing"))
-b_cmd = cmdstats_per_job("throughput c10")
-w(f"| Redis commands per run at concurrency 10 (`INFO commandstats` delta, Lua-internal calls included) | "
-  f"{fmt(a_cmd)} | {fmt(b_cmd)} | {ratio(a_cmd, b_cmd)} | — | — |")
-for key, label in (("one_step", "one-step run"), ("chain5", "chain of 5"), ("parallel3_join", "parallel of 3 + join"),
-                   ("fanout10k_join", "fan-out 10 000 + join")):
-    w(f"| Redis CPU / commands per **step**, {label}, sequential latency runs | "
-      f"{fmt(get(am2z, f'am2z.{key}.redis_cpu_per_step'), 'µs')} / {fmt(get(am2z, f'am2z.{key}.redis_cmds_per_step'))} | — | — | "
-      f"≤ 30 µs | {met(get(am2z, f'am2z.{key}.redis_cpu_per_step'), 30)} |")
-a = get(am2z, "am2z.session_run_stop.redis_cpu_per_session")
-w(f"| Redis CPU / commands per session: create, one run, `stop_session` | {fmt(a, 'µs')} / "
-  f"{fmt(get(am2z, 'am2z.session_run_stop.redis_cmds_per_session'))} | — | — | — | — |")
-w("")
-w("The per-step rows of the sequential latency runs include what an idle worker costs Redis between")
-w("runs (its claimer retires the drained session and waits for a wake; the sweeper and renewer),")
-w("spread over few runs per second; the throughput rows are the cost under load.")
-w("")
-w("Idle sessions (one run in each, then measured at rest; one worker process at concurrency 50):")
-w("")
-w("| what | am2z | target | met |")
-w("|---|---:|---|---|")
-w(f"| sessions live | {fmt(get(am2z, 'am2z.idle_sessions.count'))} | — | — |")
-w(f"| worker process RSS (`VmRSS`), before → after | {fmt(get(am2z, 'am2z.idle_sessions.worker_rss_before'), 'MiB')} → "
-  f"{fmt(get(am2z, 'am2z.idle_sessions.worker_rss'), 'MiB')} | — | — |")
-w(f"| Redis `used_memory` growth | {fmt(get(am2z, 'am2z.idle_sessions.redis_used_memory_delta'), 'MiB')} "
-  f"({fmt(get(am2z, 'am2z.idle_sessions.redis_bytes_per_session'), 'B')} per session, result kept for its TTL) | — | — |")
-for key, label in (("worker", "worker process"), ("client", "client process (submits and awaits)")):
-    v = get(am2z, f"am2z.idle_sessions.connections_{key}_process")
-    w(f"| Redis connections of the {label} (`CLIENT LIST` by local port) | {fmt(v)} | ≤ 5 | {met(v, 5)} |")
-w(f"| `stop_session` per session, stopping them all | {fmt(get(am2z, 'am2z.idle_sessions.stop_all_per_session'), 'ms')} | — | — |")
-w("")
-w("Against Redis' own limit (`redis-benchmark` on the same scratch Redis; the peer script's runs plus")
-w("`PUBLISH`, which every step makes):")
-w("")
-w("| what | am2z | Redis alone | am2z/Redis |")
-w("|---|---:|---:|---:|")
-e50 = bench_med("c50", "EVALSHA", 0)
-for (l, t), rows in rb.items():
-    if l == "c50" and "lq" in t:
-        e50 = statistics.median(r[0] for r in rows)
-e1 = None
-for (l, t), rows in rb.items():
-    if l == "c1" and "lq" in t:
-        e1 = 1000.0 / statistics.median(r[0] for r in rows)  # ms per call, one client, client included
-a = get(am2z, "am2z.throughput.p1.c50.first_to_last")
-w(f"| throughput (runs/s) vs unpipelined EVALSHA push+pop, 50 clients (ops/s) | {fmt(a)} | {fmt(e50)} | {ratio(a, e50)} |")
-a = get(am2z, "am2z.one_step.p50")
-w(f"| one-step p50 vs one EVALSHA push+pop round trip, 1 client back to back (ms, 1 / ops/s) | {fmt(a)} | {fmt(e1)} | {ratio(a, e1)} |")
-m = re.search(r"avg RTT median ([0-9.]+) ms", read("physical.txt"))
-rtt = float(m.group(1)) if m else None
-w(f"| one-step p50 vs one PING round trip from idle (`redis-cli --latency`, a PING every 10 ms) | {fmt(a)} | {fmt(rtt)} | {ratio(a, rtt)} |")
-w("")
-w(f"A round trip that finds both processes busy costs {fmt(e1)} ms here; one after 10 ms of idleness")
-w(f"costs {fmt(rtt)} ms (most likely the wake-up of sleeping processes on this VM). Each hop of a")
-w("sequential run (client → Redis → worker → Redis → client) can pay such a wake-up, so the")
-w("≤ 0.25 ms target needs fewer hops and round trips, not only cheaper ones.")
-w("")
-w("### Where Redis' time goes")
-w("")
-w("SLOWLOG of every command (`slowlog-log-slower-than 0`) during a short throughput pass")
-w("(`am2z-bench --quick --only throughput` on the same scratch Redis, after the measured runs;")
-w("`bench/script_costs.py` names each EVALSHA by its script file); per one-step run, queueing included:")
-w("")
-lines.extend(read("script-costs.md").strip().splitlines() or ["not run"])
-w("")
-w("`INFO commandstats` deltas per run or step of each measured scenario (Lua-internal calls included):")
-w("")
-for name, text in am2z_cmds.items():
-    w(f"- `{name}`: {text}")
-w("")
-w(NOTES)
-w("")
-w("## Local runtime (`examples/local_overhead`, no Redis), beside direct calls")
-w("")
-local = [l for l in read("local.txt").splitlines() if l.startswith("|") or l.startswith("local runtime")]
-lines.extend(local or ["not run"])
-w("")
-w("## Peer figures, raw")
-w("")
-w("BullMQ (the peer's `bench-bullmq.js`, medians over reps):")
-w("")
-w("| metric | median | unit |")
-w("|---|---:|---|")
-for line in read("bullmq.txt").splitlines():
-    if line.startswith("RESULT "):
-        parts = line.split()
-        kv = dict(p.split("=", 1) for p in parts[2:])
-        w(f"| {parts[1]} | {fmt(float(kv['median']))} | {kv['unit']} |")
-w("")
-w("`cmdstats.sh` (commands and Redis CPU per BullMQ job):")
-w("")
-w("```")
-lines.extend(read("cmdstats.txt").strip().splitlines() or ["not run"])
-w("```")
-w("")
-w("`redis-physical.sh` (Redis alone):")
-w("")
-lines.extend([l for l in read("physical.txt").splitlines() if l.strip()] or ["not run"])
-pubs = [(k, v) for k, v in rb.items() if k[1].startswith("PUBLISH")]
-if pubs:
+def header():
+    w("# am2z benchmarks")
     w("")
+    w("Generated by `bench/run.sh`: one command builds, starts a scratch Redis, runs am2z and the")
+    w("BullMQ peer (`bench/peers/bullmq.js`, npm-installed into a temp dir) against it, then a")
+    w("profiled pass of each, stops it and writes this file. Do not edit by hand (the notes come")
+    w("from `bench/notes.md`).")
+    w("")
+    dirty = env.get("dirty", "0").strip()
+    tree = "" if dirty in ("0", "") else f" plus {dirty} uncommitted changed files"
+    w(f"- **run**: `{COMMAND}` at commit `{env.get('commit', '?')}` (branch `{env.get('branch', '?')}`){tree}, "
+      f"{env.get('date', '?')}")
+    w(f"- machine: {env.get('nproc', '?')} cores, {env.get('cpu', '?')}, Linux {env.get('kernel', '?')}; "
+      f"load average at start {env.get('load', '?')}")
+    peer = f"bullmq {versions[1]}, ioredis {versions[2]}" if versions else "BullMQ not run"
+    w(f"- versions: {env.get('rustc', '?')}; {env.get('redis', '?')}; node {env.get('node', '?')}; {peer}")
+    w("- every figure below comes from this one run; am2z and BullMQ ran minutes apart against the same")
+    w("  scratch Redis. The machine is shared with other engineers' builds: latencies and rates are")
+    w("  medians over repetitions (min–max in brackets) and move from run to run, so compare figures of")
+    w("  one run and trust the ratios more than absolute values. Command and script-call counts are")
+    w("  averages over every run of the passes: they hardly move with the machine's load (am2z")
+    w("  batches commits and events that queue up together, so its counts under load shift a little).")
+    w("")
+
+
+# ---------------------------------------------------------------------------------- targets
+
+def targets():
+    w("## Targets (the Redis engine, part 2)")
+    w("")
+    w("| # | what | am2z | BullMQ | am2z/BullMQ | target | met | figures |")
+    w("|---|---|---:|---:|---:|---|---|---|")
+    rows = []
+    for n, c, times in ((1, 50, 3), (2, 1, 2)):
+        a = med(am2z, f"am2z.throughput.p1.c{c}.first_to_last")
+        b = med(bull, f"bullmq.throughput.c{c}.first_to_last")
+        rows.append((f"throughput, one worker process at concurrency {c} (runs/s)",
+                     spread(am2z, f"am2z.throughput.p1.c{c}.first_to_last"),
+                     spread(bull, f"bullmq.throughput.c{c}.first_to_last"),
+                     ratio(a, b), f"≥ {times}× BullMQ",
+                     None if a is None or b is None else a >= times * b,
+                     f"`throughput.p1.c{c}` / `throughput.c{c}`"))
+    a = med(am2z, "am2z.throughput.p1.c50.redis_cpu_per_run")
+    b = med(bull, "bullmq.throughput.c50.redis_cpu_per_run")
+    rows.append(("Redis CPU per one-step run, queueing + processing, concurrency 50 (µs)",
+                 spread(am2z, "am2z.throughput.p1.c50.redis_cpu_per_run"),
+                 spread(bull, "bullmq.throughput.c50.redis_cpu_per_run"), ratio(a, b),
+                 f"≤ ⅓ of BullMQ's ({fmt(b / 3 if b else None, 'µs')})", at_most(a, b / 3 if b else None),
+                 "`throughput.p1.c50` / `throughput.c50`"))
+    for what, key, limit in (("Redis commands per one-step run, concurrency 50 (Lua-internal included)",
+                              "redis_cmds_per_run", 12),
+                             ("script calls per one-step run, concurrency 50", "script_calls_per_run", 1.5)):
+        a = med(am2z, f"am2z.throughput.p1.c50.{key}")
+        b = med(bull, f"bullmq.throughput.c50.{key}")
+        rows.append((what, count(a), count(b), ratio(a, b), f"≤ {limit}", at_most(a, limit),
+                     "`throughput.p1.c50` / `throughput.c50`"))
+    a = med(am2z, "am2z.chain5_load.p1.c50.redis_cmds_per_step")
+    b = med(bull, "bullmq.chain5_load.c50.redis_cmds_per_step")
+    rows.append(("Redis commands per step, chain of 5 under load (concurrency 50, queueing included)",
+                 count(a), count(b), ratio(a, b), "≤ 10", at_most(a, 10),
+                 "`chain5_load.p1.c50` / `chain5_load.c50`"))
+    for what, key, peer_key, limit in (
+            ("one-step p50, worker in the submitting process (ms)", "one_step", "one_step", 0.30),
+            ("one-step p50, worker in another process (ms; BullMQ: its worker in-process)",
+             "one_step_worker_process", "one_step", 0.45),
+            ("chain of 5 step jobs p50 (ms; BullMQ: 5 jobs, each added when the previous completed)",
+             "chain5", "chain5", 1.0),
+            ("parallel of 3 + join p50 (ms; BullMQ: flow parent + 3 children)", "parallel3_join",
+             "parallel3_join", 0.9)):
+        a = med(am2z, f"am2z.{key}.p50")
+        b = med(bull, f"bullmq.{peer_key}.p50")
+        rows.append((what, spread(am2z, f"am2z.{key}.p50"), spread(bull, f"bullmq.{peer_key}.p50"),
+                     ratio(a, b), f"≤ {limit} ms", at_most(a, limit), f"`{key}` / `{peer_key}`"))
+    a = med(am2z, "am2z.fanout10k_join.p50")
+    rows.append(("10 000-item map + join, wall time (s)", spread(am2z, "am2z.fanout10k_join.p50", "", 1e-3),
+                 "—", "—", "≤ 0.5 s", at_most(a / 1e3 if a is not None else None, 0.5), "`fanout10k_join`"))
+    for i, (what, a, b, r, target, ok, where) in enumerate(rows, 1):
+        w(f"| {i} | {what} | {a} | {b} | {r} | {target} | {met(ok)} | {where} |")
+    w("")
+    w("Rows 1–5 come from the throughput passes (runs queued first, then one worker process: a")
+    w("separate process of `am2z-bench` at that concurrency; BullMQ's Worker in the Node process that")
+    w("`addBulk`ed the jobs), median of the passes; first → last completion for rates; `INFO cpu` and")
+    w("`INFO commandstats` deltas per run over queueing and processing (the observer's own `INFO` taken")
+    w("out, nothing else of the bench reaches Redis while the workers work). Row 6: chains of 5 queued,")
+    w("then one worker process at concurrency 50; per step = per chain / 5. Rows 7–11: sequential runs,")
+    w("one at a time, p50 per repetition, median over repetitions.")
+    w("")
+
+
+# ---------------------------------------------------------------------------------- detail
+
+def latency():
+    w("## Sequential runs: latency and Redis cost per step")
+    w("")
+    w("One run at a time (submit → outcome), after 20 warm-up runs; p50 and p99 per repetition, median")
+    w("(min–max) over the repetitions of every round. Redis figures are per **step** (a job), over every measured run of every")
+    w("repetition; they include what idle workers cost Redis between runs.")
+    w("")
+    w("| scenario | am2z p50 | am2z p99 | BullMQ p50 | BullMQ p99 | am2z/BullMQ p50 | Redis µs / cmds / script calls per step, am2z | … BullMQ |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def cost(d, prefix):
+        if f"{prefix}.redis_cpu_per_step" not in d:
+            return "—"
+        return (f"{fmt(med(d, prefix + '.redis_cpu_per_step'))} / {count(med(d, prefix + '.redis_cmds_per_step'))} / "
+                f"{count(med(d, prefix + '.script_calls_per_step'))}")
+
+    for what, key, peer_key in (
+            ("one-step run, worker in the submitting process (BullMQ: Queue, Worker, QueueEvents in one process)",
+             "one_step", "one_step"),
+            ("one-step run, worker in another process (concurrency 1)", "one_step_worker_process", "one_step"),
+            ("chain of 5 (am2z: 5 step jobs; BullMQ: 5 jobs, each added when the previous completed)", "chain5",
+             "chain5"),
+            ("parallel of 3 + join (am2z: 3 branch jobs + a join job; BullMQ: flow parent + 3 children)",
+             "parallel3_join", "parallel3_join"),
+            ("BullMQ: 3 jobs in one `addBulk`, until all completed (no join)", None, "fanout3"),
+            ("map of 10 000 items + join (am2z: 10 000 jobs, 256 at a time, + a join job)", "fanout10k_join", None)):
+        a = f"am2z.{key}" if key else None
+        b = f"bullmq.{peer_key}" if peer_key else None
+        a50 = med(am2z, a + ".p50") if a else None
+        b50 = med(bull, b + ".p50") if b else None
+        w(f"| {what} | {spread(am2z, a + '.p50') if a else '—'} | {spread(am2z, a + '.p99') if a else '—'} | "
+          f"{spread(bull, b + '.p50') if b else '—'} | {spread(bull, b + '.p99') if b else '—'} | {ratio(a50, b50)} | "
+          f"{cost(am2z, a) if a else '—'} | {cost(bull, b) if b else '—'} |")
+    a50, b50 = med(am2z, "am2z.session_run_stop.p50"), med(bull, "bullmq.session_run_stop.p50")
+    w(f"| new session + one run + stop (BullMQ: new Queue + Worker + QueueEvents, 1 job, close, obliterate) | "
+      f"{spread(am2z, 'am2z.session_run_stop.p50')} | {spread(am2z, 'am2z.session_run_stop.p99')} | "
+      f"{spread(bull, 'bullmq.session_run_stop.p50')} | {spread(bull, 'bullmq.session_run_stop.p99')} | "
+      f"{ratio(a50, b50)} | {fmt(med(am2z, 'am2z.session_run_stop.redis_cpu_per_session'))} / "
+      f"{count(med(am2z, 'am2z.session_run_stop.redis_cmds_per_session'))} per session | "
+      f"{fmt(med(bull, 'bullmq.session_run_stop.redis_cpu_per_session'))} / "
+      f"{count(med(bull, 'bullmq.session_run_stop.redis_cmds_per_session'))} per session |")
+    w("")
+
+
+def throughput():
+    w("## Under load: throughput and Redis cost per run")
+    w("")
+    w("No-op one-step runs: 20 000 queued (am2z: `submit`, 64 in flight; BullMQ: `addBulk` of 1 000),")
+    w("then one worker process at that concurrency; median (min–max) of the passes of every round.")
+    w("")
+    w("| setup | am2z runs/s | BullMQ jobs/s | am2z/BullMQ | am2z worker process CPU per run | BullMQ Node CPU per job (processing) |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for c in (1, 10, 50):
+        a, b = med(am2z, f"am2z.throughput.p1.c{c}.first_to_last"), med(bull, f"bullmq.throughput.c{c}.first_to_last")
+        w(f"| concurrency {c} | {spread(am2z, f'am2z.throughput.p1.c{c}.first_to_last')} | "
+          f"{spread(bull, f'bullmq.throughput.c{c}.first_to_last')} | {ratio(a, b)} | "
+          f"{fmt(med(am2z, f'am2z.throughput.p1.c{c}.worker_cpu_per_run'), 'µs')} | "
+          f"{fmt(med(bull, f'bullmq.throughput.c{c}.node_cpu_per_run_processing'), 'µs')} |")
+    w(f"| two worker processes at concurrency 50 each | {spread(am2z, 'am2z.throughput.p2.c50.first_to_last')} | — | — | "
+      f"{fmt(med(am2z, 'am2z.throughput.p2.c50.worker_cpu_per_run'), 'µs')} (both) | — |")
+    a, b = med(am2z, "am2z.chain5_load.p1.c50.worker_start_to_last"), med(bull, "bullmq.chain5_load.c50.worker_start_to_last")
+    w(f"| chains of 5 at concurrency 50 (chains/s, worker start → last; ×5 for steps/s) | "
+      f"{spread(am2z, 'am2z.chain5_load.p1.c50.worker_start_to_last')} | "
+      f"{spread(bull, 'bullmq.chain5_load.c50.worker_start_to_last')} | {ratio(a, b)} | "
+      f"{fmt(med(am2z, 'am2z.chain5_load.p1.c50.worker_cpu_per_run'), 'µs')} per chain | "
+      f"{fmt(med(bull, 'bullmq.chain5_load.c50.node_cpu_per_run_processing'), 'µs')} per chain |")
+    a, b = med(am2z, "am2z.throughput.p1.c50.submit_rate"), med(bull, "bullmq.throughput.c50.submit_rate")
+    w(f"| queueing (runs/s while submitting, concurrency-50 passes) | {spread(am2z, 'am2z.throughput.p1.c50.submit_rate')} | "
+      f"{spread(bull, 'bullmq.throughput.c50.submit_rate')} | {ratio(a, b)} | — | — |")
+    w("")
+    w("Redis per run (per step for the chains), queueing / processing / both; `INFO` deltas, Lua-internal")
+    w("commands included:")
+    w("")
+    w("| setup | phase | am2z Redis CPU | BullMQ Redis CPU | am2z/BullMQ | am2z commands | BullMQ commands | am2z script calls | BullMQ script calls |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    setups = [(f"concurrency {c}, per run", f"throughput.p1.c{c}", f"throughput.c{c}", "run") for c in (1, 10, 50)]
+    setups.append(("chains of 5, concurrency 50, per step", "chain5_load.p1.c50", "chain5_load.c50", "step"))
+    for what, ka, kb, unit in setups:
+        for phase, suffix in (("queueing", "_submit"), ("processing", "_processing"), ("**both**", "")):
+            a = med(am2z, f"am2z.{ka}.redis_cpu_per_{unit}{suffix}")
+            b = med(bull, f"bullmq.{kb}.redis_cpu_per_{unit}{suffix}")
+            w(f"| {what} | {phase} | {fmt(a, 'µs')} | {fmt(b, 'µs')} | {ratio(a, b)} | "
+              f"{count(med(am2z, f'am2z.{ka}.redis_cmds_per_{unit}{suffix}'))} | "
+              f"{count(med(bull, f'bullmq.{kb}.redis_cmds_per_{unit}{suffix}'))} | "
+              f"{count(med(am2z, f'am2z.{ka}.script_calls_per_{unit}{suffix}'))} | "
+              f"{count(med(bull, f'bullmq.{kb}.script_calls_per_{unit}{suffix}'))} |")
+    w("")
+
+
+def by_command(title, a_stats, b_stats, divide=1.0, unit="run"):
+    w(title)
+    w("")
+    if not a_stats and not b_stats:
+        w("not run")
+        w("")
+        return
+    w(f"| command | am2z calls per {unit} | am2z µs per {unit} | BullMQ calls per {unit} | BullMQ µs per {unit} |")
+    w("|---|---:|---:|---:|---:|")
+    names = set(a_stats) | set(b_stats)
+    weight = lambda c: a_stats.get(c, (0, 0))[1] + b_stats.get(c, (0, 0))[1]  # noqa: E731
+    tot = [0.0, 0.0, 0.0, 0.0]
+    for c in sorted(names, key=lambda c: (-weight(c), c)):
+        ac, au = a_stats.get(c, (0, 0))
+        bc, bu = b_stats.get(c, (0, 0))
+        tot = [tot[0] + ac, tot[1] + au, tot[2] + bc, tot[3] + bu]
+        cell = lambda v, d: f"{v / divide:.{d}f}" if v else "—"  # noqa: E731
+        w(f"| `{c}` | {cell(ac, 2)} | {cell(au, 2)} | {cell(bc, 2)} | {cell(bu, 2)} |")
+    w(f"| **all** | **{tot[0] / divide:.2f}** | (scripts include their commands) | **{tot[2] / divide:.2f}** | |")
+    w("")
+
+
+def commands_section():
+    w("## Redis by command")
+    w("")
+    w("`INFO commandstats` deltas over every pass of the setup, queueing + processing, averaged over")
+    w("the rounds (the targets table gives the median round, so its counts may differ in the last")
+    w("digit when a count depends on timing). A script's µs")
+    w("(`evalsha`) include the commands it ran, which are also listed under their own names, so the")
+    w("µs column does not add up; what the top-level calls cost, by script, is in the profile section.")
+    w("These µs are wall time inside Redis: on a busy machine they include the time Redis was")
+    w("preempted, so they may exceed the Redis CPU (`INFO cpu`) of the tables above.")
+    w("")
+    by_command("### One-step runs at concurrency 50 (per run)",
+               am2z_stats.get("am2z.throughput.p1.c50", {}), bull_stats.get("bullmq.throughput.c50", {}))
+    by_command("### Chains of 5 under load at concurrency 50 (per step)",
+               am2z_stats.get("am2z.chain5_load.p1.c50", {}), bull_stats.get("bullmq.chain5_load.c50", {}),
+               divide=5.0, unit="step")
+
+
+def footprint():
+    w("## am2z: sessions at rest")
+    w("")
+    w("One run in each of 10 000 sessions, executed by one worker process at concurrency 50, then")
+    w("measured at rest:")
+    w("")
+    w("| what | am2z |")
+    w("|---|---:|")
+    w(f"| sessions live | {fmt(med(am2z, 'am2z.idle_sessions.count'))} |")
+    w(f"| worker process RSS (`VmRSS`), before → after | {fmt(med(am2z, 'am2z.idle_sessions.worker_rss_before'), 'MiB')} → "
+      f"{fmt(med(am2z, 'am2z.idle_sessions.worker_rss'), 'MiB')} |")
+    w(f"| Redis `used_memory` growth | {fmt(med(am2z, 'am2z.idle_sessions.redis_used_memory_delta'), 'MiB')} "
+      f"({fmt(med(am2z, 'am2z.idle_sessions.redis_bytes_per_session'), 'B')} per session, results kept for their TTL) |")
+    for key, label in (("worker", "worker process"), ("client", "client process (submits and awaits)")):
+        w(f"| Redis connections of the {label} | {fmt(med(am2z, f'am2z.idle_sessions.connections_{key}_process'))} |")
+    w(f"| `stop_session` per session, stopping them all | {fmt(med(am2z, 'am2z.idle_sessions.stop_all_per_session'), 'ms')} |")
+    w("")
+
+
+def redis_alone():
+    rows = {}
+    for row in csv.reader(read("redis-benchmark.csv").splitlines()):
+        if len(row) >= 10:
+            label, _, test, rps, _, _, p50, _, p99, _ = row[:10]
+            rows.setdefault((label, test.split()[0]), []).append((float(rps), float(p50), float(p99)))
+    pings = [float(l.split()[4]) for l in read("ping.txt").splitlines() if len(l.split()) >= 5]
+    w("## Redis alone (`redis-benchmark` on the same scratch Redis)")
+    w("")
+    if not rows:
+        w("not run")
+        w("")
+        return
     w("| clients | command | median ops/s | p50 ms | p99 ms |")
     w("|---|---|---:|---:|---:|")
-    for (l, t), rows in pubs:
-        w(f"| {l} | `{t}` | {statistics.median(r[0] for r in rows):,.0f} | "
-          f"{statistics.median(r[1] for r in rows):.3f} | {statistics.median(r[2] for r in rows):.3f} |")
-w("")
-w("## am2z raw")
-w("")
-w("```")
-lines.extend(l for l in read("am2z.txt").splitlines() if l.startswith(("RESULT", "#")))
-w("```")
-print("\n".join(lines))
+    for (label, test), rs in sorted(rows.items()):
+        what = "EVALSHA of a push + pop script" if test == "EVALSHA" else test
+        w(f"| {label} | {what} | {statistics.median(r[0] for r in rs):,.0f} | "
+          f"{statistics.median(r[1] for r in rs):.3f} | {statistics.median(r[2] for r in rs):.3f} |")
+    if pings:
+        w(f"| 1, idle | PING every 10 ms (`redis-cli --latency`, avg) | — | {statistics.median(pings):.3f} | — |")
+    w("")
+    a = med(am2z, "am2z.throughput.p1.c50.first_to_last")
+    e = statistics.median(r[0] for r in rows.get(("c50", "EVALSHA"), [(0, 0, 0)])) or None
+    w(f"am2z at concurrency 50 runs {fmt(a)} runs/s against {fmt(e)} push + pop script calls/s from 50 clients")
+    w(f"({ratio(a, e)}); a PING from idle takes {fmt(statistics.median(pings) if pings else None, 'ms')}, a lower")
+    w("bound for each hop of a sequential run that finds a process asleep.")
+    w("")
+
+
+def profile():
+    w("## Profile: CPU account per one-step run at concurrency 50")
+    w("")
+    w("A separate pass, profiled (`bench/run.sh --profile` runs only this): 20 000 one-step runs queued,")
+    w("then one worker process at concurrency 50 under `perf record` (software clock), with `perf record`")
+    w("following redis-server for the whole pass; BullMQ's throughput pass at concurrency 50 likewise.")
+    w("Then a pass of 2 000 runs with every command in the SLOWLOG, to name each script's time. A")
+    w("function's µs per run is its share of the samples times the process' CPU per run in that pass")
+    w("(profiling costs a few percent; these passes are not the ones the targets are read from).")
+    w("")
+    a_key, b_key = "am2z.profile.p1.c50", "bullmq.throughput.c50"
+    w("| in the profiled pass | am2z | BullMQ |")
+    w("|---|---:|---:|")
+    w(f"| runs/s (first → last) | {fmt(med(prof_a, a_key + '.first_to_last'))} | {fmt(med(prof_b, b_key + '.first_to_last'))} |")
+    w(f"| Redis CPU per run, queueing + processing (`INFO cpu`) | {fmt(med(prof_a, a_key + '.redis_cpu_per_run'), 'µs')} | "
+      f"{fmt(med(prof_b, b_key + '.redis_cpu_per_run'), 'µs')} |")
+    w(f"| Redis commands / script calls per run | {count(med(prof_a, a_key + '.redis_cmds_per_run'))} / "
+      f"{count(med(prof_a, a_key + '.script_calls_per_run'))} | {count(med(prof_b, b_key + '.redis_cmds_per_run'))} / "
+      f"{count(med(prof_b, b_key + '.script_calls_per_run'))} |")
+    w(f"| worker process CPU per run (BullMQ: the Node process, processing) | "
+      f"{fmt(med(prof_a, a_key + '.worker_cpu_per_run'), 'µs')} | "
+      f"{fmt(med(prof_b, b_key + '.node_cpu_per_run_processing'), 'µs')} |")
+    w("")
+    by_command("### Redis by command (`INFO commandstats`, the profiled pass)", prof_a_stats.get(a_key, {}),
+               prof_b_stats.get(b_key, {}))
+    for name, title in (("slowlog-am2z.md", "### Redis by script, am2z (SLOWLOG, per run)"),
+                        ("slowlog-bullmq.md", "### Redis by script, BullMQ (SLOWLOG, per job)")):
+        w(title)
+        w("")
+        lines.extend(read(name).strip().splitlines() or ["not run"])
+        w("")
+    missing = read("perf-missing.txt").strip()
+    w("### By function (`perf`, self time)")
+    w("")
+    if missing:
+        w(missing + "; bench/README.md has a callgrind recipe for the worker.")
+        w("")
+    for name in ("perf-redis-am2z.md", "perf-redis-bullmq.md", "perf-worker-am2z.md"):
+        text = read(name).strip()
+        if text:
+            lines.extend(text.splitlines())
+            w("")
+    w("A run's Redis CPU is the SLOWLOG total (executing its commands and scripts) plus what the")
+    w("per-function tables show around it: reading and parsing requests, writing replies, the event")
+    w("loop and the kernel's TCP stack, which grow with the number of round trips, not of commands.")
+    w("")
+
+
+def notes():
+    text = read_root("bench/notes.md")
+    if text.strip():
+        w("## Notes")
+        w("")
+        lines.extend(re.sub(r"<!--.*?-->\s*", "", text, flags=re.S).strip().splitlines())
+        w("")
+
+
+def read_root(rel):
+    path = os.path.join(ROOT, rel)
+    return open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+
+
+def local():
+    w("## Local runtime (`examples/local_overhead`, no Redis), beside direct calls")
+    w("")
+    rows = [l for l in read("local.txt").splitlines() if l.startswith("|") or l.startswith("local runtime")]
+    lines.extend(rows or ["not run"])
+    w("")
+
+
+def raw():
+    w("## Raw figures")
+    w("")
+    for name, title in (("am2z.txt", "am2z-bench"), ("bullmq.txt", "bench/peers/bullmq.js")):
+        w(f"<details><summary>{title}: RESULT lines (CMDSTAT lines are in the raw output, BENCH_RAW)</summary>")
+        w("")
+        w("```")
+        lines.extend(l for l in read(name).splitlines() if l.startswith(("RESULT", "CMDS ", "#")))
+        w("```")
+        w("")
+        w("</details>")
+        w("")
+
+
+header()
+if PROFILE_ONLY:
+    profile()
+else:
+    targets()
+    latency()
+    throughput()
+    commands_section()
+    profile()
+    notes()
+    footprint()
+    redis_alone()
+    local()
+    raw()
+print("\n".join(lines).rstrip() + "\n", end="")

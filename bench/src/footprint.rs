@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::Settings;
 use crate::observe::{Observer, rss_bytes};
 use crate::report::{note, result};
-use crate::throughput::{SUBMIT_IN_FLIGHT, completed};
+use crate::throughput::{SUBMIT_IN_FLIGHT, follow};
 use crate::worker::WorkerProcess;
 use crate::workflows::Noop;
 
@@ -19,7 +19,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     let sessions = settings.idle_sessions;
     let prefix = settings.prefix("idle");
     let memory_before = observer.used_memory().await?;
-    let worker = WorkerProcess::spawn(&settings.url, &prefix, 50).await?;
+    let worker = WorkerProcess::spawn(&settings.url, &prefix, 50, true).await?;
     let rss_before = rss_bytes(worker.pid);
     let client = settings.runtime(&prefix, false).await?;
 
@@ -34,16 +34,12 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
         .buffer_unordered(SUBMIT_IN_FLIGHT)
         .try_collect::<()>()
         .await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while completed(&client).await? < sessions {
-        if Instant::now() > deadline {
-            return Err(Error::unavailable(
-                "idle sessions",
-                "runs did not finish in 300 s",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    follow(
+        std::slice::from_ref(&worker),
+        sessions,
+        Duration::from_secs(300),
+    )
+    .await?;
     // Let the last commits and event writes land before measuring the rest state.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let live = client.active_sessions().await?.len();

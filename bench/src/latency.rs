@@ -117,19 +117,23 @@ async fn measure(
     result(&format!("{label}.p50"), "ms", &p50s);
     result(&format!("{label}.p99"), "ms", &p99s);
     let steps = (settings.reps as u64 * samples * scenario.steps(children)) as f64;
-    let (cpu, calls) = before.delta(&after);
+    let delta = before.delta(&after);
     result(
         &format!("{label}.redis_cpu_per_step"),
         "us",
-        &[cpu * 1e6 / steps],
+        &[delta.cpu_seconds * 1e6 / steps],
     );
-    let total: u64 = calls.values().sum();
-    commands(label, &calls, steps);
     result(
         &format!("{label}.redis_cmds_per_step"),
         "cmds",
-        &[total as f64 / steps],
+        &[delta.calls() as f64 / steps],
     );
+    result(
+        &format!("{label}.script_calls_per_step"),
+        "calls",
+        &[delta.script_calls() as f64 / steps],
+    );
+    commands(label, &delta, steps);
     runtime.stop_session(&session).await
 }
 
@@ -184,7 +188,7 @@ pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<
     // The same one-step run, executed by a worker process at concurrency 1.
     let prefix = settings.prefix("lat-remote");
     let client = settings.runtime(&prefix, false).await?;
-    let worker = WorkerProcess::spawn(url, &prefix, 1).await?;
+    let worker = WorkerProcess::spawn(url, &prefix, 1, false).await?;
     let measured = measure(
         settings,
         observer,
@@ -227,18 +231,17 @@ async fn session(
     result("session_run_stop.p50", "ms", &p50s);
     result("session_run_stop.p99", "ms", &p99s);
     let sessions = (settings.reps as u64 * settings.sess_n) as f64;
-    let (cpu, calls) = before.delta(&after);
+    let delta = before.delta(&after);
     result(
         "session_run_stop.redis_cpu_per_session",
         "us",
-        &[cpu * 1e6 / sessions],
+        &[delta.cpu_seconds * 1e6 / sessions],
     );
-    let total: u64 = calls.values().sum();
     result(
         "session_run_stop.redis_cmds_per_session",
         "cmds",
-        &[total as f64 / sessions],
+        &[delta.calls() as f64 / sessions],
     );
-    commands("session_run_stop", &calls, sessions);
+    commands("session_run_stop", &delta, sessions);
     Ok(())
 }

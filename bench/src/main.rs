@@ -5,7 +5,9 @@
 //! ```text
 //! cargo run --release -p am2z-bench -- --quick                  # smoke run (CI): tiny counts
 //! cargo run --release -p am2z-bench -- --redis redis://127.0.0.1:6390   # full figures
-//! am2z-bench worker <url> <prefix> <concurrency>                # a worker process (spawned)
+//! cargo run --release -p am2z-bench -- --redis <url> --profile  # the pass a profile covers
+//! cargo run --release -p am2z-bench -- --only throughput --reps 1 # one round of a scenario
+//! am2z-bench worker <url> <prefix> <concurrency> [progress]     # a worker process (spawned)
 //! ```
 //!
 //! The Redis URL defaults to `AM2Z_REDIS_URL`, then `REDIS_URL`, then
@@ -51,6 +53,8 @@ pub(crate) struct Settings {
     pub(crate) tp_reps: usize,
     /// Worker concurrencies (BullMQ peer: `CONC` 1,10,50).
     pub(crate) concurrency: Vec<usize>,
+    /// Chains of 5 queued for the chain-under-load pass (5 steps each).
+    pub(crate) chain_load_n: u64,
     /// Idle sessions for the memory and connection figures.
     pub(crate) idle_sessions: u64,
     /// Makes key prefixes unique to this invocation.
@@ -71,7 +75,8 @@ impl Settings {
                 fanout_runs: 1,
                 tp_n: 300,
                 tp_reps: 1,
-                concurrency: vec![1, 10],
+                concurrency: vec![1, 10, 50],
+                chain_load_n: 60,
                 idle_sessions: 100,
                 tag,
             }
@@ -87,6 +92,7 @@ impl Settings {
                 tp_n: 20_000,
                 tp_reps: 3,
                 concurrency: vec![1, 10, 50],
+                chain_load_n: 4_000,
                 idle_sessions: 10_000,
                 tag,
             }
@@ -120,7 +126,7 @@ impl Settings {
 fn usage() -> Error {
     Error::configuration(
         "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle] \
-         | am2z-bench worker <url> <prefix> <concurrency>",
+         [--profile] [--reps <n>] [--runs <n>] | am2z-bench worker <url> <prefix> <concurrency> [progress]",
     )
 }
 
@@ -136,21 +142,35 @@ fn main() -> Result<(), Error> {
         .build()
         .map_err(Error::from)?;
     if args.first().map(String::as_str) == Some("worker") {
-        let [_, url, prefix, concurrency] = args.as_slice() else {
-            return Err(usage());
+        let (url, prefix, concurrency, progress) = match args.as_slice() {
+            [_, url, prefix, concurrency] => (url, prefix, concurrency, false),
+            [_, url, prefix, concurrency, p] if p == "progress" => (url, prefix, concurrency, true),
+            _ => return Err(usage()),
         };
         let concurrency = concurrency.parse().map_err(|_| usage())?;
-        return tokio.block_on(worker::serve(url, prefix, concurrency));
+        return tokio.block_on(worker::serve(url, prefix, concurrency, progress));
     }
     let mut quick = false;
     let mut url = std::env::var("AM2Z_REDIS_URL")
         .or_else(|_| std::env::var("REDIS_URL"))
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let mut only: Option<Vec<String>> = None;
+    let mut profile = false;
+    let mut runs: Option<u64> = None;
+    let mut reps: Option<usize> = None;
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--profile" => profile = true,
+            "--reps" => {
+                let n = rest.next().ok_or_else(usage)?;
+                reps = Some(n.parse().map_err(|_| usage())?);
+            }
+            "--runs" => {
+                let n = rest.next().ok_or_else(usage)?;
+                runs = Some(n.parse().map_err(|_| usage())?);
+            }
             "--redis" => url = rest.next().ok_or_else(usage)?,
             "--only" => {
                 let list = rest.next().ok_or_else(usage)?;
@@ -160,18 +180,35 @@ fn main() -> Result<(), Error> {
         }
     }
     let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
-    let settings = Settings::new(url, quick);
+    let mut settings = Settings::new(url, quick);
+    if let Some(reps) = reps {
+        settings.reps = reps.max(1);
+        settings.tp_reps = reps.max(1);
+    }
+    if let Some(runs) = runs {
+        settings.tp_n = runs;
+        settings.chain_load_n = runs.div_ceil(5);
+    }
     tokio.block_on(async {
         let mut observer = Observer::connect(&settings.url).await?;
         note(&format!(
-            "am2z-bench {} quick={quick} reps={} lat_n={} chain_n={} tp_n={} idle_sessions={}",
+            "am2z-bench {} quick={quick} reps={} lat_n={} chain_n={} tp_n={} tp_reps={} \
+             chain_load_n={} idle_sessions={} step_jobs={}",
             env!("CARGO_PKG_VERSION"),
             settings.reps,
             settings.lat_n,
             settings.chain_n,
             settings.tp_n,
+            settings.tp_reps,
+            settings.chain_load_n,
             settings.idle_sessions,
+            step_jobs(),
         ));
+        if profile {
+            throughput::profile(&settings, &mut observer).await?;
+            note("am2z-bench done");
+            return Ok(());
+        }
         if wanted("latency") {
             latency::run(&settings, &mut observer).await?;
         }

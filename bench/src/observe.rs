@@ -13,30 +13,95 @@ pub(crate) struct Observer {
     own_id: u64,
 }
 
+/// One command's cumulative `INFO commandstats` figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Stat {
+    /// Calls (a script's `redis.call`s are counted under their own command too).
+    pub(crate) calls: u64,
+    /// Microseconds spent executing them (a script's time includes its inner commands').
+    pub(crate) usec: u64,
+}
+
 /// Redis' cumulative counters at one moment.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counters {
     /// `used_cpu_sys + used_cpu_user` of the server, in seconds.
     pub(crate) cpu_seconds: f64,
-    /// `INFO commandstats` calls per command (commands run inside Lua scripts included).
-    pub(crate) calls: BTreeMap<String, u64>,
+    /// `INFO commandstats` per command (commands run inside Lua scripts included).
+    pub(crate) stats: BTreeMap<String, Stat>,
 }
 
+/// What Redis did between two [`Counters`] snapshots, the observer's own `INFO` left out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Delta {
+    /// Server CPU (user + system), seconds.
+    pub(crate) cpu_seconds: f64,
+    /// Per command, calls and µs (only commands that ran).
+    pub(crate) stats: BTreeMap<String, Stat>,
+}
+
+/// Commands that run a script: what "script calls" counts.
+const SCRIPT_COMMANDS: &[&str] = &[
+    "evalsha",
+    "eval",
+    "evalsha_ro",
+    "eval_ro",
+    "fcall",
+    "fcall_ro",
+];
+
 impl Counters {
-    /// What happened between `self` and `later`: CPU seconds and calls per command.
-    pub(crate) fn delta(&self, later: &Counters) -> (f64, BTreeMap<String, u64>) {
-        let calls = later
-            .calls
+    /// What happened between `self` and `later`. Each snapshot is one `INFO` call, which
+    /// commandstats counts only after it answered: the interval holds exactly one of the
+    /// observer's own (the earlier snapshot's), taken out here.
+    pub(crate) fn delta(&self, later: &Counters) -> Delta {
+        let mut stats: BTreeMap<String, Stat> = later
+            .stats
             .iter()
-            .map(|(name, &n)| {
-                (
-                    name.clone(),
-                    n.saturating_sub(self.calls.get(name).copied().unwrap_or(0)),
-                )
+            .map(|(name, now)| {
+                let was = self.stats.get(name).copied().unwrap_or_default();
+                let calls = now.calls.saturating_sub(was.calls);
+                let usec = now.usec.saturating_sub(was.usec);
+                (name.clone(), Stat { calls, usec })
             })
-            .filter(|(_, n)| *n > 0)
             .collect();
-        (later.cpu_seconds - self.cpu_seconds, calls)
+        if let Some(info) = stats.get_mut("info") {
+            info.calls = info.calls.saturating_sub(1);
+            if info.calls == 0 {
+                info.usec = 0;
+            }
+        }
+        stats.retain(|_, s| s.calls > 0);
+        Delta {
+            cpu_seconds: later.cpu_seconds - self.cpu_seconds,
+            stats,
+        }
+    }
+}
+
+impl Delta {
+    /// All commands, Lua-internal ones included.
+    pub(crate) fn calls(&self) -> u64 {
+        self.stats.values().map(|s| s.calls).sum()
+    }
+
+    /// Script calls (`EVALSHA`, `EVAL`, `FCALL` and their read-only forms).
+    pub(crate) fn script_calls(&self) -> u64 {
+        SCRIPT_COMMANDS
+            .iter()
+            .filter_map(|c| self.stats.get(*c))
+            .map(|s| s.calls)
+            .sum()
+    }
+
+    /// Adds `other` (another interval) to this one.
+    pub(crate) fn add(&mut self, other: &Delta) {
+        self.cpu_seconds += other.cpu_seconds;
+        for (name, s) in &other.stats {
+            let mine = self.stats.entry(name.clone()).or_default();
+            mine.calls += s.calls;
+            mine.usec += s.usec;
+        }
     }
 }
 
@@ -67,29 +132,16 @@ impl Observer {
             .map_err(unavailable)
     }
 
-    /// The server's CPU time and per-command call counts now.
+    /// The server's CPU time and per-command figures now: one `INFO cpu commandstats`
+    /// (one call, so an interval between two snapshots holds exactly one of the observer's).
     pub(crate) async fn counters(&mut self) -> Result<Counters, Error> {
-        let cpu = self.info("cpu").await?;
-        let cpu_seconds = cpu
-            .lines()
-            .filter_map(|line| {
-                let (field, value) = line.trim().split_once(':')?;
-                matches!(field, "used_cpu_sys" | "used_cpu_user")
-                    .then(|| value.parse::<f64>().ok())
-                    .flatten()
-            })
-            .sum();
-        let stats = self.info("commandstats").await?;
-        // `cmdstat_evalsha:calls=12,usec=...`
-        let calls = stats
-            .lines()
-            .filter_map(|line| {
-                let (name, rest) = line.trim().strip_prefix("cmdstat_")?.split_once(':')?;
-                let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
-                Some((name.to_owned(), calls.parse().ok()?))
-            })
-            .collect();
-        Ok(Counters { cpu_seconds, calls })
+        let text: String = redis::cmd("INFO")
+            .arg("cpu")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(parse_counters(&text))
     }
 
     /// `used_memory` in bytes.
@@ -128,6 +180,34 @@ impl Observer {
             })
             .count())
     }
+}
+
+/// `used_cpu_*` and `cmdstat_*` lines of an `INFO` reply.
+fn parse_counters(text: &str) -> Counters {
+    let mut counters = Counters::default();
+    for line in text.lines() {
+        let Some((field, value)) = line.trim().split_once(':') else {
+            continue;
+        };
+        if matches!(field, "used_cpu_sys" | "used_cpu_user") {
+            counters.cpu_seconds += value.parse::<f64>().unwrap_or(0.0);
+        } else if let Some(name) = field.strip_prefix("cmdstat_") {
+            // `cmdstat_evalsha:calls=12,usec=345,usec_per_call=28.75,...`
+            let number = |key: &str| {
+                value
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            let stat = Stat {
+                calls: number("calls="),
+                usec: number("usec="),
+            };
+            counters.stats.insert(name.to_owned(), stat);
+        }
+    }
+    counters
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS`), 0 if it cannot be read.
@@ -182,4 +262,34 @@ fn local_ports(pid: u32) -> HashSet<u16> {
         .iter()
         .filter_map(|inode| port_of.get(inode).copied())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_takes_out_the_observers_own_info() {
+        let before = parse_counters(
+            "# CPU\r\nused_cpu_sys:1.5\r\nused_cpu_user:2.0\r\n# Commandstats\r\n\
+             cmdstat_info:calls=4,usec=40,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n\
+             cmdstat_evalsha:calls=10,usec=100,usec_per_call=10.00\r\n",
+        );
+        let after = parse_counters(
+            "used_cpu_sys:2.0\r\nused_cpu_user:2.5\r\n\
+             cmdstat_info:calls=5,usec=50\r\n\
+             cmdstat_evalsha:calls=13,usec=160\r\n\
+             cmdstat_hget:calls=6,usec=6\r\n\
+             cmdstat_client|id:calls=1,usec=1\r\n",
+        );
+        let delta = before.delta(&after);
+        assert!((delta.cpu_seconds - 1.0).abs() < 1e-9);
+        assert_eq!(delta.stats.get("info"), None);
+        assert_eq!(
+            delta.stats.get("evalsha"),
+            Some(&Stat { calls: 3, usec: 60 })
+        );
+        assert_eq!(delta.calls(), 3 + 6 + 1);
+        assert_eq!(delta.script_calls(), 3);
+    }
 }

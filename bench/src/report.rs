@@ -5,10 +5,14 @@
 //! RESULT <name> median=<m> min=<a> max=<b> unit=<u> runs=[<r1>,<r2>,...]
 //! ```
 //!
+//! `CMDS` and `CMDSTAT` lines (see [`commands`]) say what Redis did, by command.
+//!
 //! For latencies each run yields its p50 and p99 over its samples, and the line gives the
 //! median, min and max of those per-run values.
 
 use std::time::Duration;
+
+use crate::observe::{Delta, Stat};
 
 /// The value at quantile `q` of `sorted` (nearest rank, as the peer script computes it).
 pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -46,16 +50,32 @@ pub(crate) fn note(text: &str) {
     println!("# {text}");
 }
 
-/// Prints a `CMDS` line: Redis calls per `unit` for each command (commands inside Lua
-/// scripts included), largest first, so the report can show where a step's cost goes.
+/// Prints what Redis did per `unit` over an interval: a `CMDS` line (calls per unit by
+/// command, largest first, Lua-internal calls included) and one `CMDSTAT` line per command
+/// with its calls and µs per unit (`INFO commandstats`; a script's µs include those of the
+/// commands it runs, which are listed under their own names as well).
+///
+/// ```text
+/// CMDS am2z.<name> evalsha=2.00 hget=1.00 ...
+/// CMDSTAT am2z.<name> <command> calls=<per unit> usec=<per unit>
+/// ```
 #[allow(clippy::print_stdout)] // the bench reports on stdout
-pub(crate) fn commands(name: &str, calls: &std::collections::BTreeMap<String, u64>, units: f64) {
-    let mut by_count: Vec<(&String, &u64)> = calls.iter().collect();
-    by_count.sort_by(|a, b| b.1.cmp(a.1));
+pub(crate) fn commands(name: &str, delta: &Delta, units: f64) {
+    let mut by_count: Vec<(&String, &Stat)> = delta.stats.iter().collect();
+    by_count.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(b.0)));
     let list: Vec<String> = by_count
         .iter()
-        .filter(|(_, n)| **n as f64 / units >= 0.05)
-        .map(|(cmd, n)| format!("{cmd}={:.2}", **n as f64 / units))
+        .filter(|(_, s)| s.calls as f64 / units >= 0.05)
+        .map(|(cmd, s)| format!("{cmd}={:.2}", s.calls as f64 / units))
         .collect();
     println!("CMDS am2z.{name} {}", list.join(" "));
+    for (cmd, s) in by_count {
+        if s.calls as f64 / units >= 0.001 {
+            println!(
+                "CMDSTAT am2z.{name} {cmd} calls={:.4} usec={:.3}",
+                s.calls as f64 / units,
+                s.usec as f64 / units
+            );
+        }
+    }
 }

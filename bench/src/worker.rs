@@ -2,6 +2,8 @@
 //! on each one it spawns (so the bench owns its worker code and kills only its own children).
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use am2z::{Error, RedisConfig, RedisRuntime, Runtime};
@@ -16,10 +18,21 @@ pub(crate) const KEY_TTL: Duration = Duration::from_secs(600);
 /// How long a worker gets to finish its runs after being told to stop, before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
-/// `am2z-bench worker <url> <prefix> <concurrency>`: serves every bench processor until its
-/// standard input closes, then drains and exits. Prints `ready` once it claims.
-#[allow(clippy::print_stdout)] // the parent reads `ready` on stdout
-pub(crate) async fn serve(url: &str, prefix: &str, concurrency: usize) -> Result<(), Error> {
+/// How often a worker with `progress` reports its committed runs.
+const PROGRESS_EVERY: Duration = Duration::from_millis(1);
+
+/// `am2z-bench worker <url> <prefix> <concurrency> [progress]`: serves every bench processor
+/// until its standard input closes, then drains and exits. Prints `ready <pid>` once it
+/// claims (its own pid: a wrapper such as `perf record` may stand between it and the
+/// parent); with `progress`, then `done <n>` whenever the runs it committed changed, at
+/// most every millisecond, so the parent sees completions without asking Redis.
+#[allow(clippy::print_stdout)] // the parent reads `ready` and `done` on stdout
+pub(crate) async fn serve(
+    url: &str,
+    prefix: &str,
+    concurrency: usize,
+    progress: bool,
+) -> Result<(), Error> {
     let runtime = RedisRuntime::new(
         RedisConfig::new(url)
             .prefix(prefix)
@@ -30,10 +43,29 @@ pub(crate) async fn serve(url: &str, prefix: &str, concurrency: usize) -> Result
     );
     serve_all(&runtime);
     runtime.start().await?;
-    println!("ready");
+    println!("ready {}", std::process::id());
+    let reporter = progress.then(|| {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut reported = 0;
+            loop {
+                tick.tick().await;
+                let done = runtime.committed_runs();
+                if done != reported {
+                    reported = done;
+                    println!("done {done}");
+                }
+            }
+        })
+    });
     // Any input or EOF ends the worker: the parent closes our stdin to stop us.
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    if let Some(reporter) = reporter {
+        reporter.abort();
+    }
     runtime.drain(Duration::from_secs(10)).await
 }
 
@@ -41,16 +73,27 @@ pub(crate) async fn serve(url: &str, prefix: &str, concurrency: usize) -> Result
 pub(crate) struct WorkerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
-    /// Its process id (for `/proc` and `CLIENT LIST`).
+    /// The worker's process id as it reported it (for `/proc` and `CLIENT LIST`; not the
+    /// wrapper's, when `AM2Z_BENCH_WORKER_WRAP` runs it under one).
     pub(crate) pid: u32,
+    /// Runs it committed, as last reported (with `progress`).
+    done: Arc<AtomicU64>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl WorkerProcess {
-    /// Spawns a worker on `prefix` and waits until it is claiming.
+    /// Spawns a worker on `prefix` and waits until it is claiming. With `progress` it
+    /// reports the runs it committed ([`done`](Self::done)).
     ///
-    /// `AM2Z_BENCH_WORKER_WRAP` (e.g. `valgrind --tool=callgrind`) runs each worker under
-    /// that command, to profile the worker side of a scenario.
-    pub(crate) async fn spawn(url: &str, prefix: &str, concurrency: usize) -> Result<Self, Error> {
+    /// `AM2Z_BENCH_WORKER_WRAP` (e.g. `perf record -o /tmp/w.data --` or `valgrind
+    /// --tool=callgrind`) runs each worker under that command, to profile the worker side of
+    /// a scenario.
+    pub(crate) async fn spawn(
+        url: &str,
+        prefix: &str,
+        concurrency: usize,
+        progress: bool,
+    ) -> Result<Self, Error> {
         let exe = std::env::current_exe().map_err(Error::from)?;
         let wrap = std::env::var("AM2Z_BENCH_WORKER_WRAP").unwrap_or_default();
         let mut words = wrap.split_whitespace();
@@ -67,22 +110,22 @@ impl WorkerProcess {
             .arg(url)
             .arg(prefix)
             .arg(concurrency.to_string())
+            .args(progress.then_some("progress"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(Error::from)?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::unavailable("bench worker", "exited at once"))?;
         let stdin = child.stdin.take();
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| Error::unavailable("bench worker", "no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
-            Ok(Ok(Some(line))) if line == "ready" => {}
+        let pid = match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.starts_with("ready ") => line["ready ".len()..]
+                .parse::<u32>()
+                .map_err(|_| Error::unavailable("bench worker", format!("said {line:?}")))?,
             other => {
                 let _ = child.kill().await;
                 return Err(Error::unavailable(
@@ -90,8 +133,30 @@ impl WorkerProcess {
                     format!("did not report ready: {other:?}"),
                 ));
             }
-        }
-        Ok(WorkerProcess { child, stdin, pid })
+        };
+        // Read every line it prints (a full pipe would block it), keeping the last count.
+        let done = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&done);
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(n) = line.strip_prefix("done ").and_then(|n| n.parse().ok()) {
+                    count.store(n, Ordering::Release);
+                }
+            }
+        });
+        Ok(WorkerProcess {
+            child,
+            stdin,
+            pid,
+            done,
+            reader,
+        })
+    }
+
+    /// Runs this worker committed, as it last reported (spawned with `progress`; within a
+    /// millisecond or so of the commit).
+    pub(crate) fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
     }
 
     /// CPU time (user + system) the process used so far, in seconds (`/proc/<pid>/stat`,
@@ -114,6 +179,7 @@ impl WorkerProcess {
     /// Closes its stdin (it drains and exits); kills it (this pid only) if it lingers.
     pub(crate) async fn stop(mut self) -> Result<(), Error> {
         drop(self.stdin.take());
+        self.reader.abort();
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
             Ok(status) => {
                 let status = status.map_err(Error::from)?;

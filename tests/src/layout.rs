@@ -35,19 +35,25 @@ pub struct Header {
     pub version: u64,
     /// Its run's attempts when it was created.
     pub run_attempts: u32,
+    /// `Q` (queued or delayed), `L` (leased) or `C` (leased, waiting on a `ctx.call`).
+    pub state: String,
     /// Its processor's name.
     pub name: String,
 }
 
 impl Header {
     fn parse(raw: &str) -> Option<Header> {
-        let mut parts = raw.splitn(11, '|');
+        let mut parts = raw.splitn(12, '|');
         let mut next = || parts.next();
+        let state = next()?.to_owned();
+        let token = next()?.parse().ok()?;
+        let deliveries = next()?.parse().ok()?;
         Some(Header {
+            state,
+            token,
+            deliveries,
             fingerprint: next()?.to_owned(),
             priority: next()?.parse().ok()?,
-            token: next()?.parse().ok()?,
-            deliveries: next()?.parse().ok()?,
             created_ms: next()?.parse().ok()?,
             queued_ms: next()?.parse().ok()?,
             attempt: next()?.parse().ok()?,
@@ -60,11 +66,12 @@ impl Header {
 
     fn write(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-            self.fingerprint,
-            self.priority,
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.state,
             self.token,
             self.deliveries,
+            self.fingerprint,
+            self.priority,
             self.created_ms,
             self.queued_ms,
             self.attempt,
@@ -134,6 +141,7 @@ impl Layout {
         let mut header = self.header(job).expect("the job exists");
         header.deliveries = deliveries;
         header.token = token;
+        header.state = "L".to_owned();
         self.set_header(job, &header);
         self.cli(&["ZREM", &self.key("queue"), job]);
         self.cli(&["ZADD", &self.key("leases"), "1", job]);

@@ -60,7 +60,8 @@ async fn finish(
 }
 
 /// Every value stored under `prefix` (strings, hash fields and values, list, set and sorted
-/// set members, stream entries), one per line of `redis-cli`'s output.
+/// set members, stream entries), one per line of `redis-cli`'s output; a stream entry that
+/// holds a worker's batch of events (a JSON array) counts as each of its events.
 fn stored_values(server: &RedisServer, prefix: &str) -> Vec<String> {
     let mut values = Vec::new();
     for key in server.keys(&format!("{prefix}:*")) {
@@ -73,7 +74,14 @@ fn stored_values(server: &RedisServer, prefix: &str) -> Vec<String> {
             "stream" => server.cli(&["XRANGE", &key, "-", "+"]),
             _ => String::new(),
         };
-        values.extend(dump.lines().map(str::to_owned));
+        for line in dump.lines() {
+            match serde_json::from_str::<Vec<serde_json::Value>>(line) {
+                Ok(batch) if line.starts_with('[') => {
+                    values.extend(batch.iter().map(serde_json::Value::to_string));
+                }
+                _ => values.push(line.to_owned()),
+            }
+        }
         values.push(key);
     }
     values

@@ -466,6 +466,27 @@ mod redis_only {
         let rest = runtime.replay(&s, Some(&first[0].0), 100).await.unwrap();
         assert_eq!(first.len() + rest.len(), 4);
         assert_eq!(rest[0].1, all[1].1);
+        // One event a page: a worker's batch shares one stream entry, and paging through it
+        // neither skips nor repeats an event.
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = runtime.replay(&s, after.as_deref(), 1).await.unwrap();
+            let Some((cursor, event)) = page.into_iter().next() else {
+                break;
+            };
+            paged.push(event);
+            after = Some(cursor);
+        }
+        let all: Vec<_> = all.into_iter().map(|(_, e)| e).collect();
+        assert_eq!(paged, all);
+        for hostile in ["", "x", "1-2/x", "1/2", "((1-2"] {
+            let refused = runtime.replay(&s, Some(hostile), 10).await.unwrap_err();
+            assert!(
+                matches!(refused, am2z::Error::Validation { .. }),
+                "{hostile}: {refused}"
+            );
+        }
         runtime.stop_session(&s).await.unwrap();
         runtime.stop().await.unwrap();
         delete_prefix(&url, &prefix);
@@ -1337,5 +1358,176 @@ mod redis_child_calls {
         );
         runtime.stop_session(&s).await.unwrap();
         runtime.stop().await.unwrap();
+    }
+}
+
+// The hot path: how work reaches Redis.
+
+mod redis_hot_path {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    use am2z::{Executes, RedisRuntime, Runtime};
+    use am2z_tests::fault::{RedisServer, ServerSpec};
+    use am2z_tests::processors::AddOne;
+    use am2z_tests::suite::session;
+
+    use super::test_config;
+
+    fn own_redis() -> RedisServer {
+        ServerSpec::default().arg("appendonly", "no").start()
+    }
+
+    /// Script calls made so far (`EVALSHA` and `EVAL`, as `INFO commandstats` counts them).
+    fn script_calls(server: &RedisServer) -> u64 {
+        server
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// The payloads published on `channel` while it listens (a `redis-cli SUBSCRIBE`).
+    struct Listening {
+        child: Child,
+        payloads: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Listening {
+        fn start(server: &RedisServer, channel: &str) -> Listening {
+            let mut child = Command::new("redis-cli")
+                .args(["-p", &server.port().to_string(), "SUBSCRIBE", channel])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-cli runs");
+            let stdout = child.stdout.take().expect("piped");
+            let payloads = Arc::<Mutex<Vec<String>>>::default();
+            let (subscribed, live) = std::sync::mpsc::channel();
+            let seen = Arc::clone(&payloads);
+            let channel = channel.to_owned();
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+                while let Some(line) = lines.next() {
+                    match line.as_str() {
+                        "subscribe" => {
+                            let _ = subscribed.send(());
+                        }
+                        "message" => {
+                            let (Some(_channel), Some(payload)) = (lines.next(), lines.next())
+                            else {
+                                return;
+                            };
+                            seen.lock().unwrap_or_else(|p| p.into_inner()).push(payload);
+                        }
+                        _ => {}
+                    }
+                }
+                drop(channel);
+            });
+            live.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("subscribed");
+            Listening { child, payloads }
+        }
+
+        fn payloads(&self) -> Vec<String> {
+            self.payloads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
+    }
+
+    impl Drop for Listening {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs submitted to one session at once go to Redis together: a few `submit.lua` calls
+    /// for hundreds of runs, queued in the order they were submitted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_submissions_share_their_sessions_calls() {
+        const RUNS: usize = 300;
+        let server = own_redis();
+        let config = test_config(&server.url());
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.worker(false));
+        client.start().await.unwrap();
+        let s = session("batched");
+        server.cli(&["CONFIG", "RESETSTAT"]);
+        let handles =
+            futures::future::join_all((0..RUNS).map(|x| client.submit(&s, &AddOne, x as i64)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+        let calls = script_calls(&server);
+        // One call per run would be 300 (and as many registrations); the first run goes
+        // alone, the rest gather behind it.
+        assert!(calls <= 12, "{calls} script calls for {RUNS} runs");
+        let queue = server.cli(&["ZRANGE", &format!("{prefix}:{{{s}}}:queue"), "0", "-1"]);
+        let queued: Vec<&str> = queue.lines().collect();
+        let submitted: Vec<String> = handles.iter().map(|h| h.run_id.to_string()).collect();
+        assert_eq!(queued, submitted, "queued in the order submitted");
+        client.stop_session(&s).await.unwrap();
+        client.stop().await.unwrap();
+    }
+
+    /// A run submitted by a process that serves it and has a free slot is leased to it by
+    /// the submission itself: it runs with no wake (and no claim). A run submitted by a
+    /// process that does not serve it wakes the workers, as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_the_submitter_can_start_needs_no_wake() {
+        let server = own_redis();
+        let config = test_config(&server.url()).worker_concurrency(4);
+        let prefix = config.queue_prefix().to_owned();
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let wakes = Listening::start(&server, &format!("{prefix}:wake"));
+        let here = session("here");
+        for x in 0..5 {
+            let result = worker.execute_in_session(&here, &AddOne, x).await.unwrap();
+            assert_eq!(result.output, x + 1);
+        }
+        let handle = worker.submit(&here, &AddOne, 10).await.unwrap();
+        let waited = worker
+            .wait::<i64>(&handle, Some(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(waited.output, 11);
+        assert_eq!(
+            wakes.payloads(),
+            Vec::<String>::new(),
+            "no wake for runs started here"
+        );
+
+        // The control: submitted elsewhere, the same run needs the wake.
+        let client = RedisRuntime::new(config.worker(false));
+        client.start().await.unwrap();
+        let there = session("there");
+        let result = client.execute_in_session(&there, &AddOne, 1).await.unwrap();
+        assert_eq!(result.output, 2);
+        assert_eq!(
+            wakes.payloads(),
+            vec![there.to_string()],
+            "woken by the client's run"
+        );
+        for s in [&here, &there] {
+            client.stop_session(s).await.unwrap();
+        }
+        client.stop().await.unwrap();
+        worker.stop().await.unwrap();
     }
 }

@@ -407,7 +407,9 @@ impl CommitWatch {
                 let Ok(mut process) = spawned else { return };
                 let stdout = process.stdout.take();
                 *child.lock().unwrap_or_else(|p| p.into_inner()) = Some(process);
-                let mut message = false;
+                // `message`, the channel, then the payload: one `done` line per run ended,
+                // several when one commit ended several runs.
+                let (mut message, mut payload) = (false, false);
                 for line in stdout
                     .map(|s| BufReader::new(s).lines())
                     .into_iter()
@@ -418,11 +420,14 @@ impl CommitWatch {
                         let _ = subscribed.send(());
                     }
                     if line == "message" {
-                        message = true;
+                        (message, payload) = (true, false);
                         continue;
                     }
-                    if message && line != channel {
-                        message = false;
+                    if message && line == channel {
+                        (message, payload) = (false, true);
+                        continue;
+                    }
+                    if payload {
                         // `<session> <run>`, then the outcome when it is small: the run
                         // is the second word.
                         if let Some(run) = line.split(' ').nth(1) {

@@ -2,12 +2,14 @@
 //! processes, fault injection, and the checker that judges what happened.
 
 pub mod checker;
+pub mod cluster;
 pub mod ledger;
 pub mod server;
 pub mod work;
 pub mod worker;
 
 pub use checker::{Checker, CommitWatch, Outcome, Report, Submission};
+pub use cluster::{ClusterSpec, Migration, NodeInfo, RedisCluster, Role};
 pub use ledger::{Execution, Ledger};
 pub use server::{RedisServer, ServerSpec, TlsFiles, free_port, redis_cli, scan_keys};
 pub use worker::{Counts, Fleet, Knobs, Submitter, WorkerProcess, faketime_env};

@@ -75,7 +75,8 @@ impl Caller {
         let client = &self.client;
         let started = Instant::now();
         let waiter = client.waiters.register(call.session, child);
-        let (fresh, epoch) = client
+        client.subscriptions.follow(call.session, false).await?;
+        let accepted = client
             .submit(
                 call.session,
                 child,
@@ -90,6 +91,7 @@ impl Caller {
                         run: call.run_id,
                         depth: call.depth,
                     }),
+                    lease: false,
                 },
             )
             .await?;
@@ -97,12 +99,12 @@ impl Caller {
             session: call.session.clone(),
             run_id: child,
             processor: call.contract.name.clone(),
-            epoch: Some(epoch),
+            epoch: Some(accepted.epoch),
         };
         // The slot this step holds runs other jobs (the child, say) while it waits.
         let lent = self.slot.lend();
         let outcome = client
-            .wait::<Json>(&handle, &waiter, None, started, !fresh)
+            .wait::<Json>(&handle, &waiter, None, started, !accepted.fresh)
             .await;
         lent.take_back().await;
         let keys = client.keys.session(&self.session);

@@ -10,9 +10,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::job::ClaimedJob;
+use super::protocol::WireError;
 use super::protocol::claim::{Claim, ClaimOutcome};
 use super::protocol::schedule::{self, Picked};
-use super::protocol::{WireError, timers};
 use super::slots::JobSlot;
 use super::worker::{self, Worker};
 use crate::SessionId;
@@ -22,6 +22,10 @@ const SESSIONS_PER_CLAIM: usize = 8;
 
 /// The most jobs one claim leases from one session (a fair turn's quantum).
 const CLAIM_BATCH: usize = 16;
+
+/// The most claims in a row from a lone session without a look at the schedule: bounds how
+/// long a lost `wake` can keep a newly scheduled session waiting.
+const AGAIN_AT_MOST: u32 = 8;
 
 /// Wake-ups of the claimer: `wake` messages (naming the session that got ready jobs), and
 /// the worker's own changes (a new served processor, a reconnect).
@@ -59,6 +63,18 @@ enum Next {
     Idle,
 }
 
+/// A session to claim from without looking at the schedule first.
+#[derive(Debug, PartialEq, Eq)]
+enum Hint {
+    /// The only session scheduled, claimed from last time and with ready jobs left: no
+    /// `pick` (it could only return this session, and a lone session's charge orders it
+    /// against nobody).
+    Again(SessionId),
+    /// The session a `wake` named while this claimer was idle: charged its turn as `pick`
+    /// would, in the same round trip as the claim.
+    Woken(SessionId),
+}
+
 /// What one claim leased, and what it learned of the schedule.
 struct Claimed {
     jobs: Vec<ClaimedJob>,
@@ -69,11 +85,14 @@ struct Claimed {
     scheduled: u64,
 }
 
-/// The claimer's policy after a claim (unit-tested).
-fn next(claimed: &Claimed) -> Next {
+/// The claimer's policy after a claim (unit-tested); `others_waiting`: a `wake` since the
+/// claim's look at the schedule named another session.
+fn next(claimed: &Claimed, others_waiting: bool) -> Next {
     match &claimed.session {
         _ if claimed.jobs.is_empty() => Next::Idle,
-        Some(session) if claimed.left > 0 && claimed.scheduled <= 1 => Next::Again(session.clone()),
+        Some(session) if claimed.left > 0 && claimed.scheduled <= 1 && !others_waiting => {
+            Next::Again(session.clone())
+        }
         _ => Next::Pick,
     }
 }
@@ -84,7 +103,8 @@ pub(crate) async fn run(
     wakeups: Arc<Wakeups>,
     stop: CancellationToken,
 ) {
-    let mut hint: Option<SessionId> = None;
+    let mut hint: Option<Hint> = None;
+    let mut again = 0;
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -107,22 +127,32 @@ pub(crate) async fn run(
         let woken = wakeups.notify.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let hinted = hint.take().or(woken_hint);
+        let hinted = hint.take().or(woken_hint.map(Hint::Woken));
         match claim(&worker, permits.len(), hinted).await {
             Ok(claimed) => {
-                let next = next(&claimed);
+                let next = next(&claimed, worker.contention.others_waiting());
+                let watch = claimed.jobs.iter().map(|j| j.leased.deadline_ms).min();
+                let session = claimed.session.clone();
                 spawn(&worker, &slots, claimed.jobs, &mut permits);
                 drop(permits);
+                if let (Some(session), Some(deadline)) = (session, watch) {
+                    worker.watch_leases(&session, deadline).await;
+                }
                 match next {
-                    Next::Pick => {}
-                    Next::Again(session) => hint = Some(session),
+                    Next::Pick => again = 0,
+                    Next::Again(session) if again < AGAIN_AT_MOST => {
+                        again += 1;
+                        hint = Some(Hint::Again(session));
+                    }
+                    Next::Again(_) => again = 0,
                     Next::Idle => {
+                        again = 0;
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = &mut woken => {
                                 // Nothing was claimable at the last look, so the session whose
                                 // wake ended the wait is the one to serve, without a `pick`.
-                                hint = wakeups.take();
+                                hint = wakeups.take().map(Hint::Woken);
                             }
                             () = tokio::time::sleep(worker.config.idle_poll) => {}
                         }
@@ -155,13 +185,8 @@ fn spawn(
 }
 
 /// Leases up to `most` jobs this process can run, from the least-served session that has
-/// any, or first from `hint` (the session its last claim or a wake named, charged its turn
-/// as `pick` would).
-async fn claim(
-    worker: &Worker,
-    most: usize,
-    hint: Option<SessionId>,
-) -> Result<Claimed, WireError> {
+/// any, or first from `hint`.
+async fn claim(worker: &Worker, most: usize, hint: Option<Hint>) -> Result<Claimed, WireError> {
     let fingerprints = worker.served.fingerprints();
     let mut claimed = Claimed {
         jobs: Vec::new(),
@@ -176,6 +201,7 @@ async fn claim(
     let mut hint = hint;
     for _ in 0..SESSIONS_PER_CLAIM {
         let asked = Instant::now();
+        let wakes = worker.contention.wakes();
         let claim = |session_keys| Claim {
             session: session_keys,
             lease: worker.config.lease,
@@ -184,20 +210,24 @@ async fn claim(
             served: &fingerprints,
         };
         let (session, scheduled, reply) = match hint.take() {
+            Some(Hint::Again(session)) => {
+                let reply = claim(&keys.session(&session)).call(redis).await?;
+                (session, None, reply)
+            }
             // The charge and the claim go out together (the connection pipelines them).
-            Some(session) => {
+            Some(Hint::Woken(session)) => {
                 let session_keys = keys.session(&session);
                 let claiming = claim(&session_keys);
                 let (picked, reply) = tokio::join!(
                     schedule::pick(redis, keys, Some(&session)),
                     claiming.call(redis)
                 );
-                (session, picked?.scheduled, reply?)
+                (session, Some(picked?.scheduled), reply?)
             }
             None => {
                 let Picked { session, scheduled } = schedule::pick(redis, keys, None).await?;
                 let Some(session) = session else {
-                    worker.contention.saw(false);
+                    worker.contention.looked(false, wakes);
                     return Ok(claimed);
                 };
                 let Ok(session) = SessionId::new(&session) else {
@@ -207,24 +237,20 @@ async fn claim(
                 };
                 let session_keys = keys.session(&session);
                 let reply = claim(&session_keys).call(redis).await?;
-                (session, scheduled, reply)
+                (session, Some(scheduled), reply)
             }
         };
-        worker.contention.saw(scheduled > 1);
-        claimed.scheduled = scheduled;
+        // Without a look at the schedule, what the wakes said since stands.
+        if let Some(scheduled) = scheduled {
+            worker.contention.looked(scheduled > 1, wakes);
+        }
+        claimed.scheduled = scheduled.unwrap_or(1);
         if let Some(generation) = reply.retire
             && let Err(error) = schedule::retire(redis, keys, &session, generation).await
         {
             tracing::debug!(%session, error = %error.into_error(&redis.errors), "retiring a drained session failed; the next claim finds it empty");
         }
         if let ClaimOutcome::Leased { jobs, left } = reply.outcome {
-            // Makes the sweeper look at the session by the new leases' deadline (if this
-            // process dies before this, the sweeper's full pass finds the leases).
-            if let Some(deadline) = jobs.iter().map(|j| j.deadline_ms).min()
-                && let Err(error) = timers::watch(redis, keys, &session, deadline).await
-            {
-                tracing::warn!(%session, error = %error.into_error(&redis.errors), "watching new leases failed; the sweeper's full pass finds them");
-            }
             claimed.jobs = jobs
                 .into_iter()
                 .map(|leased| ClaimedJob {
@@ -278,12 +304,13 @@ mod tests {
     #[test]
     fn a_lone_session_with_work_left_is_claimed_again_without_a_pick() {
         let s = SessionId::new("s").unwrap();
-        assert_eq!(next(&claimed(3, 5, 1)), Next::Again(s));
-        // Others wait: back to the fair order.
-        assert_eq!(next(&claimed(3, 5, 2)), Next::Pick);
+        assert_eq!(next(&claimed(3, 5, 1), false), Next::Again(s));
+        // Others wait (as of the look, or woken since): back to the fair order.
+        assert_eq!(next(&claimed(3, 5, 2), false), Next::Pick);
+        assert_eq!(next(&claimed(3, 5, 1), true), Next::Pick);
         // Drained: pick (another session may have work).
-        assert_eq!(next(&claimed(3, 0, 1)), Next::Pick);
+        assert_eq!(next(&claimed(3, 0, 1), false), Next::Pick);
         // Nothing leased anywhere: wait for a wake.
-        assert_eq!(next(&claimed(0, 0, 0)), Next::Idle);
+        assert_eq!(next(&claimed(0, 0, 0), false), Next::Idle);
     }
 }

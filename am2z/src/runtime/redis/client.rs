@@ -14,12 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
 use super::keys::{JobId, Keys};
+use super::outgoing;
 use super::protocol::body::Body;
+use super::protocol::claim::LeasedJob;
 use super::protocol::reads;
 use super::protocol::schedule::{self, Generation};
-use super::protocol::submit::{NewRun, Submit, Submitted};
+use super::protocol::submit::{NewRun, RunQueued, Submit, Submitted};
 use super::protocol::{Redis, Token};
 use super::served::failure;
+use super::subscriptions::Subscriptions;
 use super::waiters::{Waiter, Waiters};
 use crate::event::EventKind;
 use crate::{Error, Event, RunFailure, RunId, RunOutcome, RunResult, SessionId};
@@ -54,6 +57,78 @@ pub(crate) struct Submission<'a> {
     /// For a `ctx.call` run as a child run: the calling job and its lease token, the calling
     /// run and the depth the child runs at.
     pub(crate) call: Option<ChildOf>,
+    /// Lease the run to this process when it can start at once (this process serves it and
+    /// holds a free slot for it).
+    pub(crate) lease: bool,
+}
+
+/// A run on its way to `submit.lua` (owned: it may wait for the next call of its session).
+pub(crate) struct Outgoing {
+    pub(crate) run: RunId,
+    pub(crate) name: String,
+    pub(crate) fingerprint: String,
+    pub(crate) priority: i32,
+    pub(crate) lease: bool,
+    /// The encoded body (`protocol::body`).
+    pub(crate) body: Vec<u8>,
+}
+
+/// A run Redis accepted.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// `false`: it existed already (a child call whose caller runs again).
+    pub(crate) fresh: bool,
+    /// The session's epoch (which incarnation of its id the run was queued in).
+    pub(crate) epoch: u64,
+    /// Leased to this process: start it now.
+    pub(crate) leased: Option<LeasedJob>,
+}
+
+/// What one `submit.lua` call did with its runs.
+pub(crate) struct Written {
+    session: SessionId,
+    epoch: u64,
+    runs: Vec<RunQueued>,
+    /// The records of the runs leased to this process, in order.
+    leased: Vec<LeasedJob>,
+}
+
+impl Written {
+    /// What became of each of `runs` (the runs of the call, in order): accepted, or refused
+    /// at the session's queue quota.
+    pub(crate) fn accepted(
+        self,
+        runs: &[Outgoing],
+        config: &RedisConfig,
+    ) -> Vec<Result<Accepted, Error>> {
+        let mut leased = self.leased.into_iter();
+        runs.iter()
+            .enumerate()
+            .map(|(at, run)| {
+                let status = self.runs.get(at).copied().unwrap_or(RunQueued::Quota);
+                match status {
+                    RunQueued::Quota => Err(Error::resource(
+                        format!("session `{}` queue", self.session),
+                        format!(
+                            "{} jobs are already queued (the session's quota)",
+                            config.max_queued
+                        ),
+                    )),
+                    status => Ok(Accepted {
+                        fresh: status != RunQueued::Duplicate,
+                        epoch: self.epoch,
+                        leased: (status == RunQueued::Leased)
+                            .then(|| leased.next())
+                            .flatten()
+                            .map(|mut job| {
+                                job.body.clone_from(&run.body);
+                                job
+                            }),
+                    }),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The caller of a child run.
@@ -70,9 +145,13 @@ pub(crate) struct Client {
     pub(crate) keys: Keys,
     pub(crate) config: Arc<RedisConfig>,
     pub(crate) waiters: Arc<Waiters>,
+    /// The sessions whose channels this process listens on (on a cluster).
+    pub(crate) subscriptions: Arc<Subscriptions>,
     /// Sessions this process registered (dropped when it hears they stopped, and all of them
     /// when its subscription reconnects: it may have missed a stop).
     registered: Mutex<HashSet<SessionId>>,
+    /// Runs waiting for their session's next `submit.lua` call.
+    pub(crate) gathering: outgoing::Gathering,
     running: AtomicBool,
     /// Fired by the runtime's `stop`: every wait ends.
     stopped: Mutex<CancellationToken>,
@@ -83,11 +162,13 @@ impl Client {
         let stopped = CancellationToken::new();
         stopped.cancel();
         Client {
+            subscriptions: Arc::new(Subscriptions::new(keys.clone())),
             redis,
             keys,
             config,
             waiters: Arc::default(),
             registered: Mutex::default(),
+            gathering: outgoing::Gathering::default(),
             running: AtomicBool::new(false),
             stopped: Mutex::new(stopped),
         }
@@ -155,8 +236,10 @@ impl Client {
         }
     }
 
-    /// Queues run `run` in `session`. Returns whether the run is new (`false`: a child run
-    /// that existed already, its caller running again) and the session's epoch.
+    /// Queues run `run` in `session` (or leases it to this process, when `submission.lease`
+    /// asks and it can start at once). A run of a `ctx.call` goes at once; other runs
+    /// submitted to one session while one of its submissions is in flight gather and go
+    /// together, as the next `submit.lua` call (`outgoing.rs`).
     ///
     /// # Errors
     /// [`Error::Configuration`] before `start`; [`Error::Resource`] for an input over the
@@ -164,11 +247,11 @@ impl Client {
     /// session is being stopped (or a child's caller lost its lease); [`Error::Unavailable`]
     /// when Redis cannot be reached. Nothing is written in any of these cases.
     pub(crate) async fn submit(
-        &self,
+        self: &Arc<Self>,
         session: &SessionId,
         run: RunId,
         submission: Submission<'_>,
-    ) -> Result<(bool, u64), Error> {
+    ) -> Result<Accepted, Error> {
         if !self.is_running() {
             return Err(not_started());
         }
@@ -178,6 +261,7 @@ impl Client {
             priority,
             input,
             call,
+            lease,
         } = submission;
         if input.len() > self.config.max_payload_bytes {
             return Err(Error::resource(
@@ -189,6 +273,43 @@ impl Client {
                 ),
             ));
         }
+        let body = Body {
+            step: None,
+            call: call.as_ref().map(|c| (c.run, c.depth)),
+            chunks: None,
+            input: input.into_bytes(),
+        }
+        .encode();
+        let run = Outgoing {
+            run,
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            priority,
+            lease,
+            body,
+        };
+        match call {
+            Some(caller) => {
+                let runs = std::slice::from_ref(&run);
+                let written = self
+                    .write(session, Some((caller.job, caller.token)), runs)
+                    .await?;
+                let accepted = written.accepted(runs, &self.config).into_iter().next();
+                accepted.unwrap_or_else(|| Err(Error::resource("submit", "no answer for the run")))
+            }
+            None => outgoing::send(self, session, run).await,
+        }
+    }
+
+    /// One `submit.lua` call for `runs` of `session`: the session is registered first when
+    /// this process has not registered it (again when the call created it), and enlisted
+    /// when it got ready jobs.
+    pub(crate) async fn write(
+        &self,
+        session: &SessionId,
+        caller: Option<(JobId, Token)>,
+        runs: &[Outgoing],
+    ) -> Result<Written, Error> {
         let known = self
             .registered
             .lock()
@@ -197,13 +318,6 @@ impl Client {
         if !known {
             self.register(session).await?;
         }
-        let body = Body {
-            step: None,
-            call: call.as_ref().map(|c| (c.run, c.depth)),
-            chunks: None,
-            input: input.into_bytes(),
-        }
-        .encode();
         let created = serde_json::to_string(&Event {
             session: session.clone(),
             run_id: None,
@@ -212,21 +326,27 @@ impl Client {
             kind: EventKind::SessionCreated,
         })?;
         let keys = self.keys.session(session);
-        let runs = [NewRun {
-            run,
-            fingerprint,
-            priority,
-            name,
-            body: &body,
-        }];
+        let new_runs: Vec<NewRun<'_>> = runs
+            .iter()
+            .map(|run| NewRun {
+                run: run.run,
+                fingerprint: &run.fingerprint,
+                priority: run.priority,
+                name: &run.name,
+                lease: run.lease,
+                body: &run.body,
+            })
+            .collect();
         let submitted = Submit {
             session: &keys,
             max_queued: self.config.max_queued,
             created_event: &created,
-            events_channel: &self.keys.events_channel(),
+            events_channel: &self.keys.events_channel(session),
             events_max_len: self.config.events_max_len,
-            caller: call.as_ref().map(|c| (c.job, c.token)),
-            runs: &runs,
+            caller,
+            lease: self.config.lease,
+            quota: self.config.session_concurrency,
+            runs: &new_runs,
         }
         .call(&self.redis)
         .await
@@ -236,7 +356,8 @@ impl Client {
                 created,
                 epoch,
                 enlist,
-                fresh,
+                runs,
+                leased,
             } => {
                 if created {
                     // A stop that raced our registration may have taken it away: the
@@ -248,18 +369,16 @@ impl Client {
                 if let Some(generation) = enlist {
                     self.enlist(session, generation).await;
                 }
-                Ok((fresh.first().copied().unwrap_or(false), epoch))
+                Ok(Written {
+                    session: session.clone(),
+                    epoch,
+                    runs,
+                    leased,
+                })
             }
             Submitted::Stopping | Submitted::CallerGone => Err(Error::SessionStopped {
                 session: session.to_string(),
             }),
-            Submitted::Quota => Err(Error::resource(
-                format!("session `{session}` queue"),
-                format!(
-                    "{} jobs are already queued (the session's quota)",
-                    self.config.max_queued
-                ),
-            )),
         }
     }
 
@@ -291,6 +410,10 @@ impl Client {
         let stop = self.stop_token();
         if stop.is_cancelled() {
             return fail(not_started());
+        }
+        // On a cluster, the session's `done` is listened to before the outcome is read.
+        if let Err(error) = self.subscriptions.follow(&handle.session, false).await {
+            return fail(error);
         }
         let until = deadline.map(|d| tokio::time::Instant::now() + d);
         let keys = self.keys.session(&handle.session);

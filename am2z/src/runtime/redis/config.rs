@@ -30,6 +30,9 @@ pub const DEFAULT_QUEUE_PREFIX: &str = "am2z";
 #[derive(Clone)]
 pub struct RedisConfig {
     pub(crate) url: String,
+    /// A cluster's seed nodes (`None`: one node, at `url`).
+    pub(crate) cluster: Option<Vec<String>>,
+    pub(crate) durable_writes: u32,
     pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) prefix: String,
     pub(crate) worker: bool,
@@ -68,6 +71,8 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster: None,
+            durable_writes: 0,
             tls_ca: None,
             prefix: DEFAULT_QUEUE_PREFIX.to_owned(),
             worker: true,
@@ -95,7 +100,47 @@ impl RedisConfig {
         }
     }
 
+    /// Settings for the Redis Cluster whose seed nodes are `seeds` (`redis://[:password@]host:
+    /// port` each; `rediss://` for TLS): the cluster's layout is learned from them, and
+    /// followed through resharding and failover. Everything else is as for one node.
+    ///
+    /// ```
+    /// use am2z::runtime::redis::RedisConfig;
+    ///
+    /// let config = RedisConfig::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+    /// assert!(config.is_cluster());
+    /// ```
+    pub fn cluster<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let seeds: Vec<String> = seeds.into_iter().map(Into::into).collect();
+        let mut config = RedisConfig::new(seeds.first().cloned().unwrap_or_default());
+        config.cluster = Some(seeds);
+        config
+    }
+
+    /// Whether these settings name a Redis Cluster ([`cluster`](Self::cluster)).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Acknowledge a submission or a commit only once `replicas` replicas of its Redis
+    /// hold it (`WAIT`, default 0: as soon as the master has it). With at least 1, a master
+    /// that dies and is replaced by its replica (a failover) loses no acknowledged run;
+    /// without, it may lose the last writes its replicas had not received. Each acknowledged
+    /// write then waits a replication round trip (at most the
+    /// [response timeout](Self::response_timeout), after which it fails with
+    /// [`Error::Unavailable`]: the write may still be kept).
+    pub fn durable_writes(mut self, replicas: u32) -> Self {
+        self.durable_writes = replicas;
+        self
+    }
+
     /// The defaults, overridden by the environment: `AM2Z_REDIS_URL` (else `REDIS_URL`),
+    /// `AM2Z_REDIS_CLUSTER` (a cluster's seed URLs, comma-separated: [`cluster`](Self::cluster)),
+    /// `AM2Z_DURABLE_WRITES` (replicas: [`durable_writes`](Self::durable_writes)),
     /// `AM2Z_REDIS_TLS_CA` (a PEM file of the CA that signed the server's certificate),
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
     /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_REDIS_TIMEOUT` (the
@@ -120,6 +165,29 @@ impl RedisConfig {
     fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         if let Some(url) = var("AM2Z_REDIS_URL").or_else(|| var("REDIS_URL")) {
             self.url = url;
+        }
+        if let Some(raw) = var("AM2Z_REDIS_CLUSTER") {
+            let seeds: Vec<String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|seed| !seed.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if seeds.is_empty() {
+                return Err(Error::configuration(
+                    "AM2Z_REDIS_CLUSTER is set but names no seed node (expected \
+                     `redis://host:port,redis://host:port`)",
+                ));
+            }
+            self.url.clone_from(&seeds[0]);
+            self.cluster = Some(seeds);
+        }
+        if let Some(raw) = var("AM2Z_DURABLE_WRITES") {
+            self.durable_writes = raw.trim().parse().map_err(|_| {
+                Error::configuration(format!(
+                    "AM2Z_DURABLE_WRITES=`{raw}` is not a number of replicas"
+                ))
+            })?;
         }
         if let Some(ca) = var("AM2Z_REDIS_TLS_CA") {
             self.tls_ca = Some(PathBuf::from(ca));
@@ -173,9 +241,10 @@ impl RedisConfig {
         Ok(self)
     }
 
-    /// The Redis URL.
+    /// The Redis URL (one node: it leaves a cluster's settings).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
+        self.cluster = None;
         self
     }
 
@@ -361,10 +430,23 @@ impl RedisConfig {
 
     /// The URL with its password replaced by `***`.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        match &self.cluster {
+            Some(seeds) => format!(
+                "cluster {}",
+                seeds.iter().map(|s| redact(s)).collect::<Vec<_>>().join(",")
+            ),
+            None => redact(&self.url),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        if let Some(seeds) = &self.cluster
+            && seeds.is_empty()
+        {
+            return Err(Error::configuration(
+                "a Redis Cluster needs at least one seed node (`RedisConfig::cluster([...])`)",
+            ));
+        }
         validate_prefix(&self.prefix)
     }
 
@@ -422,6 +504,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("durable_writes", &self.durable_writes)
             .field("tls_ca", &self.tls_ca)
             .field("prefix", &self.prefix)
             .field("worker", &self.worker)
@@ -505,6 +588,35 @@ mod tests {
         let bad = |name: &str| (name == "AM2Z_MAX_CALL_DEPTH").then(|| "ten".to_owned());
         let error = RedisConfig::default().with_vars(bad).unwrap_err();
         assert!(error.to_string().contains("AM2Z_MAX_CALL_DEPTH"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_seeds_in_code_or_environment() {
+        let config = RedisConfig::cluster(["redis://:pw@h1:7000", "redis://:pw@h2:7001"]);
+        assert!(config.is_cluster());
+        assert_eq!(config.url, "redis://:pw@h1:7000");
+        let shown = config.to_string();
+        assert!(shown.contains("h1:7000") && shown.contains("h2:7001"), "{shown}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        assert!(!RedisConfig::cluster(["redis://h:1"]).url("redis://one:1").is_cluster());
+        let vars = |name: &str| match name {
+            "AM2Z_REDIS_CLUSTER" => Some(" redis://a:1, redis://b:2 ,".to_owned()),
+            "AM2Z_DURABLE_WRITES" => Some("1".to_owned()),
+            _ => None,
+        };
+        let config = RedisConfig::default().with_vars(vars).unwrap();
+        assert_eq!(
+            config.cluster,
+            Some(vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()])
+        );
+        assert_eq!(config.durable_writes, 1);
+        for (name, value) in [("AM2Z_REDIS_CLUSTER", " , "), ("AM2Z_DURABLE_WRITES", "all")] {
+            let bad = |n: &str| (n == name).then(|| value.to_owned());
+            let error = RedisConfig::default().with_vars(bad).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
+        let empty = RedisConfig::cluster(Vec::<String>::new());
+        assert!(matches!(empty.validate(), Err(Error::Configuration { .. })));
     }
 
     #[test]

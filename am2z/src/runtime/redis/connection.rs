@@ -1,11 +1,17 @@
-//! Connections: one multiplexed, self-reconnecting `ConnectionManager` for every command, and
-//! one pub/sub connection (re-established in a loop) for wake-ups, completions, control
-//! messages and events. Their number does not depend on how many sessions a process serves.
+//! Connections. On one node: one multiplexed, self-reconnecting `ConnectionManager` for every
+//! command, and one pub/sub connection (re-established in a loop) for wake-ups, completions,
+//! control messages and events. On a cluster: a `ClusterConnection` (one multiplexed
+//! connection per node, following resharding and failover) for commands, and a second one
+//! for the subscriptions (`subscriptions.rs`). Their number does not depend on how many
+//! sessions a process serves.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -94,8 +100,132 @@ fn password(url: &str) -> Option<String> {
     })
 }
 
-/// Opens the client (no I/O yet, but the TLS CA file is read here).
-pub(crate) fn client(config: &RedisConfig, errors: &ErrorMap) -> Result<redis::Client, Error> {
+/// The command connection: one node's self-reconnecting manager, or a cluster's connection.
+/// Every protocol call takes it as a `ConnectionLike`.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Node(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Node(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Node(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Where Redis is, as the clients that reach it (no I/O yet, but the TLS CA file is read).
+#[derive(Clone)]
+pub(crate) enum Target {
+    Node(redis::Client),
+    /// A cluster: its seed nodes and TLS roots, for the command client and the subscriber's.
+    Cluster {
+        seeds: Vec<String>,
+        certificates: Option<Box<TlsRoots>>,
+    },
+}
+
+/// The CA certificates a cluster's nodes are checked against (with am2z's `tls` feature).
+#[derive(Clone)]
+pub(crate) struct TlsRoots(#[cfg_attr(not(feature = "tls"), allow(dead_code))] Vec<u8>);
+
+impl Target {
+    /// The client of a cluster's commands (`push`: with RESP3 and pushes sent there, for
+    /// the subscriber).
+    pub(crate) fn cluster_client(
+        &self,
+        config: &RedisConfig,
+        errors: &ErrorMap,
+        push: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> Result<ClusterClient, Error> {
+        let Target::Cluster {
+            seeds,
+            certificates,
+        } = self
+        else {
+            return Err(Error::configuration("not a Redis Cluster"));
+        };
+        let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+            .connection_timeout(config.response_timeout)
+            .response_timeout(config.response_timeout)
+            // `MOVED`, `ASK`, `TRYAGAIN` and `CLUSTERDOWN` are retried soon (a migration or a
+            // failover takes tens of milliseconds to seconds), not after the default 1.28 s.
+            .retries(8)
+            .min_retry_wait(20)
+            .max_retry_wait(1_000);
+        if let Some(roots) = certificates {
+            builder = with_roots(builder, roots)?;
+        }
+        if let Some(push) = push {
+            builder = builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push);
+        }
+        builder.build().map_err(|e| {
+            Error::configuration(format!(
+                "the Redis Cluster seeds `{}` are invalid: {}",
+                config.redacted_url(),
+                errors.scrub(&e.to_string())
+            ))
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn with_roots(builder: ClusterClientBuilder, roots: &TlsRoots) -> Result<ClusterClientBuilder, Error> {
+    Ok(builder.certs(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(roots.0.clone()),
+    }))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_roots(_: ClusterClientBuilder, _: &TlsRoots) -> Result<ClusterClientBuilder, Error> {
+    Err(Error::configuration(
+        "a TLS CA is set, but am2z was built without its `tls` feature",
+    ))
+}
+
+/// Opens the clients (no I/O yet, but the TLS CA file is read here).
+pub(crate) fn target(config: &RedisConfig, errors: &ErrorMap) -> Result<Target, Error> {
+    if let Some(seeds) = &config.cluster {
+        let certificates = match &config.tls_ca {
+            None => None,
+            Some(ca) => Some(Box::new(TlsRoots(read_ca(config, ca)?))),
+        };
+        let target = Target::Cluster {
+            seeds: seeds.clone(),
+            certificates,
+        };
+        // Checks the seeds parse before any I/O.
+        target.cluster_client(config, errors, None)?;
+        return Ok(target);
+    }
     let invalid = |e: redis::RedisError| {
         Error::configuration(format!(
             "the Redis URL `{}` is invalid: {}",
@@ -103,18 +233,15 @@ pub(crate) fn client(config: &RedisConfig, errors: &ErrorMap) -> Result<redis::C
             errors.scrub(&e.to_string())
         ))
     };
-    match &config.tls_ca {
-        None => redis::Client::open(config.url.as_str()).map_err(invalid),
-        Some(ca) => tls_client(config, ca).and_then(|built| built.map_err(invalid)),
-    }
+    let client = match &config.tls_ca {
+        None => redis::Client::open(config.url.as_str()).map_err(invalid)?,
+        Some(ca) => tls_client(config, ca).and_then(|built| built.map_err(invalid))?,
+    };
+    Ok(Target::Node(client))
 }
 
-/// A client that trusts only the CA certificates in the PEM file `ca`.
-#[cfg(feature = "tls")]
-fn tls_client(
-    config: &RedisConfig,
-    ca: &std::path::Path,
-) -> Result<redis::RedisResult<redis::Client>, Error> {
+/// The PEM file `ca`, checked to hold a certificate and to go with `rediss://` URLs.
+fn read_ca(config: &RedisConfig, ca: &std::path::Path) -> Result<Vec<u8>, Error> {
     let unusable = |why: String| {
         Error::configuration(format!(
             "the TLS CA file `{}` cannot be used: {why}",
@@ -128,13 +255,24 @@ fn tls_client(
     {
         return Err(unusable("it holds no PEM certificate".to_owned()));
     }
-    if !config.url.starts_with("rediss://") {
+    let urls = config.cluster.clone().unwrap_or_else(|| vec![config.url.clone()]);
+    if let Some(plain) = urls.iter().find(|url| !url.starts_with("rediss://")) {
         return Err(Error::configuration(format!(
             "a TLS CA is set (`{}`), but the Redis URL `{}` is not `rediss://`",
             ca.display(),
-            config.redacted_url()
+            super::config::redact(plain)
         )));
     }
+    Ok(pem)
+}
+
+/// A client that trusts only the CA certificates in the PEM file `ca`.
+#[cfg(feature = "tls")]
+fn tls_client(
+    config: &RedisConfig,
+    ca: &std::path::Path,
+) -> Result<redis::RedisResult<redis::Client>, Error> {
+    let pem = read_ca(config, ca)?;
     let certificates = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem),
@@ -158,13 +296,21 @@ fn tls_client(
 
 /// Connects the command connection and checks the server is safe to use: at least version
 /// `min` (the commands the scripts use), and not evicting keys. While Redis refuses
-/// connections or is loading its data, retries with backoff for up to `start_timeout`.
+/// connections or is loading its data, retries with backoff for up to `start_timeout`. On a
+/// cluster, the node checked is one of its masters, picked by the client.
 pub(crate) async fn connect(
-    client: &redis::Client,
+    target: &Target,
     errors: &ErrorMap,
     config: &RedisConfig,
     min: (u32, u32),
-) -> Result<ConnectionManager, Error> {
+) -> Result<Conn, Error> {
+    let client = match target {
+        Target::Node(client) => client,
+        Target::Cluster { .. } => {
+            let client = target.cluster_client(config, errors, None)?;
+            return connect_cluster(&client, errors, config, min).await;
+        }
+    };
     // One bound for a round trip and a connection attempt: a frozen server makes calls fail
     // with a typed error within it. Few reconnection retries, so callers hear of an outage
     // fast (the next call starts a new attempt).
@@ -188,12 +334,73 @@ pub(crate) async fn connect(
             Ok((conn, version, policy)) => {
                 refuse_old(config, version.as_deref(), min)?;
                 refuse_evicting(policy.as_deref())?;
-                return Ok(conn);
+                return Ok(Conn::Node(conn));
             }
             Err(error)
                 if not_up_yet(&error) && tokio::time::Instant::now() + backoff < patience =>
             {
                 tracing::warn!(error = %errors.scrub(&error.to_string()), retry_in = ?backoff, "Redis is not up yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(errors.connecting(&error)),
+        }
+    }
+}
+
+/// [`connect`] to a cluster.
+async fn connect_cluster(
+    client: &ClusterClient,
+    errors: &ErrorMap,
+    config: &RedisConfig,
+    min: (u32, u32),
+) -> Result<Conn, Error> {
+    let patience = tokio::time::Instant::now() + config.start_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut conn = client.get_async_connection().await?;
+            let random = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            let info = conn
+                .route_command(redis::cmd("INFO").arg("server").clone(), random())
+                .await?;
+            let version = redis::from_redis_value::<String>(info)?
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .map(|version| version.trim().to_owned());
+            let policy = match conn
+                .route_command(
+                    redis::cmd("CONFIG")
+                        .arg("GET")
+                        .arg("maxmemory-policy")
+                        .clone(),
+                    random(),
+                )
+                .await
+            {
+                Ok(pair) => redis::from_redis_value::<Vec<String>>(pair)?.into_iter().nth(1),
+                Err(error)
+                    if error.kind()
+                        == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+                {
+                    tracing::warn!(error = %errors.scrub(&error.to_string()), "cannot read maxmemory-policy; make sure it is `noeviction` on every node");
+                    None
+                }
+                Err(error) => return Err(error),
+            };
+            Ok::<_, redis::RedisError>((conn, version, policy))
+        };
+        match attempt.await {
+            Ok((conn, version, policy)) => {
+                refuse_old(config, version.as_deref(), min)?;
+                refuse_evicting(policy.as_deref())?;
+                return Ok(Conn::Cluster(conn));
+            }
+            Err(error)
+                if (not_up_yet(&error) || error.is_cluster_error())
+                    && tokio::time::Instant::now() + backoff < patience =>
+            {
+                tracing::warn!(error = %errors.scrub(&error.to_string()), retry_in = ?backoff, "the Redis Cluster is not up yet");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

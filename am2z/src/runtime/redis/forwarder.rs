@@ -1,9 +1,10 @@
 //! Forwards the events of runs executed here to Redis (the session's stream and the events
 //! channel), and sends the commits of finished jobs behind their events: one task sends both,
-//! in order, as pipelines on the one multiplexed connection, so every process sees a run's
-//! events before its outcome without the commit waiting for the events' round trip. The
-//! endings of runs executed as one job that are ready together go as one `commit.lua` call
-//! per session (each still fenced by its own token).
+//! as pipelines on the one multiplexed connection. Everything ready for one session goes as
+//! one `commit.lua` call (its events as one stream entry and one message, the ends of its runs
+//! executed as one job, each fenced by its own token, announced in one `done` message), then
+//! its step commits and parks: any process sees a run's events before its outcome, and the
+//! cost in Redis is per batch, not per run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,52 +12,35 @@ use std::time::Duration;
 
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
-use redis::Value;
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, ServerErrorKind, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
 use super::keys::{JobId, Keys};
-use super::protocol::advance::{Advance, Advanced, Arrival, HeldInstance, NewJob, RunEnd};
+use super::protocol::advance::{Advance, Advanced, StepCommit};
+use super::protocol::claim::LeasedJob;
 use super::protocol::commit::{Commit as CommitCall, Ending, Park};
-use super::protocol::event::Events;
-use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit, event};
+use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit};
+use super::served::ServedTable;
 use crate::{Event, EventKind, EventStream, SessionId};
 
 /// The most events or commits sent in one pipeline.
 const BATCH: usize = 256;
 
-/// Pipelines in flight at once: enough to keep the connection busy, few enough to bound what
-/// is buffered when Redis is slow.
-const MAX_IN_FLIGHT: usize = 32;
-
-/// The largest outcome (bytes) a `done` message carries, so that a waiter in another process
-/// needs no read; every process receives every `done` message, so larger ones are only named.
-pub(crate) const DONE_INLINE: usize = 4096;
-
-/// A commit of a job of a run executed step by step (owned: it crosses a channel).
-pub(crate) struct AdvanceCommit {
-    pub(crate) job: JobId,
-    pub(crate) token: Token,
-    pub(crate) step_fp: String,
-    pub(crate) version_delta: u64,
-    pub(crate) attempts_delta: u32,
-    pub(crate) entry: bool,
-    pub(crate) hand_off: Option<Duration>,
-    pub(crate) end: Option<RunEnd>,
-    pub(crate) successors: Vec<NewJob>,
-    pub(crate) arrivals: Vec<Arrival>,
-    pub(crate) held: Vec<HeldInstance>,
-    /// The chunks the job's own input was staged in (freed by the commit).
-    pub(crate) consumed: u32,
-}
+/// Pipelines in flight at once. Few on purpose (group commit): while they are out, the
+/// commits and events asked for gather and go as the next pipeline, one script call per
+/// session, so under load a call carries many runs. A lone commit goes at once (no timer);
+/// two in flight keep the connection busy across a round trip.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// What a commit stores.
 pub(crate) enum CommitBody {
     /// A run executed as one job ends (`commit.lua`).
     End(Ending),
     /// A job of a run executed step by step, and what follows it (`advance.lua`).
-    Advance(Box<AdvanceCommit>),
+    Advance(Box<StepCommit>),
     /// A job that waits in Redis (`park.lua`).
     Park {
         job: JobId,
@@ -69,8 +53,9 @@ pub(crate) enum CommitBody {
 
 /// What Redis answered a commit.
 pub(crate) enum Reply {
-    /// Whether the run's end was committed (`false`: refused).
-    Ended(bool),
+    /// Whether the run's end was committed (`false`: refused), and the session's next job,
+    /// leased for the slot it freed when it wanted one.
+    Ended(bool, Option<LeasedJob>),
     Advanced(Advanced),
     /// When the job is due, or `None` when the park was refused.
     Parked(Option<u64>),
@@ -112,6 +97,8 @@ pub(crate) struct Forwarding {
     pub(crate) redis: Arc<Redis>,
     pub(crate) keys: Keys,
     pub(crate) config: Arc<RedisConfig>,
+    /// What this worker serves (a commit refilling the slots it frees leases only those).
+    pub(crate) served: Arc<ServedTable>,
 }
 
 /// A forwarder: the outbox to give workers, and the task to spawn.
@@ -126,19 +113,26 @@ pub(crate) fn start(
 
 /// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
 enum Item {
-    /// Events of one session, in order (JSON, and the stats field each counts or `""`).
-    Events {
+    /// One session's events (a JSON array, `""` for none), the finished steps they count, and
+    /// the ends of its runs executed as one job, with who awaits each.
+    Session {
         session: SessionId,
-        events: Vec<(String, String)>,
+        events: String,
+        counts: Vec<(String, u64)>,
+        endings: Vec<Ending>,
+        /// Who awaits each ending's answer, in order.
+        answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
+    },
+    /// One session's commits of jobs of runs executed step by step (one `advance.lua`
+    /// call), with who awaits each.
+    Steps {
+        session: SessionId,
+        commits: Vec<StepCommit>,
+        answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
     },
     /// Finished steps counted in the prefix-wide stats.
-    Counted(HashMap<String, i64>),
-    /// Endings of runs of one session, and who awaits each.
-    Endings {
-        session: SessionId,
-        endings: Vec<(Ending, oneshot::Sender<Result<Reply, WireError>>)>,
-    },
-    /// One other commit.
+    Counted(HashMap<String, u64>),
+    /// A step commit or a park.
     Commit(Commit),
 }
 
@@ -191,12 +185,11 @@ async fn run(
             }
             if events.len() >= BATCH {
                 // Pipelines are sent in the order they are queued here.
-                let batch = event_items(std::mem::take(&mut events));
+                let batch = items(std::mem::take(&mut events), Vec::new());
                 in_flight.push_back(send(Arc::clone(&forwarding), batch));
             }
         }
-        let mut batch = event_items(events);
-        batch.extend(commit_items(requests));
+        let batch = items(events, requests);
         if !batch.is_empty() {
             in_flight.push_back(send(Arc::clone(&forwarding), batch));
         }
@@ -213,11 +206,34 @@ fn stats_field(event: &Event) -> Option<String> {
     Some(format!("{}:{outcome}", event.processor.as_deref()?))
 }
 
-/// `events` as one script call per session (in order within each session) and one count of
-/// finished steps.
-fn event_items(events: Vec<Event>) -> Vec<Item> {
-    let mut sessions: Vec<(SessionId, Vec<(String, String)>)> = Vec::new();
-    let mut counted: HashMap<String, i64> = HashMap::new();
+/// `events` and `commits` as one `commit.lua` call per session (its events in order, its run
+/// ends), each followed by the session's step commits and parks, and one count of finished
+/// steps for the prefix.
+fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
+    #[derive(Default)]
+    struct Batch {
+        events: Vec<String>,
+        counts: HashMap<String, u64>,
+        endings: Vec<Ending>,
+        answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
+        steps: Vec<StepCommit>,
+        step_answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
+        others: Vec<Commit>,
+    }
+    /// The batch of `session`, added after the others when it has none yet (sessions keep
+    /// the order they first appear in).
+    fn batch<'a>(sessions: &'a mut Vec<(SessionId, Batch)>, session: &SessionId) -> &'a mut Batch {
+        let at = match sessions.iter().position(|(s, _)| s == session) {
+            Some(at) => at,
+            None => {
+                sessions.push((session.clone(), Batch::default()));
+                sessions.len() - 1
+            }
+        };
+        &mut sessions[at].1
+    }
+    let mut sessions: Vec<(SessionId, Batch)> = Vec::new();
+    let mut counted: HashMap<String, u64> = HashMap::new();
     for event in events {
         // Session lifecycle events are published by the runtime itself (once, cluster-wide),
         // not by each worker's executor.
@@ -230,61 +246,82 @@ fn event_items(events: Vec<Event>) -> Vec<Item> {
         let Ok(json) = serde_json::to_string(&event) else {
             continue;
         };
-        let field = stats_field(&event).unwrap_or_default();
-        if !field.is_empty() {
+        let batch = batch(&mut sessions, &event.session);
+        if let Some(field) = stats_field(&event) {
             *counted.entry(field.clone()).or_default() += 1;
+            *batch.counts.entry(field).or_default() += 1;
         }
-        match sessions.iter_mut().find(|(s, _)| *s == event.session) {
-            Some((_, list)) => list.push((json, field)),
-            None => sessions.push((event.session, vec![(json, field)])),
+        batch.events.push(json);
+    }
+    for commit in commits {
+        let batch = batch(&mut sessions, &commit.session);
+        match commit.body {
+            CommitBody::End(ending) => {
+                batch.endings.push(ending);
+                batch.answers.push(commit.reply);
+            }
+            CommitBody::Advance(step) => {
+                batch.steps.push(*step);
+                batch.step_answers.push(commit.reply);
+            }
+            body => batch.others.push(Commit { body, ..commit }),
         }
     }
-    let mut items: Vec<Item> = sessions
-        .into_iter()
-        .map(|(session, events)| Item::Events { session, events })
-        .collect();
+    let mut items = Vec::new();
+    for (session, batch) in sessions {
+        if !batch.events.is_empty() || !batch.endings.is_empty() {
+            let events = match batch.events.is_empty() {
+                true => String::new(),
+                false => format!("[{}]", batch.events.join(",")),
+            };
+            items.push(Item::Session {
+                session: session.clone(),
+                events,
+                counts: batch.counts.into_iter().collect(),
+                endings: batch.endings,
+                answers: batch.answers,
+            });
+        }
+        if !batch.steps.is_empty() {
+            items.push(Item::Steps {
+                session,
+                commits: batch.steps,
+                answers: batch.step_answers,
+            });
+        }
+        items.extend(batch.others.into_iter().map(Item::Commit));
+    }
     if !counted.is_empty() {
         items.push(Item::Counted(counted));
     }
     items
 }
 
-/// `commits`, the endings of one session grouped into one call.
-fn commit_items(commits: Vec<Commit>) -> Vec<Item> {
-    let mut items: Vec<Item> = Vec::new();
-    for commit in commits {
-        match commit.body {
-            CommitBody::End(ending) => {
-                let grouped = items.iter_mut().find_map(|item| match item {
-                    Item::Endings { session, endings } if *session == commit.session => {
-                        Some(endings)
-                    }
-                    _ => None,
-                });
-                match grouped {
-                    Some(endings) => endings.push((ending, commit.reply)),
-                    None => items.push(Item::Endings {
-                        session: commit.session,
-                        endings: vec![(ending, commit.reply)],
-                    }),
-                }
-            }
-            body => items.push(Item::Commit(Commit { body, ..commit })),
-        }
-    }
-    items
-}
-
-/// Adds `item` to `pipe`, as one command (or, for the counts, a few).
-fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
+/// Adds `item` to `pipe`, as one command (or, for the counts, a few); `served`: the
+/// fingerprints this worker serves, for the refills of freed slots.
+fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served: &[String]) {
     let (keys, config) = (&forwarding.keys, &forwarding.config);
     match item {
-        Item::Events { session, events } => {
-            let call = Events {
+        Item::Session {
+            session,
+            events,
+            counts,
+            endings,
+            ..
+        } => {
+            let call = CommitCall {
                 session: &keys.session(session),
+                done_channel: &keys.done_channel(session),
+                session_ttl: config.session_ttl,
+                dead_max_len: config.dead_letters_max_len,
                 events_max_len: config.events_max_len,
-                events_channel: &keys.events_channel(),
+                events_channel: &keys.events_channel(session),
                 events,
+                counts,
+                endings,
+                lease: config.lease,
+                quota: config.session_concurrency,
+                served,
             }
             .invocation();
             pipe.invoke_script(&call);
@@ -301,14 +338,16 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
                 i64::try_from(protocol::millis(config.session_ttl)).unwrap_or(i64::MAX),
             );
         }
-        Item::Endings { session, endings } => {
-            let endings: Vec<Ending> = endings.iter().map(|(e, _)| e.clone()).collect();
-            let call = CommitCall {
+        Item::Steps {
+            session, commits, ..
+        } => {
+            let call = Advance {
                 session: &keys.session(session),
-                done_channel: &keys.done_channel(),
+                done_channel: &keys.done_channel(session),
                 session_ttl: config.session_ttl,
-                dead_max_len: config.dead_letters_max_len,
-                endings: &endings,
+                events_channel: &keys.events_channel(session),
+                events_max_len: config.events_max_len,
+                commits,
             }
             .invocation();
             pipe.invoke_script(&call);
@@ -316,26 +355,6 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
         Item::Commit(commit) => {
             let session = keys.session(&commit.session);
             let call = match &commit.body {
-                CommitBody::Advance(advance) => Advance {
-                    session: &session,
-                    job: advance.job,
-                    token: advance.token,
-                    step_fp: &advance.step_fp,
-                    version_delta: advance.version_delta,
-                    attempts_delta: advance.attempts_delta,
-                    entry: advance.entry,
-                    hand_off: advance.hand_off,
-                    done_channel: &keys.done_channel(),
-                    session_ttl: config.session_ttl,
-                    events_channel: &keys.events_channel(),
-                    events_max_len: config.events_max_len,
-                    end: advance.end.as_ref(),
-                    successors: &advance.successors,
-                    arrivals: &advance.arrivals,
-                    held: &advance.held,
-                    consumed: advance.consumed,
-                }
-                .invocation(),
                 CommitBody::Park {
                     job,
                     token,
@@ -351,8 +370,8 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
                     attempts: *attempts,
                 }
                 .invocation(),
-                // Grouped into `Item::Endings`.
-                CommitBody::End(_) => return,
+                // Grouped into `Item::Session` and `Item::Steps`.
+                CommitBody::End(_) | CommitBody::Advance(_) => return,
             };
             pipe.invoke_script(&call);
         }
@@ -360,12 +379,7 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item) {
 }
 
 /// The scripts a pipeline's items use (loaded again after a `SCRIPT FLUSH`).
-const PIPELINED: [&ScriptDef; 4] = [
-    &event::EVENT,
-    &commit::COMMIT,
-    &commit::PARK,
-    &advance::ADVANCE,
-];
+const PIPELINED: [&ScriptDef; 3] = [&commit::COMMIT, &commit::PARK, &advance::ADVANCE];
 
 /// How many times a pipeline's `NOSCRIPT` items are sent again after loading the scripts (a
 /// `SCRIPT FLUSH` may land again between the load and the retry).
@@ -377,26 +391,49 @@ const RELOADS: usize = 3;
 /// re-established connection (a repetition of one that landed is refused by its token, and
 /// a commit lost that way would otherwise wait out its lease and run again); its events are
 /// not (a repetition would duplicate them in the stream).
-async fn send(forwarding: Arc<Forwarding>, mut items: Vec<Item>) {
+async fn send(forwarding: Arc<Forwarding>, items: Vec<Item>) {
+    if !forwarding.keys.is_cluster() {
+        return send_pipeline(&forwarding, items).await;
+    }
+    // A cluster's pipelines never mix slots: one per session, one for the prefix-wide
+    // counts, all in flight at once (a session's items keep their order).
+    let mut groups: Vec<(Option<SessionId>, Vec<Item>)> = Vec::new();
+    for item in items {
+        let slot = item.session().cloned();
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((slot, vec![item])),
+        }
+    }
+    futures::future::join_all(
+        groups
+            .into_iter()
+            .map(|(_, group)| send_pipeline(&forwarding, group)),
+    )
+    .await;
+}
+
+/// The most times an item refused by a cluster (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`:
+/// not run) is sent again, alone, so the cluster client follows the redirection.
+const CLUSTER_RETRIES: usize = 10;
+
+/// Sends `items` as one pipeline (see [`send`]).
+async fn send_pipeline(forwarding: &Forwarding, mut items: Vec<Item>) {
     let mut reloads = 0;
     let mut resent = false;
     loop {
-        let replies = match pipeline(&forwarding, &items).await {
+        let replies = match pipeline(forwarding, &items).await {
             Ok(replies) => replies,
             Err(error) if error.is_connection_dropped() && !resent => {
                 resent = true;
-                let (commits, events): (Vec<Item>, Vec<Item>) = items
-                    .into_iter()
-                    .partition(|item| matches!(item, Item::Commit(_) | Item::Endings { .. }));
-                fail(&forwarding, events, &error);
-                if commits.is_empty() {
+                items = items.into_iter().filter_map(without_events).collect();
+                if items.is_empty() {
                     return;
                 }
-                items = commits;
                 continue;
             }
             Err(error) => {
-                fail(&forwarding, items, &error);
+                fail(forwarding, items, &error);
                 return;
             }
         };
@@ -406,7 +443,10 @@ async fn send(forwarding: Arc<Forwarding>, mut items: Vec<Item>) {
                 Value::ServerError(error) if error.code() == "NOSCRIPT" && reloads < RELOADS => {
                     retry.push(item);
                 }
-                reply => answer(&forwarding, item, reply),
+                Value::ServerError(error) if refused_by_cluster(error.code()) => {
+                    send_alone(forwarding, item).await;
+                }
+                reply => answer(forwarding, item, reply),
             }
         }
         if retry.is_empty() {
@@ -414,22 +454,125 @@ async fn send(forwarding: Arc<Forwarding>, mut items: Vec<Item>) {
         }
         reloads += 1;
         if let Err(error) = forwarding.redis.load(&PIPELINED).await {
-            fail(&forwarding, retry, &error);
+            fail(forwarding, retry, &error);
             return;
         }
         items = retry;
     }
 }
 
+/// Whether a reply says the cluster did not run the command (its slot moved or is moving,
+/// or the cluster is failing over): it is to be sent again.
+fn refused_by_cluster(code: &str) -> bool {
+    matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
+}
+
+/// Sends `item` on its own (its one command), so the cluster client follows `MOVED` and
+/// `ASK` and waits out `TRYAGAIN` and `CLUSTERDOWN` itself; again with backoff while the
+/// cluster keeps refusing it (a long migration), then answers it.
+async fn send_alone(forwarding: &Forwarding, item: Item) {
+    if matches!(item, Item::Counted(_)) {
+        // Counters, several commands: dropped like events whose pipeline was lost.
+        tracing::debug!("finished-step counts refused by the cluster were dropped");
+        return;
+    }
+    let mut pipe = redis::pipe();
+    add(&mut pipe, forwarding, &item, &forwarding.served.fingerprints());
+    let Some(cmd) = pipe.cmd_iter().next().cloned() else {
+        return answer(forwarding, item, Value::Nil);
+    };
+    let mut backoff = Duration::from_millis(20);
+    for attempt in 0..=CLUSTER_RETRIES {
+        let sent = async {
+            let mut conn = forwarding.redis.conn()?;
+            Ok::<_, WireError>(conn.req_packed_command(&cmd).await)
+        };
+        match sent.await {
+            Ok(Ok(reply)) => return answer(forwarding, item, reply),
+            Ok(Err(error))
+                if attempt < CLUSTER_RETRIES
+                    && (error.is_cluster_error()
+                        || error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) =>
+            {
+                if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+                    let _ = forwarding.redis.load(&PIPELINED).await;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Ok(Err(error)) => return fail(forwarding, vec![item], &WireError::Redis(error)),
+            Err(error) => return fail(forwarding, vec![item], &error),
+        }
+    }
+}
+
+impl Item {
+    /// The session whose slot the item writes to (`None`: the prefix-wide counts).
+    fn session(&self) -> Option<&SessionId> {
+        match self {
+            Item::Session { session, .. } | Item::Steps { session, .. } => Some(session),
+            Item::Commit(commit) => Some(&commit.session),
+            Item::Counted(_) => None,
+        }
+    }
+}
+
+/// What of `item` is sent again after the connection dropped with it in flight: its commits
+/// (a repetition of one that landed is refused by its token), not its events (a repetition
+/// would duplicate them in the stream).
+fn without_events(item: Item) -> Option<Item> {
+    match item {
+        Item::Commit(_) | Item::Steps { .. } => Some(item),
+        Item::Session {
+            session,
+            endings,
+            answers,
+            ..
+        } if !endings.is_empty() => Some(Item::Session {
+            session,
+            events: String::new(),
+            counts: Vec::new(),
+            endings,
+            answers,
+        }),
+        Item::Session { .. } | Item::Counted(_) => None,
+    }
+}
+
 /// One reply per item (the counts' `HINCRBY`s are ignored; their `PEXPIRE` answers).
 async fn pipeline(forwarding: &Forwarding, items: &[Item]) -> Result<Vec<Value>, WireError> {
     let mut conn = forwarding.redis.conn()?;
+    let refills = items.iter().any(|item| match item {
+        Item::Session { endings, .. } => endings.iter().any(|e| e.refill),
+        _ => false,
+    });
+    let served = match refills {
+        true => forwarding.served.fingerprints(),
+        false => Vec::new(),
+    };
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for item in items {
-        add(&mut pipe, forwarding, item);
+        add(&mut pipe, forwarding, item, &served);
     }
-    Ok(pipe.query_async(&mut conn).await?)
+    let Some((replicas, timeout)) = forwarding.redis.durable else {
+        return Ok(pipe.query_async(&mut conn).await?);
+    };
+    // Durable writes: the commits are answered once the replicas hold them.
+    pipe.cmd("WAIT").arg(replicas).arg(protocol::millis(timeout));
+    let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
+    let acknowledged = match replies.pop() {
+        Some(Value::Int(n)) => u32::try_from(n).unwrap_or(0),
+        _ => 0,
+    };
+    if acknowledged < replicas {
+        tracing::warn!(
+            acknowledged,
+            replicas,
+            "commits reached fewer replicas than durable writes ask for; a failover now may undo them (their jobs then run again)"
+        );
+    }
+    Ok(replies)
 }
 
 fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
@@ -438,20 +581,30 @@ fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
         _ => None,
     };
     match item {
-        Item::Endings { endings, .. } => {
+        Item::Session {
+            endings, answers, ..
+        } => {
             let read = match server_error(&reply) {
                 Some(error) => Err(error),
-                None => CommitCall::read(reply, endings.len()),
+                None => CommitCall::read(reply, &endings),
             };
             match read {
                 Ok(committed) => {
-                    for ((_, to), committed) in endings.into_iter().zip(committed) {
-                        let _ = to.send(Ok(Reply::Ended(committed)));
+                    if !committed.stored {
+                        tracing::debug!(
+                            "events of a session that is gone or stopping were only published"
+                        );
+                    }
+                    for (to, (ended, next)) in answers.into_iter().zip(committed.ended) {
+                        let _ = to.send(Ok(Reply::Ended(ended, next)));
                     }
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    for (_, to) in endings {
+                    if answers.is_empty() {
+                        tracing::warn!(error = %forwarding.redis.errors.scrub(&message), "forwarding events failed");
+                    }
+                    for to in answers {
                         let _ = to.send(Err(WireError::reply("commit", message.clone())));
                     }
                 }
@@ -461,23 +614,35 @@ fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
             let read = match server_error(&reply) {
                 Some(error) => Err(error),
                 None => match commit.body {
-                    CommitBody::Advance(_) => Advance::read(reply).map(Reply::Advanced),
                     CommitBody::Park { .. } => Park::read(reply).map(Reply::Parked),
-                    CommitBody::End(_) => Err(WireError::reply("commit", "an ungrouped ending")),
+                    CommitBody::End(_) | CommitBody::Advance(_) => {
+                        Err(WireError::reply("commit", "an ungrouped commit"))
+                    }
                 },
             };
             let _ = commit.reply.send(read);
         }
-        Item::Events { .. } => match server_error(&reply) {
-            Some(error) => {
-                tracing::warn!(error = %error.into_error(&forwarding.redis.errors), "forwarding events failed");
-            }
-            None => {
-                if let Err(error) = Events::read(reply) {
-                    tracing::warn!(%error, "forwarding events: unexpected reply");
+        Item::Steps {
+            commits, answers, ..
+        } => {
+            let read = match server_error(&reply) {
+                Some(error) => Err(error),
+                None => Advance::read(reply, commits.len()),
+            };
+            match read {
+                Ok(advanced) => {
+                    for (to, advanced) in answers.into_iter().zip(advanced) {
+                        let _ = to.send(Ok(Reply::Advanced(advanced)));
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    for to in answers {
+                        let _ = to.send(Err(WireError::reply("advance", message.clone())));
+                    }
                 }
             }
-        },
+        }
         Item::Counted(_) => {}
     }
 }
@@ -494,12 +659,12 @@ fn fail(forwarding: &Forwarding, items: Vec<Item>, error: &WireError) {
             Item::Commit(commit) => {
                 let _ = commit.reply.send(failed());
             }
-            Item::Endings { endings, .. } => {
-                for (_, to) in endings {
+            Item::Session { answers, .. } | Item::Steps { answers, .. } => {
+                for to in answers {
                     let _ = to.send(failed());
                 }
             }
-            _ => {}
+            Item::Counted(_) => {}
         }
     }
 }

@@ -89,18 +89,39 @@ pub(crate) const SESSION_PARTS: [&str; 14] = [
     "stats",
 ];
 
-/// The keys and channels of one prefix.
+/// The runtime's pub/sub channels, as a message's channel names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Channel {
+    Wake,
+    Control,
+    Done,
+    Events,
+}
+
+/// The keys and channels of one prefix. On one node the channels are prefix-wide and
+/// published with `PUBLISH`; on a cluster they are shard channels (`SPUBLISH`: their name
+/// carries a hash tag, which is how a publisher tells), each on the slot of what publishes it: a session's `done` and `events` on the session's slot,
+/// `wake` on the schedule's, `control` on its own (`docs/architecture.md`, "Redis
+/// Cluster").
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     prefix: String,
+    cluster: bool,
 }
 
 impl Keys {
-    /// Keys under `prefix`, which must have passed [`validate_prefix`].
-    pub(crate) fn new(prefix: &str) -> Self {
+    /// Keys under `prefix`, which must have passed [`validate_prefix`]; `cluster`: the
+    /// channels of a Redis Cluster.
+    pub(crate) fn new(prefix: &str, cluster: bool) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            cluster,
         }
+    }
+
+    /// Whether the channels are a cluster's shard channels.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The session registry (sorted set: session id → registration score).
@@ -165,24 +186,81 @@ impl Keys {
         format!("{}:rate:{processor}", self.prefix)
     }
 
-    /// Channel: a session got ready jobs (`Wake`).
+    /// Channel: a session got ready jobs (`Wake`; published by `enlist.lua`, so on a
+    /// cluster on the schedule's slot).
     pub(crate) fn wake_channel(&self) -> String {
-        format!("{}:wake", self.prefix)
-    }
-
-    /// Channel: a run ended (`Done`).
-    pub(crate) fn done_channel(&self) -> String {
-        format!("{}:done", self.prefix)
+        match self.cluster {
+            true => format!("{}:{{:registry}}:wake", self.prefix),
+            false => format!("{}:wake", self.prefix),
+        }
     }
 
     /// Channel: control messages (`Control`).
     pub(crate) fn control_channel(&self) -> String {
-        format!("{}:control", self.prefix)
+        match self.cluster {
+            true => format!("{}:{{:control}}", self.prefix),
+            false => format!("{}:control", self.prefix),
+        }
     }
 
-    /// Channel: every event, as JSON.
-    pub(crate) fn events_channel(&self) -> String {
-        format!("{}:events", self.prefix)
+    /// Channel: runs of `session` ended (`Done` lines); on one node, every session's.
+    pub(crate) fn done_channel(&self, session: &SessionId) -> String {
+        match self.cluster {
+            true => format!("{}:{{{}}}:done", self.prefix, session.as_str()),
+            false => format!("{}:done", self.prefix),
+        }
+    }
+
+    /// Channel: events of `session`, as JSON; on one node, every session's.
+    pub(crate) fn events_channel(&self, session: &SessionId) -> String {
+        match self.cluster {
+            true => format!("{}:{{{}}}:events", self.prefix, session.as_str()),
+            false => format!("{}:events", self.prefix),
+        }
+    }
+
+    /// The channels this process listens on from its start: on one node all four, on a
+    /// cluster `wake` and `control` (a session's are followed on demand:
+    /// [`session_channels`](Keys::session_channels)).
+    pub(crate) fn standing_channels(&self) -> Vec<String> {
+        if self.cluster {
+            return vec![self.wake_channel(), self.control_channel()];
+        }
+        // One node's `done` and `events` name no session.
+        let any = SessionId::default();
+        vec![
+            self.wake_channel(),
+            self.done_channel(&any),
+            self.control_channel(),
+            self.events_channel(&any),
+        ]
+    }
+
+    /// On a cluster, the channels of `session` a process follows while it awaits its runs
+    /// or follows its events.
+    pub(crate) fn session_channels(&self, session: &SessionId) -> [String; 2] {
+        [self.done_channel(session), self.events_channel(session)]
+    }
+
+    /// Which of the runtime's channels `name` is (`None`: not one of this prefix's).
+    pub(crate) fn channel(&self, name: &str) -> Option<Channel> {
+        if name == self.wake_channel() {
+            return Some(Channel::Wake);
+        }
+        if name == self.control_channel() {
+            return Some(Channel::Control);
+        }
+        let rest = name.strip_prefix(self.prefix.as_str())?.strip_prefix(':')?;
+        let part = match self.cluster {
+            // `{<session>}:done`: the session id holds no `}`.
+            true => rest.strip_prefix('{')?.split_once("}:")?.1,
+            false => rest,
+        };
+        match part {
+            "done" => Some(Channel::Done),
+            "events" => Some(Channel::Events),
+            _ => None,
+        }
     }
 
     /// The keys of `session`.
@@ -324,7 +402,7 @@ mod tests {
 
     #[test]
     fn every_key_of_a_session_is_on_the_session_slot() {
-        let keys = Keys::new("am2z");
+        let keys = Keys::new("am2z", false);
         let run = RunId::generate();
         for id in sample_ids() {
             let session = keys.session(&id);
@@ -337,8 +415,33 @@ mod tests {
     }
 
     #[test]
+    fn a_clusters_channels_live_on_the_slot_of_what_publishes_them() {
+        let keys = Keys::new("am2z", true);
+        assert_eq!(slot(&keys.wake_channel()), slot(&keys.sched()));
+        for id in sample_ids() {
+            let session = keys.session(&id);
+            for channel in keys.session_channels(&id) {
+                assert_eq!(slot(&channel), slot(&session.meta()), "{channel}");
+            }
+            assert_eq!(keys.channel(&keys.done_channel(&id)), Some(Channel::Done));
+            assert_eq!(keys.channel(&keys.events_channel(&id)), Some(Channel::Events));
+        }
+        assert_eq!(keys.channel(&keys.wake_channel()), Some(Channel::Wake));
+        assert_eq!(keys.channel(&keys.control_channel()), Some(Channel::Control));
+        for stranger in ["other:{s}:done", "am2z:{s}:jobs", "am2z:done", "am2z:{s}done"] {
+            assert_eq!(keys.channel(stranger), None, "{stranger}");
+        }
+        let node = Keys::new("am2z", false);
+        assert_eq!(node.standing_channels().len(), 4);
+        for channel in node.standing_channels() {
+            assert!(node.channel(&channel).is_some(), "{channel}");
+        }
+        assert_eq!(node.channel("am2z:{s}:done"), None);
+    }
+
+    #[test]
     fn keys_are_injective_across_sessions_and_parts() {
-        let keys = Keys::new("am2z");
+        let keys = Keys::new("am2z", false);
         let runs = [RunId::generate(), RunId::generate()];
         let mut seen = HashSet::new();
         let globals = [
@@ -377,7 +480,7 @@ mod tests {
     /// (`a`, `a.`, `a.b`) included.
     #[test]
     fn the_session_is_recoverable_from_each_key() {
-        let keys = Keys::new("am2z");
+        let keys = Keys::new("am2z", false);
         let run = RunId::generate();
         let mut ids = sample_ids();
         for near in ["a", "a.", "a.b", "a-", "a_", "ab", "A", "-a", "_a"] {
@@ -398,7 +501,7 @@ mod tests {
 
     #[test]
     fn global_keys_used_together_share_a_slot() {
-        let keys = Keys::new("am2z");
+        let keys = Keys::new("am2z", false);
         assert_eq!(slot(&keys.sessions()), slot(&keys.sched()));
         assert_eq!(slot(&keys.sessions()), slot(&keys.gens()));
         assert_eq!(slot(&keys.workers()), slot(&keys.worker_contracts("w-1")));
@@ -427,7 +530,7 @@ mod tests {
 
     #[test]
     fn prefixes_do_not_collide() {
-        let (a, b) = (Keys::new("a"), Keys::new("a.b"));
+        let (a, b) = (Keys::new("a", false), Keys::new("a.b", false));
         let id = SessionId::new("s").unwrap();
         assert_ne!(a.session(&id).meta(), b.session(&id).meta());
         assert_ne!(a.sessions(), b.sessions());

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use super::claimer::Wakeups;
 use super::client::Client;
-use super::keys::Keys;
+use super::keys::{Channel, Keys};
 use super::leases::LeaseTable;
 use super::protocol::Redis;
 use super::protocol::messages::{self, Control, Done, Wake};
 use super::stops::Stops;
+use super::watches::Watches;
 use super::worker::Contention;
 use crate::event::EventBus;
 use crate::{Event, LocalRuntime, Runtime};
@@ -25,34 +26,36 @@ pub(crate) struct Listener {
     pub(crate) stops: Arc<Stops>,
     pub(crate) wakeups: Arc<Wakeups>,
     pub(crate) contention: Arc<Contention>,
+    pub(crate) watches: Arc<Watches>,
     pub(crate) engine: LocalRuntime,
 }
 
 impl Listener {
     /// Handles a message from one of the runtime's channels.
     pub(crate) fn on_message(self: &Arc<Self>, channel: &str, payload: &str) {
-        let keys = &self.keys;
-        if channel == keys.events_channel() {
-            self.on_events(payload);
-        } else if channel == keys.wake_channel() {
-            match payload.parse::<Wake>() {
+        match self.keys.channel(channel) {
+            Some(Channel::Events) => self.on_events(payload),
+            Some(Channel::Wake) => match payload.parse::<Wake>() {
                 Ok(wake) => {
                     // Another session got ready jobs: hand-offs yield to the fair order now.
-                    self.contention.saw(true);
+                    self.contention.woken();
                     self.wakeups.wake(Some(wake.session));
                 }
                 Err(error) => tracing::debug!(%error, "ignored"),
+            },
+            Some(Channel::Done) => {
+                for done in Done::read_all(payload) {
+                    match done {
+                        Ok(done) => self.on_done(done),
+                        Err(error) => tracing::debug!(%error, "ignored"),
+                    }
+                }
             }
-        } else if channel == keys.done_channel() {
-            match payload.parse::<Done>() {
-                Ok(done) => self.on_done(done),
-                Err(error) => tracing::debug!(%error, "ignored"),
-            }
-        } else if channel == keys.control_channel() {
-            match payload.parse::<Control>() {
+            Some(Channel::Control) => match payload.parse::<Control>() {
                 Ok(control) => self.on_control(control),
                 Err(error) => tracing::debug!(%error, "ignored"),
-            }
+            },
+            None => tracing::debug!(channel, "a message on an unknown channel ignored"),
         }
     }
 
@@ -60,6 +63,8 @@ impl Listener {
     pub(crate) fn on_reconnect(&self) {
         self.client.waiters.wake_all();
         self.client.forget_registrations();
+        self.watches.forget_all();
+        self.contention.woken();
         self.wakeups.wake(None);
     }
 
@@ -96,6 +101,8 @@ impl Listener {
             Control::Expired { session } => {
                 self.engine.forget_idle_session(&session);
                 self.client.forget_registration(&session);
+                self.client.subscriptions.forget(&session);
+                self.watches.forget(&session);
                 // Its waiters read again: they end with `SessionStopped` or find a new run.
                 self.client.waiters.wake_all();
             }
@@ -110,6 +117,8 @@ impl Listener {
                 self.stops.heard(&session);
                 self.client.waiters.session_stopped(&session);
                 self.client.forget_registration(&session);
+                self.client.subscriptions.forget(&session);
+                self.watches.forget(&session);
                 let listener = Arc::clone(self);
                 tokio::spawn(async move {
                     let _ = listener.engine.stop_session(&session).await;

@@ -36,6 +36,7 @@ mod keys;
 mod leases;
 mod limits;
 mod listener;
+mod outgoing;
 mod promoter;
 mod protocol;
 mod renewer;
@@ -43,8 +44,10 @@ mod served;
 mod slots;
 mod steps;
 mod stops;
+mod subscriptions;
 mod sweeper;
 mod waiters;
+mod watches;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,10 +60,12 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use self::claimer::Wakeups;
+use self::connection::Target;
 pub use self::client::RunHandle;
 use self::client::{Client, Submission, not_started};
 pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
 use self::forwarder::Forwarding;
+use self::job::ClaimedJob;
 use self::keys::Keys;
 use self::leases::LeaseTable;
 use self::limits::Limits;
@@ -68,6 +73,7 @@ use self::listener::Listener;
 use self::protocol::messages::{self, Control};
 use self::protocol::{Redis, reads, schedule};
 use self::served::{ServedProcessor, ServedTable, failure, job_fingerprint};
+use self::slots::JobSlot;
 use self::stops::Stops;
 use self::worker::{Contention, Counts, Worker};
 use super::{Executes, ProcessorInfo, QueueStats, Runtime, RuntimeStats, SessionStats};
@@ -118,11 +124,14 @@ struct Inner {
     limits: Arc<Limits>,
     wakeups: Arc<Wakeups>,
     contention: Arc<Contention>,
+    watches: Arc<watches::Watches>,
     claiming: Arc<AtomicBool>,
     counts: Arc<Counts>,
     /// This worker's execution slots (`worker_concurrency`).
     slots: Arc<tokio::sync::Semaphore>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
+    /// The worker, while it claims: a run it can start at once is leased to it by its submit.
+    executor: std::sync::RwLock<Option<Arc<Worker>>>,
     /// This runtime's id in the worker registry.
     worker_id: String,
 }
@@ -157,8 +166,10 @@ impl RedisRuntime {
             .event_capacity(1 << 14)
             .build();
         let config = Arc::new(config);
-        let keys = Keys::new(&config.prefix);
-        let redis = Arc::new(Redis::new(connection::ErrorMap::new(&config)));
+        let keys = Keys::new(&config.prefix, config.is_cluster());
+        let durable = (config.durable_writes > 0)
+            .then_some((config.durable_writes, config.response_timeout));
+        let redis = Arc::new(Redis::new(connection::ErrorMap::new(&config), durable));
         let client = Arc::new(Client::new(
             Arc::clone(&redis),
             keys.clone(),
@@ -179,12 +190,14 @@ impl RedisRuntime {
             stops: Arc::default(),
             wakeups: Arc::default(),
             contention: Arc::default(),
+            watches: Arc::default(),
             claiming: Arc::default(),
             counts: Arc::default(),
             lifecycle: tokio::sync::Mutex::new(Lifecycle {
                 stop: stopped,
                 ..Lifecycle::default()
             }),
+            executor: std::sync::RwLock::default(),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
             config,
         });
@@ -281,14 +294,68 @@ impl RedisRuntime {
             priority: processor.config().priority,
             input: serde_json::to_string(&input)?,
             call: None,
+            lease: false,
         };
-        let (_, epoch) = self.inner.client.submit(session, run, submission).await?;
+        let epoch = self.submit_here(session, run, submission).await?;
         Ok(RunHandle {
             session: session.clone(),
             run_id: run,
             processor: processor.name().to_owned(),
             epoch: Some(epoch),
         })
+    }
+
+    /// Submits a run, leased to this process's worker when it can start it at once (it
+    /// claims, serves the run's contract, has a free slot, and saw no other session waiting):
+    /// the run then starts as soon as Redis holds it, with no wake and no claim. Returns the
+    /// session's epoch.
+    async fn submit_here(
+        &self,
+        session: &SessionId,
+        run: RunId,
+        mut submission: Submission<'_>,
+    ) -> Result<u64, Error> {
+        let inner = &self.inner;
+        let asked = Instant::now();
+        let slot = self.free_slot(submission.name, submission.fingerprint);
+        submission.lease = slot.is_some();
+        let accepted = inner.client.submit(session, run, submission).await?;
+        if let (Some(leased), Some((worker, permit))) = (accepted.leased, slot) {
+            let slot = Arc::new(JobSlot::new(Arc::clone(&inner.slots), permit));
+            let deadline = leased.deadline_ms;
+            let job = ClaimedJob {
+                session: session.clone(),
+                leased,
+                asked,
+            };
+            tokio::spawn(worker::execute(Arc::clone(&worker), job, slot));
+            let session = session.clone();
+            tokio::spawn(async move { worker.watch_leases(&session, deadline).await });
+        }
+        Ok(accepted.epoch)
+    }
+
+    /// This process's worker and a free slot of it, for a run of `name` with contract
+    /// `fingerprint` that it could start now; `None` when it does not claim (a client, or
+    /// draining), does not serve the contract, is busy, or other sessions wait for a claim
+    /// (their turn comes first).
+    fn free_slot(
+        &self,
+        name: &str,
+        fingerprint: &str,
+    ) -> Option<(Arc<Worker>, tokio::sync::OwnedSemaphorePermit)> {
+        let inner = &self.inner;
+        let worker = inner
+            .executor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        if !inner.claiming.load(Ordering::Acquire) || inner.contention.others_waiting() {
+            return None;
+        }
+        inner.served.for_job(name, fingerprint)?;
+        let permit = Arc::clone(&inner.slots).try_acquire_owned().ok()?;
+        Some((worker, permit))
     }
 
     /// Submits a run and waits for its outcome. The waiter is registered before the run
@@ -310,8 +377,12 @@ impl RedisRuntime {
             Err(error) => return Err(failure(session, run, SystemTime::now(), started, error)),
         };
         let processor = submission.name.to_owned();
-        match client.submit(session, run, submission).await {
-            Ok((_, epoch)) => {
+        // On a cluster, the session's `done` is listened to before the run exists.
+        if let Err(error) = client.subscriptions.follow(session, false).await {
+            return Err(failure(session, run, SystemTime::now(), started, error));
+        }
+        match self.submit_here(session, run, submission).await {
+            Ok(epoch) => {
                 let handle = RunHandle {
                     session: session.clone(),
                     run_id: run,
@@ -354,6 +425,11 @@ impl RedisRuntime {
     pub async fn drain(&self, timeout: Duration) -> Result<(), Error> {
         if let Some(claimer) = self.inner.lifecycle.lock().await.claimer.take() {
             self.inner.claiming.store(false, Ordering::Release);
+            self.inner
+                .executor
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             claimer.cancel();
         }
         let until = tokio::time::Instant::now() + timeout;
@@ -362,12 +438,15 @@ impl RedisRuntime {
     }
 
     /// The events kept in `session`'s stream, oldest first: at most `limit`, after the
-    /// stream entry id `after` when given. Each comes with its entry id, so an observer that
+    /// cursor `after` when given. Each comes with its cursor (an opaque string: the stream
+    /// entry id, with the event's place when the entry holds a batch), so an observer that
     /// joins late (or reconnects) pages through what it missed, then follows
     /// [`subscribe_session`](Runtime::subscribe_session). Streams are capped at
-    /// `events_max_len` entries and go with their session.
+    /// `events_max_len` entries (each one event or one worker's batch) and go with their
+    /// session.
     ///
     /// # Errors
+    /// [`Error::Validation`] when `after` is not a cursor this returned;
     /// [`Error::Unavailable`] when Redis cannot be reached; [`Error::Configuration`] before
     /// `start`.
     pub async fn replay(
@@ -377,21 +456,26 @@ impl RedisRuntime {
         limit: usize,
     ) -> Result<Vec<(String, Event)>, Error> {
         let inner = &self.inner;
-        let entries = reads::events(
+        let after = match after {
+            None => None,
+            Some(text) => Some(reads::Cursor::parse(text).ok_or_else(|| {
+                Error::validation(
+                    "after",
+                    format!("`{text}` is not a cursor returned by `replay`"),
+                )
+            })?),
+        };
+        let events = reads::events(
             &inner.redis,
             &inner.keys.session(session),
-            after.unwrap_or("-"),
+            after.as_ref(),
             limit.max(1),
         )
         .await
         .map_err(|e| e.into_error(&inner.redis.errors))?;
-        Ok(entries
+        Ok(events
             .into_iter()
-            .filter_map(|(id, fields)| {
-                let (_, json) = fields.into_iter().find(|(field, _)| field == "event")?;
-                let event = serde_json::from_str::<Event>(&json).ok()?;
-                Some((id, event))
-            })
+            .filter_map(|(cursor, json)| Some((cursor, serde_json::from_value(json).ok()?)))
             .collect())
     }
 
@@ -434,8 +518,8 @@ impl RedisRuntime {
         }
         inner.config.validate()?;
         let errors = &inner.redis.errors;
-        let client = connection::client(&inner.config, errors)?;
-        let conn = connection::connect(&client, errors, &inner.config, MIN_REDIS).await?;
+        let target = connection::target(&inner.config, errors)?;
+        let conn = connection::connect(&target, errors, &inner.config, MIN_REDIS).await?;
         inner.redis.set(Some(conn));
         inner
             .redis
@@ -445,12 +529,7 @@ impl RedisRuntime {
 
         let stop = CancellationToken::new();
         let (ready, subscribed) = tokio::sync::oneshot::channel();
-        let channels = vec![
-            inner.keys.wake_channel(),
-            inner.keys.done_channel(),
-            inner.keys.control_channel(),
-            inner.keys.events_channel(),
-        ];
+        let channels = inner.keys.standing_channels();
         let listener = Arc::new(Listener {
             redis: Arc::clone(&inner.redis),
             keys: inner.keys.clone(),
@@ -460,18 +539,37 @@ impl RedisRuntime {
             stops: Arc::clone(&inner.stops),
             wakeups: Arc::clone(&inner.wakeups),
             contention: Arc::clone(&inner.contention),
+            watches: Arc::clone(&inner.watches),
             engine: inner.engine.clone(),
         });
         let reconnected = Arc::clone(&listener);
-        let mut tasks = vec![tokio::spawn(connection::subscribe(
-            client,
-            errors.clone(),
-            channels,
-            ready,
-            stop.clone(),
-            move |m| listener.on_message(&m.channel, &m.payload),
-            move || reconnected.on_reconnect(),
-        ))];
+        let on_message = move |m: connection::Message| listener.on_message(&m.channel, &m.payload);
+        let on_reconnect = move || reconnected.on_reconnect();
+        let subscriber = match &target {
+            Target::Node(client) => tokio::spawn(connection::subscribe(
+                client.clone(),
+                errors.clone(),
+                channels,
+                ready,
+                stop.clone(),
+                on_message,
+                on_reconnect,
+            )),
+            Target::Cluster { .. } => tokio::spawn(subscriptions::run_cluster(
+                target.clone(),
+                Arc::clone(&inner.config),
+                errors.clone(),
+                Arc::clone(&inner.client.subscriptions),
+                Arc::clone(&inner.client.waiters),
+                ready,
+                stop.clone(),
+                subscriptions::Handlers {
+                    on_message,
+                    on_reconnect,
+                },
+            )),
+        };
+        let mut tasks = vec![subscriber];
         match subscribed.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -487,6 +585,7 @@ impl RedisRuntime {
             redis: Arc::clone(&inner.redis),
             keys: inner.keys.clone(),
             config: Arc::clone(&inner.config),
+            served: Arc::clone(&inner.served),
         });
         let (outbox, forwarder) =
             forwarder::start(forwarding, inner.engine.subscribe(), stop.clone());
@@ -505,6 +604,7 @@ impl RedisRuntime {
             outbox,
             claiming: Arc::clone(&inner.claiming),
             contention: Arc::clone(&inner.contention),
+            watches: Arc::clone(&inner.watches),
             counts: Arc::clone(&inner.counts),
         });
         let mut claimer = None;
@@ -534,6 +634,9 @@ impl RedisRuntime {
         lifecycle.claimer = claimer;
         lifecycle.tasks = tasks;
         lifecycle.stop = stop.clone();
+        if inner.config.worker {
+            *inner.executor.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&worker));
+        }
         lifecycle.worker = Some(worker);
         inner.claiming.store(inner.config.worker, Ordering::Release);
         inner.client.set_running(Some(stop));
@@ -549,6 +652,11 @@ impl RedisRuntime {
         }
         inner.client.set_running(None);
         inner.claiming.store(false, Ordering::Release);
+        inner
+            .executor
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(claimer) = lifecycle.claimer.take() {
             claimer.cancel();
         }
@@ -592,13 +700,19 @@ impl RedisRuntime {
                 .await
                 .map_err(unavailable)?;
         }
-        let mut conn = redis.conn().map_err(unavailable)?;
-        let _: (i64, i64) = redis::pipe()
-            .zrem(keys.timers(), session.as_str())
-            .zrem(keys.leasing(), session.as_str())
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| redis.errors.unavailable(&e))?;
+        // Two slots on a cluster: two commands, in flight together.
+        let (mut first, mut second) = (
+            redis.conn().map_err(unavailable)?,
+            redis.conn().map_err(unavailable)?,
+        );
+        let (mut untime, mut unwatch) = (redis::cmd("ZREM"), redis::cmd("ZREM"));
+        untime.arg(keys.timers()).arg(session.as_str());
+        unwatch.arg(keys.leasing()).arg(session.as_str());
+        let (timers, leasing) = tokio::join!(
+            untime.query_async::<i64>(&mut first),
+            unwatch.query_async::<i64>(&mut second),
+        );
+        timers.and(leasing).map_err(|e| redis.errors.unavailable(&e))?;
         let nonce = RunId::generate().to_string();
         let answers = inner.stops.expect(&nonce);
         let announce = Control::Stop {
@@ -617,7 +731,7 @@ impl RedisRuntime {
                 kind: EventKind::SessionStopped,
             };
             let stopped = serde_json::to_string(&stopped)?;
-            messages::publish(redis, &keys.events_channel(), &stopped)
+            messages::publish(redis, &keys.events_channel(session), &stopped)
                 .await
                 .map_err(unavailable)?;
         }
@@ -763,7 +877,21 @@ impl Runtime for RedisRuntime {
     }
 
     fn subscribe_session(&self, session: &SessionId) -> EventStream {
-        self.inner.events.subscribe(Some(session.clone()))
+        let stream = self.inner.events.subscribe(Some(session.clone()));
+        // On a cluster, the session's events channel is listened to from now on (until the
+        // session stops); on one node every session's already is.
+        if self.inner.config.is_cluster()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let subscriptions = Arc::clone(&self.inner.client.subscriptions);
+            let session = session.clone();
+            runtime.spawn(async move {
+                if let Err(error) = subscriptions.follow(&session, true).await {
+                    tracing::warn!(%session, %error, "following the session's events failed");
+                }
+            });
+        }
+        stream
     }
 
     async fn execute_named<I, O>(&self, session: &SessionId, name: &str, input: I) -> RunOutcome<O>
@@ -805,6 +933,7 @@ impl Runtime for RedisRuntime {
                 priority: info.config.priority,
                 input,
                 call: None,
+                lease: false,
             });
         self.submit_and_wait(session, submission, started).await
     }
@@ -836,6 +965,7 @@ where
                 priority: processor.config().priority,
                 input,
                 call: None,
+                lease: false,
             });
         self.submit_and_wait(session, submission, started).await
     }

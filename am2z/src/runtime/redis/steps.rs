@@ -11,10 +11,9 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
-use super::forwarder::{AdvanceCommit, DONE_INLINE};
 use super::job::ClaimedJob;
 use super::keys::{JobId, Keys};
-use super::protocol::advance::{Arrival, HeldInstance, NewJob, RunEnd};
+use super::protocol::advance::{Arrival, HeldInstance, NewJob, RunEnd, StepCommit};
 use super::protocol::body::Body;
 use super::protocol::messages::Done;
 use super::protocol::{Redis, millis, reads};
@@ -107,7 +106,7 @@ impl HeldItems {
 /// What a job's commit carries: the commit, and the run-hash fields to stage before it (held
 /// map items, chunks of big values).
 pub(crate) struct Advance {
-    pub(crate) commit: AdvanceCommit,
+    pub(crate) commit: StepCommit,
     pub(crate) staged: Vec<(String, Vec<u8>)>,
 }
 
@@ -686,7 +685,7 @@ fn advance(
         .output
         .map(|output| run_end(ctx.config, job, output, version, attempts));
     Advance {
-        commit: AdvanceCommit {
+        commit: StepCommit {
             job: job.id(),
             token: job.token(),
             step_fp: ctx.step_fp.to_owned(),
@@ -910,12 +909,7 @@ fn run_end(
             (wire, false, kind(&failed))
         }
     };
-    let done = Done {
-        session: job.session.clone(),
-        run: job.run(),
-        outcome: (outcome.len() <= DONE_INLINE).then(|| outcome.clone()),
-    }
-    .to_string();
+    let done = Done::new(&job.session, job.run(), &outcome).to_string();
     RunEnd {
         event: run_event(&job.session, job.run(), kind),
         outcome,

@@ -145,7 +145,7 @@ async fn sweep_session(
                 reason,
                 max_deliveries: config.max_deliveries,
                 grace: config.unserved_grace.unwrap_or_default(),
-                done_channel: &keys.done_channel(),
+                done_channel: &keys.done_channel(&id),
                 done: &done,
                 session_ttl: config.session_ttl,
                 dead_max_len: config.dead_letters_max_len,

@@ -98,6 +98,11 @@ impl Waiters {
         }
     }
 
+    /// The sessions that have waiters here.
+    pub(crate) fn sessions(&self) -> std::collections::HashSet<SessionId> {
+        self.lock().keys().map(|(session, _)| session.clone()).collect()
+    }
+
     /// Keeps the typed `outcome` of `run` for a waiter here, if there is one.
     pub(crate) fn hand_off(&self, session: &SessionId, run: RunId, outcome: Box<dyn Any + Send>) {
         if let Some(entry) = self.lock().get_mut(&(session.clone(), run)) {

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::calls::Caller;
 use super::client::Client;
 use super::config::RedisConfig;
-use super::forwarder::{CommitBody, DONE_INLINE, Outbox, Reply};
+use super::forwarder::{CommitBody, Outbox, Reply};
 use super::hooks::JobHooks;
 use super::job::ClaimedJob;
 use super::keys::Keys;
@@ -28,22 +28,49 @@ use super::served::{Assignment, Executed, Served, ServedTable, failure};
 use super::slots::JobSlot;
 use super::steps::{self, StepContext};
 use super::stops::Stops;
+use super::watches::Watches;
 use crate::runtime::embed::{Embedding, Wait, Waits};
-use crate::{Error, LocalRuntime, RunOutcome};
+use crate::{Error, LocalRuntime, RunOutcome, SessionId};
 
 /// Whether this worker saw other sessions waiting for a claim (the schedule, as of its last
 /// look, and every wake since): a commit hands a successor to its own worker only when none
 /// waits, so a run never keeps a slot from the fair order (invariant 5).
 #[derive(Default)]
-pub(crate) struct Contention(AtomicBool);
+pub(crate) struct Contention {
+    others: AtomicBool,
+    /// Wakes heard so far: a look at the schedule sent before a wake does not undo it.
+    wakes: AtomicU64,
+}
 
 impl Contention {
-    pub(crate) fn saw(&self, others_waiting: bool) {
-        self.0.store(others_waiting, Ordering::Relaxed);
+    /// A `wake` named a session that got ready jobs (or messages may have been missed).
+    pub(crate) fn woken(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.others.store(true, Ordering::SeqCst);
+    }
+
+    /// The wakes heard so far: taken before a look at the schedule, given to [`looked`].
+    ///
+    /// [`looked`]: Contention::looked
+    pub(crate) fn wakes(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
+    }
+
+    /// A look at the schedule, sent when `wakes` wakes had been heard, saw others waiting or
+    /// not; a wake heard since stands.
+    pub(crate) fn looked(&self, others_waiting: bool, wakes: u64) {
+        if others_waiting {
+            self.others.store(true, Ordering::SeqCst);
+            return;
+        }
+        self.others.store(false, Ordering::SeqCst);
+        if self.wakes.load(Ordering::SeqCst) != wakes {
+            self.others.store(true, Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn others_waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.others.load(Ordering::SeqCst)
     }
 }
 
@@ -72,7 +99,27 @@ pub(crate) struct Worker {
     /// longer hands it a successor (a long chain would otherwise never let it drain).
     pub(crate) claiming: Arc<AtomicBool>,
     pub(crate) contention: Arc<Contention>,
+    /// The lease deadlines this process asked the sweeper to watch.
+    pub(crate) watches: Arc<Watches>,
     pub(crate) counts: Arc<Counts>,
+}
+
+impl Worker {
+    /// Makes the sweeper look at `session` by its new leases' `deadline`, unless this process
+    /// already did by an earlier deadline still ahead (`watches.rs`). If this process dies
+    /// before, the sweeper's full pass finds the leases.
+    pub(crate) async fn watch_leases(&self, session: &SessionId, deadline: u64) {
+        let margin = self.config.lease / 3;
+        if !self.watches.needs(session, deadline, margin) {
+            return;
+        }
+        match timers::watch(&self.redis, &self.keys, session, deadline).await {
+            Ok(()) => self.watches.record(session, deadline),
+            Err(error) => {
+                tracing::warn!(%session, error = %error.into_error(&self.redis.errors), "watching new leases failed; the sweeper's full pass finds them");
+            }
+        }
+    }
 }
 
 /// Executes `job`, then every successor its commits hand to this worker, on `slot`.
@@ -131,8 +178,7 @@ async fn execute_one(
         let mut body = match body {
             Ok(body) => body,
             Err(error) => {
-                fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
-                return None;
+                return fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
             }
         };
         // A big input was staged in chunks of the run's hash: read it back, a slice at a time.
@@ -141,8 +187,7 @@ async fn execute_one(
             match steps::unstage(&worker.redis, &worker.keys, &job, &prefix, chunks).await {
                 Some(Ok(input)) => body.input = input,
                 Some(Err(error)) => {
-                    fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
-                    return None;
+                    return fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
                 }
                 None => {
                     release(worker, &job).await;
@@ -176,10 +221,7 @@ async fn execute_one(
                     }
                 }
             }
-            _ => {
-                whole_run(worker, &job, &body, served, hooks, &lease).await;
-                None
-            }
+            _ => whole_run(worker, &job, &body, served, hooks, &lease).await,
         }
     }
     .instrument(span)
@@ -209,7 +251,7 @@ async fn fail_unreadable(
     served: &dyn Served,
     hooks: &Arc<JobHooks>,
     error: Error,
-) {
+) -> Option<ClaimedJob> {
     // Named as an undecodable input is: which processor, which type, and why.
     let error = Error::Serialization {
         message: format!(
@@ -231,15 +273,16 @@ async fn fail_unreadable(
             error,
         ));
         let wire = serde_json::to_string(&failed).unwrap_or_default();
-        commit_end(worker, job, wire, false, true, Box::new(failed)).await;
+        commit_end(worker, job, wire, false, true, Box::new(failed)).await
     } else {
         let ctx = step_context(worker, served, Arc::clone(hooks));
         let advance = steps::fail_run(&ctx, job, error);
-        advance_run(worker, job, advance).await;
+        advance_run(worker, job, advance).await
     }
 }
 
-/// Executes a run as one job: the whole run in this process, then one commit.
+/// Executes a run as one job: the whole run in this process, then one commit; returns the
+/// session's next job when the commit leased one for the slot it frees.
 async fn whole_run(
     worker: &Arc<Worker>,
     job: &ClaimedJob,
@@ -247,7 +290,7 @@ async fn whole_run(
     served: Arc<dyn Served>,
     hooks: Arc<JobHooks>,
     lease: &Lease,
-) {
+) -> Option<ClaimedJob> {
     let cancel = CancellationToken::new();
     let (run_id, depth) = match body.call {
         // A child run runs under its caller's run id, one call level deeper.
@@ -286,15 +329,21 @@ async fn whole_run(
             cancel.cancel();
             let _ = running.await;
             worker.counts.refused.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     };
     match executed {
         Executed {
             waits: Some((wait, attempts)),
             ..
-        } => park(worker, job, wait, attempts).await,
-        executed if executed.cancelled_here => release(worker, job).await,
+        } => {
+            park(worker, job, wait, attempts).await;
+            None
+        }
+        executed if executed.cancelled_here => {
+            release(worker, job).await;
+            None
+        }
         executed => {
             commit_end(
                 worker,
@@ -304,7 +353,7 @@ async fn whole_run(
                 executed.undecodable,
                 executed.typed,
             )
-            .await;
+            .await
         }
     }
 }
@@ -318,7 +367,15 @@ fn commit_failed(worker: &Worker, job: &ClaimedJob, error: WireError) {
     tracing::warn!(session = %job.session, job = %job.id(), error = %error.into_error(&worker.redis.errors), "commit failed; the lease will expire and the job be retried");
 }
 
-/// Commits the end of a run executed as one job.
+/// Whether a commit may hand this worker a next job for the slot it frees: only while it
+/// takes new jobs (not draining) and no other session waits for a claim (the slot then goes
+/// back to the fair order).
+fn may_refill(worker: &Worker) -> bool {
+    worker.claiming.load(Ordering::Acquire) && !worker.contention.others_waiting()
+}
+
+/// Commits the end of a run executed as one job; returns the session's next job when the
+/// commit leased one for the slot it frees.
 async fn commit_end(
     worker: &Worker,
     job: &ClaimedJob,
@@ -326,12 +383,8 @@ async fn commit_end(
     ok: bool,
     dead: bool,
     typed: Box<dyn std::any::Any + Send>,
-) {
-    let done = Done {
-        session: job.session.clone(),
-        run: job.run(),
-        outcome: (wire.len() <= DONE_INLINE).then(|| wire.clone()),
-    };
+) -> Option<ClaimedJob> {
+    let done = Done::new(&job.session, job.run(), &wire);
     let ending = Ending {
         job: job.id(),
         token: job.token(),
@@ -339,23 +392,41 @@ async fn commit_end(
         ok,
         dead,
         done: done.to_string(),
+        refill: may_refill(worker),
     };
+    let asked = Instant::now();
     match worker
         .outbox
         .send(&job.session, CommitBody::End(ending))
         .await
     {
-        Some(Ok(Reply::Ended(true))) => {
+        Some(Ok(Reply::Ended(true, next))) => {
             worker.counts.commits.fetch_add(1, Ordering::Relaxed);
             worker
                 .client
                 .waiters
                 .hand_off(&job.session, job.run(), typed);
             worker.client.waiters.done(&job.session, job.run());
+            let next = next?;
+            worker.watch_leases(&job.session, next.deadline_ms).await;
+            Some(ClaimedJob {
+                session: job.session.clone(),
+                leased: next,
+                asked,
+            })
         }
-        Some(Ok(_)) => refused(worker, job),
-        Some(Err(error)) => commit_failed(worker, job, error),
-        None => stopped_before_commit(job),
+        Some(Ok(_)) => {
+            refused(worker, job);
+            None
+        }
+        Some(Err(error)) => {
+            commit_failed(worker, job, error);
+            None
+        }
+        None => {
+            stopped_before_commit(job);
+            None
+        }
     }
 }
 
@@ -420,8 +491,7 @@ async fn advance_run(
     let mut commit = advance.commit;
     // A successor is handed to this worker only while it takes new jobs (not draining) and
     // no other session waits for a claim: otherwise the slot goes back to the fair order.
-    let hand_off = worker.claiming.load(Ordering::Acquire) && !worker.contention.others_waiting();
-    commit.hand_off = hand_off.then_some(worker.config.lease);
+    commit.hand_off = may_refill(worker).then_some(worker.config.lease);
     let end = commit.end.clone();
     let reply = worker
         .outbox

@@ -1,5 +1,5 @@
-//! `advance.lua` (commit one job of a run executed step by step, with what follows it) and
-//! `stage.lua` (a new map instance's held items, before that commit).
+//! `advance.lua` (commit jobs of runs executed step by step, each with what follows it, one
+//! call per session) and `stage.lua` (a new map instance's held items, before that commit).
 
 use std::time::Duration;
 
@@ -12,28 +12,13 @@ use crate::runtime::redis::keys::{JobId, SessionKeys};
 pub(crate) static ADVANCE: ScriptDef = ScriptDef::new(
     "advance",
     include_str!("../scripts/advance.lua"),
-    &["run_key"],
+    &[],
     &[
-        "job",
-        "token",
-        "run",
-        "step_fp",
-        "version_delta",
-        "attempts_delta",
-        "entry",
-        "hand_off_ms",
         "done_channel",
         "session_ttl",
         "events_channel",
         "events_max_len",
-        "outcome",
-        "ok",
-        "done",
-        "run_event",
-        "successors",
-        "arrivals",
-        "held",
-        "consumed",
+        "commits",
     ],
 );
 
@@ -102,32 +87,44 @@ pub(crate) struct RunEnd {
     pub(crate) event: String,
 }
 
-/// Commits one job of a run executed step by step.
-pub(crate) struct Advance<'a> {
-    pub(crate) session: &'a SessionKeys,
+/// A commit of a job of a run executed step by step (owned: it crosses the forwarder's
+/// channel).
+pub(crate) struct StepCommit {
     pub(crate) job: JobId,
     pub(crate) token: Token,
     /// The fingerprint of the run's step jobs.
-    pub(crate) step_fp: &'a str,
+    pub(crate) step_fp: String,
     pub(crate) version_delta: u64,
     pub(crate) attempts_delta: u32,
     pub(crate) entry: bool,
     /// Hand the first successor to the committing worker with this lease.
     pub(crate) hand_off: Option<Duration>,
-    pub(crate) done_channel: &'a str,
-    pub(crate) session_ttl: Duration,
-    pub(crate) events_channel: &'a str,
-    pub(crate) events_max_len: u64,
-    pub(crate) end: Option<&'a RunEnd>,
-    pub(crate) successors: &'a [NewJob],
-    pub(crate) arrivals: &'a [Arrival],
-    pub(crate) held: &'a [HeldInstance],
+    pub(crate) end: Option<RunEnd>,
+    pub(crate) successors: Vec<NewJob>,
+    pub(crate) arrivals: Vec<Arrival>,
+    pub(crate) held: Vec<HeldInstance>,
     /// How many chunks the committing job's input was staged in (its `v:<job>:<n>` fields,
     /// which the commit frees).
     pub(crate) consumed: u32,
 }
 
-/// What the commit did.
+impl StepCommit {
+    fn run(&self) -> RunId {
+        self.job.run
+    }
+}
+
+/// Commits jobs of one session's runs executed step by step, in one call.
+pub(crate) struct Advance<'a> {
+    pub(crate) session: &'a SessionKeys,
+    pub(crate) done_channel: &'a str,
+    pub(crate) session_ttl: Duration,
+    pub(crate) events_channel: &'a str,
+    pub(crate) events_max_len: u64,
+    pub(crate) commits: &'a [StepCommit],
+}
+
+/// What one commit did.
 #[derive(Debug)]
 pub(crate) enum Advanced {
     /// Stale token, not leased, or the session is stopping: nothing written.
@@ -139,7 +136,8 @@ pub(crate) enum Advanced {
     Committed {
         /// This commit ended the run.
         ended: bool,
-        /// The session got ready jobs: enlist it with this generation.
+        /// The session got ready jobs: enlist it with this generation (given to the first
+        /// commit of a call only: one enlist per call).
         enlist: Option<Generation>,
         /// Fail-fast instances this commit closed (their running jobs are to be cancelled).
         closed: Vec<String>,
@@ -151,92 +149,104 @@ pub(crate) enum Advanced {
 }
 
 impl Advance<'_> {
-    fn run(&self) -> RunId {
-        self.job.run
-    }
-
     pub(crate) fn invocation(&self) -> redis::ScriptInvocation<'static> {
         let mut call = session_call(&ADVANCE, self.session);
-        call.key(self.session.run(self.run()));
-        let (outcome, ok, done, event) = match self.end {
-            Some(end) => (
-                end.outcome.as_str(),
-                end.ok,
-                end.done.as_str(),
-                end.event.as_str(),
-            ),
-            None => ("", false, "", ""),
-        };
-        call.arg(self.job.to_string())
-            .arg(self.token)
-            .arg(self.run().to_string())
-            .arg(self.step_fp)
-            .arg(self.version_delta)
-            .arg(self.attempts_delta)
-            .arg(if self.entry { "1" } else { "0" })
-            .arg(self.hand_off.map_or(0, millis))
-            .arg(self.done_channel)
+        for commit in self.commits {
+            call.key(self.session.run(commit.run()));
+        }
+        call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.events_channel)
             .arg(self.events_max_len)
-            .arg(outcome)
-            .arg(if ok { "1" } else { "0" })
-            .arg(done)
-            .arg(event)
-            .arg(self.successors.len())
-            .arg(self.arrivals.len())
-            .arg(self.held.len())
-            .arg(self.consumed);
-        for job in self.successors {
-            call.arg(job.id.to_string())
-                .arg(&job.body)
-                .arg(job.guards.join(" "));
-        }
-        for arrival in self.arrivals {
-            call.arg(&arrival.instance)
-                .arg(arrival.branch)
-                .arg(arrival.expected)
-                .arg(&arrival.result)
-                .arg(arrival.guards.join(" "))
-                .arg(arrival.join.id.to_string())
-                .arg(&arrival.join.body)
-                .arg(if arrival.closes { "1" } else { "0" });
-        }
-        for held in self.held {
-            call.arg(&held.instance).arg(held.first).arg(held.last);
+            .arg(self.commits.len());
+        for commit in self.commits {
+            let (outcome, ok, done, event) = match &commit.end {
+                Some(end) => (
+                    end.outcome.as_str(),
+                    end.ok,
+                    end.done.as_str(),
+                    end.event.as_str(),
+                ),
+                None => ("", false, "", ""),
+            };
+            call.arg(commit.job.to_string())
+                .arg(commit.token)
+                .arg(commit.run().to_string())
+                .arg(&commit.step_fp)
+                .arg(commit.version_delta)
+                .arg(commit.attempts_delta)
+                .arg(if commit.entry { "1" } else { "0" })
+                .arg(commit.hand_off.map_or(0, millis))
+                .arg(outcome)
+                .arg(if ok { "1" } else { "0" })
+                .arg(done)
+                .arg(event)
+                .arg(commit.successors.len())
+                .arg(commit.arrivals.len())
+                .arg(commit.held.len())
+                .arg(commit.consumed);
+            for job in &commit.successors {
+                call.arg(job.id.to_string())
+                    .arg(&job.body)
+                    .arg(job.guards.join(" "));
+            }
+            for arrival in &commit.arrivals {
+                call.arg(&arrival.instance)
+                    .arg(arrival.branch)
+                    .arg(arrival.expected)
+                    .arg(&arrival.result)
+                    .arg(arrival.guards.join(" "))
+                    .arg(arrival.join.id.to_string())
+                    .arg(&arrival.join.body)
+                    .arg(if arrival.closes { "1" } else { "0" });
+            }
+            for held in &commit.held {
+                call.arg(&held.instance).arg(held.first).arg(held.last);
+            }
         }
         call
     }
 
-    pub(crate) fn read(reply: redis::Value) -> Result<Advanced, WireError> {
+    /// What each of `commits` commits did, in order.
+    pub(crate) fn read(reply: redis::Value, commits: usize) -> Result<Vec<Advanced>, WireError> {
         let mut fields = Fields::parse("advance", reply)?;
-        let advanced = match status(
-            &mut fields,
-            "advance",
-            &["ok", "refused", "moot", "unstaged"],
-        )?
-        .as_str()
-        {
-            "refused" => Advanced::Refused,
-            "moot" => Advanced::Moot,
-            "unstaged" => Advanced::Unstaged,
-            _ => Advanced::Committed {
-                ended: fields.flag("ended")?,
-                // How many jobs it queued: what `enlist` already says, for the session.
-                enlist: {
-                    fields.count("queued")?;
-                    Generation::of(fields.count("enlist")?)
-                },
-                closed: fields.texts("closed")?,
-                cancel_run: fields.flag("cancel_run")?,
-                handed: fields
-                    .record("handed")?
-                    .map(|job| LeasedJob::read(job, "advance").map(Box::new))
-                    .transpose()?,
-            },
-        };
+        let mut enlist = Generation::of(fields.count("enlist")?);
+        let records = fields.records("results")?;
         fields.finish()?;
-        Ok(advanced)
+        if records.len() != commits {
+            return Err(WireError::reply(
+                "advance",
+                format!("{} results for {commits} commits", records.len()),
+            ));
+        }
+        records
+            .into_iter()
+            .map(|mut fields| {
+                let advanced = match status(
+                    &mut fields,
+                    "advance",
+                    &["ok", "refused", "moot", "unstaged"],
+                )?
+                .as_str()
+                {
+                    "refused" => Advanced::Refused,
+                    "moot" => Advanced::Moot,
+                    "unstaged" => Advanced::Unstaged,
+                    _ => Advanced::Committed {
+                        ended: fields.flag("ended")?,
+                        enlist: enlist.take(),
+                        closed: fields.texts("closed")?,
+                        cancel_run: fields.flag("cancel_run")?,
+                        handed: fields
+                            .record("handed")?
+                            .map(|job| LeasedJob::read(job, "advance").map(Box::new))
+                            .transpose()?,
+                    },
+                };
+                fields.finish()?;
+                Ok(advanced)
+            })
+            .collect()
     }
 }
 

@@ -45,25 +45,47 @@ pub(crate) struct LeasedJob {
 }
 
 impl LeasedJob {
+    /// Reads a leased job record (`leased_record` in `include/header.lua`): its id, its
+    /// header (`state|token|deliveries|fp|priority|created_ms|queued_ms|attempt|attempts|
+    /// version|run_attempts|name`), its lease deadline and its body.
     pub(crate) fn read(mut fields: Fields, script: &'static str) -> Result<Self, WireError> {
         let id = fields.text("id")?;
-        let job = LeasedJob {
+        let header = fields.text("header")?;
+        let deadline_ms = fields.count("deadline")?;
+        let body = fields.bytes("body")?;
+        fields.finish()?;
+        let bad = |what: &str| WireError::reply(script, format!("{what} in header `{header}`"));
+        let mut parts = header.splitn(12, '|');
+        let mut next = |what: &str| parts.next().ok_or_else(|| bad(what));
+        let _state = next("state")?;
+        let token = next("token")?.parse().map_err(|_| bad("token"))?;
+        let deliveries = next("deliveries")?.parse().map_err(|_| bad("deliveries"))?;
+        let fingerprint = next("fingerprint")?.to_owned();
+        let _priority = next("priority")?;
+        let created_ms = next("created_ms")?.parse().map_err(|_| bad("created_ms"))?;
+        let _queued_ms = next("queued_ms")?;
+        let attempt = next("attempt")?.parse().map_err(|_| bad("attempt"))?;
+        let attempts = next("attempts")?.parse().map_err(|_| bad("attempts"))?;
+        let version = next("version")?.parse().map_err(|_| bad("version"))?;
+        let run_attempts = next("run_attempts")?
+            .parse()
+            .map_err(|_| bad("run_attempts"))?;
+        let name = next("name")?.to_owned();
+        Ok(LeasedJob {
             id: JobId::parse(&id)
                 .ok_or_else(|| WireError::reply(script, format!("job id `{id}`")))?,
-            fingerprint: fields.text("fp")?,
-            name: fields.text("name")?,
-            token: fields.count("token")?,
-            deliveries: fields.small("deliveries")?,
-            created_ms: fields.count("created_ms")?,
-            attempt: fields.small("attempt")?,
-            attempts: fields.small("attempts")?,
-            version: fields.count("version")?,
-            run_attempts: fields.small("run_attempts")?,
-            deadline_ms: fields.count("deadline")?,
-            body: fields.bytes("body")?,
-        };
-        fields.finish()?;
-        Ok(job)
+            fingerprint,
+            name,
+            token,
+            deliveries,
+            created_ms,
+            attempt,
+            attempts,
+            version,
+            run_attempts,
+            deadline_ms,
+            body,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::claim::LeasedJob;
 use super::{Redis, ScriptDef, Token, WireError, millis, session_call, status};
 use crate::runtime::redis::keys::{JobId, SessionKeys};
 
@@ -10,7 +11,18 @@ pub(crate) static COMMIT: ScriptDef = ScriptDef::new(
     "commit",
     include_str!("../scripts/commit.lua"),
     &[],
-    &["done_channel", "session_ttl", "dead_max_len"],
+    &[
+        "done_channel",
+        "session_ttl",
+        "dead_max_len",
+        "events_max_len",
+        "events_channel",
+        "events",
+        "counts",
+        "endings",
+        "lease_ms",
+        "quota",
+    ],
 );
 
 pub(crate) static PARK: ScriptDef = ScriptDef::new(
@@ -39,39 +51,80 @@ pub(crate) struct Ending {
     pub(crate) dead: bool,
     /// The `done` message (`messages::Done`).
     pub(crate) done: String,
+    /// The slot the job frees wants the session's next ready job.
+    pub(crate) refill: bool,
 }
 
-/// Ends runs executed as one job each, in one session.
+/// What one session's worker commits in one call: new events (one stream entry, one message)
+/// and the ends of runs executed as one job each.
 pub(crate) struct Commit<'a> {
     pub(crate) session: &'a SessionKeys,
     pub(crate) done_channel: &'a str,
     pub(crate) session_ttl: Duration,
     pub(crate) dead_max_len: u64,
+    pub(crate) events_max_len: u64,
+    pub(crate) events_channel: &'a str,
+    /// The events as one JSON array (`""`: none).
+    pub(crate) events: &'a str,
+    /// Finished steps to count: stats field (`<processor>:completed`) and count.
+    pub(crate) counts: &'a [(String, u64)],
     pub(crate) endings: &'a [Ending],
+    /// For refills: the lease, the session's concurrency quota (0: none), and the contract
+    /// fingerprints the worker serves.
+    pub(crate) lease: Duration,
+    pub(crate) quota: u64,
+    pub(crate) served: &'a [String],
+}
+
+/// What a commit did.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// The events were stored (`false`: the session is gone or stopping; they were only
+    /// published).
+    pub(crate) stored: bool,
+    /// Per ending, whether it was committed (`false`: refused, nothing written for it), and
+    /// the job leased for its slot when it wanted one and the session had one ready.
+    pub(crate) ended: Vec<(bool, Option<LeasedJob>)>,
 }
 
 impl Commit<'_> {
-    /// The invocation (sent alone, or in the forwarder's pipeline behind the runs' events).
+    /// The invocation (sent in the forwarder's pipeline, before the session's other commits).
     pub(crate) fn invocation(&self) -> redis::ScriptInvocation<'static> {
         let mut call = session_call(&COMMIT, self.session);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
-            .arg(self.dead_max_len);
+            .arg(self.dead_max_len)
+            .arg(self.events_max_len)
+            .arg(self.events_channel)
+            .arg(self.events)
+            .arg(self.counts.len())
+            .arg(self.endings.len())
+            .arg(millis(self.lease))
+            .arg(self.quota);
+        for (field, count) in self.counts {
+            call.arg(field).arg(*count);
+        }
         for ending in self.endings {
             call.arg(ending.job.to_string())
                 .arg(ending.token)
                 .arg(&ending.outcome)
                 .arg(if ending.ok { "1" } else { "0" })
                 .arg(if ending.dead { "1" } else { "0" })
-                .arg(&ending.done);
+                .arg(&ending.done)
+                .arg(if ending.refill { "1" } else { "0" });
+        }
+        if self.endings.iter().any(|e| e.refill) {
+            for fingerprint in self.served {
+                call.arg(fingerprint);
+            }
         }
         call
     }
 
-    /// Per ending (of `endings`), whether it was committed (`false`: refused, nothing
-    /// written for it).
-    pub(crate) fn read(reply: redis::Value, endings: usize) -> Result<Vec<bool>, WireError> {
+    /// Reads the reply of a commit of `endings` (the run ends it was sent with).
+    pub(crate) fn read(reply: redis::Value, endings: &[Ending]) -> Result<Committed, WireError> {
         let mut fields = super::Fields::parse("commit", reply)?;
+        let stored = fields.flag("stored")?;
         let results = fields
             .texts("results")?
             .iter()
@@ -81,14 +134,37 @@ impl Commit<'_> {
                 other => Err(WireError::reply("commit", format!("result `{other}`"))),
             })
             .collect::<Result<Vec<bool>, _>>()?;
+        let handed = fields
+            .records("handed")?
+            .into_iter()
+            .map(|record| LeasedJob::read(record, "commit"))
+            .collect::<Result<Vec<_>, _>>()?;
         fields.finish()?;
-        if results.len() != endings {
+        if results.len() != endings.len() {
             return Err(WireError::reply(
                 "commit",
-                format!("{} results for {endings} jobs", results.len()),
+                format!("{} results for {} jobs", results.len(), endings.len()),
             ));
         }
-        Ok(results)
+        // In order, to the committed ends whose slot wanted a job.
+        let mut handed = handed.into_iter();
+        let ended = results
+            .into_iter()
+            .zip(endings)
+            .map(|(committed, ending)| {
+                let next = (committed && ending.refill)
+                    .then(|| handed.next())
+                    .flatten();
+                (committed, next)
+            })
+            .collect();
+        if handed.next().is_some() {
+            return Err(WireError::reply(
+                "commit",
+                "more jobs handed than slots freed",
+            ));
+        }
+        Ok(Committed { stored, ended })
     }
 }
 

@@ -47,7 +47,8 @@ impl FromStr for Wake {
 }
 
 /// `done`: a run ended (`<session> <run>`, then its stored outcome when it is small, so a
-/// waiter elsewhere needs no read). Matched by session and run.
+/// waiter elsewhere needs no read). Matched by session and run. One message may carry
+/// several, one per line (the ends one commit stored): read it with [`Done::read_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Done {
     pub(crate) session: SessionId,
@@ -62,6 +63,28 @@ impl fmt::Display for Done {
             write!(f, " {outcome}")?;
         }
         Ok(())
+    }
+}
+
+impl Done {
+    /// The largest outcome (bytes) a `done` line carries: every process receives every
+    /// `done` message, so larger ones are only named and read by their waiters.
+    pub(crate) const INLINE: usize = 4096;
+
+    /// The `done` line of a run that ended with `outcome` (its stored JSON), carried when
+    /// it is small and on one line.
+    pub(crate) fn new(session: &SessionId, run: RunId, outcome: &str) -> Done {
+        let inline = outcome.len() <= Done::INLINE && !outcome.contains('\n');
+        Done {
+            session: session.clone(),
+            run,
+            outcome: inline.then(|| outcome.to_owned()),
+        }
+    }
+
+    /// The `done` lines of one message, each read on its own (one bad line spoils no other).
+    pub(crate) fn read_all(payload: &str) -> impl Iterator<Item = Result<Done, BadMessage>> + '_ {
+        payload.split('\n').map(str::parse)
     }
 }
 
@@ -164,7 +187,10 @@ pub(crate) async fn publish(
     message: &impl fmt::Display,
 ) -> Result<usize, super::WireError> {
     let mut conn = redis.conn()?;
-    Ok(redis::cmd("PUBLISH")
+    // A cluster's shard channels carry a hash tag (`keys.rs`): `SPUBLISH` reaches the node
+    // of their slot only.
+    let command = if channel.contains('{') { "SPUBLISH" } else { "PUBLISH" };
+    Ok(redis::cmd(command)
         .arg(channel)
         .arg(message.to_string())
         .query_async(&mut conn)
@@ -224,6 +250,27 @@ mod tests {
         for control in controls {
             assert_eq!(control.to_string().parse::<Control>().unwrap(), control);
         }
+        let message = [
+            Done::new(&s("a"), run, r#"{"Ok":1}"#).to_string(),
+            Done::new(&s("b"), run, "x".repeat(Done::INLINE + 1).as_str()).to_string(),
+            "junk".to_owned(),
+            Done::new(&s("c"), run, "two\nlines").to_string(),
+        ]
+        .join("\n");
+        let read: Vec<_> = Done::read_all(&message).collect();
+        assert_eq!(read.len(), 4);
+        assert_eq!(
+            read[0].as_ref().unwrap().outcome.as_deref(),
+            Some(r#"{"Ok":1}"#)
+        );
+        assert_eq!(
+            read[1].as_ref().unwrap().outcome,
+            None,
+            "too large to carry"
+        );
+        assert!(read[2].is_err());
+        assert_eq!(read[3].as_ref().unwrap().session, s("c"));
+        assert_eq!(read[3].as_ref().unwrap().outcome, None, "would span lines");
         let wake = Wake { session: s("w") };
         assert_eq!(wake.to_string().parse::<Wake>().unwrap(), wake);
     }

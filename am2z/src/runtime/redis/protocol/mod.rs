@@ -15,7 +15,6 @@ mod script;
 pub(crate) mod advance;
 pub(crate) mod claim;
 pub(crate) mod commit;
-pub(crate) mod event;
 pub(crate) mod limits;
 pub(crate) mod reads;
 pub(crate) mod release;
@@ -53,7 +52,6 @@ pub(crate) fn all_scripts() -> Vec<&'static ScriptDef> {
         &stop::STOP_BEGIN,
         &stop::STOP_RUNS,
         &stop::STOP_END,
-        &event::EVENT,
         &schedule::REGISTER,
         &schedule::FORGET,
         &schedule::ENLIST,
@@ -63,7 +61,6 @@ pub(crate) fn all_scripts() -> Vec<&'static ScriptDef> {
         &workers::CONTRACTS,
         &timers::DUE,
         &timers::ARM,
-        &timers::WATCH,
         &timers::SETTLE,
         &timers::LEASES_DUE,
         &limits::ADMIT,

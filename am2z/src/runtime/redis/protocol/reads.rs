@@ -102,12 +102,16 @@ pub(crate) async fn totals(
     redis: &Redis,
     keys: &Keys,
 ) -> Result<(usize, HashMap<String, u64>), WireError> {
-    let mut conn = redis.conn()?;
-    Ok(redis::pipe()
-        .zcard(keys.sessions())
-        .hgetall(keys.stats())
-        .query_async(&mut conn)
-        .await?)
+    // Two slots on a cluster: two commands, in flight together.
+    let (mut first, mut second) = (redis.conn()?, redis.conn()?);
+    let (mut count, mut read) = (redis::cmd("ZCARD"), redis::cmd("HGETALL"));
+    count.arg(keys.sessions());
+    read.arg(keys.stats());
+    let (sessions, stats) = tokio::join!(
+        count.query_async::<usize>(&mut first),
+        read.query_async::<HashMap<String, u64>>(&mut second),
+    );
+    Ok((sessions?, stats?))
 }
 
 /// The prefix-wide finished-step counts.
@@ -168,25 +172,88 @@ pub(crate) async fn earliest_lease(
         .min())
 }
 
-/// A page of `session`'s event stream after entry `after` (`"-"`: from the start).
+/// Where a replay of a session's events resumes: after event `index` of stream entry
+/// `entry`. An entry holds one event (written by a script: `session_created`, a run's end)
+/// or a worker's batch of them; a cursor is written `<entry>` after the last (or only) event
+/// of an entry and `<entry>/<index>` inside a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    entry: (u64, u64),
+    index: Option<usize>,
+}
+
+impl Cursor {
+    /// Reads a cursor given back by a caller; `None` when it is not one.
+    pub(crate) fn parse(text: &str) -> Option<Cursor> {
+        let (entry, index) = match text.split_once('/') {
+            Some((entry, index)) => (entry, Some(index.parse().ok()?)),
+            None => (text, None),
+        };
+        let (ms, seq) = entry.split_once('-')?;
+        Some(Cursor {
+            entry: (ms.parse().ok()?, seq.parse().ok()?),
+            index,
+        })
+    }
+
+    fn entry(&self) -> String {
+        format!("{}-{}", self.entry.0, self.entry.1)
+    }
+}
+
+/// Up to `limit` events (as JSON values, each with the cursor that resumes after it) of `session`'s
+/// stream, after `after` (from the start when `None`).
 pub(crate) async fn events(
     redis: &Redis,
     session: &SessionKeys,
-    after: &str,
-    count: usize,
-) -> Result<Vec<(String, Vec<(String, String)>)>, WireError> {
+    after: Option<&Cursor>,
+    limit: usize,
+) -> Result<Vec<(String, serde_json::Value)>, WireError> {
     let mut conn = redis.conn()?;
-    let start = if after == "-" {
-        "-".to_owned()
-    } else {
-        format!("({after}")
+    // Inside a batch: that entry again, without the events already seen.
+    let (start, skip) = match after {
+        None => ("-".to_owned(), None),
+        Some(cursor) => match cursor.index {
+            Some(index) => (cursor.entry(), Some((cursor.entry(), index + 1))),
+            None => (format!("({}", cursor.entry()), None),
+        },
     };
-    Ok(redis::cmd("XRANGE")
+    // Each entry holds at least one event: `limit` entries are enough.
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(session.events())
         .arg(start)
         .arg("+")
         .arg("COUNT")
-        .arg(count)
+        .arg(limit)
         .query_async(&mut conn)
-        .await?)
+        .await?;
+    let mut page = Vec::new();
+    for (id, fields) in entries {
+        // An entry that does not read holds no event (it still advances the cursor).
+        let batch: Vec<serde_json::Value> = match fields.into_iter().next() {
+            Some((field, json)) if field == "event" => {
+                serde_json::from_str(&json).into_iter().collect()
+            }
+            Some((field, json)) if field == "events" => {
+                serde_json::from_str(&json).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let from = match &skip {
+            Some((entry, from)) if *entry == id => *from,
+            _ => 0,
+        };
+        let last = batch.len().saturating_sub(1);
+        for (index, json) in batch.into_iter().enumerate().skip(from) {
+            if page.len() == limit {
+                return Ok(page);
+            }
+            let cursor = match index == last {
+                true => id.clone(),
+                false => format!("{id}/{index}"),
+            };
+            page.push((cursor, json));
+        }
+    }
+    Ok(page)
 }

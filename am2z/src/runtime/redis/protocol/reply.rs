@@ -18,6 +18,9 @@ pub(crate) enum WireError {
     },
     /// The runtime is not started (no connection).
     NotStarted,
+    /// A durable write reached fewer replicas than asked within its timeout (`WAIT`); the
+    /// write itself may be kept.
+    NotReplicated { wanted: u32, acknowledged: u32 },
 }
 
 impl From<redis::RedisError> for WireError {
@@ -46,6 +49,16 @@ impl WireError {
             WireError::NotStarted => Error::configuration(
                 "the Redis runtime is not started: call `start().await` before executing",
             ),
+            WireError::NotReplicated {
+                wanted,
+                acknowledged,
+            } => Error::unavailable(
+                "redis replicas",
+                format!(
+                    "the write reached {acknowledged} of the {wanted} replicas durable writes \
+                     ask for within the response timeout; it may still be kept"
+                ),
+            ),
         }
     }
 
@@ -61,6 +74,10 @@ impl std::fmt::Display for WireError {
             WireError::Redis(error) => write!(f, "{error}"),
             WireError::Reply { script, problem } => write!(f, "`{script}.lua`: {problem}"),
             WireError::NotStarted => write!(f, "the runtime is not started"),
+            WireError::NotReplicated {
+                wanted,
+                acknowledged,
+            } => write!(f, "the write reached {acknowledged} of {wanted} replicas"),
         }
     }
 }
@@ -138,12 +155,6 @@ impl Fields {
     pub(crate) fn count(&mut self, name: &str) -> Result<u64, WireError> {
         let n = self.int(name)?;
         u64::try_from(n).map_err(|_| self.wrong(name, "a count", &Value::Int(n)))
-    }
-
-    /// A whole number that fits a `u32`.
-    pub(crate) fn small(&mut self, name: &str) -> Result<u32, WireError> {
-        let n = self.int(name)?;
-        u32::try_from(n).map_err(|_| self.wrong(name, "a small count", &Value::Int(n)))
     }
 
     /// `1` or `0`.

@@ -64,7 +64,7 @@ pub(crate) async fn register(
 ) -> Result<u64, WireError> {
     let mut call = REGISTER.script().prepare_invoke();
     call.key(keys.sessions()).arg(session.as_str());
-    let mut fields = redis.run(&REGISTER, &call).await?;
+    let mut fields = redis.run_durable(&REGISTER, &call).await?;
     let score = fields.count("score")?;
     fields.finish()?;
     Ok(score)

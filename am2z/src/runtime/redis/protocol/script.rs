@@ -2,12 +2,12 @@
 //! connection they run on, and how a call survives a `SCRIPT FLUSH` or a dropped connection.
 
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, ScriptInvocation, ServerErrorKind};
 
 use super::reply::{Fields, WireError};
-use crate::runtime::redis::connection::ErrorMap;
+use crate::runtime::redis::connection::{Conn, ErrorMap};
 
 /// The logic scripts share, included by name (`--- @include "name"`).
 const INCLUDES: &[(&str, &str)] = &[
@@ -16,6 +16,8 @@ const INCLUDES: &[(&str, &str)] = &[
     ("header", include_str!("../scripts/include/header.lua")),
     ("ready", include_str!("../scripts/include/ready.lua")),
     ("end_run", include_str!("../scripts/include/end_run.lua")),
+    ("lease", include_str!("../scripts/include/lease.lua")),
+    ("publish", include_str!("../scripts/include/publish.lua")),
 ];
 
 /// One Lua script: its file, and the names of the keys and arguments it declares at its top
@@ -80,25 +82,29 @@ const RELOADS: usize = 3;
 /// The command connection (one multiplexed, self-reconnecting connection per runtime) and
 /// the calls made on it.
 pub(crate) struct Redis {
-    conn: Mutex<Option<ConnectionManager>>,
+    conn: Mutex<Option<Conn>>,
     pub(crate) errors: ErrorMap,
+    /// Durable writes: how many replicas must hold a submission or a commit before it is
+    /// acknowledged, and how long to wait for them (`WAIT`).
+    pub(crate) durable: Option<(u32, Duration)>,
 }
 
 impl Redis {
-    pub(crate) fn new(errors: ErrorMap) -> Self {
+    pub(crate) fn new(errors: ErrorMap, durable: Option<(u32, Duration)>) -> Self {
         Redis {
             conn: Mutex::new(None),
             errors,
+            durable,
         }
     }
 
     /// Connected (at `start`) or not (at `stop`).
-    pub(crate) fn set(&self, conn: Option<ConnectionManager>) {
+    pub(crate) fn set(&self, conn: Option<Conn>) {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = conn;
     }
 
-    /// The connection (a cheap clone of the multiplexed manager).
-    pub(crate) fn conn(&self) -> Result<ConnectionManager, WireError> {
+    /// The connection (a cheap clone of the multiplexed manager, or of the cluster's).
+    pub(crate) fn conn(&self) -> Result<Conn, WireError> {
         self.conn
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -125,6 +131,49 @@ impl Redis {
                 }
                 Err(error) => return Err(WireError::Redis(error)),
                 Ok(value) => return Fields::parse(def.name, value),
+            }
+        }
+    }
+
+    /// [`run`](Self::run), acknowledged once the durable-write replicas hold its writes: the
+    /// call and a `WAIT` go in one pipeline (so on one connection, to the slot's master).
+    /// Without durable writes, [`run`](Self::run).
+    ///
+    /// # Errors
+    /// [`WireError::NotReplicated`] when fewer replicas acknowledged within the timeout (the
+    /// write may still be kept).
+    pub(crate) async fn run_durable(
+        &self,
+        def: &ScriptDef,
+        call: &ScriptInvocation<'_>,
+    ) -> Result<Fields, WireError> {
+        let Some((replicas, timeout)) = self.durable else {
+            return self.run(def, call).await;
+        };
+        let mut conn = self.conn()?;
+        let mut reloads = 0;
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(call)
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(super::millis(timeout));
+            match pipe.query_async::<(redis::Value, u32)>(&mut conn).await {
+                Err(error)
+                    if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                        && reloads < RELOADS =>
+                {
+                    reloads += 1;
+                    self.load(&[def]).await?;
+                }
+                Err(error) => return Err(WireError::Redis(error)),
+                Ok((_, acknowledged)) if acknowledged < replicas => {
+                    return Err(WireError::NotReplicated {
+                        wanted: replicas,
+                        acknowledged,
+                    });
+                }
+                Ok((value, _)) => return Fields::parse(def.name, value),
             }
         }
     }

@@ -1,7 +1,10 @@
 //! `submit.lua`: queues new runs of one session.
 
+use std::time::Duration;
+
+use super::claim::LeasedJob;
 use super::schedule::Generation;
-use super::{Fields, Redis, ScriptDef, Token, WireError, session_call, status};
+use super::{Fields, Redis, ScriptDef, Token, WireError, millis, session_call, status};
 use crate::RunId;
 use crate::runtime::redis::keys::{JobId, SessionKeys};
 
@@ -17,6 +20,8 @@ pub(crate) static SUBMIT: ScriptDef = ScriptDef::new(
         "dedup",
         "caller",
         "caller_token",
+        "lease_ms",
+        "quota",
     ],
 );
 
@@ -27,6 +32,9 @@ pub(crate) struct NewRun<'a> {
     pub(crate) fingerprint: &'a str,
     pub(crate) priority: i32,
     pub(crate) name: &'a str,
+    /// Lease it to the submitter when it can start at once (nothing of the session queued
+    /// ahead, room in the session's concurrency quota).
+    pub(crate) lease: bool,
     /// The encoded body (`protocol::body`).
     pub(crate) body: &'a [u8],
 }
@@ -43,13 +51,30 @@ pub(crate) struct Submit<'a> {
     /// A child call (`ctx.call` as a run): the calling job and its lease token. Its runs may
     /// exist already (the caller ran again), and the caller waits outside the quota.
     pub(crate) caller: Option<(JobId, Token)>,
+    /// The lease of a run leased to the submitter.
+    pub(crate) lease: Duration,
+    /// The session's concurrency quota (0: none), which runs leased here respect.
+    pub(crate) quota: u64,
     pub(crate) runs: &'a [NewRun<'a>],
 }
 
+/// What became of one run of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunQueued {
+    /// Queued for any worker.
+    Queued,
+    /// Leased to the submitter (its record is among `leased`).
+    Leased,
+    /// It existed already (a child call whose caller runs again).
+    Duplicate,
+    /// The session's queue is at its quota: nothing of it was written.
+    Quota,
+}
+
 /// What a submission did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Submitted {
-    /// Queued: per run, whether it was new (`false`: it existed already, for a child call).
+    /// Written: what became of each run, in order.
     Queued {
         /// The call created the session.
         created: bool,
@@ -57,12 +82,13 @@ pub(crate) enum Submitted {
         epoch: u64,
         /// The session got ready jobs: enlist it with this generation.
         enlist: Option<Generation>,
-        fresh: Vec<bool>,
+        runs: Vec<RunQueued>,
+        /// The runs leased to the submitter, in order (their bodies left empty: the
+        /// submitter has them).
+        leased: Vec<LeasedJob>,
     },
     /// The session is being stopped: nothing was written.
     Stopping,
-    /// The session's queue quota would be exceeded: nothing was written.
-    Quota,
     /// The calling job no longer holds its lease: nothing was written.
     CallerGone,
 }
@@ -80,27 +106,26 @@ impl Submit<'_> {
             .arg(self.events_max_len)
             .arg(if self.caller.is_some() { "1" } else { "0" })
             .arg(caller)
-            .arg(token);
+            .arg(token)
+            .arg(millis(self.lease))
+            .arg(self.quota);
         for run in self.runs {
             call.arg(run.run.to_string())
                 .arg(run.fingerprint)
                 .arg(run.priority)
                 .arg(run.name)
+                .arg(if run.lease { "1" } else { "0" })
                 .arg(run.body);
         }
-        let fields = redis.run(&SUBMIT, &call).await?;
+        let fields = redis.run_durable(&SUBMIT, &call).await?;
         Submitted::read(fields, self.runs.len())
     }
 }
 
 impl Submitted {
     fn read(mut fields: Fields, runs: usize) -> Result<Self, WireError> {
-        let submitted = match status(
-            &mut fields,
-            "submit",
-            &["ok", "stopping", "quota", "caller_gone"],
-        )?
-        .as_str()
+        let submitted = match status(&mut fields, "submit", &["ok", "stopping", "caller_gone"])?
+            .as_str()
         {
             "ok" => {
                 let created = fields.flag("created")?;
@@ -113,23 +138,37 @@ impl Submitted {
                         format!("{} statuses for {runs} runs", statuses.len()),
                     ));
                 }
-                let fresh = statuses
+                let runs = statuses
                     .iter()
                     .map(|s| match s.as_str() {
-                        "queued" => Ok(true),
-                        "duplicate" => Ok(false),
+                        "queued" => Ok(RunQueued::Queued),
+                        "leased" => Ok(RunQueued::Leased),
+                        "duplicate" => Ok(RunQueued::Duplicate),
+                        "quota" => Ok(RunQueued::Quota),
                         other => Err(WireError::reply("submit", format!("run status `{other}`"))),
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<Vec<_>, _>>()?;
+                let leased = fields
+                    .records("leased")?
+                    .into_iter()
+                    .map(|record| LeasedJob::read(record, "submit"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let expected = runs.iter().filter(|r| **r == RunQueued::Leased).count();
+                if leased.len() != expected {
+                    return Err(WireError::reply(
+                        "submit",
+                        format!("{} leased records for {expected} leased runs", leased.len()),
+                    ));
+                }
                 Submitted::Queued {
                     created,
                     epoch,
                     enlist,
-                    fresh,
+                    runs,
+                    leased,
                 }
             }
             "stopping" => Submitted::Stopping,
-            "quota" => Submitted::Quota,
             _ => Submitted::CallerGone,
         };
         fields.finish()?;

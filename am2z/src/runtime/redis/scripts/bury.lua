@@ -4,6 +4,7 @@
 --- @include "time"
 --- @include "session"
 --- @include "header"
+--- @include "publish"
 --- @include "end_run"
 -- The run's hash (when the job is a step job; the run's, for any job of it).
 local run_key = KEYS[15]
@@ -22,17 +23,15 @@ local dead_max_len = tonumber(ARGV[8])
 -- The outcomes stored: {"Dead":{"deliveries":n,"created_ms":t}} and
 -- {"Unserved":{"name":processor,"fingerprint":fp}}, read by the runtime's `WireOutcome`.
 
-if stopping() then
-  return {'status', 'kept'}
-end
-local h = read_header(redis.call('HGET', jobs_key, job))
+local raw = redis.call('HGET', jobs_key, job)
+local h = read_header(raw)
 if not h then
   return {'status', 'kept'}
 end
 local now = now_ms()
 local outcome
 if reason == 'dead' then
-  local set = lease_set_of(job)
+  local set = held_by(raw, num(h.token))
   if not set or h.deliveries < max_deliveries
       or tonumber(redis.call('ZSCORE', set, job)) > now then
     return {'status', 'kept'}

@@ -7,17 +7,18 @@ local job = ARGV[1]
 local token = ARGV[2]
 -- Returns {'status', 'ok' | 'lost'}.
 
-local h = read_header(redis.call('HGET', jobs_key, job))
-if not h or tostring(h.token) ~= token then
-  return {'status', 'lost'}
-end
-local deadline = redis.call('ZSCORE', calls_key, job)
-if deadline then
+local raw = redis.call('HGET', jobs_key, job)
+local set = held_by(raw, token)
+local h = read_header(raw)
+if set == calls_key then
+  local deadline = redis.call('ZSCORE', calls_key, job)
   redis.call('ZREM', calls_key, job)
   redis.call('ZADD', leases_key, deadline, job)
+  h.state = 'L'
+  redis.call('HSET', jobs_key, job, write_header(h))
   return {'status', 'ok'}
 end
-if redis.call('ZSCORE', leases_key, job) then
+if set == leases_key then
   return {'status', 'ok'}
 end
 return {'status', 'lost'}

@@ -1,35 +1,114 @@
--- Ends runs executed as one job each (several per call), each fenced by its own lease token.
+-- Commits what one session's worker has for it in one call: the session's new events (one
+-- stream entry and one message for the whole batch, the finished steps counted) and the
+-- ends of runs executed as one job each (each fenced by its own lease token), announced in
+-- one `done` message. A slot an end frees can be refilled at once: the session's next ready
+-- jobs are leased for it here (no claim round trip).
 --- @include "time"
 --- @include "session"
 --- @include "header"
+--- @include "publish"
 --- @include "end_run"
+--- @include "lease"
 local done_channel = ARGV[1]
 local session_ttl = tonumber(ARGV[2])
 local dead_max_len = tonumber(ARGV[3])
--- ARGV[4..]: per job, 6 values: job id (= run id), lease token, outcome (JSON, opaque),
--- '1' when it succeeded, '1' when its input could not be decoded (dead-lettered), and the
--- `done` message to publish
-local FIRST, PER_JOB = 4, 6
--- Returns {'results', {'committed' | 'refused', ...}}: refused when the token moved on, the
--- job is not leased, or the session is stopping (nothing is written for it).
+local events_max_len = ARGV[4]
+local events_channel = ARGV[5]
+-- The events, as one JSON array ('' : none).
+local events = ARGV[6]
+-- How many (stats field, count) pairs follow, and how many run ends after them.
+local counts = tonumber(ARGV[7])
+local endings = tonumber(ARGV[8])
+-- For refills: the lease, and the session's concurrency quota (0: none).
+local lease_ms = tonumber(ARGV[9])
+local quota = tonumber(ARGV[10])
+-- ARGV[11..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
+-- end 7 values: job id (= run id), lease token, outcome (JSON, opaque), '1' when it
+-- succeeded, '1' when its input could not be decoded (dead-lettered), its `done` line, and
+-- '1' when its slot wants a next job; then the contract fingerprints the worker serves.
+local FIRST, PER_JOB = 11, 7
+-- Returns {'stored', 0|1, 'results', {'committed' | 'refused', ...}, 'handed', {leased job
+-- records}}: stored is 0 when the session does not exist or is stopping (the events were
+-- only published, a run's end is refused); refused when the token moved on or the job is not
+-- leased (nothing is written for it). The handed jobs go, in order, to the committed ends
+-- whose slot wanted one.
 
-local halted = stopping()
-local results = {}
-for at = FIRST, #ARGV, PER_JOB do
-  local job, token = ARGV[at], ARGV[at + 1]
-  local h = read_header(redis.call('HGET', jobs_key, job))
-  local set = lease_set_of(job)
-  if halted or not h or tostring(h.token) ~= token or not set then
-    results[#results + 1] = 'refused'
-  else
-    redis.call('ZREM', set, job)
-    redis.call('HDEL', jobs_key, job)
-    redis.call('HDEL', bodies_key, job)
-    if end_run(job, ARGV[at + 2], ARGV[at + 3] == '1', nil, done_channel, ARGV[at + 5],
-        session_ttl) and ARGV[at + 4] == '1' then
-      bury(job, dead_max_len)
+local session = redis.call('HMGET', meta_key, 'created_ms', 'stopping')
+local live = session[1] and not session[2]
+if events ~= '' then
+  if live then
+    redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'events', events)
+    local at = FIRST
+    for _ = 1, counts do
+      redis.call('HINCRBY', stats_key, ARGV[at], ARGV[at + 1])
+      at = at + 2
     end
-    results[#results + 1] = 'committed'
+  end
+  publish(events_channel, events)
+end
+
+local first_job = FIRST + counts * 2
+local first_served = first_job + endings * PER_JOB
+local jobs = {}
+for at = first_job, first_served - 1, PER_JOB do
+  jobs[#jobs + 1] = ARGV[at]
+end
+local results, refills = {}, 0
+if #jobs > 0 then
+  local headers = redis.call('HMGET', jobs_key, unpack(jobs))
+  local live_runs = redis.call('ZMSCORE', runs_key, unpack(jobs))
+  local freed, from_leases, from_calls, ends, dead = {}, {}, {}, {}, {}
+  for i, job in ipairs(jobs) do
+    local at = first_job + (i - 1) * PER_JOB
+    local set = held_by(headers[i], ARGV[at + 1])
+    if not set then
+      results[i] = 'refused'
+    else
+      results[i] = 'committed'
+      if ARGV[at + 6] == '1' then
+        refills = refills + 1
+      end
+      freed[#freed + 1] = job
+      if set == leases_key then
+        from_leases[#from_leases + 1] = job
+      else
+        from_calls[#from_calls + 1] = job
+      end
+      -- A run already ended (the sweeper buried it) keeps its first outcome.
+      if live_runs[i] then
+        ends[#ends + 1] = {job, ARGV[at + 2], ARGV[at + 3] == '1', false, ARGV[at + 5]}
+        if ARGV[at + 4] == '1' then
+          dead[#dead + 1] = job
+        end
+      end
+    end
+  end
+  if #from_leases > 0 then
+    redis.call('ZREM', leases_key, unpack(from_leases))
+  end
+  if #from_calls > 0 then
+    redis.call('ZREM', calls_key, unpack(from_calls))
+  end
+  if #freed > 0 then
+    redis.call('HDEL', jobs_key, unpack(freed))
+    redis.call('HDEL', bodies_key, unpack(freed))
+  end
+  end_runs(ends, done_channel, session_ttl)
+  for _, run in ipairs(dead) do
+    bury(run, dead_max_len)
+  end
+elseif live and events ~= '' then
+  -- Events after the session's last run ended expire with the session.
+  expire_with_session(events_key)
+  expire_with_session(stats_key)
+end
+local handed = {}
+if refills > 0 and live then
+  if quota > 0 then
+    refills = math.min(refills, quota - redis.call('ZCARD', leases_key))
+  end
+  if refills > 0 then
+    handed = lease_ready(refills, served_from(first_served), lease_ms)
   end
 end
-return {'results', results}
+return {'stored', live and 1 or 0, 'results', results, 'handed', handed}

@@ -1,5 +1,6 @@
 -- Schedules a session that has ready jobs (at the current least-served score, so a newcomer
 -- is served next but cannot jump ahead of others), then wakes idle workers.
+--- @include "publish"
 local sched_key = KEYS[1]
 local gens_key = KEYS[2]
 local session = ARGV[1]
@@ -26,5 +27,5 @@ if #least > 0 then
   score = tonumber(least[2])
 end
 redis.call('ZADD', sched_key, score, session)
-redis.call('PUBLISH', wake_channel, wake)
+publish(wake_channel, wake)
 return {'enlisted', 1}

@@ -13,14 +13,16 @@ local attempts = tonumber(ARGV[5])
 -- job is gone, or the session is stopping). The delivery is given back: waiting is not a
 -- worker's death.
 
-local h = read_header(redis.call('HGET', jobs_key, job))
-local set = lease_set_of(job)
-if stopping() or not h or tostring(h.token) ~= token or not set then
+local raw = redis.call('HGET', jobs_key, job)
+local set = held_by(raw, token)
+if not set then
   return {'due', 0}
 end
+local h = read_header(raw)
 local due = now_ms() + wait_ms
 redis.call('ZREM', set, job)
 h.attempt = attempt
+h.state = 'Q'
 h.attempts = h.attempts + attempts
 h.deliveries = math.max(h.deliveries - 1, 0)
 redis.call('HSET', jobs_key, job, write_header(h))

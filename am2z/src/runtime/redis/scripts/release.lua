@@ -10,18 +10,18 @@ local FIRST = 1
 -- A job whose lease this worker no longer holds is left alone (and not counted).
 
 local released = 0
-if not stopping() then
-  for at = FIRST, #ARGV, 2 do
-    local job, token = ARGV[at], ARGV[at + 1]
-    local h = read_header(redis.call('HGET', jobs_key, job))
-    local set = lease_set_of(job)
-    if h and tostring(h.token) == token and set then
-      redis.call('ZREM', set, job)
-      h.deliveries = math.max(h.deliveries - 1, 0)
-      redis.call('HSET', jobs_key, job, write_header(h))
-      redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
-      released = released + 1
-    end
+for at = FIRST, #ARGV, 2 do
+  local job, token = ARGV[at], ARGV[at + 1]
+  local raw = redis.call('HGET', jobs_key, job)
+  local set = held_by(raw, token)
+  if set then
+    local h = read_header(raw)
+    redis.call('ZREM', set, job)
+    h.deliveries = math.max(h.deliveries - 1, 0)
+    h.state = 'Q'
+    redis.call('HSET', jobs_key, job, write_header(h))
+    redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
+    released = released + 1
   end
 end
 local gen = 0

@@ -10,12 +10,10 @@ local FIRST = 2
 
 local lost = {}
 local deadline = now_ms() + lease_ms
-local halted = stopping()
 for at = FIRST, #ARGV, 2 do
   local job, token = ARGV[at], ARGV[at + 1]
-  local h = read_header(redis.call('HGET', jobs_key, job))
-  local set = lease_set_of(job)
-  if halted or not h or tostring(h.token) ~= token or not set then
+  local set = held_by(redis.call('HGET', jobs_key, job), token)
+  if not set then
     lost[#lost + 1] = job
   else
     redis.call('ZADD', set, 'XX', deadline, job)

@@ -16,8 +16,7 @@ local FIRST = 4
 -- Returns {'status', 'ok' | 'refused'} (refused: stale token, the run ended, or stopping;
 -- nothing is written).
 
-local h = read_header(redis.call('HGET', jobs_key, job))
-if stopping() or not h or tostring(h.token) ~= token or not lease_set_of(job)
+if not held_by(redis.call('HGET', jobs_key, job), token)
     or not redis.call('ZSCORE', runs_key, run) then
   return {'status', 'refused'}
 end

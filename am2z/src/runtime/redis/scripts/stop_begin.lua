@@ -11,4 +11,7 @@ local page = tonumber(ARGV[2])
 
 redis.call('HSET', meta_key, 'stopping', num(now_ms() + stop_lease))
 redis.call('PERSIST', meta_key)
+-- No job left: every script that acts on a lease (claim, commit, advance, park, renew, stage,
+-- release) now refuses the session's jobs without asking whether it is stopping.
+redis.call('UNLINK', jobs_key, bodies_key)
 return {'runs', redis.call('ZRANGE', runs_key, 0, page - 1)}

@@ -1,8 +1,12 @@
--- Queues new runs of a session (one or many), creating the session when it is new.
+-- Queues new runs of a session (one or many), creating the session when it is new. A run
+-- the submitting process can start at once (it serves the processor and has a free slot) is
+-- leased to it here instead, when nothing of the session waits ahead of it: the job is in
+-- Redis before it runs, and no wake or claim is needed.
 --- @include "time"
 --- @include "session"
 --- @include "header"
 --- @include "ready"
+--- @include "publish"
 local max_queued = tonumber(ARGV[1])
 local created_event = ARGV[2]
 local events_channel = ARGV[3]
@@ -13,61 +17,93 @@ local dedup = ARGV[5] == '1'
 -- lease, and its lease moves to `calls` while it waits (outside the concurrency quota).
 local caller = ARGV[6]
 local caller_token = ARGV[7]
--- ARGV[8..]: per run, 4 values: run id, contract fingerprint, priority, processor name,
--- then its body (opaque)
-local FIRST, PER_RUN = 8, 5
+-- For runs to lease at once: the lease, and the session's concurrency quota (0: none).
+local lease_ms = tonumber(ARGV[8])
+local quota = tonumber(ARGV[9])
+-- ARGV[10..]: per run, 6 values: run id, contract fingerprint, priority, processor name,
+-- '1' to lease it to the submitter when it can start at once, then its body (opaque)
+local FIRST, PER_RUN = 10, 6
 -- Returns {'status', 'ok', 'created', 0|1, 'epoch', the session's epoch (which incarnation
 --          of the session id this is: a stopped session's id can be used again), 'enlist',
---          generation (0: already scheduled), 'runs', {'queued' | 'duplicate', ...}} or
---          {'status', 'stopping' | 'quota' | 'caller_gone'}.
+--          generation (0: already scheduled, or nothing queued), 'runs', {'queued' |
+--          'leased' | 'duplicate' | 'quota', ...}, 'leased', {leased job records, body
+--          left out: the submitter has it}} or {'status', 'stopping' | 'caller_gone'}.
+-- A run is refused with 'quota' (and nothing of it written) when the session's queue is at
+-- `max_queued`.
 
-if stopping() then
+local session = redis.call('HMGET', meta_key, 'stopping', 'created_ms', 'epoch')
+if session[1] then
   return {'status', 'stopping'}
 end
 local count = (#ARGV - FIRST + 1) / PER_RUN
-if max_queued > 0 and redis.call('ZCARD', queue_key) + count > max_queued then
-  return {'status', 'quota'}
-end
-local caller_set = nil
+local waiting = redis.call('ZCARD', queue_key)
+local caller_header, caller_set = nil, nil
 if caller ~= '' then
-  local h = read_header(redis.call('HGET', jobs_key, caller))
-  caller_set = lease_set_of(caller)
-  if not h or tostring(h.token) ~= caller_token or not caller_set then
+  local raw = redis.call('HGET', jobs_key, caller)
+  caller_set = held_by(raw, caller_token)
+  if not caller_set then
     return {'status', 'caller_gone'}
   end
+  caller_header = read_header(raw)
 end
 
 local now = now_ms()
-local created = redis.call('EXISTS', meta_key) == 0
+local created = not session[2]
+local epoch = tonumber(session[3] or '0')
 if created then
-  redis.call('HSET', meta_key, 'created_ms', num(now), 'epoch', num(now_us()))
+  epoch = now_us()
+  redis.call('HSET', meta_key, 'created_ms', num(now), 'epoch', num(epoch))
   redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'event', created_event)
-  redis.call('PUBLISH', events_channel, created_event)
+  publish(events_channel, created_event)
 end
 local was_idle = redis.call('ZCARD', runs_key) == 0
 
+-- Runs leased here may not pass the session's concurrency quota.
+local free = -1
+if quota > 0 then
+  free = quota - redis.call('ZCARD', leases_key)
+end
+local deadline = now + lease_ms
 local statuses = {}
-local headers, bodies, queued, live = {}, {}, {}, {}
+local headers, bodies, queued, live, leases, records = {}, {}, {}, {}, {}, {}
+-- One submission number per run (FIFO within a priority), reserved at once.
+local seq = redis.call('HINCRBY', meta_key, 'seq', count) - count
 for at = FIRST, #ARGV, PER_RUN do
+  seq = seq + 1
   local run = ARGV[at]
   if dedup and (redis.call('ZSCORE', runs_key, run) or
       redis.call('HEXISTS', results_key, run) == 1) then
     statuses[#statuses + 1] = 'duplicate'
+  elseif max_queued > 0 and waiting >= max_queued then
+    statuses[#statuses + 1] = 'quota'
   else
-    local seq = redis.call('HINCRBY', meta_key, 'seq', 1)
     local priority = tonumber(ARGV[at + 2])
-    local header = write_header({fp = ARGV[at + 1], priority = priority, token = 0,
-      deliveries = 0, created_ms = now, queued_ms = now, attempt = 0, attempts = 0,
-      version = 0, run_attempts = 0, name = ARGV[at + 3]})
+    local h = {fp = ARGV[at + 1], priority = priority, token = 0, deliveries = 0,
+      created_ms = now, queued_ms = now, attempt = 0, attempts = 0, version = 0,
+      run_attempts = 0, state = 'Q', name = ARGV[at + 3]}
+    -- Leased at once only with nothing queued ahead of it (FIFO) and room in the quota.
+    if ARGV[at + 4] == '1' and waiting == 0 and free ~= 0 then
+      h.token, h.deliveries, h.state = 1, 1, 'L'
+      leases[#leases + 1] = deadline
+      leases[#leases + 1] = run
+      statuses[#statuses + 1] = 'leased'
+      free = free - 1
+    else
+      queued[#queued + 1] = queue_score(priority, seq)
+      queued[#queued + 1] = run
+      statuses[#statuses + 1] = 'queued'
+      waiting = waiting + 1
+    end
+    local header = write_header(h)
+    if h.state == 'L' then
+      records[#records + 1] = leased_record(run, header, '', deadline)
+    end
     headers[#headers + 1] = run
     headers[#headers + 1] = header
     bodies[#bodies + 1] = run
-    bodies[#bodies + 1] = ARGV[at + 4]
-    queued[#queued + 1] = queue_score(priority, seq)
-    queued[#queued + 1] = run
+    bodies[#bodies + 1] = ARGV[at + 5]
     live[#live + 1] = now
     live[#live + 1] = run
-    statuses[#statuses + 1] = 'queued'
   end
 end
 
@@ -75,18 +111,24 @@ local gen = 0
 if #headers > 0 then
   redis.call('HSET', jobs_key, unpack(headers))
   redis.call('HSET', bodies_key, unpack(bodies))
-  redis.call('ZADD', queue_key, unpack(queued))
   redis.call('ZADD', runs_key, unpack(live))
+  if #queued > 0 then
+    redis.call('ZADD', queue_key, unpack(queued))
+    gen = mark_ready()
+  end
+  if #leases > 0 then
+    redis.call('ZADD', leases_key, unpack(leases))
+  end
   if was_idle and not created then
     went_live()
   end
-  gen = mark_ready()
 end
 if caller_set == leases_key then
   local deadline = redis.call('ZSCORE', leases_key, caller)
   redis.call('ZREM', leases_key, caller)
   redis.call('ZADD', calls_key, deadline, caller)
+  caller_header.state = 'C'
+  redis.call('HSET', jobs_key, caller, write_header(caller_header))
 end
-return {'status', 'ok', 'created', created and 1 or 0,
-  'epoch', tonumber(redis.call('HGET', meta_key, 'epoch') or '0'), 'enlist', gen,
-  'runs', statuses}
+return {'status', 'ok', 'created', created and 1 or 0, 'epoch', epoch, 'enlist', gen,
+  'runs', statuses, 'leased', records}

@@ -60,6 +60,8 @@ for _, set in ipairs({leases_key, calls_key}) do
       dead[#dead + 1] = job
     else
       redis.call('ZREM', set, job)
+      h.state = 'Q'
+      redis.call('HSET', jobs_key, job, write_header(h))
       if h.deliveries <= 1 or backoff_ms <= 0 then
         redis.call('ZADD', queue_key, queue_score(h.priority, 0), job)
       else

@@ -1,28 +1,62 @@
--- Ends live run `run` with `outcome` (JSON, opaque here): stores it, moves the run from the
--- live runs to the ended ones (`ok`: completed, else failed), unlinks its run hash when the
--- caller declared one, publishes `done` (a message the caller built), and starts the
--- session's idle expiry when it was the last live run. Returns false (and does nothing) when
--- the run had already ended.
-local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl)
-  if redis.call('ZREM', runs_key, run) == 0 then
-    return false
+-- Ends live runs in one go: stores each outcome, moves each run from the live runs to the
+-- ended ones (completed or failed), unlinks the run hashes given, and starts the session's
+-- idle expiry when no live run is left. `ends` is a list of {run, outcome, ok,
+-- run hash or false, done line or ''}; the caller checked each is live (and lists each
+-- once). The `done` lines go out as one message. Returns nothing.
+local function end_runs(ends, done_channel, session_ttl)
+  if #ends == 0 then
+    return
   end
-  redis.call('HSET', results_key, run, outcome)
-  if ok then
-    redis.call('ZADD', completed_key, now_ms(), run)
-  else
-    redis.call('ZADD', failed_key, now_ms(), run)
+  local runs, outcomes, completed, failed, hashes, done = {}, {}, {}, {}, {}, {}
+  local now = now_ms()
+  for _, e in ipairs(ends) do
+    runs[#runs + 1] = e[1]
+    outcomes[#outcomes + 1] = e[1]
+    outcomes[#outcomes + 1] = e[2]
+    if e[3] then
+      completed[#completed + 1] = now
+      completed[#completed + 1] = e[1]
+    else
+      failed[#failed + 1] = now
+      failed[#failed + 1] = e[1]
+    end
+    if e[4] then
+      hashes[#hashes + 1] = e[4]
+    end
+    if e[5] ~= '' then
+      done[#done + 1] = e[5]
+    end
   end
-  if run_hash then
+  redis.call('ZREM', runs_key, unpack(runs))
+  redis.call('HSET', results_key, unpack(outcomes))
+  if #completed > 0 then
+    redis.call('ZADD', completed_key, unpack(completed))
+  end
+  if #failed > 0 then
+    redis.call('ZADD', failed_key, unpack(failed))
+  end
+  if #hashes > 0 then
     -- A wide run's hash has a field per branch: freed off the main thread.
-    redis.call('UNLINK', run_hash)
+    redis.call('UNLINK', unpack(hashes))
   end
-  if done ~= '' then
-    redis.call('PUBLISH', done_channel, done)
+  if #done > 0 then
+    publish(done_channel, table.concat(done, '\n'))
   end
   if redis.call('ZCARD', runs_key) == 0 then
     went_idle(session_ttl)
   end
+end
+
+-- Ends live run `run` with `outcome` (JSON, opaque here): stores it, moves the run from the
+-- live runs to the ended ones (`ok`: completed, else failed), unlinks its run hash when the
+-- caller declared one, publishes `done` (a line the caller built), and starts the session's
+-- idle expiry when it was the last live run. Returns false (and does nothing) when the run
+-- had already ended.
+local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl)
+  if not redis.call('ZSCORE', runs_key, run) then
+    return false
+  end
+  end_runs({{run, outcome, ok, run_hash or false, done}}, done_channel, session_ttl)
   return true
 end
 

@@ -1,20 +1,26 @@
 -- A job's header: the small record scripts read and rewrite (`jobs` hash), its fields joined
--- by '|' with the processor's name, the only free text, last. Mirrored by `protocol::header`.
+-- by '|': `state|token|deliveries|fp|priority|created_ms|queued_ms|attempt|attempts|version|
+-- run_attempts|name`, the processor's name, the only free text, last. The fields a lease
+-- changes come first, so fencing and leasing read and rewrite the front alone (the Rust side
+-- parses the whole header of a leased job: `protocol/claim.rs`). Mirrored by the tests'
+-- layout (`tests/src/layout.rs`). `state` is 'Q' (queued or waiting in `delayed`), 'L'
+-- (leased: in `leases`) or 'C' (leased, its step waiting on a `ctx.call`: in `calls`).
 local function read_header(raw)
   if not raw then
     return nil
   end
-  local fp, priority, token, deliveries, created, queued, attempt, attempts, version,
+  local state, token, deliveries, fp, priority, created, queued, attempt, attempts, version,
     run_attempts, name = string.match(raw,
-      '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  if not fp then
+      '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  if not state then
     return nil
   end
   return {
-    fp = fp,
-    priority = tonumber(priority) or 0,
+    state = state,
     token = tonumber(token) or 0,
     deliveries = tonumber(deliveries) or 0,
+    fp = fp,
+    priority = tonumber(priority) or 0,
     created_ms = tonumber(created) or 0,
     queued_ms = tonumber(queued) or 0,
     attempt = tonumber(attempt) or 0,
@@ -26,15 +32,44 @@ local function read_header(raw)
 end
 
 local function write_header(h)
-  return table.concat({h.fp, num(h.priority), num(h.token), num(h.deliveries),
+  return table.concat({h.state, num(h.token), num(h.deliveries), h.fp, num(h.priority),
     num(h.created_ms), num(h.queued_ms), num(h.attempt), num(h.attempts), num(h.version),
     num(h.run_attempts), h.name}, '|')
 end
 
--- The fields of a leased job a worker needs, as a reply record.
-local function leased_record(id, h, body, deadline)
-  return {'id', id, 'fp', h.fp, 'name', h.name, 'token', h.token, 'deliveries', h.deliveries,
-    'created_ms', h.created_ms, 'attempt', h.attempt, 'attempts', h.attempts,
-    'version', h.version, 'run_attempts', h.run_attempts, 'deadline', deadline,
-    'body', body or ''}
+-- The lease set (`leases` for 'L', `calls` for 'C') of a header whose lease the caller holds
+-- with `token` (a string), or nil: no such job (it ended, or its session is being stopped),
+-- another token, or not leased. This is the fence every script acting on a lease passes
+-- first; it reads the header's front only.
+local function held_by(raw, token)
+  if not raw then
+    return nil
+  end
+  local state, held = string.match(raw, '^(%a)|(%d+)|')
+  if held ~= token then
+    return nil
+  end
+  if state == 'L' then
+    return leases_key
+  elseif state == 'C' then
+    return calls_key
+  end
+  return nil
+end
+
+-- A queued job's header leased anew (state 'L', token and deliveries one up), and its
+-- contract fingerprint; nil when `raw` is not a header.
+local function leased_header(raw)
+  local token, deliveries, rest, fp = string.match(raw, '^%a|(%d+)|(%d+)|(([^|]*)|.*)$')
+  if not token then
+    return nil
+  end
+  return 'L|' .. num(tonumber(token) + 1) .. '|' .. num(tonumber(deliveries) + 1) .. '|' .. rest,
+    fp
+end
+
+-- A leased job as a reply record: its id, header (parsed by the worker), lease deadline and
+-- body.
+local function leased_record(id, header, body, deadline)
+  return {'id', id, 'header', header, 'deadline', deadline, 'body', body or ''}
 end

@@ -6,9 +6,10 @@
 -- never undo the enlist of a newer one, whatever order they reach the schedule in.
 local function mark_ready()
   local now = now_us()
-  local ready = redis.call('HGET', meta_key, 'ready')
+  local m = redis.call('HMGET', meta_key, 'ready', 'nudged', 'gen')
+  local ready = m[1]
   if ready then
-    local nudged = tonumber(redis.call('HGET', meta_key, 'nudged') or '0')
+    local nudged = tonumber(m[2] or '0')
     if now - nudged < 1000000 then
       return 0
     end
@@ -16,7 +17,7 @@ local function mark_ready()
     return tonumber(ready)
   end
   local gen = now
-  local last = tonumber(redis.call('HGET', meta_key, 'gen') or '0')
+  local last = tonumber(m[3] or '0')
   if gen <= last then
     gen = last + 1
   end

@@ -16,7 +16,8 @@ local events_key = KEYS[13]
 local stats_key = KEYS[14]
 local SESSION_KEYS = 14
 
--- Whether the session is being stopped: no script writes to it then.
+-- Whether the session is being stopped: no script writes to it then (fenced scripts need not
+-- ask: `stop_begin` unlinks the jobs, so every lease is gone at once).
 local function stopping()
   return redis.call('HEXISTS', meta_key, 'stopping') == 1
 end
@@ -49,17 +50,6 @@ end
 -- The run a job belongs to: its id up to the first dot (`<run>` or `<run>.<position>`).
 local function run_of(job)
   return string.sub(job, 1, 32)
-end
-
--- Whether `job` holds a lease (running, or waiting on a `ctx.call`): its lease set, or nil.
-local function lease_set_of(job)
-  if redis.call('ZSCORE', leases_key, job) then
-    return leases_key
-  end
-  if redis.call('ZSCORE', calls_key, job) then
-    return calls_key
-  end
-  return nil
 end
 
 -- A job's score in its session's queue: higher priority first, then `seq` (submission
