@@ -1092,13 +1092,23 @@ pub async fn rate_limits_and_delays_apply<H: Harness>() {
     assert!(within(waited, 300, H::SLACK), "delayed {waited} ms");
 }
 
-/// Instantiates the whole suite as `#[tokio::test]`s for a [`Harness`].
+/// Instantiates the whole suite as `#[tokio::test]`s for a [`Harness`], or runs it in order.
 ///
-/// `paused` runs each test on tokio's paused clock (in-process runtimes only).
+/// - `conformance_suite!(Harness, paused = false)` (an item): one `#[tokio::test]` per
+///   behaviour; `paused` runs each on tokio's paused clock (in-process runtimes only).
+/// - `conformance_suite!(in sequence Harness)` (a statement, in an async test): every
+///   behaviour one after the other, each named on stderr as it starts: for a harness whose
+///   runtimes share something costly to make (a Redis Cluster started by the test).
 #[macro_export]
 macro_rules! conformance_suite {
     ($harness:ty, paused = $paused:tt) => {
-        $crate::conformance_suite!(@tests $harness, $paused,
+        $crate::conformance_suite!(@list @tests $harness, $paused,);
+    };
+    (in sequence $harness:ty) => {
+        $crate::conformance_suite!(@list @sequence $harness,);
+    };
+    (@list $($head:tt)*) => {
+        $crate::conformance_suite!($($head)*
             lifecycle_is_idempotent_and_restartable,
             execute_before_start_is_a_typed_error,
             registration_covers_contents_and_replaces,
@@ -1137,6 +1147,12 @@ macro_rules! conformance_suite {
             stats_count_work,
             rate_limits_and_delays_apply,
         );
+    };
+    (@sequence $harness:ty, $($test:ident),+ $(,)?) => {
+        $(
+            eprintln!("conformance: {}", stringify!($test));
+            $crate::suite::$test::<$harness>().await;
+        )+
     };
     (@tests $harness:ty, $paused:tt, $($test:ident),+ $(,)?) => {
         $(

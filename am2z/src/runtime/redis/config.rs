@@ -433,7 +433,11 @@ impl RedisConfig {
         match &self.cluster {
             Some(seeds) => format!(
                 "cluster {}",
-                seeds.iter().map(|s| redact(s)).collect::<Vec<_>>().join(",")
+                seeds
+                    .iter()
+                    .map(|s| redact(s))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             None => redact(&self.url),
         }
@@ -596,9 +600,16 @@ mod tests {
         assert!(config.is_cluster());
         assert_eq!(config.url, "redis://:pw@h1:7000");
         let shown = config.to_string();
-        assert!(shown.contains("h1:7000") && shown.contains("h2:7001"), "{shown}");
+        assert!(
+            shown.contains("h1:7000") && shown.contains("h2:7001"),
+            "{shown}"
+        );
         assert!(!shown.contains("pw@"), "{shown}");
-        assert!(!RedisConfig::cluster(["redis://h:1"]).url("redis://one:1").is_cluster());
+        assert!(
+            !RedisConfig::cluster(["redis://h:1"])
+                .url("redis://one:1")
+                .is_cluster()
+        );
         let vars = |name: &str| match name {
             "AM2Z_REDIS_CLUSTER" => Some(" redis://a:1, redis://b:2 ,".to_owned()),
             "AM2Z_DURABLE_WRITES" => Some("1".to_owned()),
@@ -610,7 +621,10 @@ mod tests {
             Some(vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()])
         );
         assert_eq!(config.durable_writes, 1);
-        for (name, value) in [("AM2Z_REDIS_CLUSTER", " , "), ("AM2Z_DURABLE_WRITES", "all")] {
+        for (name, value) in [
+            ("AM2Z_REDIS_CLUSTER", " , "),
+            ("AM2Z_DURABLE_WRITES", "all"),
+        ] {
             let bad = |n: &str| (n == name).then(|| value.to_owned());
             let error = RedisConfig::default().with_vars(bad).unwrap_err();
             assert!(error.to_string().contains(name), "{error}");

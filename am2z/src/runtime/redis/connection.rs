@@ -142,7 +142,7 @@ impl redis::aio::ConnectionLike for Conn {
 /// Where Redis is, as the clients that reach it (no I/O yet, but the TLS CA file is read).
 #[derive(Clone)]
 pub(crate) enum Target {
-    Node(redis::Client),
+    Node(Box<redis::Client>),
     /// A cluster: its seed nodes and TLS roots, for the command client and the subscriber's.
     Cluster {
         seeds: Vec<String>,
@@ -197,7 +197,10 @@ impl Target {
 }
 
 #[cfg(feature = "tls")]
-fn with_roots(builder: ClusterClientBuilder, roots: &TlsRoots) -> Result<ClusterClientBuilder, Error> {
+fn with_roots(
+    builder: ClusterClientBuilder,
+    roots: &TlsRoots,
+) -> Result<ClusterClientBuilder, Error> {
     Ok(builder.certs(redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(roots.0.clone()),
@@ -237,7 +240,7 @@ pub(crate) fn target(config: &RedisConfig, errors: &ErrorMap) -> Result<Target, 
         None => redis::Client::open(config.url.as_str()).map_err(invalid)?,
         Some(ca) => tls_client(config, ca).and_then(|built| built.map_err(invalid))?,
     };
-    Ok(Target::Node(client))
+    Ok(Target::Node(Box::new(client)))
 }
 
 /// The PEM file `ca`, checked to hold a certificate and to go with `rediss://` URLs.
@@ -255,7 +258,10 @@ fn read_ca(config: &RedisConfig, ca: &std::path::Path) -> Result<Vec<u8>, Error>
     {
         return Err(unusable("it holds no PEM certificate".to_owned()));
     }
-    let urls = config.cluster.clone().unwrap_or_else(|| vec![config.url.clone()]);
+    let urls = config
+        .cluster
+        .clone()
+        .unwrap_or_else(|| vec![config.url.clone()]);
     if let Some(plain) = urls.iter().find(|url| !url.starts_with("rediss://")) {
         return Err(Error::configuration(format!(
             "a TLS CA is set (`{}`), but the Redis URL `{}` is not `rediss://`",
@@ -305,7 +311,7 @@ pub(crate) async fn connect(
     min: (u32, u32),
 ) -> Result<Conn, Error> {
     let client = match target {
-        Target::Node(client) => client,
+        Target::Node(client) => (**client).clone(),
         Target::Cluster { .. } => {
             let client = target.cluster_client(config, errors, None)?;
             return connect_cluster(&client, errors, config, min).await;
@@ -378,7 +384,9 @@ async fn connect_cluster(
                 )
                 .await
             {
-                Ok(pair) => redis::from_redis_value::<Vec<String>>(pair)?.into_iter().nth(1),
+                Ok(pair) => redis::from_redis_value::<Vec<String>>(pair)?
+                    .into_iter()
+                    .nth(1),
                 Err(error)
                     if error.kind()
                         == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>

@@ -477,7 +477,12 @@ async fn send_alone(forwarding: &Forwarding, item: Item) {
         return;
     }
     let mut pipe = redis::pipe();
-    add(&mut pipe, forwarding, &item, &forwarding.served.fingerprints());
+    add(
+        &mut pipe,
+        forwarding,
+        &item,
+        &forwarding.served.fingerprints(),
+    );
     let Some(cmd) = pipe.cmd_iter().next().cloned() else {
         return answer(forwarding, item, Value::Nil);
     };
@@ -559,7 +564,9 @@ async fn pipeline(forwarding: &Forwarding, items: &[Item]) -> Result<Vec<Value>,
         return Ok(pipe.query_async(&mut conn).await?);
     };
     // Durable writes: the commits are answered once the replicas hold them.
-    pipe.cmd("WAIT").arg(replicas).arg(protocol::millis(timeout));
+    pipe.cmd("WAIT")
+        .arg(replicas)
+        .arg(protocol::millis(timeout));
     let mut replies: Vec<Value> = pipe.query_async(&mut conn).await?;
     let acknowledged = match replies.pop() {
         Some(Value::Int(n)) => u32::try_from(n).unwrap_or(0),

@@ -424,11 +424,22 @@ mod tests {
                 assert_eq!(slot(&channel), slot(&session.meta()), "{channel}");
             }
             assert_eq!(keys.channel(&keys.done_channel(&id)), Some(Channel::Done));
-            assert_eq!(keys.channel(&keys.events_channel(&id)), Some(Channel::Events));
+            assert_eq!(
+                keys.channel(&keys.events_channel(&id)),
+                Some(Channel::Events)
+            );
         }
         assert_eq!(keys.channel(&keys.wake_channel()), Some(Channel::Wake));
-        assert_eq!(keys.channel(&keys.control_channel()), Some(Channel::Control));
-        for stranger in ["other:{s}:done", "am2z:{s}:jobs", "am2z:done", "am2z:{s}done"] {
+        assert_eq!(
+            keys.channel(&keys.control_channel()),
+            Some(Channel::Control)
+        );
+        for stranger in [
+            "other:{s}:done",
+            "am2z:{s}:jobs",
+            "am2z:done",
+            "am2z:{s}done",
+        ] {
             assert_eq!(keys.channel(stranger), None, "{stranger}");
         }
         let node = Keys::new("am2z", false);

@@ -101,7 +101,7 @@ impl Listener {
             Control::Expired { session } => {
                 self.engine.forget_idle_session(&session);
                 self.client.forget_registration(&session);
-                self.client.subscriptions.forget(&session);
+                self.client.subscriptions.release(&session);
                 self.watches.forget(&session);
                 // Its waiters read again: they end with `SessionStopped` or find a new run.
                 self.client.waiters.wake_all();
@@ -117,7 +117,7 @@ impl Listener {
                 self.stops.heard(&session);
                 self.client.waiters.session_stopped(&session);
                 self.client.forget_registration(&session);
-                self.client.subscriptions.forget(&session);
+                self.client.subscriptions.release(&session);
                 self.watches.forget(&session);
                 let listener = Arc::clone(self);
                 tokio::spawn(async move {

@@ -60,10 +60,10 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use self::claimer::Wakeups;
-use self::connection::Target;
 pub use self::client::RunHandle;
 use self::client::{Client, Submission, not_started};
 pub use self::config::{DEFAULT_QUEUE_PREFIX, DEFAULT_REDIS_URL, RedisConfig};
+use self::connection::Target;
 use self::forwarder::Forwarding;
 use self::job::ClaimedJob;
 use self::keys::Keys;
@@ -167,8 +167,8 @@ impl RedisRuntime {
             .build();
         let config = Arc::new(config);
         let keys = Keys::new(&config.prefix, config.is_cluster());
-        let durable = (config.durable_writes > 0)
-            .then_some((config.durable_writes, config.response_timeout));
+        let durable =
+            (config.durable_writes > 0).then_some((config.durable_writes, config.response_timeout));
         let redis = Arc::new(Redis::new(connection::ErrorMap::new(&config), durable));
         let client = Arc::new(Client::new(
             Arc::clone(&redis),
@@ -547,7 +547,7 @@ impl RedisRuntime {
         let on_reconnect = move || reconnected.on_reconnect();
         let subscriber = match &target {
             Target::Node(client) => tokio::spawn(connection::subscribe(
-                client.clone(),
+                (**client).clone(),
                 errors.clone(),
                 channels,
                 ready,
@@ -556,11 +556,13 @@ impl RedisRuntime {
                 on_reconnect,
             )),
             Target::Cluster { .. } => tokio::spawn(subscriptions::run_cluster(
-                target.clone(),
-                Arc::clone(&inner.config),
-                errors.clone(),
-                Arc::clone(&inner.client.subscriptions),
-                Arc::clone(&inner.client.waiters),
+                subscriptions::Subscriber {
+                    target: target.clone(),
+                    config: Arc::clone(&inner.config),
+                    errors: errors.clone(),
+                    subscriptions: Arc::clone(&inner.client.subscriptions),
+                    waiters: Arc::clone(&inner.client.waiters),
+                },
                 ready,
                 stop.clone(),
                 subscriptions::Handlers {
@@ -712,7 +714,9 @@ impl RedisRuntime {
             untime.query_async::<i64>(&mut first),
             unwatch.query_async::<i64>(&mut second),
         );
-        timers.and(leasing).map_err(|e| redis.errors.unavailable(&e))?;
+        timers
+            .and(leasing)
+            .map_err(|e| redis.errors.unavailable(&e))?;
         let nonce = RunId::generate().to_string();
         let answers = inner.stops.expect(&nonce);
         let announce = Control::Stop {

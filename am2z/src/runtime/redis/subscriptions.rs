@@ -3,7 +3,7 @@
 //! start, and the `done` and `events` shard channels of the sessions this process follows:
 //! a session is followed before this process submits to it or awaits one of its runs (so no
 //! `done` can slip by), or when `subscribe_session` names it; it is dropped a minute after
-//! its last waiter left (a session `subscribe_session` named, only when the session stops).
+//! its last waiter left (a session `subscribe_session` named, a minute after it stops).
 //! One task owns the subscriber's cluster connection (RESP3: messages arrive as pushes) and
 //! takes the subscribe and unsubscribe requests.
 
@@ -109,11 +109,13 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// `session` stopped or expired: its channels are dropped.
-    pub(crate) fn forget(&self, session: &SessionId) {
-        if self.followed().remove(session).is_some() {
-            let channels = self.keys.session_channels(session).to_vec();
-            self.send(Request::Unsubscribe(channels));
+    /// `session` stopped or expired: its channels are dropped once it has had no waiter for
+    /// [`LINGER`], like any session no one awaits. Not at once: the stop's own messages (the
+    /// `SessionStopped` event, the waiters' outcomes) are published on the session's channels
+    /// after the `control` message that says so, on another node, with no order between them.
+    pub(crate) fn release(&self, session: &SessionId) {
+        if let Some(followed) = self.followed().get_mut(session) {
+            followed.pinned = false;
         }
     }
 
@@ -163,19 +165,32 @@ pub(crate) struct Handlers<M, R> {
     pub(crate) on_reconnect: R,
 }
 
+/// What the cluster's subscriber works with.
+pub(crate) struct Subscriber {
+    pub(crate) target: Target,
+    pub(crate) config: Arc<RedisConfig>,
+    pub(crate) errors: ErrorMap,
+    pub(crate) subscriptions: Arc<Subscriptions>,
+    /// Whose sessions are still awaited (the sweep keeps those followed).
+    pub(crate) waiters: Arc<Waiters>,
+}
+
 /// Runs the cluster's subscriber until `stop`: subscribes to the standing channels (`ready`
 /// learns whether that worked), then serves `subscriptions`' requests and hands every
 /// message over.
 pub(crate) async fn run_cluster(
-    target: Target,
-    config: Arc<RedisConfig>,
-    errors: ErrorMap,
-    subscriptions: Arc<Subscriptions>,
-    waiters: Arc<Waiters>,
+    subscriber: Subscriber,
     ready: oneshot::Sender<Result<(), Error>>,
     stop: CancellationToken,
     handlers: Handlers<impl Fn(Message) + Send + 'static, impl Fn() + Send + 'static>,
 ) {
+    let Subscriber {
+        target,
+        config,
+        errors,
+        subscriptions,
+        waiters,
+    } = subscriber;
     let (pushes_in, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
     let (inbox, mut requests) = mpsc::unbounded_channel::<Request>();
     let standing = subscriptions.keys.standing_channels();

@@ -100,7 +100,10 @@ impl Waiters {
 
     /// The sessions that have waiters here.
     pub(crate) fn sessions(&self) -> std::collections::HashSet<SessionId> {
-        self.lock().keys().map(|(session, _)| session.clone()).collect()
+        self.lock()
+            .keys()
+            .map(|(session, _)| session.clone())
+            .collect()
     }
 
     /// Keeps the typed `outcome` of `run` for a waiter here, if there is one.

@@ -189,7 +189,11 @@ pub(crate) async fn publish(
     let mut conn = redis.conn()?;
     // A cluster's shard channels carry a hash tag (`keys.rs`): `SPUBLISH` reaches the node
     // of their slot only.
-    let command = if channel.contains('{') { "SPUBLISH" } else { "PUBLISH" };
+    let command = if channel.contains('{') {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
     Ok(redis::cmd(command)
         .arg(channel)
         .arg(message.to_string())
