@@ -55,6 +55,41 @@ def crate(symbol):
     return f"Rust: {head}" if head else "Rust: ?"
 
 
+def lua_span():
+    """The address range of the Lua interpreter linked into redis-server, from its exported
+    symbols: Redis' Lua (lapi.c's `lua_*` first, then the VM, the libraries, cjson) lies
+    between `lua_checkstack` and the first symbol after the last `luaopen_*` / `strbuf_*` /
+    `fpconv_*`. A stripped distro binary shows Lua's static functions (the VM, string
+    interning, the tables) as bare addresses: this puts them in the Lua group."""
+    ids = subprocess.run(["perf", "buildid-list", "-i", DATA], capture_output=True, text=True, check=False).stdout
+    path = next((l.split(None, 1)[1] for l in ids.splitlines() if "redis-" in l.rsplit("/", 1)[-1]), None)
+    if not path:
+        return None
+    nm = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True, check=False).stdout
+    text = sorted((int(p[0], 16), p[2]) for p in (l.split() for l in nm.splitlines())
+                  if len(p) == 3 and p[1] in "Tt")
+    lua = re.compile(r"^(lua_|luaL_|luaopen_|strbuf_|fpconv_)")
+    starts = [a for a, name in text if name == "lua_checkstack"]
+    last = max((i for i, (_, name) in enumerate(text) if lua.match(name)), default=None)
+    if not starts or last is None or last + 1 >= len(text):
+        return None
+    return starts[0], text[last + 1][0]
+
+
+LUA_SPAN = None
+
+
+def in_lua(symbol):
+    global LUA_SPAN
+    if LUA_SPAN is None:
+        LUA_SPAN = lua_span() or (0, 0)
+    try:
+        address = int(symbol, 16)
+    except ValueError:
+        return False
+    return LUA_SPAN[0] <= address < LUA_SPAN[1]
+
+
 def group(dso, kind, symbol):
     if kind == "k" or dso.startswith("[kernel"):
         return "kernel (syscalls, TCP, scheduling)"
@@ -63,7 +98,7 @@ def group(dso, kind, symbol):
     if COPY.search(symbol):
         return "libc: memcpy/memmove/…"
     if "redis" in dso:
-        return "Lua (scripts)" if LUA.search(symbol) else "redis-server"
+        return "Lua (scripts)" if LUA.search(symbol) or in_lua(symbol) else "redis-server"
     if "lua" in dso:
         return "Lua (scripts)"
     if dso.startswith("libc") or dso.startswith("ld-linux"):
@@ -99,4 +134,6 @@ print(f"| function (self time, top {TOP}) | in | share | µs per run |")
 print("|---|---|---:|---:|")
 for share, dso, kind, symbol in rows[:TOP]:
     where = "kernel" if kind == "k" else ("redis-server" if dso.startswith("redis-") else dso)
+    if where == "redis-server" and symbol.startswith("0x") and in_lua(symbol):
+        where = "redis-server (Lua, stripped)"
     print(f"| `{short(symbol)}` | {where} | {100 * share / total:.1f}% | {us(share):.2f} |")

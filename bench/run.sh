@@ -18,6 +18,8 @@
 #                              # meaningless); the report goes to <target>/bench-quick.md
 #   BENCH_RAW=/tmp/raw bench/run.sh   # also keep the raw outputs there
 #   BENCH_REDIS_PORT=6390      # first port to try for the scratch Redis
+#   BENCH_PERF=0               # no perf: the worker is profiled under callgrind instead (if
+#                              # valgrind is there), Redis by command and script only
 #
 # The peer FLUSHes the Redis it targets: it only ever gets the scratch port, and only after
 # this script checked that the server there is the one it started.
@@ -174,11 +176,15 @@ if [[ $PROFILE == 1 ]]; then
     # perf with a software clock (VMs often have no hardware counters); as root or with
     # kernel.perf_event_paranoid <= 1 to follow redis-server.
     PERF_OK=0
-    if command -v perf >/dev/null && perf record -q -e cpu-clock -o "$WORK/perf-check.data" -- true >/dev/null 2>&1 \
+    if [[ ${BENCH_PERF:-1} == 0 ]]; then
+        echo "perf not used (BENCH_PERF=0): Redis by function is left out (the worker: callgrind, when valgrind is installed)" > "$WORK/perf-missing.txt"
+        cat "$WORK/perf-missing.txt" >&2
+    elif command -v perf >/dev/null && perf record -q -e cpu-clock -o "$WORK/perf-check.data" -- true >/dev/null 2>&1 \
         && perf record -q -e cpu-clock -p "$REDIS_PID" -o "$WORK/perf-check.data" -- sleep 0.1 >/dev/null 2>&1; then
         PERF_OK=1
+        rm -f "$WORK/perf-check.data"
     else
-        echo "perf is missing or may not follow redis-server here: profiles by function are left out" \
+        echo "perf is missing or may not follow redis-server here: Redis by function is left out (the worker: callgrind, when valgrind is installed)" \
             > "$WORK/perf-missing.txt"
         cat "$WORK/perf-missing.txt" >&2
     fi
@@ -251,6 +257,22 @@ if [[ $PROFILE == 1 ]]; then
                 "$(per_run "${N:-20000}" "$A" "$B")" 30 > "$WORK/perf-redis-bullmq.md"
         fi
         cat "$WORK"/perf-*.md >&2
+    elif command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; then
+        # No perf: the worker's functions from callgrind (inclusive instruction counts) over a
+        # smaller pass; Redis' side stays by command and by script.
+        say "profile: am2z worker under callgrind ($SLOWLOG_RUNS runs; perf unusable here)"
+        AM2Z_BENCH_WORKER_WRAP="valgrind -q --tool=callgrind --callgrind-out-file=$WORK/callgrind.%p" \
+            "$BIN" --redis "$URL" --profile --runs "$SLOWLOG_RUNS" > "$WORK/callgrind-am2z.txt"
+        {
+            echo "**am2z: the worker process under callgrind** ($SLOWLOG_RUNS runs, start-up included;"
+            echo "instructions executed, inclusive, top 40 functions; no perf here, so no µs per run)"
+            echo
+            echo '```'
+            callgrind_annotate --inclusive=yes "$WORK"/callgrind.* 2>/dev/null \
+                | awk '/^ *[0-9,]+ .*\(/ && n++ < 40 { print substr($0, 1, 160) }'
+            echo '```'
+        } > "$WORK/perf-worker-am2z.md"
+        cat "$WORK/perf-worker-am2z.md" >&2
     fi
 fi
 
@@ -261,7 +283,7 @@ REDIS_PID=""
 
 if [[ -n ${BENCH_RAW:-} ]]; then  # keep the raw outputs (report.py can re-render from them)
     mkdir -p "$BENCH_RAW"
-    cp "$WORK"/*.txt "$WORK"/*.md "$WORK"/*.csv "$WORK"/*.cpu "$BENCH_RAW"/ 2>/dev/null || true
+    cp "$WORK"/*.txt "$WORK"/*.md "$WORK"/*.csv "$WORK"/*.cpu "$WORK"/*.data "$BENCH_RAW"/ 2>/dev/null || true
 fi
 if [[ $MODE == full && $QUICK == 1 ]]; then
     mkdir -p "$TARGET_DIR"
