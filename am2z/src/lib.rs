@@ -70,8 +70,8 @@ pub use processor::{
     Registration, RetryPolicy, Returns, WithCtx, WithoutCtx, processor_fn,
 };
 pub use runtime::{
-    Executes, LocalRuntime, LocalRuntimeBuilder, ProcessorInfo, QueueStats, Runtime, RuntimeStats,
-    SessionStats,
+    Executes, Inspect, LocalRuntime, LocalRuntimeBuilder, ProcessorInfo, QueueStats, Runtime,
+    RuntimeStats, SessionStats,
 };
 #[cfg(feature = "redis")]
 pub use runtime::{RedisConfig, RedisRuntime, RunHandle};

@@ -9,6 +9,7 @@
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) mod embed;
 pub(crate) mod host;
+pub mod inspect;
 pub(crate) mod limits;
 pub mod local;
 #[cfg(feature = "redis")]
@@ -24,6 +25,10 @@ use serde::de::DeserializeOwned;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisConfig, RedisRuntime, RunHandle};
+pub use inspect::{
+    CancelOutcome, Cursor, ErrorDetail, Inspect, Page, PageRequest, RetryOutcome, RunDetail,
+    RunFilter, RunState, RunSummary, SessionSummary, Shown, StepDetail, StepState, WorkerInfo,
+};
 pub use local::{LocalRuntime, LocalRuntimeBuilder};
 pub use stats::{QueueStats, RuntimeStats, SessionStats};
 
