@@ -353,6 +353,7 @@ async fn a_worker_never_runs_a_step_of_a_graph_it_does_not_have() {
     let before = evalsha(&mut redis);
     tokio::time::sleep(window).await;
     let after_release = evalsha(&mut redis) - before;
+    eprintln!("script calls in {window:?}: {idle} before the release, {after_release} after");
     assert_eq!(
         SHAPE_TWO_RAN.load(Ordering::SeqCst),
         0,

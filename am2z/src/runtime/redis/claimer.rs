@@ -199,6 +199,10 @@ async fn claim(worker: &Worker, most: usize, hint: Option<Hint>) -> Result<Claim
     }
     let (redis, keys) = (&worker.redis, &worker.keys);
     let mut hint = hint;
+    // The sessions this claim found nothing in. When `pick` names one of them again and no
+    // more sessions are scheduled than were tried, every one has been looked at: a lone
+    // session whose jobs this worker cannot run costs one claim per idle poll, not eight.
+    let mut tried: Vec<SessionId> = Vec::new();
     for _ in 0..SESSIONS_PER_CLAIM {
         let asked = Instant::now();
         let wakes = worker.contention.wakes();
@@ -235,6 +239,14 @@ async fn claim(worker: &Worker, most: usize, hint: Option<Hint>) -> Result<Claim
                     schedule::forget(redis, keys, &session, u64::MAX, Duration::ZERO).await?;
                     continue;
                 };
+                if tried.contains(&session) {
+                    if scheduled <= tried.len() as u64 {
+                        worker.contention.looked(scheduled > 1, wakes);
+                        return Ok(claimed);
+                    }
+                    // Others are scheduled behind it: the pick's charge moves it after them.
+                    continue;
+                }
                 let session_keys = keys.session(&session);
                 let reply = claim(&session_keys).call(redis).await?;
                 (session, Some(scheduled), reply)
@@ -263,6 +275,7 @@ async fn claim(worker: &Worker, most: usize, hint: Option<Hint>) -> Result<Claim
             claimed.session = Some(session);
             return Ok(claimed);
         }
+        tried.push(session);
     }
     Ok(claimed)
 }
