@@ -1,0 +1,410 @@
+//! Tracing across processes (`docs/tracing.md`), with am2z's `otel` feature (this crate
+//! enables it): a run submitted under a span by a client `RedisRuntime` and executed by a
+//! separate worker `RedisRuntime` is one trace; its steps' spans are children of the
+//! worker's run span, itself the child of the submitter's span, carried in the job's body
+//! through Redis. A malformed `traceparent` is ignored and the run still runs. And every
+//! connection a runtime opens carries its name (`CLIENT SETNAME am2z:<role>:<pid>`).
+//!
+//! The client and the worker are two runtimes of this process (each with its own connections
+//! to Redis, nothing shared but Redis), not two processes: one in-memory exporter sees both.
+//! The worker is started outside any span, so its spans can only reach the submitter's trace
+//! through the context the job carries. Runs against the shared Redis (127.0.0.1:6379 or
+//! `AM2Z_TEST_REDIS_URL`), each test under its own prefix, whose keys it deletes.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use am2z::{Ctx, Error, Executes, RedisConfig, RedisRuntime, RunId, Runtime, SessionId, processor};
+use am2z_tests::fault::{redis_cli, scan_keys};
+use am2z_tests::flows::Arith;
+use am2z_tests::processors::AddOne;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+fn redis_url() -> String {
+    std::env::var("AM2Z_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The process's spans, exported as they end (one subscriber for the whole test binary).
+fn exporter() -> &'static InMemorySpanExporter {
+    static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
+    EXPORTER.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("am2z-tests"));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the only global subscriber");
+        exporter
+    })
+}
+
+fn attribute<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|KeyValue { key: k, .. }| k.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn text(span: &SpanData, key: &str) -> Option<String> {
+    attribute(span, key).map(|v| v.as_str().into_owned())
+}
+
+/// The spans named `name` of `session`.
+fn spans_of(session: &SessionId, name: &str) -> Vec<SpanData> {
+    let session = session.to_string();
+    exporter()
+        .get_finished_spans()
+        .expect("the exporter reads")
+        .into_iter()
+        .filter(|s| s.name == name && text(s, "session").as_deref() == Some(session.as_str()))
+        .collect()
+}
+
+/// Polls until `session` has at least `n` spans named `name` (a worker's span ends just
+/// after its commit, which the waiter may hear first).
+async fn until_spans(session: &SessionId, name: &str, n: usize) -> Vec<SpanData> {
+    let begin = Instant::now();
+    loop {
+        let spans = spans_of(session, name);
+        if spans.len() >= n {
+            return spans;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(20),
+            "{n} `{name}` spans of {session} within 20 s; got {}",
+            spans.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client that only submits and awaits, and a worker serving `serve`, under a fresh prefix.
+struct Scene {
+    url: String,
+    prefix: String,
+    client: RedisRuntime,
+    worker: RedisRuntime,
+}
+
+impl Scene {
+    fn new(tag: &str) -> Scene {
+        exporter();
+        let url = redis_url();
+        let prefix = format!("am2z-trace-{tag}-{}", RunId::generate());
+        let config = || {
+            RedisConfig::new(url.clone())
+                .prefix(prefix.clone())
+                .idle_poll(Duration::from_millis(50))
+                .session_ttl(Duration::from_secs(120))
+                .result_ttl(Duration::from_secs(120))
+        };
+        Scene {
+            client: RedisRuntime::new(config().worker(false)),
+            worker: RedisRuntime::new(config()),
+            url,
+            prefix,
+        }
+    }
+
+    fn session(&self, name: &str) -> SessionId {
+        SessionId::new(format!("{name}-{}", RunId::generate())).expect("a valid session id")
+    }
+
+    async fn finish(self, session: &SessionId) {
+        self.client
+            .stop_session(session)
+            .await
+            .expect("stop_session");
+        self.worker.stop().await.expect("the worker stops");
+        self.client.stop().await.expect("the client stops");
+        for key in scan_keys(&self.url, &format!("{}:*", self.prefix)) {
+            redis_cli(&self.url, &["DEL", &key]);
+        }
+    }
+}
+
+/// The trace id and span id of `span` as OpenTelemetry sees it.
+fn ids(span: &tracing::Span) -> (TraceId, SpanId) {
+    let context = span.context();
+    let otel = context.span();
+    let otel = otel.span_context();
+    assert!(otel.is_valid(), "the span is in a trace");
+    (otel.trace_id(), otel.span_id())
+}
+
+/// A chain submitted under a span by a client runtime, executed one job per step by another
+/// runtime: every step's span is in the submitter's trace, the child of its job's run span,
+/// which is the child of the submitter's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_submitted_under_a_span_is_one_trace_across_runtimes() {
+    let scene = Scene::new("chain");
+    scene.worker.serve(Arith);
+    // Started outside any span: its tasks inherit none.
+    scene.worker.start().await.expect("the worker starts");
+    scene.client.start().await.expect("the client starts");
+    let session = scene.session("chain");
+
+    let submitter = tracing::info_span!("submitter");
+    let (trace, parent) = ids(&submitter);
+    let handle = scene
+        .client
+        .submit(&session, &Arith, 5)
+        .instrument(submitter.clone())
+        .await
+        .expect("submitted");
+    let output = scene
+        .client
+        .wait::<i64>(&handle, Some(Duration::from_secs(20)))
+        .await
+        .expect("the run completes")
+        .output;
+    assert_eq!(output, 22, "(5 + 1) × 2 + 10");
+
+    let steps = until_spans(&session, "am2z.step", 3).await;
+    let runs = until_spans(&session, "am2z.run", 3).await;
+    let mut processors: Vec<String> = steps
+        .iter()
+        .map(|s| text(s, "processor").unwrap_or_default())
+        .collect();
+    processors.sort();
+    assert_eq!(
+        processors,
+        ["add_one", "add_ten", "double"],
+        "one span per step"
+    );
+    let run_id = handle.run_id.to_string();
+    for step in &steps {
+        assert_eq!(step.span_context.trace_id(), trace, "the submitter's trace");
+        assert_eq!(text(step, "run").as_deref(), Some(run_id.as_str()));
+        assert_eq!(
+            attribute(step, "attempt")
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("1")
+        );
+        let run = runs
+            .iter()
+            .find(|r| r.span_context.span_id() == step.parent_span_id)
+            .expect("a step's parent is a run span of this worker");
+        assert_eq!(run.span_context.trace_id(), trace);
+        assert_eq!(
+            run.parent_span_id, parent,
+            "a run span's parent: the submitter"
+        );
+        assert!(
+            run.parent_span_is_remote,
+            "reached through the job, not in-process"
+        );
+        assert_eq!(text(run, "run").as_deref(), Some(run_id.as_str()));
+        assert_eq!(text(run, "processor").as_deref(), Some("Arith"));
+    }
+    scene.finish(&session).await;
+}
+
+/// Calls `add_one` through `ctx.call`: a child run on Redis.
+#[processor]
+async fn calls_add_one(x: i64, ctx: &Ctx) -> Result<i64, Error> {
+    ctx.call(&AddOne, x).await
+}
+
+/// A `ctx.call` runs as a child run (a job of its own): the child's run span is in the same
+/// trace, the child of the calling step's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_call_is_in_its_callers_trace_under_the_calling_step() {
+    let scene = Scene::new("call");
+    scene.worker.serve(CallsAddOne);
+    scene.worker.serve(AddOne);
+    scene.worker.start().await.expect("the worker starts");
+    scene.client.start().await.expect("the client starts");
+    let session = scene.session("call");
+
+    let submitter = tracing::info_span!("submitter");
+    let (trace, parent) = ids(&submitter);
+    let handle = scene
+        .client
+        .submit(&session, &CallsAddOne, 41)
+        .instrument(submitter.clone())
+        .await
+        .expect("submitted");
+    let output = scene
+        .client
+        .wait::<i64>(&handle, Some(Duration::from_secs(20)))
+        .await
+        .expect("the run completes")
+        .output;
+    assert_eq!(output, 42);
+
+    let steps = until_spans(&session, "am2z.step", 2).await;
+    let runs = until_spans(&session, "am2z.run", 2).await;
+    let step = |name: &str| {
+        steps
+            .iter()
+            .find(|s| text(s, "processor").as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("a span of step `{name}`"))
+    };
+    let run = |processor: &str| {
+        runs.iter()
+            .find(|s| text(s, "processor").as_deref() == Some(processor))
+            .unwrap_or_else(|| panic!("a run span of `{processor}`"))
+    };
+    let (caller, callee) = (step("calls_add_one"), step("add_one"));
+    let (caller_run, callee_run) = (run("calls_add_one"), run("add_one"));
+    for span in [caller, callee, caller_run, callee_run] {
+        assert_eq!(span.span_context.trace_id(), trace, "{}", span.name);
+    }
+    assert_eq!(caller_run.parent_span_id, parent);
+    assert_eq!(caller.parent_span_id, caller_run.span_context.span_id());
+    assert_eq!(
+        callee_run.parent_span_id,
+        caller.span_context.span_id(),
+        "the child run is under the calling step"
+    );
+    assert!(callee_run.parent_span_is_remote);
+    assert_eq!(callee.parent_span_id, callee_run.span_context.span_id());
+    // A child run runs under its caller's run id.
+    let run_id = handle.run_id.to_string();
+    assert_eq!(text(callee_run, "run").as_deref(), Some(run_id.as_str()));
+    scene.finish(&session).await;
+}
+
+/// The job's body carries the submitter's `traceparent`; a malformed one (written over it
+/// before any worker ran) is ignored: the run completes, in a trace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_traceparent_is_ignored_and_the_run_still_runs() {
+    let scene = Scene::new("malformed");
+    scene.worker.serve(Arith);
+    scene.client.start().await.expect("the client starts");
+    let session = scene.session("malformed");
+    let submitter = tracing::info_span!("submitter");
+    let (trace, parent) = ids(&submitter);
+    let handle = scene
+        .client
+        .submit(&session, &Arith, 5)
+        .instrument(submitter.clone())
+        .await
+        .expect("submitted");
+
+    // Queued (no worker yet): its body carries the submitter's context.
+    let bodies = format!("{}:{{{session}}}:bodies", scene.prefix);
+    let job = handle.run_id.to_string();
+    let body = redis_cli(&scene.url, &["HGET", &bodies, &job]);
+    let carried = format!("{{\"trace\":\"00-{trace}-{parent}-01\"}}\n5");
+    assert_eq!(
+        body, carried,
+        "the body carries the submitter's traceparent"
+    );
+    redis_cli(
+        &scene.url,
+        &[
+            "HSET",
+            &bodies,
+            &job,
+            "{\"trace\":\"00-not-a-trace-01\"}\n5",
+        ],
+    );
+
+    scene.worker.start().await.expect("the worker starts");
+    let output = scene
+        .client
+        .wait::<i64>(&handle, Some(Duration::from_secs(20)))
+        .await
+        .expect("the run completes")
+        .output;
+    assert_eq!(output, 22);
+    let runs = until_spans(&session, "am2z.run", 3).await;
+    let first = runs
+        .iter()
+        .find(|r| r.parent_span_id == SpanId::INVALID)
+        .expect("the first job's run span is a root: the malformed context was ignored");
+    assert_ne!(first.span_context.trace_id(), trace);
+    // Its successors carry the malformed text on, ignored alike: none is in the submitter's
+    // trace.
+    assert!(runs.iter().all(|r| r.span_context.trace_id() != trace));
+    scene.finish(&session).await;
+}
+
+/// The `name=` of every connection in `CLIENT LIST`.
+fn connection_names(url: &str) -> Vec<String> {
+    redis_cli(url, &["CLIENT", "LIST"])
+        .lines()
+        .filter_map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("name="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// A worker runtime's command connection is `am2z:worker:<pid>` and its subscriber
+/// `am2z:sub:<pid>`; a client runtime's command connection is `am2z:client:<pid>`. After the
+/// subscriber is killed, the new one is named again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_is_named_by_role_and_process() {
+    let scene = Scene::new("names");
+    let pid = std::process::id();
+    let named = |name: &str| {
+        let name = format!("am2z:{name}:{pid}");
+        connection_names(&scene.url).contains(&name)
+    };
+    scene.worker.start().await.expect("the worker starts");
+    assert!(named("worker"), "{:?}", connection_names(&scene.url));
+    assert!(named("sub"), "{:?}", connection_names(&scene.url));
+    scene.client.start().await.expect("the client starts");
+    assert!(named("client"), "{:?}", connection_names(&scene.url));
+    let session = scene.session("names");
+    scene.finish(&session).await;
+}
+
+/// A user whose ACL forbids `CLIENT SETNAME`: the runtime starts and runs all the same, its
+/// connections unnamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_name_does_not_fail_start() {
+    let url = redis_url();
+    let user = format!("am2z-noname-{}", RunId::generate());
+    redis_cli(
+        &url,
+        &[
+            "ACL",
+            "SETUSER",
+            &user,
+            "on",
+            ">secret",
+            "~*",
+            "&*",
+            "+@all",
+            "-client|setname",
+        ],
+    );
+    let address = url.trim_start_matches("redis://");
+    let limited = format!("redis://{user}:secret@{address}");
+    let prefix = format!("am2z-trace-noname-{}", RunId::generate());
+    let runtime = RedisRuntime::new(
+        RedisConfig::new(limited)
+            .prefix(prefix.clone())
+            .idle_poll(Duration::from_millis(50)),
+    );
+    runtime.serve(Arith);
+    let started = runtime.start().await;
+    let session = SessionId::new(format!("noname-{}", RunId::generate())).expect("a session id");
+    let outcome = match &started {
+        Ok(()) => Some(runtime.execute_in_session(&session, &Arith, 5).await),
+        Err(_) => None,
+    };
+    if started.is_ok() {
+        runtime.stop_session(&session).await.expect("stop_session");
+        runtime.stop().await.expect("stops");
+    }
+    redis_cli(&url, &["ACL", "DELUSER", &user]);
+    for key in scan_keys(&url, &format!("{prefix}:*")) {
+        redis_cli(&url, &["DEL", &key]);
+    }
+    started.expect("the runtime starts without its names");
+    let output = outcome.expect("ran").expect("the run completes").output;
+    assert_eq!(output, 22);
+}
