@@ -5,10 +5,12 @@
 //! through Redis. A malformed `traceparent` is ignored and the run still runs. And every
 //! connection a runtime opens carries its name (`CLIENT SETNAME am2z:<role>:<pid>`).
 //!
-//! The client and the worker are two runtimes of this process (each with its own connections
-//! to Redis, nothing shared but Redis), not two processes: one in-memory exporter sees both.
-//! The worker is started outside any span, so its spans can only reach the submitter's trace
-//! through the context the job carries. Runs against the shared Redis (127.0.0.1:6379 or
+//! One test runs the worker in another process (`trace_worker`, which prints the spans it
+//! exported); the others, for speed, run the client and the worker as two runtimes of this
+//! process (each with its own connections, nothing shared but Redis) seen by one in-memory
+//! exporter. That worker is started outside any span, so its spans can only reach the
+//! submitter's trace through the context the job carries (they are checked to have a remote
+//! parent). Runs against the shared Redis (127.0.0.1:6379 or
 //! `AM2Z_TEST_REDIS_URL`), each test under its own prefix, whose keys it deletes.
 
 use std::sync::OnceLock;
@@ -203,6 +205,104 @@ async fn a_run_submitted_under_a_span_is_one_trace_across_runtimes() {
         );
         assert_eq!(text(run, "run").as_deref(), Some(run_id.as_str()));
         assert_eq!(text(run, "processor").as_deref(), Some("Arith"));
+    }
+    scene.finish(&session).await;
+}
+
+/// A span the `trace_worker` process exported.
+#[derive(Debug)]
+struct Exported {
+    name: String,
+    trace: String,
+    id: String,
+    parent: String,
+    remote: bool,
+    session: String,
+    processor: String,
+}
+
+/// The same chain executed by a worker in another process (`trace_worker`, whose spans go to
+/// its own exporter and are read back from its output): its run and step spans are in the
+/// submitter's trace, the run spans children of the submitter's span, the steps of the runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_submitted_in_one_process_and_executed_in_another_is_one_trace() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let scene = Scene::new("process");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trace_worker"))
+        .env("AM2Z_REDIS_URL", &scene.url)
+        .env("AM2Z_QUEUE_PREFIX", &scene.prefix)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the worker process starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("its stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("ready"), "the worker serves");
+
+    scene.client.start().await.expect("the client starts");
+    let session = scene.session("process");
+    let submitter = tracing::info_span!("submitter");
+    let (trace, parent) = ids(&submitter);
+    let handle = scene
+        .client
+        .submit(&session, &Arith, 5)
+        .instrument(submitter.clone())
+        .await
+        .expect("submitted");
+    let outcome = scene
+        .client
+        .wait::<i64>(&handle, Some(Duration::from_secs(20)))
+        .await;
+
+    // Stops the worker (it finishes what it runs), then reads what it exported.
+    drop(child.stdin.take());
+    let mut exported = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        if line == "end" {
+            break;
+        }
+        let fields: Vec<&str> = line.split(' ').collect();
+        if let ["span", name, trace, id, parent, remote, session, processor] = fields[..] {
+            exported.push(Exported {
+                name: name.to_owned(),
+                trace: trace.to_owned(),
+                id: id.to_owned(),
+                parent: parent.to_owned(),
+                remote: remote == "1",
+                session: session.to_owned(),
+                processor: processor.to_owned(),
+            });
+        }
+    }
+    let status = child.wait().expect("the worker exits");
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    assert_eq!(outcome.expect("the run completes").output, 22);
+
+    let ours = |name: &str| -> Vec<&Exported> {
+        exported
+            .iter()
+            .filter(|s| s.name == name && s.session == session.to_string())
+            .collect()
+    };
+    let (runs, steps) = (ours("am2z.run"), ours("am2z.step"));
+    let mut processors: Vec<&str> = steps.iter().map(|s| s.processor.as_str()).collect();
+    processors.sort_unstable();
+    assert_eq!(processors, ["add_one", "add_ten", "double"], "{exported:?}");
+    assert_eq!(runs.len(), 3, "one run span per job: {runs:?}");
+    let (trace, parent) = (trace.to_string(), parent.to_string());
+    for run in &runs {
+        assert_eq!(run.trace, trace, "the submitter's trace");
+        assert_eq!(run.parent, parent, "the child of the submitter's span");
+        assert!(run.remote, "whose context came through Redis");
+    }
+    for step in &steps {
+        assert_eq!(step.trace, trace);
+        assert!(
+            runs.iter().any(|run| run.id == step.parent),
+            "a step's parent is a run span: {step:?}"
+        );
     }
     scene.finish(&session).await;
 }
@@ -407,4 +507,54 @@ async fn a_refused_name_does_not_fail_start() {
     started.expect("the runtime starts without its names");
     let output = outcome.expect("ran").expect("the run completes").output;
     assert_eq!(output, 22);
+}
+
+/// On a Redis Cluster of the test's own (3 masters, 1 replica each): the worker's command
+/// connection and its sharded subscriber are named on every master, and naming opens no
+/// connection to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_masters_connections_are_named_on_a_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| am2z_tests::fault::ClusterSpec::default().start())
+        .await
+        .expect("the cluster starts");
+    let pid = std::process::id();
+    let names = |port: u16| -> Vec<String> {
+        cluster
+            .cli(port, &["CLIENT", "LIST"])
+            .lines()
+            .filter_map(|line| {
+                line.split(' ')
+                    .find_map(|field| field.strip_prefix("name="))
+                    .map(str::to_owned)
+            })
+            .filter(|name| name.starts_with("am2z:"))
+            .collect()
+    };
+    let runtime = RedisRuntime::new(
+        RedisConfig::cluster(cluster.seeds())
+            .prefix(format!("am2z-trace-cluster-{}", RunId::generate()))
+            .idle_poll(Duration::from_millis(50)),
+    );
+    runtime.start().await.expect("the runtime starts");
+    let masters = cluster.masters();
+    for &port in &masters {
+        let mut found = names(port);
+        found.sort();
+        assert_eq!(
+            found,
+            [format!("am2z:sub:{pid}"), format!("am2z:worker:{pid}")],
+            "master {port}"
+        );
+    }
+    for node in cluster.nodes() {
+        if !masters.contains(&node.port) {
+            assert_eq!(
+                names(node.port),
+                Vec::<String>::new(),
+                "replica {}",
+                node.port
+            );
+        }
+    }
+    runtime.stop().await.expect("the runtime stops");
 }
