@@ -307,6 +307,48 @@ async fn a_run_submitted_in_one_process_and_executed_in_another_is_one_trace() {
     scene.finish(&session).await;
 }
 
+/// On the local runtime: one `am2z.run` span (session, run, the workflow's name) in the
+/// caller's span, and each step's `am2z.step` its child, with its own processor and attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_runs_nest_their_steps_under_the_run_span() {
+    exporter();
+    let runtime = am2z::LocalRuntime::new();
+    runtime.start().await.expect("starts");
+    let session = SessionId::new(format!("local-{}", RunId::generate())).expect("a session id");
+    let caller = tracing::info_span!("caller");
+    let (trace, parent) = ids(&caller);
+    let result = runtime
+        .execute_in_session(&session, &Arith, 5)
+        .instrument(caller.clone())
+        .await
+        .expect("the run completes");
+    assert_eq!(result.output, 22);
+    let runs = until_spans(&session, "am2z.run", 1).await;
+    let steps = until_spans(&session, "am2z.step", 3).await;
+    let [run] = &runs[..] else {
+        panic!("one run span: {runs:?}")
+    };
+    assert_eq!(run.span_context.trace_id(), trace);
+    assert_eq!(run.parent_span_id, parent, "in the caller's span");
+    assert!(!run.parent_span_is_remote);
+    assert_eq!(text(run, "processor").as_deref(), Some("Arith"));
+    let run_id = result.meta.run_id.to_string();
+    assert_eq!(text(run, "run").as_deref(), Some(run_id.as_str()));
+    let mut processors = Vec::new();
+    for step in &steps {
+        assert_eq!(
+            step.parent_span_id,
+            run.span_context.span_id(),
+            "under the run"
+        );
+        assert_eq!(text(step, "run").as_deref(), Some(run_id.as_str()));
+        processors.push(text(step, "processor").unwrap_or_default());
+    }
+    processors.sort();
+    assert_eq!(processors, ["add_one", "add_ten", "double"]);
+    runtime.stop().await.expect("stops");
+}
+
 /// Calls `add_one` through `ctx.call`: a child run on Redis.
 #[processor]
 async fn calls_add_one(x: i64, ctx: &Ctx) -> Result<i64, Error> {
