@@ -600,3 +600,45 @@ async fn every_masters_connections_are_named_on_a_cluster() {
     }
     runtime.stop().await.expect("the runtime stops");
 }
+
+/// On a Redis server of the test's own, every connection killed: the worker's new subscriber
+/// connection and its reconnected command connection are named again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnected_connections_are_named_again() {
+    let server = am2z_tests::fault::RedisServer::start();
+    let runtime = RedisRuntime::new(
+        RedisConfig::new(server.url())
+            .prefix("am2z-trace-renamed")
+            .idle_poll(Duration::from_millis(50)),
+    );
+    runtime.start().await.expect("the runtime starts");
+    let pid = std::process::id();
+    let ids = |role: &str| -> Vec<String> {
+        let name = format!("name=am2z:{role}:{pid}");
+        server
+            .cli(&["CLIENT", "LIST"])
+            .lines()
+            .filter(|line| line.split(' ').any(|field| field == name))
+            .filter_map(|line| line.split(' ').next().map(str::to_owned))
+            .collect()
+    };
+    let before = (ids("worker"), ids("sub"));
+    assert_eq!((before.0.len(), before.1.len()), (1, 1), "{before:?}");
+    server.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let begin = Instant::now();
+    loop {
+        let now = (ids("worker"), ids("sub"));
+        // New connections (new ids), named.
+        if now.0.len() == 1 && now.1.len() == 1 && now.0 != before.0 && now.1 != before.1 {
+            break;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(20),
+            "named again within 20 s: {now:?} (before {before:?}); {}",
+            server.cli(&["CLIENT", "LIST"])
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runtime.stop().await.expect("the runtime stops");
+}
