@@ -524,6 +524,7 @@ async fn a_refused_name_does_not_fail_start() {
         ],
     );
     let address = url.trim_start_matches("redis://");
+    let address = address.rsplit('@').next().unwrap_or(address);
     let limited = format!("redis://{user}:secret@{address}");
     let prefix = format!("am2z-trace-noname-{}", RunId::generate());
     let runtime = RedisRuntime::new(
