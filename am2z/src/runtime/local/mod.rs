@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use self::session::{LocalSession, RunningRun};
 use super::embed::Embedding;
@@ -334,12 +335,23 @@ impl LocalRuntime {
             None => session.token.clone(),
         };
         let scope = Arc::new(RunScope::new(session.id.clone(), host, embedding));
+        // The run's span, the parent of its steps' (`docs/tracing.md`); an embedded run is
+        // in the span its runtime made for it.
+        let span = match &scope.embedding {
+            None => tracing::info_span!(
+                "am2z.run",
+                session = %scope.session,
+                run = %scope.run_id,
+                processor = processor.name(),
+            ),
+            Some(_) => tracing::Span::none(),
+        };
         let ctx = Ctx::root(Arc::clone(&scope), token.clone());
 
         // The work is polled first, so a run that finishes at once never registers with the
         // tokens. Once a token fires, the steps see theirs fire and get the cancel grace to
         // return; any outcome of a cancelled run is reported as its cancellation.
-        let work = ctx.run(processor, input);
+        let work = ctx.run(processor, input).instrument(span);
         tokio::pin!(work);
         let embedder_cancelled = async {
             match &cancelled_by {

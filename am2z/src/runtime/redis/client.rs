@@ -277,6 +277,8 @@ impl Client {
             step: None,
             call: call.as_ref().map(|c| (c.run, c.depth)),
             chunks: None,
+            // The submitter's span (a `ctx.call`'s: the calling step's), with `otel`.
+            trace: super::trace::current(),
             input: input.into_bytes(),
         }
         .encode();

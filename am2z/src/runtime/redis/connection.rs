@@ -3,16 +3,19 @@
 //! control messages and events. On a cluster: a `ClusterConnection` (one multiplexed
 //! connection per node, following resharding and failover) for commands, and a second one
 //! for the subscriptions (`subscriptions.rs`). Their number does not depend on how many
-//! sessions a process serves.
+//! sessions a process serves. Each is named (`CLIENT SETNAME am2z:<role>:<pid>`, [`Role`]) so
+//! that operators can tell them apart in `CLIENT LIST`.
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use tokio::sync::oneshot;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo,
+};
+use redis::{PushInfo, PushKind};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
@@ -340,7 +343,9 @@ pub(crate) async fn connect(
             Ok((conn, version, policy)) => {
                 refuse_old(config, version.as_deref(), min)?;
                 refuse_evicting(policy.as_deref())?;
-                return Ok(Conn::Node(conn));
+                let mut conn = Conn::Node(conn);
+                name(&mut conn, Role::commands(config), errors).await;
+                return Ok(conn);
             }
             Err(error)
                 if not_up_yet(&error) && tokio::time::Instant::now() + backoff < patience =>
@@ -402,7 +407,9 @@ async fn connect_cluster(
             Ok((conn, version, policy)) => {
                 refuse_old(config, version.as_deref(), min)?;
                 refuse_evicting(policy.as_deref())?;
-                return Ok(Conn::Cluster(conn));
+                let mut conn = Conn::Cluster(conn);
+                name(&mut conn, Role::commands(config), errors).await;
+                return Ok(conn);
             }
             Err(error)
                 if (not_up_yet(&error) || error.is_cluster_error())
@@ -486,6 +493,108 @@ fn refuse_evicting(policy: Option<&str>) -> Result<(), Error> {
     }
 }
 
+/// What a connection is for, as its name says (`am2z:<role>:<pid>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The command connection of a runtime that only submits and awaits (`worker(false)`).
+    Client,
+    /// The command connection of a runtime that also executes jobs.
+    Worker,
+    /// A pub/sub subscriber.
+    Sub,
+}
+
+impl Role {
+    /// The role of the command connection a runtime with `config` opens.
+    pub(crate) fn commands(config: &RedisConfig) -> Role {
+        match config.worker {
+            true => Role::Worker,
+            false => Role::Client,
+        }
+    }
+
+    /// The connection's name: `am2z:<role>:<pid>`.
+    pub(crate) fn connection_name(self) -> String {
+        format!("am2z:{self}:{}", std::process::id())
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Client => "client",
+            Role::Worker => "worker",
+            Role::Sub => "sub",
+        })
+    }
+}
+
+/// `CLIENT SETNAME am2z:<role>:<pid>`.
+fn name_command(role: Role) -> redis::Cmd {
+    redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg(role.connection_name())
+        .clone()
+}
+
+/// Names `conn`: one node's connection, or each master's of a cluster.
+async fn set_name(conn: &mut Conn, role: Role) -> redis::RedisResult<()> {
+    match conn {
+        Conn::Node(conn) => name_command(role).query_async(conn).await,
+        Conn::Cluster(conn) => name_masters(conn, role).await,
+    }
+}
+
+/// Names each master's connection of a cluster's client; every master's, not every node's:
+/// naming must not open connections to replicas the client does not otherwise use.
+async fn name_masters(conn: &mut ClusterConnection, role: Role) -> redis::RedisResult<()> {
+    let masters = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::AllSucceeded),
+    ));
+    conn.route_command(name_command(role), masters)
+        .await
+        .map(drop)
+}
+
+fn unnamed(role: Role, errors: &ErrorMap, error: &redis::RedisError) {
+    tracing::warn!(%role, error = %errors.scrub(&error.to_string()), "naming the Redis connection failed; it works unnamed");
+}
+
+/// Names `conn` for `role`. A name refused (a server or proxy that forbids `CLIENT`) is
+/// logged, never fatal: the connection works the same unnamed.
+pub(crate) async fn name(conn: &mut Conn, role: Role, errors: &ErrorMap) {
+    if let Err(error) = set_name(conn, role).await {
+        unnamed(role, errors, &error);
+    }
+}
+
+/// [`name`] for a cluster's subscriber connection.
+pub(crate) async fn name_cluster(conn: &mut ClusterConnection, role: Role, errors: &ErrorMap) {
+    if let Err(error) = name_masters(conn, role).await {
+        unnamed(role, errors, &error);
+    }
+}
+
+/// Names the command connection again, in the background: called when the subscriber had to
+/// reconnect, since whatever dropped it (a restart, a failover, a network cut) most likely
+/// dropped the command connection too, and its manager reconnects unnamed. The first try
+/// may meet the dropped connection (the manager reconnects on that error): it is tried again.
+pub(crate) fn name_again(mut conn: Conn, role: Role, errors: ErrorMap) {
+    tokio::spawn(async move {
+        for _ in 0..3 {
+            match set_name(&mut conn, role).await {
+                Ok(()) => return,
+                Err(error) if error.is_unrecoverable_error() || error.is_io_error() => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return unnamed(role, &errors, &error),
+            }
+        }
+        tracing::debug!(%role, "the command connection was not named again: Redis is not back yet");
+    });
+}
+
 /// A message received on one of the runtime's channels.
 pub(crate) struct Message {
     pub(crate) channel: String,
@@ -495,7 +604,8 @@ pub(crate) struct Message {
 /// Keeps one pub/sub connection subscribed to `channels` until `stop` fires, handing every
 /// message to `on_message` and calling `on_reconnect` after each re-subscription (so waiters
 /// can re-check what they may have missed). `ready` learns whether the first subscription
-/// worked.
+/// worked. The connection speaks RESP3 (messages arrive as pushes), so that it can be named
+/// before it subscribes, as every connection of the runtime is.
 pub(crate) async fn subscribe(
     client: redis::Client,
     errors: ErrorMap,
@@ -505,20 +615,38 @@ pub(crate) async fn subscribe(
     on_message: impl Fn(Message) + Send + 'static,
     on_reconnect: impl Fn() + Send + 'static,
 ) {
+    let client = match resp3(&client) {
+        Ok(client) => client,
+        Err(error) => {
+            let _ = ready.send(Err(errors.unavailable(&error)));
+            return;
+        }
+    };
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
     loop {
+        let (pushes_in, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let attempt = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channels).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            let settings = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_push_sender(pushes_in);
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&settings)
+                .await?;
+            if let Err(error) = name_command(Role::Sub).query_async::<()>(&mut conn).await {
+                unnamed(Role::Sub, &errors, &error);
+            }
+            conn.subscribe(&channels).await?;
+            Ok::<_, redis::RedisError>(conn)
         };
-        let pubsub = tokio::select! {
+        let conn = tokio::select! {
             () = stop.cancelled() => return,
             result = tokio::time::timeout(Duration::from_secs(5), attempt) => result,
         };
-        let mut pubsub = match pubsub {
-            Ok(Ok(pubsub)) => pubsub,
+        // Held while subscribed: the connection closes when the last handle is dropped.
+        let _conn = match conn {
+            Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
                 let error = errors.unavailable(&error);
                 tracing::warn!(%error, "subscribing to Redis failed; retrying");
@@ -551,23 +679,39 @@ pub(crate) async fn subscribe(
             }
             None => on_reconnect(),
         }
-        let mut messages = pubsub.on_message();
         loop {
-            let message = tokio::select! {
+            let push = tokio::select! {
                 () = stop.cancelled() => return,
-                message = messages.next() => message,
+                push = pushes.recv() => push,
             };
-            let Some(message) = message else { break };
-            let Ok(payload) = message.get_payload::<String>() else {
-                continue;
-            };
-            on_message(Message {
-                channel: message.get_channel_name().to_owned(),
-                payload,
-            });
+            let Some(push) = push else { break };
+            match push.kind {
+                PushKind::Message => {
+                    let text = |at: usize| {
+                        push.data
+                            .get(at)
+                            .and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
+                    };
+                    if let (Some(channel), Some(payload)) = (text(0), text(1)) {
+                        on_message(Message { channel, payload });
+                    }
+                }
+                PushKind::Disconnection => break,
+                _ => {}
+            }
         }
         tracing::warn!("the Redis subscription dropped; reconnecting");
     }
+}
+
+/// `client`, speaking RESP3 (the same address, credentials and TLS settings).
+fn resp3(client: &redis::Client) -> redis::RedisResult<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    redis::Client::open(info.set_redis_settings(settings))
 }
 
 #[cfg(test)]
@@ -589,6 +733,17 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("sekrit"), "{message}");
+    }
+
+    #[test]
+    fn connections_are_named_by_role_and_process() {
+        let pid = std::process::id();
+        assert_eq!(Role::Client.connection_name(), format!("am2z:client:{pid}"));
+        assert_eq!(Role::Worker.connection_name(), format!("am2z:worker:{pid}"));
+        assert_eq!(Role::Sub.connection_name(), format!("am2z:sub:{pid}"));
+        let config = RedisConfig::new("redis://127.0.0.1:1");
+        assert_eq!(Role::commands(&config), Role::Worker);
+        assert_eq!(Role::commands(&config.worker(false)), Role::Client);
     }
 
     #[test]

@@ -46,6 +46,7 @@ mod steps;
 mod stops;
 mod subscriptions;
 mod sweeper;
+mod trace;
 mod waiters;
 mod watches;
 mod worker;
@@ -544,7 +545,16 @@ impl RedisRuntime {
         });
         let reconnected = Arc::clone(&listener);
         let on_message = move |m: connection::Message| listener.on_message(&m.channel, &m.payload);
-        let on_reconnect = move || reconnected.on_reconnect();
+        let commands = Arc::clone(&inner.redis);
+        let role = connection::Role::commands(&inner.config);
+        let on_reconnect = move || {
+            reconnected.on_reconnect();
+            // Whatever dropped the subscriber likely dropped the command connection too, and
+            // its manager reconnects unnamed.
+            if let Ok(conn) = commands.conn() {
+                connection::name_again(conn, role, commands.errors.clone());
+            }
+        };
         let subscriber = match &target {
             Target::Node(client) => tokio::spawn(connection::subscribe(
                 (**client).clone(),

@@ -18,6 +18,7 @@ use super::protocol::body::Body;
 use super::protocol::messages::Done;
 use super::protocol::{Redis, millis, reads};
 use super::served::Served;
+use super::trace;
 use crate::event::EventKind;
 use crate::plan::Fnv;
 use crate::portable::{Frame, InstanceId, Job, Json, PortableGraph, PortableId, Transition};
@@ -66,6 +67,8 @@ pub(crate) struct StepContext<'a> {
     pub(crate) hooks: Arc<dyn Hooks>,
     /// The fingerprint of the run's step jobs (its successors carry it).
     pub(crate) step_fp: &'a str,
+    /// The trace context the job runs under (its successors carry it, with `otel`).
+    pub(crate) trace: Option<&'a String>,
 }
 
 /// Values between steps larger than this are not passed to scripts whole: they are staged in
@@ -605,7 +608,7 @@ fn advance(
     let mut held: Vec<HeldItems> = Vec::new();
     for next in transition.jobs {
         let deadlines = deadlines(graph, parent, &next.stack, now);
-        let new = successor(run, &next, &deadlines, &mut staged);
+        let new = successor(run, &next, &deadlines, &mut staged, ctx.trace);
         match held_item(graph, &parent.stack, &next.stack) {
             Some((instance, item, first)) => {
                 let at = match held.iter().position(|h| h.instance == instance) {
@@ -665,6 +668,7 @@ fn advance(
                     },
                     body: Body {
                         step: serde_json::to_value(&position).ok(),
+                        trace: trace::carry(ctx.trace),
                         input: if closes {
                             result.clone().into_bytes()
                         } else {
@@ -751,12 +755,14 @@ fn bounded(config: &RedisConfig, job: &ClaimedJob, transition: Transition) -> Tr
 }
 
 /// A successor job: its id (named by its position), body, and the fan-out instances above it.
-/// A big input is staged in chunks (into `staged`), its body only counts them.
+/// A big input is staged in chunks (into `staged`), its body only counts them; `trace` is
+/// the trace context it carries on.
 fn successor(
     run: RunId,
     job: &Job,
     deadlines: &[Deadline],
     staged: &mut Vec<(String, Vec<u8>)>,
+    trace: Option<&String>,
 ) -> NewJob {
     let position = Position::Step {
         node: job.node,
@@ -779,6 +785,7 @@ fn successor(
             step: serde_json::to_value(&position).ok(),
             call: None,
             chunks,
+            trace: trace::carry(trace),
             input,
         }
         .encode(),

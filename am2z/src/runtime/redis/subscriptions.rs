@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
-use super::connection::{ErrorMap, Message, Target};
+use super::connection::{self, ErrorMap, Message, Role, Target};
 use super::keys::Keys;
 use super::waiters::Waiters;
 use crate::{Error, SessionId};
@@ -200,6 +200,7 @@ pub(crate) async fn run_cluster(
             .get_async_connection()
             .await
             .map_err(|e| errors.connecting(&e))?;
+        connection::name_cluster(&mut conn, Role::Sub, &errors).await;
         // One slot per `SSUBSCRIBE`: the standing channels live on different slots.
         for channel in &standing {
             conn.ssubscribe(channel)
@@ -248,7 +249,11 @@ pub(crate) async fn run_cluster(
                         let channel = channel.unwrap_or_default();
                         match expected.get_mut(&channel) {
                             Some(n) if *n > 0 => *n -= 1,
-                            _ => (handlers.on_reconnect)(),
+                            // The client renewed it on a new connection: named again.
+                            _ => {
+                                connection::name_cluster(&mut conn, Role::Sub, &errors).await;
+                                (handlers.on_reconnect)();
+                            }
                         }
                     }
                     PushKind::SUnsubscribe => {

@@ -28,6 +28,7 @@ use super::served::{Assignment, Executed, Served, ServedTable, failure};
 use super::slots::JobSlot;
 use super::steps::{self, StepContext};
 use super::stops::Stops;
+use super::trace;
 use super::watches::Watches;
 use crate::runtime::embed::{Embedding, Wait, Waits};
 use crate::{Error, LocalRuntime, RunOutcome, SessionId};
@@ -135,15 +136,29 @@ async fn execute_one(
     job: ClaimedJob,
     slot: &Arc<JobSlot>,
 ) -> Option<ClaimedJob> {
-    let span = tracing::debug_span!(
-        "am2z.job",
+    let body = Body::decode(&job.leased.body);
+    // The run's span in this process: its steps' spans are its children, and it is itself
+    // the child of the trace context the job carries (with `otel`), so a run's jobs, on
+    // whichever workers, are one trace. A child call runs under its caller's run id.
+    let run = match &body {
+        Ok(Body {
+            call: Some((caller, _)),
+            ..
+        }) => *caller,
+        _ => job.run(),
+    };
+    let span = tracing::info_span!(
+        "am2z.run",
         session = %job.session,
-        job = %job.id(),
+        run = %run,
         processor = %job.leased.name,
+        job = %job.id(),
         delivery = job.leased.deliveries,
     );
+    if let Ok(body) = &body {
+        trace::adopt(&span, body.trace.as_deref());
+    }
     async move {
-        let body = Body::decode(&job.leased.body);
         let instances = match &body {
             Ok(Body {
                 step: Some(position),
@@ -201,7 +216,7 @@ async fn execute_one(
             || (worker.config.step_jobs && body.call.is_none() && graph.is_some());
         match graph {
             Some(graph) if step_by_step => {
-                let ctx = step_context(worker, served.as_ref(), hooks);
+                let ctx = step_context(worker, served.as_ref(), hooks, body.trace.as_ref());
                 let signals = steps::Signals {
                     lost: &lease.lost,
                     moot: &lease.moot,
@@ -232,6 +247,7 @@ fn step_context<'a>(
     worker: &'a Worker,
     served: &'a dyn Served,
     hooks: Arc<JobHooks>,
+    trace: Option<&'a String>,
 ) -> StepContext<'a> {
     StepContext {
         engine: &worker.engine,
@@ -240,6 +256,7 @@ fn step_context<'a>(
         config: &worker.config,
         hooks,
         step_fp: served.step_fingerprint().unwrap_or_default(),
+        trace,
     }
 }
 
@@ -275,7 +292,7 @@ async fn fail_unreadable(
         let wire = serde_json::to_string(&failed).unwrap_or_default();
         commit_end(worker, job, wire, false, true, Box::new(failed)).await
     } else {
-        let ctx = step_context(worker, served, Arc::clone(hooks));
+        let ctx = step_context(worker, served, Arc::clone(hooks), None);
         let advance = steps::fail_run(&ctx, job, error);
         advance_run(worker, job, advance).await
     }

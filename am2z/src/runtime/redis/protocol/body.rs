@@ -2,15 +2,18 @@
 //! JSON metadata, a newline, then the input (JSON, as submitted):
 //!
 //! ```text
-//! {"step":<position>,"call":["<calling run>",<depth>],"chunks":<n>}
+//! {"step":<position>,"call":["<calling run>",<depth>],"chunks":<n>,"trace":"<traceparent>"}
 //! <input>
 //! ```
 //!
 //! `step` is present for a later job of a run executed step by step (its position in the
 //! run), `call` for a `ctx.call` executed as a child run, `chunks` when the input is big: it
 //! is then not in the body but in `n` fields of the run's hash (`v:<job>:0` ...), staged in
-//! slices, so that no script handles a big value whole. A body that does not read this way
-//! (written by something else, or corrupted) fails its run with a typed serialization error.
+//! slices, so that no script handles a big value whole. `trace` is the trace context the job
+//! runs under, a W3C `traceparent` (written only with am2z's `otel` feature, read by every
+//! build: `trace.rs`); a malformed one is the worker's to ignore, not a reason to fail the
+//! run. A body that does not read this way (written by something else, or corrupted) fails
+//! its run with a typed serialization error.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,9 @@ pub(crate) struct Body {
     pub(crate) call: Option<(RunId, u32)>,
     /// The input is staged in this many chunks of the run's hash, not here.
     pub(crate) chunks: Option<u32>,
+    /// The trace context the job runs under (a W3C `traceparent`, as found: not necessarily
+    /// well formed).
+    pub(crate) trace: Option<String>,
     /// The input (JSON bytes, as found: not necessarily valid).
     pub(crate) input: Vec<u8>,
 }
@@ -38,6 +44,8 @@ struct Meta {
     call: Option<(RunId, u32)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     chunks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 impl Body {
@@ -47,8 +55,9 @@ impl Body {
             step: self.step.clone(),
             call: self.call,
             chunks: self.chunks,
+            trace: self.trace.clone(),
         };
-        // A map of a JSON value and a pair of plain values always encodes.
+        // A map of a JSON value, a pair of plain values and a string always encodes.
         let mut bytes = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
         bytes.push(b'\n');
         bytes.extend_from_slice(&self.input);
@@ -70,6 +79,7 @@ impl Body {
             step: meta.step,
             call: meta.call,
             chunks: meta.chunks,
+            trace: meta.trace,
             input: bytes[at + 1..].to_vec(),
         })
     }
@@ -85,6 +95,7 @@ mod tests {
             step: Some(serde_json::json!({"Step": {"node": 3}})),
             call: Some((RunId::from_u128(7), 2)),
             chunks: Some(3),
+            trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
             input: b"{\"x\":\n1}".to_vec(),
         };
         assert_eq!(Body::decode(&body.encode()).unwrap(), body);
@@ -94,7 +105,19 @@ mod tests {
         };
         assert_eq!(plain.encode(), b"{}\n5");
         assert_eq!(Body::decode(b"{}\n5").unwrap(), plain);
-        for corrupt in [&b"5"[..], b"{nope\n5", b"{\"other\":1}\n5", &[0xff, 0xfe]] {
+        // A body written before `trace` existed reads the same; a malformed traceparent is
+        // kept as found (the worker ignores it), a `trace` that is not a string is corrupt.
+        let old = Body::decode(b"{\"chunks\":2}\n5").unwrap();
+        assert_eq!((old.chunks, old.trace), (Some(2), None));
+        let odd = Body::decode(b"{\"trace\":\"nonsense\"}\n5").unwrap();
+        assert_eq!(odd.trace.as_deref(), Some("nonsense"));
+        for corrupt in [
+            &b"5"[..],
+            b"{nope\n5",
+            b"{\"other\":1}\n5",
+            b"{\"trace\":7}\n5",
+            &[0xff, 0xfe],
+        ] {
             assert!(
                 matches!(Body::decode(corrupt), Err(Error::Serialization { .. })),
                 "{corrupt:?}"
