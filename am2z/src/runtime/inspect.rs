@@ -450,6 +450,11 @@ impl ProcessorView {
         }
     }
 
+    /// How many step nodes the plan has.
+    pub(crate) fn step_count(&self) -> usize {
+        self.step_nodes.iter().map(|(_, nodes)| nodes.len()).sum()
+    }
+
     /// The plan nodes that run `processor`, in plan order.
     pub(crate) fn step_nodes(&self, processor: &str) -> &[NodeId] {
         self.step_nodes

@@ -455,6 +455,8 @@ impl SessionHistory {
     /// Records a run submitted now.
     pub(super) fn submit(history: &Arc<Mutex<Self>>, new: NewRun) -> Recorded {
         let gauges = Arc::<Counters>::default();
+        // Room for each step's start and end and the run's end, the common case.
+        let events = VecDeque::with_capacity((2 * new.view.step_count() + 1).min(EVENTS_PER_RUN));
         let token = CancellationToken::new();
         let mut this = history.lock().unwrap_or_else(|p| p.into_inner());
         this.next_seq += 1;
@@ -469,7 +471,7 @@ impl SessionHistory {
             attempts: AtomicU32::new(0),
             log: Mutex::new(RunLog {
                 input: new.input,
-                events: VecDeque::with_capacity(4),
+                events,
                 ..RunLog::default()
             }),
         });

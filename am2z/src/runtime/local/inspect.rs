@@ -134,7 +134,9 @@ impl Inspect for LocalRuntime {
         let pid = std::process::id();
         Ok(vec![WorkerInfo {
             id: format!("local-{pid}"),
-            host: None,
+            host: std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty()),
             pid: Some(pid),
             processors: self.registered(),
             last_seen: SystemTime::now(),

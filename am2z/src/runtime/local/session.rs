@@ -65,6 +65,40 @@ impl LocalSession {
     }
 }
 
+impl LocalSession {
+    /// The counters and gates of one step of `processor`; `run`: the run's own gauges too.
+    fn slot(
+        &self,
+        processor: &'static str,
+        config: &ProcessorConfig,
+        run: Option<&Arc<Counters>>,
+    ) -> StepSlot {
+        let global = self.shared.processor_state(processor, config);
+        let in_session = Arc::clone(
+            self.processors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(processor)
+                .or_default(),
+        );
+        let mut counters = Vec::with_capacity(3);
+        counters.extend([Arc::clone(&global.counters), in_session]);
+        counters.extend(run.cloned());
+        let mut gates = Vec::new();
+        if let Some(slots) = &self.shared.worker_slots {
+            gates.push(Arc::clone(slots));
+        }
+        if let Some(limit) = &global.concurrency {
+            gates.push(Arc::clone(limit));
+        }
+        StepSlot {
+            counters,
+            gates,
+            rate: global.rate.clone(),
+        }
+    }
+}
+
 impl Host for LocalSession {
     fn events(&self) -> &EventBus {
         &self.shared.events
@@ -84,26 +118,7 @@ impl Host for LocalSession {
         processor: &'static str,
         config: &ProcessorConfig,
     ) -> StepSlot {
-        let global = self.shared.processor_state(processor, config);
-        let in_session = Arc::clone(
-            self.processors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(processor)
-                .or_default(),
-        );
-        let mut gates = Vec::new();
-        if let Some(slots) = &self.shared.worker_slots {
-            gates.push(Arc::clone(slots));
-        }
-        if let Some(limit) = &global.concurrency {
-            gates.push(Arc::clone(limit));
-        }
-        StepSlot {
-            counters: vec![Arc::clone(&global.counters), in_session],
-            gates,
-            rate: global.rate.clone(),
-        }
+        self.slot(processor, config, None)
     }
 }
 
@@ -130,13 +145,11 @@ impl Host for RunHost {
 
     fn step_slot(
         &self,
-        session: &SessionId,
+        _session: &SessionId,
         processor: &'static str,
         config: &ProcessorConfig,
     ) -> StepSlot {
-        let mut slot = self.session.step_slot(session, processor, config);
-        slot.counters.push(Arc::clone(&self.gauges));
-        slot
+        self.session.slot(processor, config, Some(&self.gauges))
     }
 
     fn keeps_events(&self) -> bool {
