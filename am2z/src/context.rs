@@ -59,6 +59,17 @@ impl RunScope {
             Some(embedding) => (embedding.run_id, embedding.created_at),
             None => (RunId::generate(), SystemTime::now()),
         };
+        RunScope::with_identity(session, host, embedding, run_id, created_at)
+    }
+
+    /// A run whose id and creation time were already given (the local runtime's record of it).
+    pub(crate) fn with_identity(
+        session: SessionId,
+        host: Arc<dyn Host>,
+        embedding: Option<Arc<Embedding>>,
+        run_id: RunId,
+        created_at: SystemTime,
+    ) -> Self {
         RunScope {
             session,
             run_id,
@@ -103,6 +114,32 @@ impl RunScope {
                 UNIX_EPOCH + std::time::Duration::from_nanos(updated)
             },
         }
+    }
+
+    /// Publishes an event of this run to the subscribers and to the host's record of the run,
+    /// building it only when either wants it.
+    pub(crate) fn publish(
+        &self,
+        processor: Option<&'static str>,
+        kind: impl FnOnce() -> EventKind,
+    ) {
+        let events = self.host.events();
+        let observed = events.is_observed();
+        let kept = self.host.keeps_events();
+        if !observed && !kept {
+            return;
+        }
+        if !observed {
+            // Kept only: no event (nor a clone of the session id) is built.
+            self.host.keep_event(processor, SystemTime::now(), kind());
+            return;
+        }
+        let event = self.event(processor, kind());
+        if kept {
+            self.host
+                .keep_event(processor, event.at, event.kind.clone());
+        }
+        events.publish(event);
     }
 
     pub(crate) fn event(&self, processor: Option<&'static str>, kind: EventKind) -> Event {
@@ -203,28 +240,21 @@ impl Ctx {
                 ));
             }
         }
-        if events.is_observed() {
+        if events.is_observed() || self.run.host.keeps_events() {
             let payload = serde_json::to_value(payload)?;
-            events.publish(self.run.event(
-                Some(self.processor),
-                EventKind::Custom {
+            self.run
+                .publish(Some(self.processor), || EventKind::Custom {
                     name: name.to_owned(),
                     payload,
-                },
-            ));
+                });
         }
         Ok(())
     }
 
     /// Reports progress (a percentage by convention); subscribers see the values in order.
     pub fn progress(&self, value: u32) {
-        let events = self.run.host.events();
-        if events.is_observed() {
-            events.publish(
-                self.run
-                    .event(Some(self.processor), EventKind::Progress { value }),
-            );
-        }
+        self.run
+            .publish(Some(self.processor), || EventKind::Progress { value });
     }
 
     /// Runs `processor` on `input` as a nested step of this run (same session and run id, one

@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::event::EventBus;
+use super::history::{RunRecord, SessionHistory};
+use crate::event::{EventBus, EventKind};
 use crate::runtime::host::{Host, StepSlot};
 use crate::runtime::stats::{Counters, SessionStats};
 use crate::{ProcessorConfig, SessionId};
@@ -21,11 +23,26 @@ pub(super) struct LocalSession {
     pub(super) stopped: AtomicBool,
     pub(super) running_runs: AtomicU64,
     processors: Mutex<HashMap<&'static str, Arc<Counters>>>,
+    /// When the session was made, in the runtime's order of sessions (for listings).
+    pub(super) seq: u64,
+    /// Its runs, for inspection.
+    pub(super) history: Arc<Mutex<SessionHistory>>,
+    /// Held while a run of the session is retried, so none is retried twice.
+    pub(super) retrying: Mutex<()>,
 }
 
 impl LocalSession {
-    pub(super) fn new(id: SessionId, shared: Arc<Shared>, token: CancellationToken) -> Self {
+    pub(super) fn new(
+        id: SessionId,
+        shared: Arc<Shared>,
+        token: CancellationToken,
+        seq: u64,
+    ) -> Self {
+        let history = Arc::new(Mutex::new(SessionHistory::new(shared.settings.history)));
         LocalSession {
+            seq,
+            history,
+            retrying: Mutex::new(()),
             id,
             shared,
             token,
@@ -44,6 +61,40 @@ impl LocalSession {
                 .iter()
                 .map(|(name, counters)| ((*name).to_owned(), counters.snapshot()))
                 .collect::<BTreeMap<_, _>>(),
+        }
+    }
+}
+
+impl LocalSession {
+    /// The counters and gates of one step of `processor`; `run`: the run's own gauges too.
+    fn slot(
+        &self,
+        processor: &'static str,
+        config: &ProcessorConfig,
+        run: Option<&Arc<Counters>>,
+    ) -> StepSlot {
+        let global = self.shared.processor_state(processor, config);
+        let in_session = Arc::clone(
+            self.processors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(processor)
+                .or_default(),
+        );
+        let mut counters = Vec::with_capacity(3);
+        counters.extend([Arc::clone(&global.counters), in_session]);
+        counters.extend(run.cloned());
+        let mut gates = Vec::new();
+        if let Some(slots) = &self.shared.worker_slots {
+            gates.push(Arc::clone(slots));
+        }
+        if let Some(limit) = &global.concurrency {
+            gates.push(Arc::clone(limit));
+        }
+        StepSlot {
+            counters,
+            gates,
+            rate: global.rate.clone(),
         }
     }
 }
@@ -67,26 +118,46 @@ impl Host for LocalSession {
         processor: &'static str,
         config: &ProcessorConfig,
     ) -> StepSlot {
-        let global = self.shared.processor_state(processor, config);
-        let in_session = Arc::clone(
-            self.processors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(processor)
-                .or_default(),
-        );
-        let mut gates = Vec::new();
-        if let Some(slots) = &self.shared.worker_slots {
-            gates.push(Arc::clone(slots));
-        }
-        if let Some(limit) = &global.concurrency {
-            gates.push(Arc::clone(limit));
-        }
-        StepSlot {
-            counters: vec![Arc::clone(&global.counters), in_session],
-            gates,
-            rate: global.rate.clone(),
-        }
+        self.slot(processor, config, None)
+    }
+}
+
+/// The host of one recorded run: its session's, plus the run's own stage gauges and the keeping
+/// of its events.
+pub(super) struct RunHost {
+    pub(super) session: Arc<LocalSession>,
+    pub(super) record: Arc<RunRecord>,
+    pub(super) gauges: Arc<Counters>,
+}
+
+impl Host for RunHost {
+    fn events(&self) -> &EventBus {
+        self.session.events()
+    }
+
+    fn max_call_depth(&self) -> u32 {
+        self.session.max_call_depth()
+    }
+
+    fn cancel_grace(&self) -> std::time::Duration {
+        self.session.cancel_grace()
+    }
+
+    fn step_slot(
+        &self,
+        _session: &SessionId,
+        processor: &'static str,
+        config: &ProcessorConfig,
+    ) -> StepSlot {
+        self.session.slot(processor, config, Some(&self.gauges))
+    }
+
+    fn keeps_events(&self) -> bool {
+        true
+    }
+
+    fn keep_event(&self, processor: Option<&'static str>, at: SystemTime, kind: EventKind) {
+        self.record.keep(processor, at, kind);
     }
 }
 
