@@ -1032,11 +1032,10 @@ impl RedisRuntime {
         match cancelled {
             CancelReply::Done => {
                 // Its running jobs, here and on every worker, see their tokens fire.
-                inner.leases.cancel(session, run, None);
-                let cancel = Control::Cancel {
+                inner.leases.abort(session, run);
+                let cancel = Control::Abort {
                     session: session.clone(),
                     run,
-                    instance: None,
                 };
                 let channel = inner.keys.control_channel();
                 if let Err(error) = messages::publish(&inner.redis, &channel, &cancel).await {
