@@ -858,7 +858,9 @@ impl RedisRuntime {
             retry_of: record.retry_of.as_deref().and_then(|r| r.parse().ok()),
             retried_as: record.retried_as.as_deref().and_then(|r| r.parse().ok()),
         };
-        if known.is_some_and(|(_, redacted)| redacted) {
+        // A processor this runtime does not know may be redacted: its data stays hidden
+        // (fail closed) until the processor is registered here.
+        if known.is_none_or(|(_, redacted)| redacted) {
             redact(&mut detail);
         }
         Ok(Some(detail))
