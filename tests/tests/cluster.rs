@@ -101,6 +101,25 @@ async fn the_conformance_suite_passes_on_a_cluster() {
     am2z_tests::conformance_suite!(in sequence OnCluster);
 }
 
+/// The inspection suite (`inspect_suite`), unchanged, on one cluster: listings, details,
+/// retries and cancels where each session's keys live on its own slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspection_suite_passes_on_a_cluster() {
+    use am2z_tests::inspect_suite as suite;
+    let _turn = TURN.lock().await;
+    let cluster = cluster().await;
+    *SEEDS.lock().unwrap_or_else(|p| p.into_inner()) = cluster.seeds();
+    suite::sessions_are_listed_with_their_counts::<OnCluster>().await;
+    suite::runs_are_listed_by_state::<OnCluster>().await;
+    suite::runs_page_without_duplicates_or_gaps::<OnCluster>().await;
+    suite::run_detail_shows_plan_steps_output_and_error::<OnCluster>().await;
+    suite::retry_resubmits_a_failed_run_once::<OnCluster>().await;
+    suite::cancel_ends_a_live_run::<OnCluster>().await;
+    suite::unknown_runs_are_not_found::<OnCluster>().await;
+    suite::redacted_processors_hide_their_data::<OnCluster>().await;
+    suite::stop_session_leaves_nothing_listed::<OnCluster>().await;
+}
+
 /// The clients connected to `port` that are neither replication links nor the connection
 /// asking.
 fn clients(cluster: &RedisCluster, port: u16) -> usize {

@@ -118,6 +118,20 @@ impl LeaseTable {
         cancelled
     }
 
+    /// Cancels every job of `run` in `session` held here, its entry job included: an operator
+    /// cancelled the run (`cancel_run`). Returns how many.
+    pub(crate) fn abort(&self, session: &SessionId, run: RunId) -> usize {
+        let held = self.lock();
+        let mut cancelled = 0;
+        for (job, lease) in held.iter() {
+            if job.run == run && lease.session == *session {
+                lease.moot.cancel();
+                cancelled += 1;
+            }
+        }
+        cancelled
+    }
+
     /// Whether this process holds the entry job of `run` (it then hands the run's outcome to
     /// its waiters here itself).
     pub(crate) fn holds_entry(&self, session: &SessionId, run: RunId) -> bool {
@@ -199,6 +213,12 @@ mod tests {
         assert!(!elsewhere.moot.is_cancelled() && !other_run.moot.is_cancelled());
         assert!(!entry.moot.is_cancelled());
         assert!(table.holds_entry(&session("a"), run));
+        assert_eq!(
+            table.abort(&session("a"), run),
+            3,
+            "an abort reaches the entry job"
+        );
+        assert!(entry.moot.is_cancelled() && !other_run.moot.is_cancelled());
         assert!(!table.holds_entry(&session("b"), run));
         table.lose(&beside.job);
         assert!(beside.lost.is_cancelled());

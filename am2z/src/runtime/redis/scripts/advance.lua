@@ -53,6 +53,9 @@ local live_runs = redis.call('ZMSCORE', runs_key, unpack(runs))
 local now = now_ms()
 -- What the commits write, gathered: once per call.
 local from_leases, from_calls, freed = {}, {}, {}
+-- The bodies that go: a run's entry body stays (its input, shown by inspection and
+-- submitted again by a retry) until the sweeper trims the run's outcome.
+local freed_bodies = {}
 local headers, bodies, handed_leases, queued = {}, {}, {}, {}
 local ends, run_events, ended_here = {}, {}, {}
 local results = {}
@@ -90,7 +93,13 @@ local function advance(i, a, run_key)
   freed[#freed + 1] = job
   if not live_runs[i] or ended_here[run] then
     -- The run already ended (a failed sibling, a deadline, a dead-lettered step).
+    if not entry then
+      freed_bodies[#freed_bodies + 1] = job
+    end
     return {'status', 'moot'}
+  end
+  if not entry then
+    freed_bodies[#freed_bodies + 1] = job
   end
 
   for n = 0, consumed - 1 do
@@ -98,7 +107,13 @@ local function advance(i, a, run_key)
   end
   local attempts = attempts_delta + h.attempts
   local version = redis.call('HINCRBY', run_key, 'version', version_delta)
-  local run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
+  local run_attempts = attempts
+  if entry then
+    -- The run hash starts here; it also names the run's processor while the run is live.
+    redis.call('HSET', run_key, 'attempts', attempts, 'name', h.name)
+  else
+    run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
+  end
 
   local function closed(guards)
     for instance in string.gmatch(guards, '%S+') do
@@ -211,7 +226,7 @@ local function advance(i, a, run_key)
   if outcome ~= '' then
     ended_here[run] = true
     run_events[#run_events + 1] = run_event
-    ends[#ends + 1] = {run, outcome, ok, run_key, done}
+    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name}
     -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
     return {'status', 'ok', 'ended', 1, 'closed', closed_now,
       'cancel_run', live > 0 and 1 or 0, 'handed', {}}
@@ -232,7 +247,9 @@ if #from_calls > 0 then
 end
 if #freed > 0 then
   redis.call('HDEL', jobs_key, unpack(freed))
-  redis.call('HDEL', bodies_key, unpack(freed))
+end
+if #freed_bodies > 0 then
+  redis.call('HDEL', bodies_key, unpack(freed_bodies))
 end
 if #headers > 0 then
   redis.call('HSET', jobs_key, unpack(headers))

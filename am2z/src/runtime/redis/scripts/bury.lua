@@ -45,10 +45,13 @@ else
   redis.call('ZREM', queue_key, job)
   outcome = cjson.encode({Unserved = {name = h.name, fingerprint = h.fp}})
 end
-redis.call('HDEL', jobs_key, job)
-redis.call('HDEL', bodies_key, job)
 local run = run_of(job)
-if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl) then
+redis.call('HDEL', jobs_key, job)
+-- The run's entry body stays with its outcome (its input, for inspection and a retry).
+if job ~= run then
+  redis.call('HDEL', bodies_key, job)
+end
+if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name) then
   return {'status', 'dropped'}
 end
 if reason == 'dead' then

@@ -76,7 +76,8 @@ if #jobs > 0 then
       end
       -- A run already ended (the sweeper buried it) keeps its first outcome.
       if live_runs[i] then
-        ends[#ends + 1] = {job, ARGV[at + 2], ARGV[at + 3] == '1', false, ARGV[at + 5]}
+        ends[#ends + 1] = {job, ARGV[at + 2], ARGV[at + 3] == '1', false, ARGV[at + 5],
+          header_name(headers[i])}
         if ARGV[at + 4] == '1' then
           dead[#dead + 1] = job
         end
@@ -89,9 +90,10 @@ if #jobs > 0 then
   if #from_calls > 0 then
     redis.call('ZREM', calls_key, unpack(from_calls))
   end
+  -- Each job here is its run's entry job: its body (the run's input) stays with the run's
+  -- outcome, trimmed with it by the sweeper.
   if #freed > 0 then
     redis.call('HDEL', jobs_key, unpack(freed))
-    redis.call('HDEL', bodies_key, unpack(freed))
   end
   end_runs(ends, done_channel, session_ttl)
   for _, run in ipairs(dead) do
