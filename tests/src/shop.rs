@@ -193,7 +193,7 @@ async fn vault_card(card: String) -> Result<String, Error> {
 }
 
 /// The `vault_card` processor, redacted.
-pub fn vault() -> impl am2z::Processor<Input = String, Output = String> + Clone {
+pub fn vault() -> impl am2z::Processor<Input = String, Output = String> {
     processor_fn(vault_card)
         .named("vault_card")
         .with_config(ProcessorConfig::default().redact(true))

@@ -231,7 +231,18 @@ impl Browser {
             if truthy {
                 return value;
             }
-            assert!(Instant::now() < deadline, "waited in vain for {what}");
+            if Instant::now() >= deadline {
+                let page = self
+                    .execute(
+                        "return location.href + '\\n' + document.body.innerText;",
+                        json!([]),
+                    )
+                    .await;
+                panic!(
+                    "waited in vain for {what}; the page reads:\n{}",
+                    page.as_str().unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

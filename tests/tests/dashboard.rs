@@ -28,13 +28,15 @@ fn loopback() -> DashboardConfig {
 
 async fn shop() -> LocalRuntime {
     let runtime = LocalRuntime::new();
-    runtime.start().await.unwrap();
+    runtime.start().await.expect("the runtime starts");
     runtime.register(Checkout);
     runtime
 }
 
 async fn serve(runtime: &LocalRuntime, config: DashboardConfig) -> (Running, SocketAddr) {
-    let running = dashboard::bind(runtime.clone(), config).await.unwrap();
+    let running = dashboard::bind(runtime.clone(), config)
+        .await
+        .expect("the dashboard binds a loopback port");
     let addr = running.local_addr();
     (running, addr)
 }
@@ -145,7 +147,10 @@ async fn each_page_shows_the_runs_of_a_real_runtime() {
         run.body.contains("attempts 2/2"),
         "charge_card used both attempts"
     );
-    assert!(run.body.contains("<ol class=\"chain\">"), "the error chain");
+    assert!(
+        run.body.contains("<ol class=\"causes\">"),
+        "the error chain"
+    );
     assert!(run.body.contains("declined by the gateway (HTTP 503)"));
     assert!(
         run.body.contains("&quot;cents&quot;: 4200"),

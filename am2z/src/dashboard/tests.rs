@@ -228,16 +228,10 @@ impl Inspect for Fake {
         async move { answer }
     }
 
-    fn cancel_run(
-        &self,
-        _: &SessionId,
-        _: RunId,
-    ) -> impl Future<Output = Result<CancelOutcome, Error>> + Send {
-        async move {
-            Ok(CancelOutcome::AlreadyEnded {
-                state: RunState::Failed,
-            })
-        }
+    async fn cancel_run(&self, _: &SessionId, _: RunId) -> Result<CancelOutcome, Error> {
+        Ok(CancelOutcome::AlreadyEnded {
+            state: RunState::Failed,
+        })
     }
 }
 

@@ -92,7 +92,7 @@ fn node(out: &mut String, plan: &Plan, id: NodeId, steps: &[StepDetail], depth: 
             group(
                 out,
                 "parallel",
-                &format!("parallel {name} · {policy}{merge}"),
+                &format!("{} · {policy}{merge}", titled("parallel", name)),
             );
             out.push_str("<div class=\"branches\">");
             for (child, _) in children(plan, id) {
@@ -104,7 +104,11 @@ fn node(out: &mut String, plan: &Plan, id: NodeId, steps: &[StepDetail], depth: 
         }
         NodeKind::Route { name, fallback, .. } => {
             let all = children(plan, id);
-            group(out, "route", &format!("route {name} · one arm by key"));
+            group(
+                out,
+                "route",
+                &format!("{} · one arm by key", titled("route", name)),
+            );
             out.push_str("<div class=\"branches\">");
             for (i, (child, label)) in all.iter().enumerate() {
                 let label = if *fallback && i + 1 == all.len() {
@@ -126,7 +130,7 @@ fn node(out: &mut String, plan: &Plan, id: NodeId, steps: &[StepDetail], depth: 
             group(
                 out,
                 "map",
-                &format!("map {name} · per item, {concurrency} at once"),
+                &format!("{} · per item, {concurrency} at once", titled("map", name)),
             );
             for (child, _) in children(plan, id) {
                 node(out, plan, child, steps, depth + 1);
@@ -141,6 +145,16 @@ fn node(out: &mut String, plan: &Plan, id: NodeId, steps: &[StepDetail], depth: 
             }
             out.push_str("</div>");
         }
+    }
+}
+
+/// `kind`, followed by `name` unless the name is only the kind's default (an unnamed
+/// `parallel!` is named "parallel").
+fn titled(kind: &str, name: &str) -> String {
+    if name == kind || name.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} {name}")
     }
 }
 

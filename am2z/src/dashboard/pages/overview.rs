@@ -151,7 +151,7 @@ fn chart(out: &mut String, activity: &ActivitySnapshot) {
         out,
         "<section class=\"panel\"><h2>Last {WINDOW_MINUTES} minutes</h2>\
          <p class=\"muted\"><span class=\"key good\"></span>{completed} completed \
-         <span class=\"key bad\"></span>{failed} failed · {retried} retried attempts"
+         <span class=\"key bad\"></span>{failed} failed · {retried} attempts retried"
     );
     let since = UNIX_EPOCH + Duration::from_secs(activity.counting_since);
     if activity
@@ -170,7 +170,7 @@ fn chart(out: &mut String, activity: &ActivitySnapshot) {
     }
     let _ = write!(
         out,
-        "</p><svg class=\"chart\" viewBox=\"0 0 {width} {}\" role=\"img\" aria-label=\"runs completed and failed per minute\">\
+        "</p><svg class=\"chart\" viewBox=\"0 0 {width} {}\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"runs completed and failed per minute\">\
          <line x1=\"0\" y1=\"{HALF}\" x2=\"{width}\" y2=\"{HALF}\" class=\"axis\"/>",
         HALF * 2
     );

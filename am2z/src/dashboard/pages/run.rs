@@ -213,7 +213,7 @@ fn steps(out: &mut String, steps: &[StepDetail], now: SystemTime) {
         return;
     }
     out.push_str(
-        "<table class=\"steps\"><thead><tr><th>#</th><th>Processor</th><th>State</th><th class=\"num\">Attempts</th>\
+        "<table class=\"steps\"><thead><tr><th>Node</th><th>Processor</th><th>State</th><th class=\"num\">Attempts</th>\
          <th>Started</th><th>Finished</th><th>Time in attempts</th><th>Last error</th></tr></thead><tbody>",
     );
     for step in steps {
@@ -241,7 +241,7 @@ fn error_chain(out: &mut String, error: &ErrorDetail) {
     let root = error.error.root_cause();
     let _ = write!(
         out,
-        "<section class=\"panel error\" id=\"error\"><h2>Error <span class=\"muted\">· {:?}, {:?}{}</span></h2><ol class=\"chain\">",
+        "<section class=\"panel error\" id=\"error\"><h2>Error <span class=\"muted\">· {:?}, {:?}{}</span></h2><ol class=\"causes\">",
         root.category(),
         root.severity(),
         if root.is_retryable() {
