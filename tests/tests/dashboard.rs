@@ -655,3 +655,117 @@ async fn metrics_are_served_from_the_hook() {
         metrics.body
     );
 }
+
+/// Page loads over HTTP with 10 000 sessions and one session of 100 000 runs: prints the
+/// median and 95th percentile of each page (run it with `--ignored --nocapture`; the figures
+/// are in `docs/dashboard.md`). Nothing is asserted on time: the machine is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn page_loads_with_10_000_sessions_and_100_000_runs() {
+    const SESSIONS: usize = 10_000;
+    const RUNS: i64 = 100_000;
+    const SAMPLES: usize = 40;
+    let runtime = LocalRuntime::builder().history(RUNS as usize).build();
+    runtime.start().await.expect("the runtime starts");
+    runtime.register(AddOne);
+    let started = Instant::now();
+    let big = session("dash-big");
+    for batch in 0..RUNS / 1000 {
+        let inputs: Vec<i64> = (batch * 1000..(batch + 1) * 1000).collect();
+        for outcome in runtime.execute_many(&big, &AddOne, inputs).await {
+            outcome.expect("add_one runs");
+        }
+    }
+    let small: Vec<SessionId> = (0..SESSIONS - 1)
+        .map(|i| session(&format!("dash-many-{i}")))
+        .collect();
+    for chunk in small.chunks(500) {
+        futures::future::join_all(
+            chunk
+                .iter()
+                .map(|s| runtime.execute_in_session(s, &AddOne, 1)),
+        )
+        .await
+        .into_iter()
+        .for_each(|outcome| {
+            outcome.expect("add_one runs");
+        });
+    }
+    println!(
+        "seeded {SESSIONS} sessions and {RUNS} runs in {:.1?}",
+        started.elapsed()
+    );
+    let (_running, addr) = serve(&runtime, loopback()).await;
+
+    // A cursor half-way through the big session (after 50 000 runs), and one deep in the
+    // session listing (after 5 000 sessions), reached through the API's cursors.
+    let mut deep_runs = None;
+    for _ in 0..100 {
+        let after = deep_runs
+            .as_ref()
+            .map_or(String::new(), |c| format!("&after={c}"));
+        let page: Page<RunSummary> =
+            get(addr, &format!("/api/sessions/{big}/runs?limit=500{after}"))
+                .await
+                .json();
+        deep_runs = page.next.map(|c| c.to_string());
+    }
+    let deep_runs = deep_runs.expect("more than 50 000 runs");
+    let mut deep_sessions = None;
+    for _ in 0..10 {
+        let after = deep_sessions
+            .as_ref()
+            .map_or(String::new(), |c| format!("&after={c}"));
+        let page: Page<SessionSummary> = get(addr, &format!("/api/sessions?limit=500{after}"))
+            .await
+            .json();
+        deep_sessions = page.next.map(|c| c.to_string());
+    }
+    let deep_sessions = deep_sessions.expect("more than 5 000 sessions");
+    let any_run: Page<RunSummary> = get(
+        addr,
+        &format!("/api/sessions/{big}/runs?limit=1&after={deep_runs}"),
+    )
+    .await
+    .json();
+    let run = any_run.items[0].run;
+
+    let pages = [
+        ("overview", "/".to_owned()),
+        (
+            "overview, sessions 5 001-5 050",
+            format!("/?after={deep_sessions}"),
+        ),
+        ("session, first page", format!("/sessions/{big}")),
+        (
+            "session, runs 50 001-50 050",
+            format!("/sessions/{big}?after={deep_runs}"),
+        ),
+        (
+            "session, failed only (none)",
+            format!("/sessions/{big}?state=failed"),
+        ),
+        ("run", run_path(&big, run)),
+        ("API: runs, first page", format!("/api/sessions/{big}/runs")),
+        ("API: run", format!("/api{}", run_path(&big, run))),
+    ];
+    println!("| page | p50 | p95 | bytes |");
+    println!("| --- | --- | --- | --- |");
+    for (name, path) in pages {
+        let mut took = Vec::with_capacity(SAMPLES);
+        let mut bytes = 0;
+        for _ in 0..SAMPLES {
+            let start = Instant::now();
+            let answer = get(addr, &path).await;
+            took.push(start.elapsed());
+            assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.body);
+            bytes = answer.body.len();
+        }
+        took.sort();
+        println!(
+            "| {name} | {:.1?} | {:.1?} | {bytes} |",
+            took[SAMPLES / 2],
+            took[SAMPLES * 95 / 100]
+        );
+    }
+}
