@@ -59,6 +59,17 @@ impl RunScope {
             Some(embedding) => (embedding.run_id, embedding.created_at),
             None => (RunId::generate(), SystemTime::now()),
         };
+        RunScope::with_identity(session, host, embedding, run_id, created_at)
+    }
+
+    /// A run whose id and creation time were already given (the local runtime's record of it).
+    pub(crate) fn with_identity(
+        session: SessionId,
+        host: Arc<dyn Host>,
+        embedding: Option<Arc<Embedding>>,
+        run_id: RunId,
+        created_at: SystemTime,
+    ) -> Self {
         RunScope {
             session,
             run_id,
@@ -118,15 +129,17 @@ impl RunScope {
         if !observed && !kept {
             return;
         }
-        let event = self.event(processor, kind());
-        match (observed, kept) {
-            (true, true) => {
-                self.host.keep_event(event.clone());
-                events.publish(event);
-            }
-            (true, false) => events.publish(event),
-            _ => self.host.keep_event(event),
+        if !observed {
+            // Kept only: no event (nor a clone of the session id) is built.
+            self.host.keep_event(processor, SystemTime::now(), kind());
+            return;
         }
+        let event = self.event(processor, kind());
+        if kept {
+            self.host
+                .keep_event(processor, event.at, event.kind.clone());
+        }
+        events.publish(event);
     }
 
     pub(crate) fn event(&self, processor: Option<&'static str>, kind: EventKind) -> Event {

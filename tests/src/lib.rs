@@ -7,6 +7,7 @@
 pub mod fault;
 pub mod flows;
 pub mod http;
+pub mod inspect_suite;
 pub mod layout;
 pub mod lifecycle_suite;
 pub mod probe;
