@@ -33,8 +33,10 @@ pub(crate) async fn newest(
     limit: usize,
 ) -> Result<Vec<Position>, WireError> {
     let mut conn = redis.conn()?;
+    // Redis answers member, score; a position is score, member.
+    let swap = |found: Vec<(String, f64)>| found.into_iter().map(|(m, s)| (s, m)).collect();
     let Some((score, member)) = after else {
-        return Ok(redis::cmd("ZRANGE")
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(key)
             .arg("+inf")
             .arg("-inf")
@@ -45,7 +47,8 @@ pub(crate) async fn newest(
             .arg(limit)
             .arg("WITHSCORES")
             .query_async(&mut conn)
-            .await?);
+            .await?;
+        return Ok(swap(found));
     };
     let rank: Option<u64> = redis::cmd("ZREVRANK")
         .arg(key)
@@ -53,17 +56,18 @@ pub(crate) async fn newest(
         .query_async(&mut conn)
         .await?;
     if let Some(rank) = rank {
-        return Ok(redis::cmd("ZRANGE")
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(key)
             .arg(rank + 1)
             .arg(rank + limit as u64)
             .arg("REV")
             .arg("WITHSCORES")
             .query_async(&mut conn)
-            .await?);
+            .await?;
+        return Ok(swap(found));
     }
     // The member left the set: the rest of its score, then what scores lower.
-    let (ties, lower): (Vec<String>, Vec<Position>) = redis::pipe()
+    let (ties, lower): (Vec<String>, Vec<(String, f64)>) = redis::pipe()
         .cmd("ZRANGE")
         .arg(key)
         .arg(*score)
@@ -89,7 +93,7 @@ pub(crate) async fn newest(
         .into_iter()
         .filter(|tie| tie.as_str() < member.as_str())
         .map(|tie| (*score, tie))
-        .chain(lower)
+        .chain(swap(lower))
         .take(limit)
         .collect())
 }
@@ -196,14 +200,12 @@ pub(crate) struct RunRecord {
     pub(crate) completed: Option<f64>,
     pub(crate) failed: Option<f64>,
     pub(crate) dead: Option<f64>,
-    /// `results`: its outcome, processor name, kept entry body, the run that retried it, the
-    /// run it retried.
+    /// `results`: its outcome, processor name, the run that retried it, the run it retried.
     pub(crate) outcome: Option<String>,
     pub(crate) name: Option<String>,
-    pub(crate) kept: Option<Vec<u8>>,
     pub(crate) retried_as: Option<String>,
     pub(crate) retry_of: Option<String>,
-    /// Its entry job's header and body, while they exist.
+    /// Its entry job's header (while live) and body (its input: kept with its outcome).
     pub(crate) header: Option<String>,
     pub(crate) body: Option<Vec<u8>>,
     /// Its run hash's processor name and attempts (a step run past its entry job).
@@ -222,7 +224,6 @@ pub(crate) async fn run_record(
     type Results = (
         Option<String>,
         Option<String>,
-        Option<Vec<u8>>,
         Option<String>,
         Option<String>,
     );
@@ -245,7 +246,6 @@ pub(crate) async fn run_record(
         .arg(session.results())
         .arg(&id)
         .arg(format!("{id}:p"))
-        .arg(format!("{id}:i"))
         .arg(format!("{id}:r"))
         .arg(format!("{id}:o"))
         .hget(session.jobs(), &id)
@@ -256,7 +256,7 @@ pub(crate) async fn run_record(
         .arg("attempts")
         .query_async(&mut conn)
         .await?;
-    let (outcome, name, kept, retried_as, retry_of) = results;
+    let (outcome, name, retried_as, retry_of) = results;
     Ok(RunRecord {
         live,
         completed,
@@ -264,7 +264,6 @@ pub(crate) async fn run_record(
         dead,
         outcome,
         name,
-        kept,
         retried_as,
         retry_of,
         header,
