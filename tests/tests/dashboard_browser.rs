@@ -134,7 +134,7 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
         .await;
     let workers = browser.text(&browser.find("ul.workers").await).await;
     assert!(
-        workers.contains("charge_card"),
+        workers.contains("Checkout"),
         "the worker serves the shop: {workers}"
     );
     screenshot(&browser, "overview", write_screenshots).await;
