@@ -65,6 +65,12 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// With another `Host` than the address connected to.
+    pub fn host(mut self, host: &str) -> Self {
+        self.headers.push(("host", host.to_owned()));
+        self
+    }
+
     /// With a JSON body.
     pub fn json(mut self, body: &serde_json::Value) -> Self {
         self.json = Some(body.to_string());
@@ -80,10 +86,10 @@ async fn send(addr: SocketAddr, call: Call<'_>) -> hyper::Response<Incoming> {
         .await
         .expect("HTTP handshake");
     tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(call.method)
-        .uri(call.path)
-        .header("host", addr.to_string());
+    let mut request = Request::builder().method(call.method).uri(call.path);
+    if !call.headers.iter().any(|(name, _)| *name == "host") {
+        request = request.header("host", addr.to_string());
+    }
     for (name, value) in call.headers {
         request = request.header(name, value);
     }

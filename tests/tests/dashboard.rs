@@ -10,12 +10,12 @@ use am2z::runtime::inspect::{
     CancelOutcome, Page, RetryOutcome, RunDetail, RunState, RunSummary, SessionSummary, Shown,
 };
 use am2z::{Error, Executes, LocalRuntime, RunId, Runtime, SessionId};
-use am2z_tests::http::{self, get, post};
+use am2z_tests::http::{self, Call, get, post};
 use am2z_tests::processors::AddOne;
 use am2z_tests::shop::{Checkout, Order, heal, hold, vault};
 use am2z_tests::suite::session;
 use futures::FutureExt;
-use hyper::StatusCode;
+use hyper::{Method, StatusCode};
 
 const TOKEN: &str = "a-long-random-actions-token";
 
@@ -533,6 +533,20 @@ async fn a_non_loopback_address_needs_the_opt_in() {
         .unwrap();
     assert_ne!(running.local_addr().port(), 0);
     running.shutdown().await.unwrap();
+
+    // On loopback, a request naming another host (DNS rebinding) is refused.
+    let (_running, addr) = serve(&runtime, loopback()).await;
+    let port = addr.port();
+    let rebound = http::fetch(
+        addr,
+        Call::new(Method::GET, "/").host(&format!("evil.example:{port}")),
+    )
+    .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN, "{}", rebound.body);
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let local = http::fetch(addr, Call::new(Method::GET, "/").host(&host)).await;
+        assert_eq!(local.status, StatusCode::OK, "{host}");
+    }
 
     // A port in use is a typed error too.
     let (_running, addr) = serve(&runtime, loopback()).await;

@@ -205,10 +205,15 @@ fn mounted<R: Inspect + Clone>(
     closing: CancellationToken,
 ) -> axum::Router {
     let routes = routes::routes(Dashboard::new(runtime, config, closing));
-    if config.base_path.is_empty() {
+    let app = if config.base_path.is_empty() {
         routes
     } else {
         axum::Router::new().nest(&config.base_path, routes)
+    };
+    if config.listen.ip().is_loopback() {
+        app.layer(axum::middleware::from_fn(routes::loopback_hosts_only))
+    } else {
+        app
     }
 }
 

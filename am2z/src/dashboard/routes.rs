@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -73,6 +75,39 @@ async fn secure(mut response: Response) -> Response {
     response
 }
 
+/// On a loopback address, refuses requests that name another host: a page elsewhere whose
+/// name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise read the dashboard as if
+/// it were its own.
+pub(super) async fn loopback_hosts_only(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|value| value.to_str().unwrap_or_default());
+    match host {
+        Some(host) if !names_loopback(host) => (
+            StatusCode::FORBIDDEN,
+            "this dashboard listens on loopback and answers only requests addressed to \
+             localhost, 127.0.0.1 or [::1]\n",
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Whether a `Host` header names this machine: `localhost` or a loopback address, with or
+/// without a port.
+fn names_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:7480`
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The files under `assets/`, built into the binary.
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -104,5 +139,35 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         )
             .into_response(),
         None => pages::not_found().await.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_loopback;
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for host in [
+            "localhost",
+            "localhost:7480",
+            "LOCALHOST:1",
+            "127.0.0.1:7480",
+            "127.1.2.3",
+            "[::1]:7480",
+            "[::1]",
+        ] {
+            assert!(names_loopback(host), "{host}");
+        }
+        for host in [
+            "evil.example:7480",
+            "evil.example",
+            "10.0.0.1:7480",
+            "[::2]:80",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!names_loopback(host), "{host}");
+        }
     }
 }
