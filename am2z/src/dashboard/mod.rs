@@ -123,8 +123,9 @@ impl<R: Inspect> Dashboard<R> {
 ///
 /// Nest it at the path given to [`DashboardConfig::base_path`] (the root by default), so its
 /// links resolve: `app.nest("/ops", router(runtime, &config.base_path("/ops")))`. The listen
-/// address and the non-loopback check are [`serve`]'s business: your app decides where it
-/// listens. An empty actions token leaves actions off.
+/// address, the non-loopback check and the loopback `Host` check are [`serve`]'s business:
+/// your app decides where it listens and who reaches it. An empty actions token leaves
+/// actions off.
 pub fn router<R: Inspect + Clone>(runtime: R, config: &DashboardConfig) -> axum::Router {
     routes::routes(Dashboard::new(runtime, config, CancellationToken::new()))
 }
