@@ -143,21 +143,32 @@ impl Browser {
         }
     }
 
-    async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+    /// A command's value, or WebDriver's error (`{"error": .., "message": ..}`).
+    async fn try_command(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let path = format!("/session/{}{path}", self.session);
         let mut call = Call::new(method, &path);
         if let Some(body) = &body {
             call = call.json(body);
         }
         let answer = fetch(self.driver, call).await;
-        let reply: Value = answer.json();
-        assert!(
-            answer.status.is_success(),
-            "WebDriver {path} failed ({}): {}",
-            answer.status,
-            reply["value"]
-        );
-        reply["value"].clone()
+        let mut reply: Value = answer.json();
+        let value = reply["value"].take();
+        if answer.status.is_success() {
+            Ok(value)
+        } else {
+            Err(value)
+        }
+    }
+
+    async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body.clone())
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {path} failed: {error}"))
     }
 
     /// Loads `url` and waits for it.
@@ -187,22 +198,36 @@ impl Browser {
             .unwrap_or_else(|| panic!("no element matches `{css}` on the page"))
     }
 
-    /// An element's visible text.
-    pub async fn text(&self, element: &Element) -> String {
-        let text = self
-            .command(Method::GET, &format!("/element/{}/text", element.0), None)
-            .await;
-        text.as_str().unwrap_or_default().to_owned()
+    /// Clicks the first element that matches `css`, as a person would. The pages replace their
+    /// live parts as events arrive, so an element found may be gone by the click: then it is
+    /// found again.
+    pub async fn click_on(&self, css: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let element = self.find(css).await;
+            let path = format!("/element/{}/click", element.0);
+            match self.try_command(Method::POST, &path, Some(json!({}))).await {
+                Ok(_) => return,
+                Err(error)
+                    if error["error"] == "stale element reference" && Instant::now() < deadline => {
+                }
+                Err(error) => panic!("clicking `{css}` failed: {error}"),
+            }
+        }
     }
 
-    /// Clicks an element.
-    pub async fn click(&self, element: &Element) {
-        self.command(
-            Method::POST,
-            &format!("/element/{}/click", element.0),
-            Some(json!({})),
-        )
-        .await;
+    /// The visible text of the first element that matches `css` (read in one step, so a live
+    /// update cannot get in between).
+    pub async fn text_of(&self, css: &str) -> String {
+        let text = self
+            .execute(
+                "const e = document.querySelector(arguments[0]); return e && e.innerText;",
+                json!([css]),
+            )
+            .await;
+        text.as_str()
+            .unwrap_or_else(|| panic!("no element matches `{css}` on the page"))
+            .to_owned()
     }
 
     /// Types `text` into an element.

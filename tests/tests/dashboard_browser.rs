@@ -132,7 +132,7 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
             &truthy("document.getElementById('live').classList.contains('on')"),
         )
         .await;
-    let workers = browser.text(&browser.find("ul.workers").await).await;
+    let workers = browser.text_of("ul.workers").await;
     assert!(
         workers.contains("Checkout"),
         "the worker serves the shop: {workers}"
@@ -140,9 +140,7 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
     screenshot(&browser, "overview", write_screenshots).await;
 
     // The session page shows the failed run.
-    browser
-        .click(&browser.find("tr[data-session=\"shop-eu\"] a").await)
-        .await;
+    browser.click_on("tr[data-session=\"shop-eu\"] a").await;
     browser
         .wait_for(
             "the session page",
@@ -162,9 +160,7 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
     screenshot(&browser, "session", write_screenshots).await;
 
     // The run page shows the graph, the failed step and the error chain.
-    browser
-        .click(&browser.find(&format!("{row} a")).await)
-        .await;
+    browser.click_on(&format!("{row} a")).await;
     browser
         .wait_for(
             "the run page",
@@ -174,12 +170,12 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
             )),
         )
         .await;
-    let heading = browser.text(&browser.find(".heading h1").await).await;
+    let heading = browser.text_of(".heading h1").await;
     assert!(
         heading.contains("Checkout") && heading.contains("failed"),
         "{heading}"
     );
-    let error = browser.text(&browser.find("#error").await).await;
+    let error = browser.text_of("#error").await;
     assert!(error.contains("declined by the gateway"), "{error}");
     assert!(browser.try_find(".graph .group.parallel").await.is_some());
     assert!(
@@ -194,8 +190,8 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
     browser
         .type_into(&browser.find("#token").await, "not-the-token")
         .await;
-    browser.click(&browser.find("#unlock").await).await;
-    browser.click(&browser.find("#retry").await).await;
+    browser.click_on("#unlock").await;
+    browser.click_on("#retry").await;
     let flash = browser
         .wait_for(
             "the refusal",
@@ -219,13 +215,13 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
     browser
         .type_into(&browser.find("#token").await, TOKEN)
         .await;
-    browser.click(&browser.find("#unlock").await).await;
+    browser.click_on("#unlock").await;
     heal(&shop.key);
     let gate = hold(&shop.key);
     browser
         .execute("window.__am2zSamePage = 'yes'; return true;", json!([]))
         .await;
-    browser.click(&browser.find("#retry").await).await;
+    browser.click_on("#retry").await;
     browser
         .wait_for(
             "the new run to show running",
@@ -275,14 +271,14 @@ async fn retry_from_the_browser(running: Running, shop: Shop, write_screenshots:
     assert_eq!(done.retry_of, Some(shop.failed));
 
     // The new run's page.
-    browser.click(&browser.find("#retried-as a").await).await;
+    browser.click_on("#retried-as a").await;
     browser
         .wait_for(
             "the new run's page",
             &truthy(&format!("location.pathname.endsWith('/runs/{new_run}')")),
         )
         .await;
-    let output = browser.text(&browser.find("#value-output").await).await;
+    let output = browser.text_of("#value-output").await;
     assert!(output.contains("colissimo"), "{output}");
     screenshot(&browser, "run-retried", write_screenshots).await;
 
