@@ -40,6 +40,10 @@ need openssl "command -v openssl" \
     "the fault tests make the certificates of their TLS server"
 need faketime "test -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1" \
     "the clock-skew fault test runs workers under libfaketime"
+need chromium "command -v chromium" \
+    "the dashboard's browser tests drive headless Chromium"
+need chromium-driver "command -v chromedriver" \
+    "the dashboard's browser tests drive Chromium through chromedriver (WebDriver)"
 # -----------------------------------------------------------------------------------------------
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -50,6 +50,8 @@
 //! - [`SessionId`], [`Event`], [`Error`], [`Plan`]: sessions, events, errors and plans.
 
 mod context;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod error;
 mod event;
 pub mod plan;

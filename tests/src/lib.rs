@@ -6,10 +6,13 @@
 
 pub mod fault;
 pub mod flows;
+pub mod http;
 pub mod inspect_suite;
 pub mod layout;
 pub mod lifecycle_suite;
 pub mod probe;
 pub mod processors;
 pub mod resp;
+pub mod shop;
 pub mod suite;
+pub mod webdriver;
