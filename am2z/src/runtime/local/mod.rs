@@ -381,7 +381,10 @@ impl LocalRuntime {
                     error: error.clone(),
                 },
             };
-            shared.events.publish(scope.event(None, kind));
+            // The run's processor names it, so observers can count runs by processor.
+            shared
+                .events
+                .publish(scope.event(Some(processor.name()), kind));
         }
         match result {
             Ok(output) => Ok(RunResult {
