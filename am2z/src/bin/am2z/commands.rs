@@ -1,5 +1,7 @@
 //! Each command: connect, ask the runtime, print.
 
+use std::time::Duration;
+
 use am2z::runtime::inspect::MAX_PAGE;
 use am2z::runtime::{
     CancelOutcome, Cursor, Inspect, PageRequest, RetryOutcome, RunDetail, RunFilter, RunState,
@@ -27,9 +29,17 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
     outcome
 }
 
+/// How long connecting keeps retrying while Redis refuses connections, unless
+/// `AM2Z_START_TIMEOUT` says otherwise (a worker waits 30 s for its Redis; a person at a
+/// terminal should hear sooner that it is not there).
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A client of the deployment that `AM2Z_*` names: it executes nothing.
 async fn connect() -> Result<RedisRuntime, Failure> {
-    let config = RedisConfig::from_env()?.worker(false);
+    let config = RedisConfig::default()
+        .start_timeout(START_TIMEOUT)
+        .with_env()?
+        .worker(false);
     let runtime = RedisRuntime::new(config);
     runtime.start().await?;
     Ok(runtime)

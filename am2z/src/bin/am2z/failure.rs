@@ -51,9 +51,9 @@ impl From<Error> for Failure {
             _ => OTHER,
         };
         let message = match &error {
-            Error::Unavailable { .. } => format!(
-                "{error} (is Redis running, and are AM2Z_REDIS_URL / AM2Z_REDIS_CLUSTER right?)"
-            ),
+            Error::Unavailable { .. } => {
+                format!("{error}; check that Redis runs and AM2Z_REDIS_URL names it")
+            }
             _ => error.to_string(),
         };
         Failure {

@@ -23,7 +23,9 @@ Environment (as every am2z runtime reads it):
   AM2Z_REDIS_CLUSTER   a Redis Cluster's seed URLs, comma-separated
   AM2Z_REDIS_TLS_CA    a PEM file of the CA that signed the server's certificate
   AM2Z_QUEUE_PREFIX    the deployment's key prefix (default am2z)
-  AM2Z_REDIS_TIMEOUT   how long to wait for a Redis reply
+  AM2Z_REDIS_TIMEOUT   how long to wait for a Redis reply (default 5s)
+  AM2Z_START_TIMEOUT   how long to keep trying while Redis refuses connections (default 2s
+                       here; 30s for a worker)
 
 Exit codes:
   0  done
