@@ -105,6 +105,30 @@ impl RunScope {
         }
     }
 
+    /// Publishes an event of this run to the subscribers and to the host's record of the run,
+    /// building it only when either wants it.
+    pub(crate) fn publish(
+        &self,
+        processor: Option<&'static str>,
+        kind: impl FnOnce() -> EventKind,
+    ) {
+        let events = self.host.events();
+        let observed = events.is_observed();
+        let kept = self.host.keeps_events();
+        if !observed && !kept {
+            return;
+        }
+        let event = self.event(processor, kind());
+        match (observed, kept) {
+            (true, true) => {
+                self.host.keep_event(event.clone());
+                events.publish(event);
+            }
+            (true, false) => events.publish(event),
+            _ => self.host.keep_event(event),
+        }
+    }
+
     pub(crate) fn event(&self, processor: Option<&'static str>, kind: EventKind) -> Event {
         Event {
             session: self.session.clone(),
@@ -203,28 +227,21 @@ impl Ctx {
                 ));
             }
         }
-        if events.is_observed() {
+        if events.is_observed() || self.run.host.keeps_events() {
             let payload = serde_json::to_value(payload)?;
-            events.publish(self.run.event(
-                Some(self.processor),
-                EventKind::Custom {
+            self.run
+                .publish(Some(self.processor), || EventKind::Custom {
                     name: name.to_owned(),
                     payload,
-                },
-            ));
+                });
         }
         Ok(())
     }
 
     /// Reports progress (a percentage by convention); subscribers see the values in order.
     pub fn progress(&self, value: u32) {
-        let events = self.run.host.events();
-        if events.is_observed() {
-            events.publish(
-                self.run
-                    .event(Some(self.processor), EventKind::Progress { value }),
-            );
-        }
+        self.run
+            .publish(Some(self.processor), || EventKind::Progress { value });
     }
 
     /// Runs `processor` on `input` as a nested step of this run (same session and run id, one

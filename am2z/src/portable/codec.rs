@@ -116,6 +116,12 @@ impl Codecs {
         }
     }
 
+    /// `value` as JSON, through the codec of its dynamic type (`None`: no codec for it).
+    pub(crate) fn encode_dyn(&self, value: &(dyn Any + Send)) -> Option<Result<Json, Error>> {
+        let codec = self.by_type.get(&(*value).type_id())?;
+        Some((codec.encode)(value, self))
+    }
+
     fn codec<T: 'static>(&self) -> Result<&Codec, Error> {
         self.by_type
             .get(&TypeId::of::<T>())

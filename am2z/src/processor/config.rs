@@ -46,6 +46,11 @@ pub struct ProcessorConfig {
     /// The processor's contract version: bump it when its input or output changes meaning, so
     /// workers running older code refuse new work instead of misreading it.
     pub version: u32,
+    /// Whether inspection hides this processor's data: a run of it (or of a workflow with it
+    /// as a step) shows its input, output, state and custom event payloads as
+    /// [`Shown::Redacted`](crate::runtime::inspect::Shown::Redacted). For processors that
+    /// handle secrets or personal data; the run itself still executes as usual.
+    pub redact: bool,
 }
 
 impl ProcessorConfig {
@@ -60,6 +65,7 @@ impl ProcessorConfig {
             rate_limit: None,
             delay: None,
             version: 1,
+            redact: false,
         }
     }
 
@@ -126,6 +132,12 @@ impl ProcessorConfig {
     /// Sets the contract version.
     pub const fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Hides the processor's data from inspection (see [`redact`](ProcessorConfig::redact)).
+    pub const fn redact(mut self, redact: bool) -> Self {
+        self.redact = redact;
         self
     }
 }

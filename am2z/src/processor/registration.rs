@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 
 use super::{Processor, ProcessorConfig};
 use crate::plan::{Contract, Plan};
+use crate::runtime::inspect::{KeptInput, ProcessorView};
 use crate::{Ctx, Error};
 
 /// A processor packaged for a registry: name, configuration, plan and an erased entry point.
@@ -55,6 +56,10 @@ pub(crate) trait ErasedProcessor: Send + Sync + 'static {
     fn contract(&self) -> Contract;
     fn input_type(&self) -> (TypeId, &'static str);
     fn output_type(&self) -> (TypeId, &'static str);
+    /// What inspection shows of the processor.
+    fn view(&self) -> ProcessorView;
+    /// A copy of `input` to keep for inspection and retries, if it is the processor's `Input`.
+    fn keep_input(&self, input: &(dyn Any + Send)) -> Option<KeptInput>;
     /// Runs the processor as the root of a run; `input` must be its `Input` type.
     fn run_erased<'a>(
         &'a self,
@@ -78,6 +83,12 @@ impl<P: Processor> ErasedProcessor for P {
     }
     fn input_type(&self) -> (TypeId, &'static str) {
         (TypeId::of::<P::Input>(), std::any::type_name::<P::Input>())
+    }
+    fn view(&self) -> ProcessorView {
+        ProcessorView::of(self)
+    }
+    fn keep_input(&self, input: &(dyn Any + Send)) -> Option<KeptInput> {
+        input.downcast_ref::<P::Input>().map(KeptInput::of)
     }
     fn output_type(&self) -> (TypeId, &'static str) {
         (

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
-use crate::event::EventBus;
+use crate::event::{Event, EventBus};
 use crate::{ProcessorConfig, SessionId};
 
 pub(crate) trait Host: Send + Sync + 'static {
@@ -25,6 +25,13 @@ pub(crate) trait Host: Send + Sync + 'static {
         processor: &'static str,
         config: &ProcessorConfig,
     ) -> StepSlot;
+    /// Whether the host keeps its runs' events (the local runtime's inspection history): then
+    /// they are built even when nobody subscribes.
+    fn keeps_events(&self) -> bool {
+        false
+    }
+    /// Keeps one event of a run it hosts (called only when [`keeps_events`](Host::keeps_events)).
+    fn keep_event(&self, _event: Event) {}
 }
 
 /// The counters a step updates and the gates it passes before each attempt.

@@ -5,6 +5,7 @@
 //! call with the same meaning. Reads are bounded (a page at a time, never a walk over every
 //! key), and every action is typed and idempotent: doing it twice is the same as doing it once.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
@@ -13,8 +14,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::Runtime;
-use crate::plan::{NodeId, Plan};
-use crate::{Error, Event, RunId, SessionId};
+use crate::event::EventKind;
+use crate::plan::{NodeId, NodeKind, Plan};
+use crate::portable::{Codecs, PortableGraph};
+use crate::{Error, Event, Processor, RunId, SessionId};
 
 /// The most items one page holds; a larger `limit` is clamped to it.
 pub const MAX_PAGE: usize = 500;
@@ -406,6 +409,130 @@ pub trait Inspect: Runtime {
         session: &SessionId,
         run: RunId,
     ) -> impl Future<Output = Result<CancelOutcome, Error>> + Send;
+}
+
+/// What inspection needs to know of one processor, worked out once per processor (not per
+/// run): its plan, whether its data is redacted, and the JSON codecs of its data when it has
+/// them (a portable processor: serde input and output).
+pub(crate) struct ProcessorView {
+    pub(crate) plan: Plan,
+    /// The processor or one of its steps is configured with `redact`.
+    pub(crate) redacted: bool,
+    pub(crate) codecs: Option<Codecs>,
+    /// Each step processor's plan nodes, in plan order.
+    step_nodes: Vec<(String, Vec<NodeId>)>,
+}
+
+impl ProcessorView {
+    pub(crate) fn of<P: Processor>(processor: &P) -> Self {
+        let mut redacted = processor.config().redact;
+        processor.visit(&mut |contained| redacted |= contained.config().redact);
+        let mut graph = PortableGraph::new();
+        let codecs = processor
+            .compile(&mut graph)
+            .and_then(|root| graph.finish(root))
+            .map(|graph| graph.codecs().clone());
+        let plan = processor.plan();
+        let mut step_nodes: Vec<(String, Vec<NodeId>)> = Vec::new();
+        for node in &plan.nodes {
+            if let NodeKind::Step { processor, .. } = &node.kind {
+                match step_nodes.iter_mut().find(|(name, _)| name == processor) {
+                    Some((_, nodes)) => nodes.push(node.id),
+                    None => step_nodes.push((processor.clone(), vec![node.id])),
+                }
+            }
+        }
+        ProcessorView {
+            plan,
+            redacted,
+            codecs,
+            step_nodes,
+        }
+    }
+
+    /// The plan nodes that run `processor`, in plan order.
+    pub(crate) fn step_nodes(&self, processor: &str) -> &[NodeId] {
+        self.step_nodes
+            .iter()
+            .find(|(name, _)| name == processor)
+            .map_or(&[], |(_, nodes)| nodes.as_slice())
+    }
+
+    /// `value` as inspection shows it: JSON through the processor's codecs, or unavailable.
+    pub(crate) fn show(&self, value: &(dyn Any + Send)) -> Shown {
+        match self
+            .codecs
+            .as_ref()
+            .and_then(|codecs| codecs.encode_dyn(value))
+        {
+            Some(Ok(json)) => Shown::Value(json),
+            _ => Shown::Unavailable,
+        }
+    }
+}
+
+/// Hides a redacted run's data: its input, output and state, and its custom events' payloads.
+/// Every runtime applies this one rule to the detail of a run whose processor (or one of whose
+/// steps' processors) is configured with `redact`.
+pub(crate) fn redact(detail: &mut RunDetail) {
+    detail.input = Shown::Redacted;
+    detail.output = Shown::Redacted;
+    detail.state = Shown::Redacted;
+    for event in &mut detail.events {
+        if let EventKind::Custom { payload, .. } = &mut event.kind {
+            *payload = serde_json::Value::String(REDACTED.to_owned());
+        }
+    }
+}
+
+/// What a redacted custom event's payload reads.
+pub(crate) const REDACTED: &str = "[redacted]";
+
+impl ErrorDetail {
+    /// `error` with the messages of its causes.
+    pub(crate) fn of(error: &Error) -> Self {
+        let mut chain = vec![error.to_string()];
+        let mut cause = std::error::Error::source(error);
+        while let Some(inner) = cause {
+            chain.push(inner.to_string());
+            cause = inner.source();
+        }
+        ErrorDetail {
+            error: error.clone(),
+            chain,
+        }
+    }
+}
+
+/// A run's input as a runtime without serialisation keeps it: the value, and how to copy it
+/// for a retry.
+pub(crate) struct KeptInput {
+    value: Box<dyn Any + Send>,
+    copy: fn(&(dyn Any + Send)) -> Option<Box<dyn Any + Send>>,
+}
+
+impl KeptInput {
+    pub(crate) fn of<T: Clone + Send + 'static>(value: &T) -> Self {
+        KeptInput {
+            value: Box::new(value.clone()),
+            copy: copy_any::<T>,
+        }
+    }
+
+    pub(crate) fn value(&self) -> &(dyn Any + Send) {
+        &*self.value
+    }
+
+    /// A copy of the value, to run it again.
+    pub(crate) fn copy(&self) -> Option<Box<dyn Any + Send>> {
+        (self.copy)(&*self.value)
+    }
+}
+
+fn copy_any<T: Clone + Send + 'static>(value: &(dyn Any + Send)) -> Option<Box<dyn Any + Send>> {
+    value
+        .downcast_ref::<T>()
+        .map(|value| Box::new(value.clone()) as Box<dyn Any + Send>)
 }
 
 #[cfg(test)]

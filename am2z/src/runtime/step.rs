@@ -70,7 +70,6 @@ async fn attempts<P: Processor>(
     let config = processor.config();
     let run = &parent.run;
     let slot = run.host.step_slot(&run.session, name, config);
-    let events = run.host.events();
 
     // An embedded run's own step (not one it calls) hands its waits back to its runtime.
     let waits = run
@@ -135,9 +134,7 @@ async fn attempts<P: Processor>(
             span: span.clone(),
             permits: Some(Arc::clone(&permits)),
         };
-        if events.is_observed() {
-            events.publish(run.event(Some(name), EventKind::StepStarted { attempt }));
-        }
+        run.publish(Some(name), || EventKind::StepStarted { attempt });
         let started = Instant::now();
         let body = AssertUnwindSafe(processor.process(input.clone(), &ctx)).catch_unwind();
         let outcome = match config.timeout {
@@ -166,32 +163,21 @@ async fn attempts<P: Processor>(
                 for counters in &slot.counters {
                     counters.finish(true);
                 }
-                if events.is_observed() {
-                    let execution_time = started.elapsed();
-                    events.publish(run.event(
-                        Some(name),
-                        EventKind::StepCompleted {
-                            attempt,
-                            execution_time,
-                        },
-                    ));
-                }
+                run.publish(Some(name), || EventKind::StepCompleted {
+                    attempt,
+                    execution_time: started.elapsed(),
+                });
                 return Ok(output);
             }
             Err(error) if config.retry.should_retry(&error, attempt + 1) => {
                 let delay = config.retry.backoff.delay_after(attempt);
                 tracing::debug!(processor = name, attempt, ?delay, %error, "attempt failed; retrying");
-                if events.is_observed() {
-                    events.publish(run.event(
-                        Some(name),
-                        EventKind::StepRetrying {
-                            attempt,
-                            next_attempt: attempt + 1,
-                            delay,
-                            error,
-                        },
-                    ));
-                }
+                run.publish(Some(name), || EventKind::StepRetrying {
+                    attempt,
+                    next_attempt: attempt + 1,
+                    delay,
+                    error,
+                });
                 if !delay.is_zero() {
                     if let Some(handed_back) = handed_back(attempt + 1, delay) {
                         return Err(handed_back);
@@ -205,15 +191,10 @@ async fn attempts<P: Processor>(
                 for counters in &slot.counters {
                     counters.finish(false);
                 }
-                if events.is_observed() {
-                    events.publish(run.event(
-                        Some(name),
-                        EventKind::StepFailed {
-                            attempt,
-                            error: error.clone(),
-                        },
-                    ));
-                }
+                run.publish(Some(name), || EventKind::StepFailed {
+                    attempt,
+                    error: error.clone(),
+                });
                 return Err(StepFailure {
                     error,
                     input: Some(input),

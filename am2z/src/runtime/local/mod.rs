@@ -4,11 +4,13 @@
 //! combinators directly, so its overhead is a small multiple of calling the async fns by
 //! hand. Sessions, limits, retries, timeouts, stats and events behave as on every runtime.
 
+mod history;
+mod inspect;
 mod session;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,8 +18,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use self::session::{LocalSession, RunningRun};
+pub use self::history::{DEFAULT_HISTORY, EVENTS_PER_RUN};
+use self::history::{NewRun, Recorded};
+use self::session::{LocalSession, RunHost, RunningRun};
 use super::embed::Embedding;
+use super::host::Host;
+use super::inspect::{KeptInput, ProcessorView};
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
 use super::{
@@ -70,6 +76,8 @@ struct Settings {
     worker_slots: Option<usize>,
     event_capacity: usize,
     cancel_grace: Duration,
+    /// Ended runs kept per session for inspection.
+    history: usize,
 }
 
 pub(super) struct Shared {
@@ -82,6 +90,10 @@ pub(super) struct Shared {
     registry: RwLock<BTreeMap<&'static str, Registration>>,
     processors: RwLock<HashMap<&'static str, Arc<ProcessorState>>>,
     sessions: Mutex<HashMap<SessionId, Arc<LocalSession>>>,
+    /// Numbers sessions in the order they were made.
+    session_seq: AtomicU64,
+    /// What inspection shows of each processor run here, by its type and name.
+    views: RwLock<HashMap<(TypeId, &'static str), Arc<ProcessorView>>>,
 }
 
 struct Lifecycle {
@@ -153,6 +165,7 @@ impl Shared {
             id.clone(),
             Arc::clone(self),
             parent.child_token(),
+            self.session_seq.fetch_add(1, Ordering::Relaxed),
         ));
         sessions.insert(id.clone(), Arc::clone(&session));
         drop(sessions);
@@ -170,6 +183,28 @@ impl Shared {
                 kind,
             });
         }
+    }
+
+    /// What inspection shows of the processor of type `key.0` named `key.1`, worked out once.
+    fn view(
+        &self,
+        key: (TypeId, &'static str),
+        make: impl FnOnce() -> ProcessorView,
+    ) -> Arc<ProcessorView> {
+        if let Some(view) = self
+            .views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Arc::clone(view);
+        }
+        let view = Arc::new(make());
+        self.views
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Arc::clone(&view));
+        view
     }
 
     fn take_sessions(&self, only: Option<&SessionId>) -> Vec<Arc<LocalSession>> {
@@ -216,6 +251,7 @@ impl Default for LocalRuntimeBuilder {
                 worker_slots: None,
                 event_capacity: 4096,
                 cancel_grace: DEFAULT_CANCEL_GRACE,
+                history: DEFAULT_HISTORY,
             },
         }
     }
@@ -251,6 +287,15 @@ impl LocalRuntimeBuilder {
         self
     }
 
+    /// How many ended runs each session keeps for inspection (default [`DEFAULT_HISTORY`],
+    /// 10 000); beyond it the oldest ended run is dropped. Live runs are always kept.
+    /// `stop_session` drops a session's runs. Each kept run holds a copy of its input, its
+    /// output as JSON (when its data is serde) and its last [`EVENTS_PER_RUN`] events.
+    pub fn history(mut self, ended_runs: usize) -> Self {
+        self.settings.history = ended_runs;
+        self
+    }
+
     /// Builds the runtime (not yet started).
     pub fn build(self) -> LocalRuntime {
         let settings = self.settings;
@@ -271,6 +316,8 @@ impl LocalRuntimeBuilder {
                 registry: RwLock::new(BTreeMap::new()),
                 processors: RwLock::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
+                session_seq: AtomicU64::new(0),
+                views: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -304,7 +351,8 @@ impl LocalRuntime {
         input: P::Input,
         embedding: Arc<Embedding>,
     ) -> RunOutcome<P::Output> {
-        self.run(session, processor, input, Some(embedding)).await
+        self.run(session, processor, input, Some(embedding), Recording::Off)
+            .await
     }
 
     async fn run<P: Processor>(
@@ -313,6 +361,7 @@ impl LocalRuntime {
         processor: &P,
         input: P::Input,
         embedding: Option<Arc<Embedding>>,
+        recording: Recording<P>,
     ) -> RunOutcome<P::Output> {
         let started = Instant::now();
         let shared = &self.shared;
@@ -322,18 +371,61 @@ impl LocalRuntime {
         };
         let session = match session {
             Ok(session) => session,
-            Err(error) => return Err(detached_failure(session_id, error, started)),
+            Err(error) => {
+                if let Recording::Submitted { recorded, .. } = &recording {
+                    recorded.finish(Err(&error), 0);
+                }
+                return Err(detached_failure(session_id, error, started));
+            }
         };
         let _running = RunningRun::enter(&session);
-        let host: Arc<LocalSession> = Arc::clone(&session);
-        // An embedded run can also be cancelled by its runtime: its own token, under the
-        // session's. A local run shares the session's token (no allocation per run).
-        let cancelled_by = embedding.as_ref().map(|e| e.cancel.clone());
-        let token = match &cancelled_by {
-            Some(_) => session.token.child_token(),
-            None => session.token.clone(),
+        // A recorded run has its own token (`cancel_run` fires it) and host (its gauges and
+        // events go to its record). An embedded run can be cancelled by its runtime: its own
+        // token, under the session's. Otherwise a run shares the session's token.
+        let (recorded, show_output) = match recording {
+            Recording::Off => (None, None),
+            Recording::New {
+                view,
+                input,
+                output,
+            } => {
+                let new = NewRun {
+                    processor: processor.name(),
+                    view,
+                    input,
+                    retry_of: None,
+                };
+                let record = session
+                    .history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .submit(new, session.token.child_token());
+                let recorded = Recorded {
+                    history: Arc::clone(&session.history),
+                    record,
+                };
+                (Some(recorded), Some(output))
+            }
+            Recording::Submitted { recorded, output } => (Some(recorded), Some(output)),
         };
-        let scope = Arc::new(RunScope::new(session.id.clone(), host, embedding));
+        let cancelled_by = embedding.as_ref().map(|e| e.cancel.clone());
+        let (host, token): (Arc<dyn Host>, CancellationToken) = match (&recorded, &cancelled_by) {
+            (Some(recorded), _) => (
+                Arc::new(RunHost {
+                    session: Arc::clone(&session),
+                    record: Arc::clone(&recorded.record),
+                }),
+                recorded.record.token.clone(),
+            ),
+            (None, Some(_)) => (Arc::clone(&session) as _, session.token.child_token()),
+            (None, None) => (Arc::clone(&session) as _, session.token.clone()),
+        };
+        let mut scope = RunScope::new(session.id.clone(), host, embedding);
+        if let Some(recorded) = &recorded {
+            scope.run_id = recorded.record.run_id;
+            scope.created_at = recorded.record.created_at;
+        }
+        let scope = Arc::new(scope);
         let ctx = Ctx::root(Arc::clone(&scope), token.clone());
 
         // The work is polled first, so a run that finishes at once never registers with the
@@ -374,17 +466,17 @@ impl LocalRuntime {
         let execution_time = started.elapsed();
         let meta = scope.metadata();
         let attempts = scope.attempts.load(Ordering::Relaxed);
-        if shared.events.is_observed() && !scope.part_of_run() {
-            let kind = match &result {
+        if !scope.part_of_run() {
+            // The run's processor names it, so observers can count runs by processor.
+            scope.publish(Some(processor.name()), || match &result {
                 Ok(_) => EventKind::RunCompleted { execution_time },
                 Err(error) => EventKind::RunFailed {
                     error: error.clone(),
                 },
-            };
-            // The run's processor names it, so observers can count runs by processor.
-            shared
-                .events
-                .publish(scope.event(Some(processor.name()), kind));
+            });
+        }
+        if let (Some(recorded), Some(show_output)) = (&recorded, show_output) {
+            recorded.finish(result.as_ref().map(show_output), attempts);
         }
         match result {
             Ok(output) => Ok(RunResult {
@@ -461,6 +553,12 @@ impl Runtime for LocalRuntime {
             // A replaced processor gets gates made from its new configuration.
             processors.insert(name, Arc::new(ProcessorState::new(registration.config())));
             registry.insert(name, registration);
+            // A replaced processor is shown as registered now.
+            self.shared
+                .views
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(TypeId::of::<Registration>(), name));
         }
     }
 
@@ -662,12 +760,19 @@ impl Runtime for LocalRuntime {
             ));
             return Err(detached_failure(session, error, started));
         }
+        let input = Box::new(input) as Box<dyn Any + Send>;
+        let recording = Recording::New {
+            view: self.shared.registered_view(&registration),
+            input: erased.keep_input(&*input),
+            output: erased_output,
+        };
         let outcome = self
             .run(
                 session,
                 &ErasedRoot(registration.clone()),
-                ErasedInput::from(Box::new(input) as Box<dyn Any + Send>),
+                ErasedInput::from(input),
                 None,
+                recording,
             )
             .await;
         match outcome {
@@ -697,7 +802,48 @@ impl<P: Processor> Executes<P> for LocalRuntime {
         processor: &P,
         input: P::Input,
     ) -> RunOutcome<P::Output> {
-        self.run(session, processor, input, None).await
+        let recording = Recording::New {
+            view: self.shared.view((TypeId::of::<P>(), processor.name()), || {
+                ProcessorView::of(processor)
+            }),
+            input: Some(KeptInput::of(&input)),
+            output: typed_output::<P::Output>,
+        };
+        self.run(session, processor, input, None, recording).await
+    }
+}
+
+/// How [`LocalRuntime::run`] records a run for inspection.
+enum Recording<P: Processor> {
+    /// Not at all: a run embedded in another runtime, which keeps its own records.
+    Off,
+    /// As a new run of the session.
+    New {
+        view: Arc<ProcessorView>,
+        input: Option<KeptInput>,
+        output: fn(&P::Output) -> &(dyn Any + Send),
+    },
+    /// As the run recorded already (a retry, recorded when it was asked for).
+    Submitted {
+        recorded: Recorded,
+        output: fn(&P::Output) -> &(dyn Any + Send),
+    },
+}
+
+fn typed_output<O: Send + 'static>(output: &O) -> &(dyn Any + Send) {
+    output
+}
+
+fn erased_output(output: &Box<dyn Any + Send>) -> &(dyn Any + Send) {
+    &**output
+}
+
+impl Shared {
+    /// What inspection shows of a registered processor run by name.
+    fn registered_view(&self, registration: &Registration) -> Arc<ProcessorView> {
+        self.view((TypeId::of::<Registration>(), registration.name()), || {
+            registration.0.view()
+        })
     }
 }
 

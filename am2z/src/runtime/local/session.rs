@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::event::EventBus;
+use super::history::{RunRecord, SessionHistory};
+use crate::event::{Event, EventBus};
 use crate::runtime::host::{Host, StepSlot};
 use crate::runtime::stats::{Counters, SessionStats};
 use crate::{ProcessorConfig, SessionId};
@@ -21,11 +22,26 @@ pub(super) struct LocalSession {
     pub(super) stopped: AtomicBool,
     pub(super) running_runs: AtomicU64,
     processors: Mutex<HashMap<&'static str, Arc<Counters>>>,
+    /// When the session was made, in the runtime's order of sessions (for listings).
+    pub(super) seq: u64,
+    /// Its runs, for inspection.
+    pub(super) history: Arc<Mutex<SessionHistory>>,
+    /// Held while a run of the session is retried, so none is retried twice.
+    pub(super) retrying: Mutex<()>,
 }
 
 impl LocalSession {
-    pub(super) fn new(id: SessionId, shared: Arc<Shared>, token: CancellationToken) -> Self {
+    pub(super) fn new(
+        id: SessionId,
+        shared: Arc<Shared>,
+        token: CancellationToken,
+        seq: u64,
+    ) -> Self {
+        let history = Arc::new(Mutex::new(SessionHistory::new(shared.settings.history)));
         LocalSession {
+            seq,
+            history,
+            retrying: Mutex::new(()),
             id,
             shared,
             token,
@@ -87,6 +103,46 @@ impl Host for LocalSession {
             gates,
             rate: global.rate.clone(),
         }
+    }
+}
+
+/// The host of one recorded run: its session's, plus the run's own stage gauges and the keeping
+/// of its events.
+pub(super) struct RunHost {
+    pub(super) session: Arc<LocalSession>,
+    pub(super) record: Arc<RunRecord>,
+}
+
+impl Host for RunHost {
+    fn events(&self) -> &EventBus {
+        self.session.events()
+    }
+
+    fn max_call_depth(&self) -> u32 {
+        self.session.max_call_depth()
+    }
+
+    fn cancel_grace(&self) -> std::time::Duration {
+        self.session.cancel_grace()
+    }
+
+    fn step_slot(
+        &self,
+        session: &SessionId,
+        processor: &'static str,
+        config: &ProcessorConfig,
+    ) -> StepSlot {
+        let mut slot = self.session.step_slot(session, processor, config);
+        slot.counters.push(Arc::clone(&self.record.gauges));
+        slot
+    }
+
+    fn keeps_events(&self) -> bool {
+        true
+    }
+
+    fn keep_event(&self, event: Event) {
+        self.record.keep(event);
     }
 }
 
