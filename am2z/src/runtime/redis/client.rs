@@ -310,6 +310,24 @@ impl Client {
         caller: Option<(JobId, Token)>,
         runs: &[Outgoing],
     ) -> Result<Written, Error> {
+        self.write_retry(session, caller, None, runs)
+            .await?
+            .map_err(|run| {
+                Error::configuration(format!(
+                    "a submission without a retry was answered as the retry `{run}`"
+                ))
+            })
+    }
+
+    /// [`write`](Self::write), as the retry of `retry_of` when given (`runs` then holds the
+    /// one new run): `Err(run)` when `run` retried it already and nothing was written.
+    pub(crate) async fn write_retry(
+        &self,
+        session: &SessionId,
+        caller: Option<(JobId, Token)>,
+        retry_of: Option<RunId>,
+        runs: &[Outgoing],
+    ) -> Result<Result<Written, RunId>, Error> {
         let known = self
             .registered
             .lock()
@@ -346,6 +364,7 @@ impl Client {
             caller,
             lease: self.config.lease,
             quota: self.config.session_concurrency,
+            retry_of,
             runs: &new_runs,
         }
         .call(&self.redis)
@@ -369,13 +388,21 @@ impl Client {
                 if let Some(generation) = enlist {
                     self.enlist(session, generation).await;
                 }
-                Ok(Written {
+                Ok(Ok(Written {
                     session: session.clone(),
                     epoch,
                     runs,
                     leased,
-                })
+                }))
             }
+            Submitted::Retried(run) => Ok(Err(run)),
+            Submitted::NotRetryable => Err(Error::validation(
+                "run",
+                format!(
+                    "run `{}` of session `{session}` is neither failed nor dead-lettered: only those can be retried",
+                    retry_of.map(|r| r.to_string()).unwrap_or_default()
+                ),
+            )),
             Submitted::Stopping | Submitted::CallerGone => Err(Error::SessionStopped {
                 session: session.to_string(),
             }),

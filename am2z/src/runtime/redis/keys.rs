@@ -164,6 +164,12 @@ impl Keys {
         format!("{}:{{:workers}}:{worker}", self.prefix)
     }
 
+    /// What an operator sees of one live worker (`host`, `pid`, `processors`, `seen`;
+    /// expires with its heartbeat; same slot as [`Keys::workers`]).
+    pub(crate) fn worker_info(&self, worker: &str) -> String {
+        format!("{}:{{:workers}}:{worker}:info", self.prefix)
+    }
+
     /// Contract → when a live worker last served it; `since` → when the fleet last became
     /// non-empty (same slot as [`Keys::workers`]).
     pub(crate) fn served(&self) -> String {
@@ -318,6 +324,36 @@ impl SessionKeys {
         self.part("stats")
     }
 
+    /// Job headers (job id → header).
+    pub(crate) fn jobs(&self) -> String {
+        self.part("jobs")
+    }
+
+    /// Job bodies (job id → body).
+    pub(crate) fn bodies(&self) -> String {
+        self.part("bodies")
+    }
+
+    /// Jobs waiting out a delay, by due time.
+    pub(crate) fn delayed(&self) -> String {
+        self.part("delayed")
+    }
+
+    /// Ended runs that completed, by end time.
+    pub(crate) fn completed(&self) -> String {
+        self.part("completed")
+    }
+
+    /// Ended runs that failed (dead-lettered ones included), by end time.
+    pub(crate) fn failed(&self) -> String {
+        self.part("failed")
+    }
+
+    /// Dead-lettered runs, by when they were buried.
+    pub(crate) fn dead(&self) -> String {
+        self.part("dead")
+    }
+
     /// The session's event stream.
     pub(crate) fn events(&self) -> String {
         self.part("events")
@@ -464,6 +500,7 @@ mod tests {
             keys.leasing(),
             keys.workers(),
             keys.worker_contracts("w1"),
+            keys.worker_info("w1"),
             keys.served(),
             keys.sweeper_lock(),
             keys.permits("sessions"),
@@ -516,6 +553,7 @@ mod tests {
         assert_eq!(slot(&keys.sessions()), slot(&keys.sched()));
         assert_eq!(slot(&keys.sessions()), slot(&keys.gens()));
         assert_eq!(slot(&keys.workers()), slot(&keys.worker_contracts("w-1")));
+        assert_eq!(slot(&keys.workers()), slot(&keys.worker_info("w-1")));
         assert_eq!(slot(&keys.workers()), slot(&keys.served()));
         // No session id can produce a registry key: `:` is not allowed in ids.
         assert!(SessionId::new(":registry").is_err());

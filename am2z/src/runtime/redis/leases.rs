@@ -106,8 +106,12 @@ impl LeaseTable {
         let held = self.lock();
         let mut cancelled = 0;
         for (job, lease) in held.iter() {
-            // A run's entry job is the run itself: nothing to cancel it for.
-            if job.run != run || job.position.is_none() || lease.session != *session {
+            // A fan-out's jobs are step jobs; a cancel of the whole run (its end, or the
+            // operator's `cancel_run`) reaches its entry job too.
+            if job.run != run
+                || (instance.is_some() && job.position.is_none())
+                || lease.session != *session
+            {
                 continue;
             }
             if instance.is_none_or(|i| lease.instances.iter().any(|held| held == i)) {

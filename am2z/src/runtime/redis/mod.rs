@@ -31,6 +31,7 @@ mod config;
 mod connection;
 mod forwarder;
 mod hooks;
+mod inspect;
 mod job;
 mod keys;
 mod leases;

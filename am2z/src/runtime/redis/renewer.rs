@@ -28,11 +28,17 @@ pub(crate) async fn run(worker: Arc<Worker>, worker_id: String, stop: Cancellati
 
 /// Registers this worker and its contracts for three renewal periods.
 pub(crate) async fn heartbeat(worker: &Worker, worker_id: &str) {
+    let card = workers::WorkerCard {
+        host: &host_name(),
+        pid: std::process::id(),
+        processors: &worker.served.names(),
+    };
     let beat = workers::heartbeat(
         &worker.redis,
         &worker.keys,
         worker_id,
         worker.config.renew_every() * 3,
+        &card,
         &worker.served.fingerprints(),
     )
     .await;
@@ -41,14 +47,25 @@ pub(crate) async fn heartbeat(worker: &Worker, worker_id: &str) {
     }
 }
 
+/// This machine's host name, as the kernel or the environment gives it ('' when unknown).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Takes this worker out of the registry (at stop).
 pub(crate) async fn farewell(worker: &Worker, worker_id: &str) {
     let Ok(mut conn) = worker.redis.conn() else {
         return;
     };
-    let _: redis::RedisResult<(i64, i64)> = redis::pipe()
+    let _: redis::RedisResult<(i64, i64, i64)> = redis::pipe()
         .zrem(worker.keys.workers(), worker_id)
         .del(worker.keys.worker_contracts(worker_id))
+        .del(worker.keys.worker_info(worker_id))
         .query_async(&mut conn)
         .await;
 }

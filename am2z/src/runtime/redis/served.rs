@@ -127,6 +127,14 @@ impl ServedTable {
             .filter(|s| s.fingerprint() == fingerprint || s.step_fingerprint() == Some(fingerprint))
     }
 
+    /// The names of the processors this process serves, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = served.keys().map(|name| (*name).to_owned()).collect();
+        names.sort();
+        names
+    }
+
     /// Every fingerprint whose jobs this process takes.
     pub(crate) fn fingerprints(&self) -> Vec<String> {
         let served = self.served.read().unwrap_or_else(|p| p.into_inner());

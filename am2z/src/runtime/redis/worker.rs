@@ -331,6 +331,13 @@ async fn whole_run(
             worker.counts.refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        () = lease.moot.cancelled() => {
+            // Its run ended elsewhere (`cancel_run`): the step sees its token fire; there is
+            // nothing to commit (the run's end removed the job).
+            cancel.cancel();
+            let _ = running.await;
+            return None;
+        }
     };
     match executed {
         Executed {

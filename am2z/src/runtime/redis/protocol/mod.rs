@@ -15,6 +15,7 @@ mod script;
 pub(crate) mod advance;
 pub(crate) mod claim;
 pub(crate) mod commit;
+pub(crate) mod inspect;
 pub(crate) mod limits;
 pub(crate) mod reads;
 pub(crate) mod release;
@@ -66,6 +67,7 @@ pub(crate) fn all_scripts() -> Vec<&'static ScriptDef> {
         &limits::ADMIT,
         &limits::HOLD,
         &limits::RATE,
+        &inspect::CANCEL,
     ]
 }
 

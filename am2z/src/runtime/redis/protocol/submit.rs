@@ -22,6 +22,7 @@ pub(crate) static SUBMIT: ScriptDef = ScriptDef::new(
         "caller_token",
         "lease_ms",
         "quota",
+        "retry_of",
     ],
 );
 
@@ -55,6 +56,9 @@ pub(crate) struct Submit<'a> {
     pub(crate) lease: Duration,
     /// The session's concurrency quota (0: none), which runs leased here respect.
     pub(crate) quota: u64,
+    /// A retry: the failed or dead-lettered run that the one run of this call submits
+    /// again, linked both ways, once.
+    pub(crate) retry_of: Option<RunId>,
     pub(crate) runs: &'a [NewRun<'a>],
 }
 
@@ -91,6 +95,10 @@ pub(crate) enum Submitted {
     Stopping,
     /// The calling job no longer holds its lease: nothing was written.
     CallerGone,
+    /// A retry of a run that is neither failed nor dead-lettered: nothing was written.
+    NotRetryable,
+    /// A retry of a run retried already, by this run: nothing was written.
+    Retried(RunId),
 }
 
 impl Submit<'_> {
@@ -108,7 +116,8 @@ impl Submit<'_> {
             .arg(caller)
             .arg(token)
             .arg(millis(self.lease))
-            .arg(self.quota);
+            .arg(self.quota)
+            .arg(self.retry_of.map(|run| run.to_string()).unwrap_or_default());
         for run in self.runs {
             call.arg(run.run.to_string())
                 .arg(run.fingerprint)
@@ -124,8 +133,12 @@ impl Submit<'_> {
 
 impl Submitted {
     fn read(mut fields: Fields, runs: usize) -> Result<Self, WireError> {
-        let submitted = match status(&mut fields, "submit", &["ok", "stopping", "caller_gone"])?
-            .as_str()
+        let submitted = match status(
+            &mut fields,
+            "submit",
+            &["ok", "stopping", "caller_gone", "not_retryable", "retried"],
+        )?
+        .as_str()
         {
             "ok" => {
                 let created = fields.flag("created")?;
@@ -169,6 +182,14 @@ impl Submitted {
                 }
             }
             "stopping" => Submitted::Stopping,
+            "not_retryable" => Submitted::NotRetryable,
+            "retried" => {
+                let run = fields.text("run")?;
+                Submitted::Retried(
+                    run.parse()
+                        .map_err(|_| WireError::reply("submit", format!("run `{run}`")))?,
+                )
+            }
             _ => Submitted::CallerGone,
         };
         fields.finish()?;

@@ -8,8 +8,8 @@ use crate::runtime::redis::keys::Keys;
 pub(crate) static HEARTBEAT: ScriptDef = ScriptDef::new(
     "heartbeat",
     include_str!("../scripts/heartbeat.lua"),
-    &["workers_key", "contracts_key", "served_key"],
-    &["worker", "ttl"],
+    &["workers_key", "contracts_key", "served_key", "info_key"],
+    &["worker", "ttl", "host", "pid", "processors"],
 );
 
 pub(crate) static CONTRACTS: ScriptDef = ScriptDef::new(
@@ -19,20 +19,33 @@ pub(crate) static CONTRACTS: ScriptDef = ScriptDef::new(
     &["grace_ms"],
 );
 
+/// What a worker tells the registry of itself, beside its contracts (what an operator sees).
+pub(crate) struct WorkerCard<'a> {
+    pub(crate) host: &'a str,
+    pub(crate) pid: u32,
+    /// The names of the processors it serves.
+    pub(crate) processors: &'a [String],
+}
+
 /// Tells every process that `worker` is alive for `ttl` and serves `contracts`.
 pub(crate) async fn heartbeat(
     redis: &Redis,
     keys: &Keys,
     worker: &str,
     ttl: Duration,
+    card: &WorkerCard<'_>,
     contracts: &[String],
 ) -> Result<(), WireError> {
     let mut call = HEARTBEAT.script().prepare_invoke();
     call.key(keys.workers())
         .key(keys.worker_contracts(worker))
         .key(keys.served())
+        .key(keys.worker_info(worker))
         .arg(worker)
         .arg(millis(ttl).max(1))
+        .arg(card.host)
+        .arg(card.pid)
+        .arg(card.processors.join("\n"))
         .arg(contracts);
     let mut fields = redis.run(&HEARTBEAT, &call).await?;
     fields.count("now")?;

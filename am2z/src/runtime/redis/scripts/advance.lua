@@ -53,6 +53,9 @@ local live_runs = redis.call('ZMSCORE', runs_key, unpack(runs))
 local now = now_ms()
 -- What the commits write, gathered: once per call.
 local from_leases, from_calls, freed = {}, {}, {}
+-- The bodies that go: a step run's entry body stays until the run ends (its input, which a
+-- retry of a failed run submits again), so it is freed with the run's end.
+local freed_bodies, failed_ends = {}, {}
 local headers, bodies, handed_leases, queued = {}, {}, {}, {}
 local ends, run_events, ended_here = {}, {}, {}
 local results = {}
@@ -90,7 +93,11 @@ local function advance(i, a, run_key)
   freed[#freed + 1] = job
   if not live_runs[i] or ended_here[run] then
     -- The run already ended (a failed sibling, a deadline, a dead-lettered step).
+    freed_bodies[#freed_bodies + 1] = job
     return {'status', 'moot'}
+  end
+  if not entry then
+    freed_bodies[#freed_bodies + 1] = job
   end
 
   for n = 0, consumed - 1 do
@@ -98,7 +105,13 @@ local function advance(i, a, run_key)
   end
   local attempts = attempts_delta + h.attempts
   local version = redis.call('HINCRBY', run_key, 'version', version_delta)
-  local run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
+  local run_attempts = attempts
+  if entry then
+    -- The run hash starts here; it also names the run's processor while the run is live.
+    redis.call('HSET', run_key, 'attempts', attempts, 'name', h.name)
+  else
+    run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
+  end
 
   local function closed(guards)
     for instance in string.gmatch(guards, '%S+') do
@@ -211,7 +224,11 @@ local function advance(i, a, run_key)
   if outcome ~= '' then
     ended_here[run] = true
     run_events[#run_events + 1] = run_event
-    ends[#ends + 1] = {run, outcome, ok, run_key, done}
+    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name, false}
+    freed_bodies[#freed_bodies + 1] = run
+    if not ok then
+      failed_ends[#failed_ends + 1] = #ends
+    end
     -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
     return {'status', 'ok', 'ended', 1, 'closed', closed_now,
       'cancel_run', live > 0 and 1 or 0, 'handed', {}}
@@ -230,9 +247,21 @@ end
 if #from_calls > 0 then
   redis.call('ZREM', calls_key, unpack(from_calls))
 end
+if #failed_ends > 0 then
+  local ids = {}
+  for k, e in ipairs(failed_ends) do
+    ids[k] = ends[e][1]
+  end
+  local kept = redis.call('HMGET', bodies_key, unpack(ids))
+  for k, e in ipairs(failed_ends) do
+    ends[e][7] = kept[k]
+  end
+end
 if #freed > 0 then
   redis.call('HDEL', jobs_key, unpack(freed))
-  redis.call('HDEL', bodies_key, unpack(freed))
+end
+if #freed_bodies > 0 then
+  redis.call('HDEL', bodies_key, unpack(freed_bodies))
 end
 if #headers > 0 then
   redis.call('HSET', jobs_key, unpack(headers))

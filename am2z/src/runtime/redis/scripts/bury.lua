@@ -45,10 +45,12 @@ else
   redis.call('ZREM', queue_key, job)
   outcome = cjson.encode({Unserved = {name = h.name, fingerprint = h.fp}})
 end
-redis.call('HDEL', jobs_key, job)
-redis.call('HDEL', bodies_key, job)
 local run = run_of(job)
-if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl) then
+-- The run's entry body (a step run keeps it until the run ends): kept for a retry.
+local kept = redis.call('HGET', bodies_key, run)
+redis.call('HDEL', jobs_key, job)
+redis.call('HDEL', bodies_key, job, run)
+if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name, kept) then
   return {'status', 'dropped'}
 end
 if reason == 'dead' then

@@ -5,10 +5,17 @@
 local workers_key = KEYS[1]
 local contracts_key = KEYS[2]
 local served_key = KEYS[3]
+-- What an operator sees of the worker (`host`, `pid`, `processors`, `seen`): a small hash
+-- that expires with the heartbeat.
+local info_key = KEYS[4]
 local worker = ARGV[1]
 local ttl = tonumber(ARGV[2])
--- ARGV[3..]: the contract fingerprints the worker serves
-local FIRST = 3
+local host = ARGV[3]
+local pid = ARGV[4]
+-- The names of the processors it serves, one per line.
+local processors = ARGV[5]
+-- ARGV[6..]: the contract fingerprints the worker serves
+local FIRST = 6
 -- Returns {'now', Redis' clock (ms)}.
 
 local now = now_ms()
@@ -19,6 +26,8 @@ end
 redis.call('ZADD', workers_key, now + ttl, worker)
 -- Liveness only: with no live worker left, the registry goes by itself.
 redis.call('PEXPIRE', workers_key, ttl)
+redis.call('HSET', info_key, 'host', host, 'pid', pid, 'processors', processors, 'seen', num(now))
+redis.call('PEXPIRE', info_key, ttl)
 redis.call('DEL', contracts_key)
 if #ARGV >= FIRST then
   redis.call('SADD', contracts_key, unpack(ARGV, FIRST))

@@ -20,20 +20,34 @@ local caller_token = ARGV[7]
 -- For runs to lease at once: the lease, and the session's concurrency quota (0: none).
 local lease_ms = tonumber(ARGV[8])
 local quota = tonumber(ARGV[9])
--- ARGV[10..]: per run, 6 values: run id, contract fingerprint, priority, processor name,
+-- A retry (the operator's `retry_run`): the failed or dead-lettered run the one run of this
+-- call submits again ('' otherwise). It is linked both ways in `results` (`<old>:r` the new
+-- run, `<new>:o` the old), and a run is retried once: a second retry answers the first's run.
+local retry_of = ARGV[10]
+-- ARGV[11..]: per run, 6 values: run id, contract fingerprint, priority, processor name,
 -- '1' to lease it to the submitter when it can start at once, then its body (opaque)
-local FIRST, PER_RUN = 10, 6
+local FIRST, PER_RUN = 11, 6
 -- Returns {'status', 'ok', 'created', 0|1, 'epoch', the session's epoch (which incarnation
 --          of the session id this is: a stopped session's id can be used again), 'enlist',
 --          generation (0: already scheduled, or nothing queued), 'runs', {'queued' |
 --          'leased' | 'duplicate' | 'quota', ...}, 'leased', {leased job records, body
---          left out: the submitter has it}} or {'status', 'stopping' | 'caller_gone'}.
+--          left out: the submitter has it}} or {'status', 'stopping' | 'caller_gone' |
+--          'not_retryable'} or {'status', 'retried', 'run', the run that retried it}.
 -- A run is refused with 'quota' (and nothing of it written) when the session's queue is at
 -- `max_queued`.
 
 local session = redis.call('HMGET', meta_key, 'stopping', 'created_ms', 'epoch')
 if session[1] then
   return {'status', 'stopping'}
+end
+if retry_of ~= '' then
+  local taken = redis.call('HGET', results_key, retry_of .. ':r')
+  if taken then
+    return {'status', 'retried', 'run', taken}
+  end
+  if not redis.call('ZSCORE', failed_key, retry_of) and not redis.call('ZSCORE', dead_key, retry_of) then
+    return {'status', 'not_retryable'}
+  end
 end
 local count = (#ARGV - FIRST + 1) / PER_RUN
 local waiting = redis.call('ZCARD', queue_key)
@@ -121,6 +135,9 @@ if #headers > 0 then
   end
   if was_idle and not created then
     went_live()
+  end
+  if retry_of ~= '' then
+    redis.call('HSET', results_key, retry_of .. ':r', ARGV[FIRST], ARGV[FIRST] .. ':o', retry_of)
   end
 end
 if caller_set == leases_key then

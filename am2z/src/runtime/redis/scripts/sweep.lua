@@ -97,7 +97,16 @@ for _, ended in ipairs({completed_key, failed_key}) do
   local old = redis.call('ZRANGEBYSCORE', ended, '-inf', cutoff, 'LIMIT', 0, 500)
   if #old > 0 then
     redis.call('ZREM', ended, unpack(old))
-    redis.call('HDEL', results_key, unpack(old))
+    -- Each outcome with what is kept beside it: processor name, entry body, retry links.
+    local fields = {}
+    for _, run in ipairs(old) do
+      fields[#fields + 1] = run
+      fields[#fields + 1] = run .. ':p'
+      fields[#fields + 1] = run .. ':i'
+      fields[#fields + 1] = run .. ':r'
+      fields[#fields + 1] = run .. ':o'
+    end
+    redis.call('HDEL', results_key, unpack(fields))
   end
 end
 

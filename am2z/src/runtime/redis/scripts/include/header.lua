@@ -31,6 +31,15 @@ local function read_header(raw)
   }
 end
 
+-- The processor's name of a header (its last field, the only free text), or false.
+local NAME_PATTERN = '^' .. string.rep('[^|]*|', 11) .. '(.*)$'
+local function header_name(raw)
+  if not raw then
+    return false
+  end
+  return string.match(raw, NAME_PATTERN) or false
+end
+
 local function write_header(h)
   return table.concat({h.state, num(h.token), num(h.deliveries), h.fp, num(h.priority),
     num(h.created_ms), num(h.queued_ms), num(h.attempt), num(h.attempts), num(h.version),
