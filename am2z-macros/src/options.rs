@@ -132,6 +132,25 @@ pub(crate) fn read_str(key: &str, value: &Expr, errors: &mut Errors) -> Option<L
     }
 }
 
+/// A `true` or `false` literal.
+pub(crate) fn read_bool(key: &str, value: &Expr, errors: &mut Errors) -> Option<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(lit),
+            ..
+        }) => Some(lit.value),
+        other => {
+            errors.at(
+                other,
+                format_args!(
+                    "`{key}` takes `true` or `false`, e.g. `{key} = true` (or `{key}` alone)"
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// A non-empty string literal (a name).
 pub(crate) fn read_name(key: &str, value: &Expr, errors: &mut Errors) -> Option<LitStr> {
     let lit = read_str(key, value, errors)?;

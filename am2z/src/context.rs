@@ -59,6 +59,17 @@ impl RunScope {
             Some(embedding) => (embedding.run_id, embedding.created_at),
             None => (RunId::generate(), SystemTime::now()),
         };
+        RunScope::with_identity(session, host, embedding, run_id, created_at)
+    }
+
+    /// A run whose id and creation time were already given (the local runtime's record of it).
+    pub(crate) fn with_identity(
+        session: SessionId,
+        host: Arc<dyn Host>,
+        embedding: Option<Arc<Embedding>>,
+        run_id: RunId,
+        created_at: SystemTime,
+    ) -> Self {
         RunScope {
             session,
             run_id,

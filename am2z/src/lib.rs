@@ -408,6 +408,23 @@ pub use workflow::{
 /// assert_eq!(Charge.contract().version, 2);
 /// ```
 ///
+/// ### `redact`
+///
+/// Hides the processor's data from inspection (default: shown): the [`Inspect`] detail of a
+/// run of it, or of a workflow with it as a step, shows its input, output and state as
+/// [`Shown::Redacted`](runtime::inspect::Shown::Redacted), and its custom events' payloads
+/// redacted. For processors that handle secrets or personal data; the run executes as usual.
+/// `redact` alone means `redact = true`.
+///
+/// ```
+/// # use am2z::{processor, Error, Processor, ProcessorConfig};
+/// #[processor(redact)]
+/// async fn store_card(number: String) -> Result<u64, Error> { Ok(number.len() as u64) }
+///
+/// let without_macro = ProcessorConfig::new().redact(true);
+/// assert_eq!(StoreCard.config(), &without_macro);
+/// ```
+///
 /// ### `crate`
 ///
 /// The path generated code reaches am2z through. Without it, the macros read the name from

@@ -66,6 +66,11 @@ workflow! {
         map![invert, concurrency = 2]
     }
 
+    /// Shouts a secret, then keeps it: a workflow with a redacted step.
+    pub ShoutSecret(String) -> String {
+        chain![shout, keeps_secret]
+    }
+
     /// A failing and a succeeding branch, both run to their end and both results kept.
     pub Collected(i64) -> (Result<i64, Error>, Result<i64, Error>) {
         parallel![always_fails, add_one, policy = collect]

@@ -6,6 +6,7 @@
 
 pub mod fault;
 pub mod flows;
+pub mod inspect_suite;
 pub mod layout;
 pub mod lifecycle_suite;
 pub mod probe;

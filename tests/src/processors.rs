@@ -320,3 +320,42 @@ pub async fn invert(x: i64) -> Result<i64, Error> {
 pub fn describe_text(len: usize, loud: String) -> String {
     format!("{loud}:{len}")
 }
+
+// Inspection (`inspect_suite`).
+
+/// Fails the first time it sees `x` in its session and returns `x` after: a run an operator
+/// retries.
+#[processor]
+pub async fn fails_first_time(x: i64, ctx: &Ctx) -> Result<i64, Error> {
+    let mark = format!("fails-first-time:{x}");
+    if crate::probe::seen(ctx.session_id().as_str()).contains(&mark) {
+        return Ok(x);
+    }
+    record(ctx, mark);
+    Err(Error::execution(
+        "fails_first_time",
+        format!("{x} is new here"),
+    ))
+}
+
+/// One at a time: sleeps `ms` milliseconds unless cancelled (the second run waits, queued).
+#[processor(concurrency = 1)]
+pub async fn one_at_a_time(ms: i64, ctx: &Ctx) -> Result<i64, Error> {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(ms.unsigned_abs())) => Ok(ms),
+        () = ctx.cancelled() => Err(Error::Cancelled { reason: "token fired".into() }),
+    }
+}
+
+/// Starts an hour after it is submitted (a run that stays delayed).
+#[processor(delay = "1h")]
+pub async fn starts_late(x: i64) -> Result<i64, Error> {
+    Ok(x)
+}
+
+/// Handles a secret, so inspection redacts it; it also emits it in a custom event.
+#[processor(redact)]
+pub async fn keeps_secret(secret: String, ctx: &Ctx) -> Result<String, Error> {
+    ctx.emit("secret.kept", serde_json::json!({ "secret": secret }))?;
+    Ok(format!("kept {secret}"))
+}

@@ -1,27 +1,19 @@
-//! Inspection of the local runtime.
+//! Inspection of the local runtime: the inspection suite on tokio's paused clock, and what
+//! only the local runtime does (its history bound, a session of 100 000 runs).
 
-use am2z::runtime::inspect::{PageRequest, RunFilter, RunState, Shown};
-use am2z::{Executes, Inspect, LocalRuntime, Runtime};
-use am2z_tests::processors::*;
-use am2z_tests::suite::session;
+use std::time::Duration;
 
-#[tokio::test]
-async fn smoke() {
-    let runtime = LocalRuntime::new();
-    runtime.start().await.unwrap();
-    let s = session("smoke");
-    runtime.execute_in_session(&s, &AddOne, 1).await.unwrap();
-    let failed = runtime
-        .execute_in_session(&s, &AlwaysFails, 1)
-        .await
-        .unwrap_err();
-    let page = runtime
-        .runs(&s, &RunFilter::all(), PageRequest::first(10))
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 2);
-    assert_eq!(page.items[0].state, RunState::Failed);
-    let detail = runtime.run(&s, failed.meta.run_id).await.unwrap().unwrap();
-    assert_eq!(detail.input, Shown::Value(serde_json::json!(1)));
-    println!("{detail:#?}");
+use am2z::LocalRuntime;
+use am2z_tests::suite::Harness;
+
+struct Local;
+
+impl Harness for Local {
+    type Runtime = LocalRuntime;
+    const SLACK: Duration = Duration::ZERO;
+    async fn runtime() -> LocalRuntime {
+        LocalRuntime::new()
+    }
 }
+
+am2z_tests::inspect_suite!(Local, paused = true);

@@ -96,9 +96,13 @@ async fn a_session_of_100_000_runs_pages_through_by_state() {
             .await
             .expect("completes");
     }
+    let mut told = Vec::new();
     for x in 0..20 {
-        let failed = client.execute_in_session(&s, &AlwaysFails, x).await;
-        assert!(failed.is_err());
+        let failed = client
+            .execute_in_session(&s, &AlwaysFails, x)
+            .await
+            .expect_err("fails");
+        told.push(failed.attempts);
     }
     let running = client
         .submit(&s, &SleepMs, 600_000)
@@ -190,8 +194,11 @@ async fn a_session_of_100_000_runs_pages_through_by_state() {
             .all(|r| r.processor == "always_fails" && r.error.is_some())
     );
     assert!(
-        failed.iter().all(|r| r.attempts == 3),
-        "three attempts each"
+        failed
+            .iter()
+            .all(|r| told.contains(&r.attempts) && r.attempts > 0),
+        "the attempts the waiters were told: {told:?}, listed: {:?}",
+        failed.iter().map(|r| r.attempts).collect::<Vec<_>>()
     );
 
     // By processor, every state.
@@ -286,7 +293,8 @@ async fn run_details_show_plan_steps_values_and_errors() {
         .expect("known");
     assert_eq!(detail.summary.state, RunState::Completed);
     assert_eq!(detail.summary.processor, Arith.name_of());
-    assert_eq!(detail.input, Shown::Value(serde_json::json!(5)));
+    // Only a failed run's input is kept past its end (for a retry).
+    assert_eq!(detail.input, Shown::Unavailable);
     assert_eq!(detail.output, Shown::Value(serde_json::json!(22)));
     assert!(detail.plan.is_some());
     let names: Vec<&str> = detail.steps.iter().map(|s| s.processor.as_str()).collect();

@@ -1,15 +1,19 @@
 //! Parses `#[processor(...)]`'s arguments into typed slots, recording every mistake.
 
 use proc_macro2::Span;
-use syn::parse::Parser;
+use syn::ext::IdentExt;
+use syn::parse::discouraged::Speculative;
+use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
-use syn::{Expr, ExprAssign, ExprCall, ExprLit, ExprPath, Lit, LitStr, Path, Token};
+use syn::{
+    Expr, ExprAssign, ExprCall, ExprLit, ExprPath, Ident, Lit, LitBool, LitStr, Path, Token,
+};
 
 use crate::errors::Errors;
 use crate::literal::Rate;
 use crate::options::{
-    KeySet, KeyValue, Millis, read_duration, read_i32, read_name, read_path, read_rate, read_str,
-    read_u32,
+    KeySet, KeyValue, Millis, read_bool, read_duration, read_i32, read_name, read_path, read_rate,
+    read_str, read_u32,
 };
 
 /// The keys `#[processor]` accepts, in the order the docs list them.
@@ -25,8 +29,12 @@ pub(crate) const KEYS: &[&str] = &[
     "rate",
     "delay",
     "version",
+    "redact",
     "crate",
 ];
+
+/// The keys that may be written alone, meaning `key = true`.
+const FLAGS: &[&str] = &["redact"];
 
 /// The cap of an exponential backoff written without `max`.
 pub(crate) const DEFAULT_BACKOFF_MAX_MS: u64 = 60_000;
@@ -45,6 +53,7 @@ pub(crate) struct ProcessorAttr {
     pub(crate) rate: Option<(Rate, Span)>,
     pub(crate) delay: Option<Millis>,
     pub(crate) version: Option<(u32, Span)>,
+    pub(crate) redact: Option<(bool, Span)>,
     pub(crate) crate_path: Option<Path>,
 }
 
@@ -61,7 +70,7 @@ pub(crate) enum Backoff {
 /// `errors`); a bad key or value is recorded and the other keys are still read.
 pub(crate) fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> ProcessorAttr {
     let mut attr = ProcessorAttr::default();
-    let list = match Punctuated::<KeyValue, Token![,]>::parse_terminated.parse2(tokens) {
+    let list = match Punctuated::<Argument, Token![,]>::parse_terminated.parse2(tokens) {
         Ok(list) => list,
         Err(error) => {
             errors.push(error);
@@ -69,7 +78,7 @@ pub(crate) fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Pr
         }
     };
     let mut keys = KeySet::new(KEYS);
-    for kv in &list {
+    for Argument(kv) in &list {
         let Some(key) = keys.admit(&kv.key, errors) else {
             continue;
         };
@@ -114,11 +123,36 @@ pub(crate) fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Pr
                 attr.version = read_u32(&key, value, 1, "contract versions start at 1", errors)
                     .map(|n| (n, span));
             }
+            "redact" => attr.redact = read_bool(&key, value, errors).map(|b| (b, span)),
             "crate" => attr.crate_path = read_path(&key, value, "::am2z", errors),
             _ => {} // `KeySet::admit` only returns the keys listed in `KEYS`.
         }
     }
     attr
+}
+
+/// One argument: `key = value`, or a flag written alone (`redact`), read as `key = true`.
+struct Argument(KeyValue);
+
+impl Parse for Argument {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let ahead = input.fork();
+        let alone = Ident::parse_any(&ahead)
+            .ok()
+            .filter(|key| FLAGS.contains(&key.unraw().to_string().as_str()))
+            .filter(|_| ahead.is_empty() || ahead.peek(Token![,]));
+        match alone {
+            Some(key) => {
+                input.advance_to(&ahead);
+                let value = Expr::Lit(ExprLit {
+                    attrs: Vec::new(),
+                    lit: Lit::Bool(LitBool::new(true, key.span())),
+                });
+                Ok(Argument(KeyValue { key, value }))
+            }
+            None => input.parse().map(Argument),
+        }
+    }
 }
 
 const BACKOFF_FORMS: &str = "`backoff = fixed(\"1s\")` or `backoff = exponential(base = \"100ms\", multiplier = 2, max = \"10s\")`";

@@ -192,5 +192,8 @@ fn config(attr: &ProcessorAttr, private: &TokenStream) -> TokenStream {
     if let Some((version, span)) = attr.version {
         config = quote_spanned!(span=> #config.version(#version));
     }
+    if let Some((redact, span)) = attr.redact {
+        config = quote_spanned!(span=> #config.redact(#redact));
+    }
     config
 }

@@ -14,6 +14,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -59,8 +60,6 @@ struct RunLog {
     input: Option<KeptInput>,
     events: VecDeque<Event>,
     steps: Vec<StepProgress>,
-    /// How many executions of each step processor began (maps them to plan nodes in order).
-    executions: Vec<(&'static str, usize)>,
     end: Option<RunEnd>,
     retried_as: Option<RunId>,
 }
@@ -144,13 +143,17 @@ impl RunRecord {
         log.events.push_back(event);
     }
 
-    /// Records how the run ended (once).
-    pub(super) fn end(&self, outcome: Result<&(dyn Any + Send), &Error>, attempts: u32) {
+    /// Records how the run ended (once); answers the state it ended in.
+    pub(super) fn end(
+        &self,
+        outcome: Result<&(dyn Any + Send), &Error>,
+        attempts: u32,
+    ) -> RunState {
         let mut log = self.log();
-        if log.end.is_some() {
-            return;
+        if let Some(end) = &log.end {
+            return end.state;
         }
-        log.end = Some(match outcome {
+        let end = match outcome {
             Ok(output) => RunEnd {
                 state: RunState::Completed,
                 at: SystemTime::now(),
@@ -165,7 +168,10 @@ impl RunRecord {
                 output: Shown::Unavailable,
                 error: Some(error.clone()),
             },
-        });
+        };
+        let state = end.state;
+        log.end = Some(end);
+        state
     }
 
     fn summary(&self, session: &crate::SessionId, log: &RunLog) -> RunSummary {
@@ -277,23 +283,20 @@ impl RunLog {
             // A processor called with `ctx.call`: not a node of the plan.
             return;
         };
+        // A new execution of `name` begins at its next node not reached yet; any other event
+        // concerns its latest one.
         let begins = matches!(event.kind, EventKind::StepStarted { attempt: 1 });
-        let execution = match self.executions.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, count)) => {
-                if begins {
-                    *count += 1;
-                }
-                *count
-            }
-            None => {
-                self.executions.push((name, 1));
-                1
-            }
-        };
-        let node = nodes.get(execution - 1).copied().unwrap_or(last);
-        let index = match self.steps.iter().position(|step| step.node == node) {
-            Some(index) => index,
-            None => {
+        let reached = self
+            .steps
+            .iter()
+            .filter(|step| step.processor == name)
+            .count();
+        let latest = self.steps.iter().rposition(|step| step.processor == name);
+        let index = match (begins, latest) {
+            (false, Some(latest)) => latest,
+            (true, Some(latest)) if reached >= nodes.len() => latest,
+            _ => {
+                let node = nodes.get(reached).copied().unwrap_or(last);
                 self.steps.push(StepProgress {
                     node,
                     processor: name,
@@ -369,17 +372,45 @@ pub(super) struct NewRun {
     pub(super) retry_of: Option<RunId>,
 }
 
+/// The hasher of the history's maps: FNV-1a. Their keys are random run ids and processor
+/// names a program registers, so SipHash's defence against chosen keys buys nothing on this
+/// hot path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Fnv;
+
+pub(super) struct FnvHasher(u64);
+
+impl BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 /// The runs of one session.
 pub(super) struct SessionHistory {
     capacity: usize,
     next_seq: u64,
     runs: BTreeMap<u64, Arc<RunRecord>>,
-    by_id: HashMap<RunId, u64>,
+    by_id: HashMap<RunId, u64, Fnv>,
     live: BTreeSet<u64>,
     completed: BTreeSet<u64>,
     failed: BTreeSet<u64>,
-    by_processor: HashMap<&'static str, BTreeSet<u64>>,
-    ended_by_processor: HashMap<(&'static str, RunState), BTreeSet<u64>>,
+    by_processor: HashMap<&'static str, BTreeSet<u64>, Fnv>,
+    ended_by_processor: HashMap<(&'static str, RunState), BTreeSet<u64>, Fnv>,
 }
 
 impl SessionHistory {
@@ -388,17 +419,17 @@ impl SessionHistory {
             capacity,
             next_seq: 0,
             runs: BTreeMap::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             live: BTreeSet::new(),
             completed: BTreeSet::new(),
             failed: BTreeSet::new(),
-            by_processor: HashMap::new(),
-            ended_by_processor: HashMap::new(),
+            by_processor: HashMap::default(),
+            ended_by_processor: HashMap::default(),
         }
     }
 
-    /// Records a run submitted now, cancelled by `token`.
-    pub(super) fn submit(&mut self, new: NewRun, token: CancellationToken) -> Arc<RunRecord> {
+    /// Records a run submitted now.
+    pub(super) fn submit(&mut self, new: NewRun) -> Arc<RunRecord> {
         self.next_seq += 1;
         let seq = self.next_seq;
         let record = Arc::new(RunRecord {
@@ -408,11 +439,12 @@ impl SessionHistory {
             created_at: SystemTime::now(),
             view: new.view,
             gauges: Arc::default(),
-            token,
+            token: CancellationToken::new(),
             retry_of: new.retry_of,
             attempts: AtomicU32::new(0),
             log: Mutex::new(RunLog {
                 input: new.input,
+                events: VecDeque::with_capacity(8),
                 ..RunLog::default()
             }),
         });
@@ -428,8 +460,7 @@ impl SessionHistory {
 
     /// Moves an ended run to its state's indexes, and drops the oldest ended runs beyond the
     /// bound.
-    pub(super) fn ended(&mut self, record: &RunRecord) {
-        let Some(state) = record.ended() else { return };
+    pub(super) fn ended(&mut self, record: &RunRecord, state: RunState) {
         if !self.live.remove(&record.seq) {
             return;
         }
@@ -585,24 +616,34 @@ fn parse_cursor(cursor: &Cursor) -> Result<u64, Error> {
 /// A run being recorded: when it is dropped (the run returned, or its caller dropped it), the
 /// run is recorded as ended, so no record stays live forever.
 pub(super) struct Recorded {
-    pub(super) history: Arc<Mutex<SessionHistory>>,
+    history: Arc<Mutex<SessionHistory>>,
     pub(super) record: Arc<RunRecord>,
+    finished: bool,
 }
 
 impl Recorded {
+    pub(super) fn new(history: Arc<Mutex<SessionHistory>>, record: Arc<RunRecord>) -> Self {
+        Recorded {
+            history,
+            record,
+            finished: false,
+        }
+    }
+
     /// Records the run's outcome.
-    pub(super) fn finish(&self, outcome: Result<&(dyn Any + Send), &Error>, attempts: u32) {
-        self.record.end(outcome, attempts);
+    pub(super) fn finish(&mut self, outcome: Result<&(dyn Any + Send), &Error>, attempts: u32) {
+        self.finished = true;
+        let state = self.record.end(outcome, attempts);
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .ended(&self.record);
+            .ended(&self.record, state);
     }
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        if self.record.ended().is_none() {
+        if !self.finished {
             let error = Error::Cancelled {
                 reason: "the run was dropped by its caller before it ended".to_owned(),
             };

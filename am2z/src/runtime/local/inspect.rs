@@ -213,13 +213,10 @@ impl Inspect for LocalRuntime {
             .history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .submit(new, state.token.child_token());
+            .submit(new);
         original.set_retried_as(record.run_id);
         let retried = record.run_id;
-        let recorded = Recorded {
-            history: Arc::clone(&state.history),
-            record,
-        };
+        let recorded = Recorded::new(Arc::clone(&state.history), record);
         let runtime = self.clone();
         let session = session.clone();
         tokio::spawn(async move {

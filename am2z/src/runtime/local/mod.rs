@@ -19,10 +19,9 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 pub use self::history::{DEFAULT_HISTORY, EVENTS_PER_RUN};
-use self::history::{NewRun, Recorded};
+use self::history::{Fnv, NewRun, Recorded};
 use self::session::{LocalSession, RunHost, RunningRun};
 use super::embed::Embedding;
-use super::host::Host;
 use super::inspect::{KeptInput, ProcessorView};
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
@@ -93,7 +92,7 @@ pub(super) struct Shared {
     /// Numbers sessions in the order they were made.
     session_seq: AtomicU64,
     /// What inspection shows of each processor run here, by its type and name.
-    views: RwLock<HashMap<(TypeId, &'static str), Arc<ProcessorView>>>,
+    views: RwLock<HashMap<(TypeId, &'static str), Arc<ProcessorView>, Fnv>>,
 }
 
 struct Lifecycle {
@@ -317,7 +316,7 @@ impl LocalRuntimeBuilder {
                 processors: RwLock::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 session_seq: AtomicU64::new(0),
-                views: RwLock::new(HashMap::new()),
+                views: RwLock::new(HashMap::default()),
             }),
         }
     }
@@ -372,7 +371,7 @@ impl LocalRuntime {
         let session = match session {
             Ok(session) => session,
             Err(error) => {
-                if let Recording::Submitted { recorded, .. } = &recording {
+                if let Recording::Submitted { mut recorded, .. } = recording {
                     recorded.finish(Err(&error), 0);
                 }
                 return Err(detached_failure(session_id, error, started));
@@ -382,7 +381,7 @@ impl LocalRuntime {
         // A recorded run has its own token (`cancel_run` fires it) and host (its gauges and
         // events go to its record). An embedded run can be cancelled by its runtime: its own
         // token, under the session's. Otherwise a run shares the session's token.
-        let (recorded, show_output) = match recording {
+        let (mut recorded, show_output) = match recording {
             Recording::Off => (None, None),
             Recording::New {
                 view,
@@ -399,42 +398,54 @@ impl LocalRuntime {
                     .history
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .submit(new, session.token.child_token());
-                let recorded = Recorded {
-                    history: Arc::clone(&session.history),
-                    record,
-                };
+                    .submit(new);
+                let recorded = Recorded::new(Arc::clone(&session.history), record);
                 (Some(recorded), Some(output))
             }
             Recording::Submitted { recorded, output } => (Some(recorded), Some(output)),
         };
         let cancelled_by = embedding.as_ref().map(|e| e.cancel.clone());
-        let (host, token): (Arc<dyn Host>, CancellationToken) = match (&recorded, &cancelled_by) {
-            (Some(recorded), _) => (
-                Arc::new(RunHost {
+        let (scope, token) = match (&recorded, &cancelled_by) {
+            (Some(recorded), _) => {
+                let record = &recorded.record;
+                let host = Arc::new(RunHost {
                     session: Arc::clone(&session),
-                    record: Arc::clone(&recorded.record),
-                }),
-                recorded.record.token.clone(),
+                    record: Arc::clone(record),
+                });
+                let scope = RunScope::with_identity(
+                    session.id.clone(),
+                    host,
+                    embedding,
+                    record.run_id,
+                    record.created_at,
+                );
+                (scope, record.token.clone())
+            }
+            (None, Some(_)) => (
+                RunScope::new(session.id.clone(), Arc::clone(&session) as _, embedding),
+                session.token.child_token(),
             ),
-            (None, Some(_)) => (Arc::clone(&session) as _, session.token.child_token()),
-            (None, None) => (Arc::clone(&session) as _, session.token.clone()),
+            (None, None) => (
+                RunScope::new(session.id.clone(), Arc::clone(&session) as _, embedding),
+                session.token.clone(),
+            ),
         };
-        let mut scope = RunScope::new(session.id.clone(), host, embedding);
-        if let Some(recorded) = &recorded {
-            scope.run_id = recorded.record.run_id;
-            scope.created_at = recorded.record.created_at;
-        }
         let scope = Arc::new(scope);
         let ctx = Ctx::root(Arc::clone(&scope), token.clone());
+        // What else cancels the run: the embedding runtime, or, for a recorded run (whose token
+        // is its own, so that `cancel_run` fires it alone), its session.
+        let also_cancelled_by = match (&recorded, &cancelled_by) {
+            (Some(_), _) => Some(&session.token),
+            (None, cancel) => cancel.as_ref(),
+        };
 
         // The work is polled first, so a run that finishes at once never registers with the
         // tokens. Once a token fires, the steps see theirs fire and get the cancel grace to
         // return; any outcome of a cancelled run is reported as its cancellation.
         let work = ctx.run(processor, input);
         tokio::pin!(work);
-        let embedder_cancelled = async {
-            match &cancelled_by {
+        let also_cancelled = async {
+            match also_cancelled_by {
                 Some(cancel) => cancel.cancelled().await,
                 None => std::future::pending().await,
             }
@@ -443,7 +454,7 @@ impl LocalRuntime {
             biased;
             result = &mut work => result.map_err(|failed| failed.error),
             () = token.cancelled() => Err(cancelled(&mut work, shared.settings.cancel_grace).await),
-            () = embedder_cancelled => {
+            () = also_cancelled => {
                 token.cancel();
                 Err(cancelled(&mut work, shared.settings.cancel_grace).await)
             },
@@ -475,7 +486,7 @@ impl LocalRuntime {
                 },
             });
         }
-        if let (Some(recorded), Some(show_output)) = (&recorded, show_output) {
+        if let (Some(recorded), Some(show_output)) = (&mut recorded, show_output) {
             recorded.finish(result.as_ref().map(show_output), attempts);
         }
         match result {

@@ -31,6 +31,7 @@ fn retry_transient(error: &Error, attempt: u32) -> bool {
     rate = "100/min",
     delay = "1500ms",
     version = 2,
+    redact = true,
     crate = ::am2z,
 )]
 pub async fn charge_card(input: Payment, ctx: &Ctx) -> Result<Receipt, Error> {
@@ -38,7 +39,7 @@ pub async fn charge_card(input: Payment, ctx: &Ctx) -> Result<Receipt, Error> {
     Ok(Receipt { cents: input.cents })
 }
 
-#[processor(backoff = fixed("1s"))]
+#[processor(backoff = fixed("1s"), redact)]
 async fn refund(input: u64) -> am2z::Result<u64> {
     Ok(input)
 }
@@ -74,6 +75,9 @@ fn main() {
     assert_eq!((rate.max, rate.per), (100, Duration::from_secs(60)));
     assert_eq!(config.delay, Some(Duration::from_millis(1500)));
     assert_eq!(config.version, 2);
+    assert!(config.redact);
+    assert!(Refund.config().redact, "`redact` alone means `redact = true`");
+    assert!(!WithOwnError.config().redact);
 
     assert_eq!(Refund.name(), "refund");
     assert_eq!(Refund.config().retry.backoff, Backoff::fixed(Duration::from_secs(1)));

@@ -33,8 +33,10 @@ pub(crate) async fn newest(
     limit: usize,
 ) -> Result<Vec<Position>, WireError> {
     let mut conn = redis.conn()?;
+    // Redis answers member, score; a position is score, member.
+    let swap = |found: Vec<(String, f64)>| found.into_iter().map(|(m, s)| (s, m)).collect();
     let Some((score, member)) = after else {
-        return Ok(redis::cmd("ZRANGE")
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(key)
             .arg("+inf")
             .arg("-inf")
@@ -45,7 +47,8 @@ pub(crate) async fn newest(
             .arg(limit)
             .arg("WITHSCORES")
             .query_async(&mut conn)
-            .await?);
+            .await?;
+        return Ok(swap(found));
     };
     let rank: Option<u64> = redis::cmd("ZREVRANK")
         .arg(key)
@@ -53,17 +56,18 @@ pub(crate) async fn newest(
         .query_async(&mut conn)
         .await?;
     if let Some(rank) = rank {
-        return Ok(redis::cmd("ZRANGE")
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(key)
             .arg(rank + 1)
             .arg(rank + limit as u64)
             .arg("REV")
             .arg("WITHSCORES")
             .query_async(&mut conn)
-            .await?);
+            .await?;
+        return Ok(swap(found));
     }
     // The member left the set: the rest of its score, then what scores lower.
-    let (ties, lower): (Vec<String>, Vec<Position>) = redis::pipe()
+    let (ties, lower): (Vec<String>, Vec<(String, f64)>) = redis::pipe()
         .cmd("ZRANGE")
         .arg(key)
         .arg(*score)
@@ -89,7 +93,7 @@ pub(crate) async fn newest(
         .into_iter()
         .filter(|tie| tie.as_str() < member.as_str())
         .map(|tie| (*score, tie))
-        .chain(lower)
+        .chain(swap(lower))
         .take(limit)
         .collect())
 }
