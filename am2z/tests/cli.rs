@@ -362,6 +362,23 @@ async fn cancel_ends_a_live_run_and_stop_session_ends_the_session() {
     let seeded = Seeded::new("cancel").await;
     let target = seeded.target(seeded.live);
     poll_run(&seeded, &target, |d| d["summary"]["state"] == "active");
+    // A watcher follows the session until it is idle: the cancelled run was its last.
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_am2z"))
+        .args(["watch", seeded.session.as_str(), "--until-idle"])
+        .env("AM2Z_REDIS_URL", redis_url())
+        .env("AM2Z_QUEUE_PREFIX", &seeded.prefix)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the watcher starts");
+    // Its first line (the live run) is printed once it follows the session's events.
+    let mut watched = std::io::BufReader::new(watcher.stdout.take().expect("its stdout"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut watched, &mut first).expect("the first line");
+    let short = &seeded.live.to_string()[..12];
+    assert!(
+        first.starts_with(short) && first.contains("active"),
+        "{first}"
+    );
     let text = seeded.ok(&["cancel", &target]);
     assert_eq!(text.trim(), format!("cancelled {target}"));
     let ended = poll_run(&seeded, &target, |d| d["summary"]["state"] == "failed");
@@ -373,6 +390,19 @@ async fn cancel_ends_a_live_run_and_stop_session_ends_the_session() {
     );
     let again = seeded.json(&["cancel", &target]);
     assert_eq!(again["outcome"], "already_ended");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut watched, &mut rest).expect("the rest of its output");
+    assert!(
+        watcher
+            .wait()
+            .expect("the watcher ends by itself")
+            .success()
+    );
+    let last = rest.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(short) && last.contains("forever") && last.contains("failed"),
+        "the run's line ends failed: {rest}"
+    );
 
     let text = seeded.ok(&["stop-session", seeded.session.as_str()]);
     assert_eq!(text.trim(), format!("stopped session {}", seeded.session));
