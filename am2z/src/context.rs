@@ -129,15 +129,17 @@ impl RunScope {
         if !observed && !kept {
             return;
         }
-        let event = self.event(processor, kind());
-        match (observed, kept) {
-            (true, true) => {
-                self.host.keep_event(event.clone());
-                events.publish(event);
-            }
-            (true, false) => events.publish(event),
-            _ => self.host.keep_event(event),
+        if !observed {
+            // Kept only: no event (nor a clone of the session id) is built.
+            self.host.keep_event(processor, SystemTime::now(), kind());
+            return;
         }
+        let event = self.event(processor, kind());
+        if kept {
+            self.host
+                .keep_event(processor, event.at, event.kind.clone());
+        }
+        events.publish(event);
     }
 
     pub(crate) fn event(&self, processor: Option<&'static str>, kind: EventKind) -> Event {

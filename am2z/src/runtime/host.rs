@@ -5,11 +5,11 @@
 //! runtimes share the retry/timeout logic without boxing the user's future.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
-use crate::event::{Event, EventBus};
+use crate::event::{EventBus, EventKind};
 use crate::{ProcessorConfig, SessionId};
 
 pub(crate) trait Host: Send + Sync + 'static {
@@ -30,8 +30,9 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn keeps_events(&self) -> bool {
         false
     }
-    /// Keeps one event of a run it hosts (called only when [`keeps_events`](Host::keeps_events)).
-    fn keep_event(&self, _event: Event) {}
+    /// Keeps one event of a run it hosts (called only when [`keeps_events`](Host::keeps_events)):
+    /// its session and run are the host's own.
+    fn keep_event(&self, _processor: Option<&'static str>, _at: SystemTime, _kind: EventKind) {}
 }
 
 /// The counters a step updates and the gates it passes before each attempt.

@@ -554,6 +554,54 @@ mod tests {
     }
 
     #[test]
+    fn redaction_hides_data_and_custom_payloads_only() {
+        let session = SessionId::new("redact").unwrap_or_else(|e| panic!("{e}"));
+        let event = |kind| Event {
+            session: session.clone(),
+            run_id: None,
+            processor: None,
+            at: std::time::UNIX_EPOCH,
+            kind,
+        };
+        let mut detail = RunDetail {
+            summary: RunSummary {
+                session: session.clone(),
+                run: RunId::generate(),
+                processor: "p".to_owned(),
+                state: RunState::Completed,
+                created_at: std::time::UNIX_EPOCH,
+                ended_at: None,
+                attempts: 1,
+                error: None,
+            },
+            plan: None,
+            steps: Vec::new(),
+            input: Shown::Value(serde_json::json!("secret")),
+            output: Shown::Value(serde_json::json!("secret")),
+            state: Shown::Unavailable,
+            error: None,
+            events: vec![
+                event(EventKind::Custom {
+                    name: "kept".to_owned(),
+                    payload: serde_json::json!({ "card": "secret" }),
+                }),
+                event(EventKind::Progress { value: 50 }),
+            ],
+            retry_of: None,
+            retried_as: None,
+        };
+        redact(&mut detail);
+        assert_eq!(
+            (&detail.input, &detail.output, &detail.state),
+            (&Shown::Redacted, &Shown::Redacted, &Shown::Redacted)
+        );
+        let json = serde_json::to_string(&detail).unwrap_or_default();
+        assert!(!json.contains("secret"), "{json}");
+        assert_eq!(detail.events[1].kind, EventKind::Progress { value: 50 });
+        assert!(matches!(&detail.events[0].kind, EventKind::Custom { name, .. } if name == "kept"));
+    }
+
+    #[test]
     fn page_limits_are_clamped() {
         assert_eq!(PageRequest::first(0).clamped_limit(), 1);
         assert_eq!(PageRequest::first(10_000).clamped_limit(), MAX_PAGE);

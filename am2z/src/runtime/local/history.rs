@@ -39,27 +39,54 @@ pub const EVENTS_PER_RUN: usize = 200;
 /// What a cursor of a run listing reads: `run:<sequence>`.
 const RUN_CURSOR: &str = "run:";
 
-/// One run as the history keeps it.
+/// One run as the history keeps it. What only a live run needs (its gauges and token) is in
+/// [`LiveRun`], dropped when the run ends; an ended run keeps three allocations (this, its
+/// input and its events), which matters when the oldest is dropped from a cold cache.
 pub(super) struct RunRecord {
     pub(super) seq: u64,
     pub(super) run_id: RunId,
     pub(super) processor: &'static str,
     pub(super) created_at: SystemTime,
     pub(super) view: Arc<ProcessorView>,
-    /// The run's own stage gauges (waiting, active, delayed), moved by its steps.
-    pub(super) gauges: Arc<Counters>,
-    /// Fired by `cancel_run`; the run's steps derive their tokens from it.
-    pub(super) token: CancellationToken,
     pub(super) retry_of: Option<RunId>,
     attempts: AtomicU32,
     log: Mutex<RunLog>,
 }
 
+/// A live run's own gauges (waiting, active, delayed: moved by its steps) and cancellation
+/// token (fired by `cancel_run`; its steps derive theirs from it).
+pub(super) struct LiveRun {
+    pub(super) gauges: Arc<Counters>,
+    pub(super) token: CancellationToken,
+}
+
+impl LiveRun {
+    fn state(&self) -> RunState {
+        let gauges = self.gauges.snapshot();
+        if gauges.active > 0 {
+            RunState::Active
+        } else if gauges.delayed > 0 {
+            RunState::Delayed
+        } else {
+            RunState::Queued
+        }
+    }
+}
+
+/// An event as a run keeps it: its session and run are the record's.
+struct KeptEvent {
+    processor: Option<&'static str>,
+    at: SystemTime,
+    kind: EventKind,
+}
+
 #[derive(Default)]
 struct RunLog {
     input: Option<KeptInput>,
-    events: VecDeque<Event>,
-    steps: Vec<StepProgress>,
+    events: VecDeque<KeptEvent>,
+    /// The steps' progress as of the events dropped from `events` (none until a run has more
+    /// than [`EVENTS_PER_RUN`]): a step's progress is these, moved on by the kept events.
+    folded: Vec<StepProgress>,
     end: Option<RunEnd>,
     retried_as: Option<RunId>,
 }
@@ -72,6 +99,7 @@ struct RunEnd {
     error: Option<Error>,
 }
 
+#[derive(Clone)]
 struct StepProgress {
     node: NodeId,
     processor: &'static str,
@@ -93,21 +121,6 @@ impl RunRecord {
         self.log().end.as_ref().map(|end| end.state)
     }
 
-    /// Where the run stands now.
-    fn state(&self, log: &RunLog) -> RunState {
-        if let Some(end) = &log.end {
-            return end.state;
-        }
-        let gauges = self.gauges.snapshot();
-        if gauges.active > 0 {
-            RunState::Active
-        } else if gauges.delayed > 0 {
-            RunState::Delayed
-        } else {
-            RunState::Queued
-        }
-    }
-
     /// The run that retried this one.
     pub(super) fn retried_as(&self) -> Option<RunId> {
         self.log().retried_as
@@ -122,48 +135,52 @@ impl RunRecord {
         self.log().input.as_ref().and_then(KeptInput::copy)
     }
 
-    /// Keeps one event: the step it concerns moves on, and the oldest event beyond
-    /// [`EVENTS_PER_RUN`] is dropped.
-    pub(super) fn keep(&self, event: Event) {
+    /// Keeps one event; beyond [`EVENTS_PER_RUN`] the oldest is dropped (folded into the
+    /// steps' progress first).
+    pub(super) fn keep(&self, processor: Option<&'static str>, at: SystemTime, kind: EventKind) {
+        if let EventKind::StepStarted { .. } = kind {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+        }
         let mut log = self.log();
-        if let (Some(processor), true) = (event.processor.as_deref(), is_step_event(&event.kind)) {
-            if let EventKind::StepStarted { .. } = event.kind {
-                self.attempts.fetch_add(1, Ordering::Relaxed);
-            }
-            // Events of the local runtime name processors by their `&'static str`.
-            if let Some(std::borrow::Cow::Borrowed(name)) = &event.processor {
-                log.step_event(&self.view, name, &event);
-            } else {
-                tracing::trace!(processor, "step event without a static processor name");
-            }
+        if log.events.len() == EVENTS_PER_RUN
+            && let Some(oldest) = log.events.pop_front()
+        {
+            step_event(&mut log.folded, &self.view, &oldest);
         }
-        if log.events.len() == EVENTS_PER_RUN {
-            log.events.pop_front();
-        }
-        log.events.push_back(event);
+        log.events.push_back(KeptEvent {
+            processor,
+            at,
+            kind,
+        });
     }
 
     /// Records how the run ended (once); answers the state it ended in.
-    pub(super) fn end(
-        &self,
-        outcome: Result<&(dyn Any + Send), &Error>,
-        attempts: u32,
-    ) -> RunState {
+    fn end(&self, outcome: Result<&(dyn Any + Send), &Error>, attempts: u32) -> RunState {
         let mut log = self.log();
         if let Some(end) = &log.end {
             return end.state;
         }
+        // The run's last event (`RunCompleted`/`RunFailed`) was kept just now: its time is the
+        // run's end.
+        let at = match log.events.back() {
+            Some(KeptEvent {
+                at,
+                kind: EventKind::RunCompleted { .. } | EventKind::RunFailed { .. },
+                ..
+            }) => *at,
+            _ => SystemTime::now(),
+        };
         let end = match outcome {
             Ok(output) => RunEnd {
                 state: RunState::Completed,
-                at: SystemTime::now(),
+                at,
                 attempts,
                 output: self.view.show(output),
                 error: None,
             },
             Err(error) => RunEnd {
                 state: RunState::Failed,
-                at: SystemTime::now(),
+                at,
                 attempts,
                 output: Shown::Unavailable,
                 error: Some(error.clone()),
@@ -174,12 +191,12 @@ impl RunRecord {
         state
     }
 
-    fn summary(&self, session: &crate::SessionId, log: &RunLog) -> RunSummary {
+    fn summary(&self, session: &crate::SessionId, state: RunState, log: &RunLog) -> RunSummary {
         RunSummary {
             session: session.clone(),
             run: self.run_id,
             processor: self.processor.to_owned(),
-            state: self.state(log),
+            state,
             created_at: self.created_at,
             ended_at: log.end.as_ref().map(|end| end.at),
             attempts: log
@@ -194,34 +211,43 @@ impl RunRecord {
         }
     }
 
-    pub(super) fn detail(&self, session: &crate::SessionId) -> RunDetail {
+    /// The run in detail, `live` while it runs.
+    fn detail(&self, session: &crate::SessionId, live: Option<&LiveRun>) -> RunDetail {
         let log = self.log();
-        let summary = self.summary(session, &log);
-        let steps = self
+        let state = match (&log.end, live) {
+            (Some(end), _) => end.state,
+            (None, Some(live)) => live.state(),
+            (None, None) => RunState::Queued,
+        };
+        let summary = self.summary(session, state, &log);
+        let mut progress = log.folded.clone();
+        for event in &log.events {
+            step_event(&mut progress, &self.view, event);
+        }
+        let step_nodes = self
             .view
             .plan
             .nodes
             .iter()
             .filter_map(|node| match &node.kind {
-                crate::plan::NodeKind::Step { processor, .. } => Some(
-                    log.steps
-                        .iter()
-                        .find(|step| step.node == node.id)
-                        .map_or_else(
-                            || StepDetail {
-                                node: node.id,
-                                processor: processor.clone(),
-                                state: StepState::Pending,
-                                attempts: 0,
-                                started_at: None,
-                                finished_at: None,
-                                duration: None,
-                                error: None,
-                            },
-                            StepProgress::detail,
-                        ),
-                ),
+                crate::plan::NodeKind::Step { processor, .. } => Some((node.id, processor)),
                 _ => None,
+            });
+        let steps: Vec<StepDetail> = step_nodes
+            .map(|(node, processor)| {
+                progress.iter().find(|step| step.node == node).map_or_else(
+                    || StepDetail {
+                        node,
+                        processor: processor.clone(),
+                        state: StepState::Pending,
+                        attempts: 0,
+                        started_at: None,
+                        finished_at: None,
+                        duration: None,
+                        error: None,
+                    },
+                    StepProgress::detail,
+                )
             })
             .collect();
         let input = match &log.input {
@@ -232,27 +258,31 @@ impl RunRecord {
         let failed = end.is_some_and(|end| end.state == RunState::Failed);
         // The state a failed run's failing step received is known when the plan has one step:
         // the run's input.
-        let single_step = self
-            .view
-            .plan
-            .nodes
+        let state = if failed && steps.len() == 1 {
+            input.clone()
+        } else {
+            Shown::Unavailable
+        };
+        let events = log
+            .events
             .iter()
-            .filter(|node| matches!(node.kind, crate::plan::NodeKind::Step { .. }))
-            .count()
-            == 1;
+            .map(|event| Event {
+                session: session.clone(),
+                run_id: Some(self.run_id),
+                processor: event.processor.map(std::borrow::Cow::Borrowed),
+                at: event.at,
+                kind: event.kind.clone(),
+            })
+            .collect();
         let mut detail = RunDetail {
             summary,
             plan: Some(self.view.plan.clone()),
             steps,
-            state: if failed && single_step {
-                input.clone()
-            } else {
-                Shown::Unavailable
-            },
+            state,
             input,
             output: end.map_or(Shown::Unavailable, |end| end.output.clone()),
             error: end.and_then(|end| end.error.as_ref()).map(ErrorDetail::of),
-            events: log.events.iter().cloned().collect(),
+            events,
             retry_of: self.retry_of,
             retried_as: log.retried_as,
         };
@@ -263,89 +293,74 @@ impl RunRecord {
     }
 }
 
-fn is_step_event(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::StepStarted { .. }
-            | EventKind::StepCompleted { .. }
-            | EventKind::StepFailed { .. }
-            | EventKind::StepRetrying { .. }
-    )
-}
-
-impl RunLog {
-    /// Moves the step `name` on with `event`. The k-th execution of a processor maps to its
-    /// k-th node in the plan (a chain of the same step thrice); executions beyond its nodes
-    /// (a step inside a map) add to its last node.
-    fn step_event(&mut self, view: &ProcessorView, name: &'static str, event: &Event) {
-        let nodes = view.step_nodes(name);
-        let Some(&last) = nodes.last() else {
-            // A processor called with `ctx.call`: not a node of the plan.
-            return;
-        };
-        // A new execution of `name` begins at its next node not reached yet; any other event
-        // concerns its latest one.
-        let begins = matches!(event.kind, EventKind::StepStarted { attempt: 1 });
-        let reached = self
-            .steps
-            .iter()
-            .filter(|step| step.processor == name)
-            .count();
-        let latest = self.steps.iter().rposition(|step| step.processor == name);
-        let index = match (begins, latest) {
-            (false, Some(latest)) => latest,
-            (true, Some(latest)) if reached >= nodes.len() => latest,
-            _ => {
-                let node = nodes.get(reached).copied().unwrap_or(last);
-                self.steps.push(StepProgress {
-                    node,
-                    processor: name,
-                    state: StepState::Pending,
-                    attempts: 0,
-                    started_at: None,
-                    finished_at: None,
-                    attempt_started: None,
-                    duration: Duration::ZERO,
-                    error: None,
-                });
-                self.steps.len() - 1
-            }
-        };
-        let step = &mut self.steps[index];
-        let at = event.at;
-        let attempt_time = |step: &StepProgress| {
-            step.attempt_started
-                .and_then(|started| at.duration_since(started).ok())
-                .unwrap_or_default()
-        };
-        match &event.kind {
-            EventKind::StepStarted { .. } => {
-                step.state = StepState::Running;
-                step.attempts += 1;
-                step.started_at.get_or_insert(at);
-                step.attempt_started = Some(at);
-            }
-            EventKind::StepCompleted { execution_time, .. } => {
-                step.state = StepState::Completed;
-                step.finished_at = Some(at);
-                step.duration += *execution_time;
-                step.attempt_started = None;
-            }
-            EventKind::StepRetrying { error, .. } => {
-                step.state = StepState::Retrying;
-                step.duration += attempt_time(step);
-                step.attempt_started = None;
-                step.error = Some(error.to_string());
-            }
-            EventKind::StepFailed { error, .. } => {
-                step.state = StepState::Failed;
-                step.finished_at = Some(at);
-                step.duration += attempt_time(step);
-                step.attempt_started = None;
-                step.error = Some(error.to_string());
-            }
-            _ => {}
+/// Moves the steps' progress on with one event. The k-th execution of a processor maps to
+/// its k-th node in the plan (a chain of the same step thrice); executions beyond its nodes (a
+/// step inside a map) add to its last node. Processors that are not nodes of the plan (called
+/// with `ctx.call`) have no step.
+fn step_event(steps: &mut Vec<StepProgress>, view: &ProcessorView, event: &KeptEvent) {
+    let Some(name) = event.processor else { return };
+    let begins = match event.kind {
+        EventKind::StepStarted { attempt } => attempt == 1,
+        EventKind::StepCompleted { .. }
+        | EventKind::StepFailed { .. }
+        | EventKind::StepRetrying { .. } => false,
+        _ => return,
+    };
+    let nodes = view.step_nodes(name);
+    let Some(&last) = nodes.last() else { return };
+    let reached = steps.iter().filter(|step| step.processor == name).count();
+    let latest = steps.iter().rposition(|step| step.processor == name);
+    let index = match (begins, latest) {
+        (false, Some(latest)) => latest,
+        (true, Some(latest)) if reached >= nodes.len() => latest,
+        _ => {
+            steps.push(StepProgress {
+                node: nodes.get(reached).copied().unwrap_or(last),
+                processor: name,
+                state: StepState::Pending,
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                attempt_started: None,
+                duration: Duration::ZERO,
+                error: None,
+            });
+            steps.len() - 1
         }
+    };
+    let step = &mut steps[index];
+    let at = event.at;
+    let attempt_time = step
+        .attempt_started
+        .and_then(|started| at.duration_since(started).ok())
+        .unwrap_or_default();
+    match &event.kind {
+        EventKind::StepStarted { .. } => {
+            step.state = StepState::Running;
+            step.attempts += 1;
+            step.started_at.get_or_insert(at);
+            step.attempt_started = Some(at);
+        }
+        EventKind::StepCompleted { execution_time, .. } => {
+            step.state = StepState::Completed;
+            step.finished_at = Some(at);
+            step.duration += *execution_time;
+            step.attempt_started = None;
+        }
+        EventKind::StepRetrying { error, .. } => {
+            step.state = StepState::Retrying;
+            step.duration += attempt_time;
+            step.attempt_started = None;
+            step.error = Some(error.to_string());
+        }
+        EventKind::StepFailed { error, .. } => {
+            step.state = StepState::Failed;
+            step.finished_at = Some(at);
+            step.duration += attempt_time;
+            step.attempt_started = None;
+            step.error = Some(error.to_string());
+        }
+        _ => {}
     }
 }
 
@@ -400,13 +415,22 @@ impl Hasher for FnvHasher {
     }
 }
 
+/// One run in the session's ordered map, with what dropping it needs (so that dropping the
+/// oldest run reads nothing but its entry).
+struct Entry {
+    record: Arc<RunRecord>,
+    run_id: RunId,
+    processor: &'static str,
+    ended: Option<RunState>,
+}
+
 /// The runs of one session.
 pub(super) struct SessionHistory {
     capacity: usize,
     next_seq: u64,
-    runs: BTreeMap<u64, Arc<RunRecord>>,
+    runs: BTreeMap<u64, Entry>,
     by_id: HashMap<RunId, u64, Fnv>,
-    live: BTreeSet<u64>,
+    live: BTreeMap<u64, LiveRun>,
     completed: BTreeSet<u64>,
     failed: BTreeSet<u64>,
     by_processor: HashMap<&'static str, BTreeSet<u64>, Fnv>,
@@ -420,7 +444,7 @@ impl SessionHistory {
             next_seq: 0,
             runs: BTreeMap::new(),
             by_id: HashMap::default(),
-            live: BTreeSet::new(),
+            live: BTreeMap::new(),
             completed: BTreeSet::new(),
             failed: BTreeSet::new(),
             by_processor: HashMap::default(),
@@ -429,50 +453,76 @@ impl SessionHistory {
     }
 
     /// Records a run submitted now.
-    pub(super) fn submit(&mut self, new: NewRun) -> Arc<RunRecord> {
-        self.next_seq += 1;
-        let seq = self.next_seq;
+    pub(super) fn submit(history: &Arc<Mutex<Self>>, new: NewRun) -> Recorded {
+        let gauges = Arc::<Counters>::default();
+        let token = CancellationToken::new();
+        let mut this = history.lock().unwrap_or_else(|p| p.into_inner());
+        this.next_seq += 1;
+        let seq = this.next_seq;
         let record = Arc::new(RunRecord {
             seq,
             run_id: RunId::generate(),
             processor: new.processor,
             created_at: SystemTime::now(),
             view: new.view,
-            gauges: Arc::default(),
-            token: CancellationToken::new(),
             retry_of: new.retry_of,
             attempts: AtomicU32::new(0),
             log: Mutex::new(RunLog {
                 input: new.input,
-                events: VecDeque::with_capacity(8),
+                events: VecDeque::with_capacity(4),
                 ..RunLog::default()
             }),
         });
-        self.runs.insert(seq, Arc::clone(&record));
-        self.by_id.insert(record.run_id, seq);
-        self.live.insert(seq);
-        self.by_processor
+        this.runs.insert(
+            seq,
+            Entry {
+                record: Arc::clone(&record),
+                run_id: record.run_id,
+                processor: record.processor,
+                ended: None,
+            },
+        );
+        this.by_id.insert(record.run_id, seq);
+        this.live.insert(
+            seq,
+            LiveRun {
+                gauges: Arc::clone(&gauges),
+                token: token.clone(),
+            },
+        );
+        this.by_processor
             .entry(record.processor)
             .or_default()
             .insert(seq);
-        record
+        drop(this);
+        Recorded {
+            history: Arc::clone(history),
+            record,
+            live: Some((gauges, token)),
+            finished: false,
+        }
     }
 
     /// Moves an ended run to its state's indexes, and drops the oldest ended runs beyond the
-    /// bound.
-    pub(super) fn ended(&mut self, record: &RunRecord, state: RunState) {
-        if !self.live.remove(&record.seq) {
-            return;
+    /// bound (answered, to be freed once the history is unlocked).
+    fn ended(&mut self, seq: u64, state: RunState) -> Vec<Entry> {
+        if self.live.remove(&seq).is_none() {
+            return Vec::new();
         }
-        let seq = record.seq;
+        let Some(entry) = self.runs.get_mut(&seq) else {
+            return Vec::new();
+        };
+        entry.ended = Some(state);
+        let processor = entry.processor;
         match state {
             RunState::Completed => self.completed.insert(seq),
             _ => self.failed.insert(seq),
         };
         self.ended_by_processor
-            .entry((record.processor, state))
+            .entry((processor, state))
             .or_default()
             .insert(seq);
+        let mut dropped = Vec::new();
         while self.completed.len() + self.failed.len() > self.capacity {
             let oldest = match (self.completed.first(), self.failed.first()) {
                 (Some(&c), Some(&f)) => c.min(f),
@@ -480,25 +530,24 @@ impl SessionHistory {
                 (None, Some(&f)) => f,
                 (None, None) => break,
             };
-            self.forget(oldest);
+            dropped.extend(self.forget(oldest));
         }
+        dropped
     }
 
-    fn forget(&mut self, seq: u64) {
-        let Some(record) = self.runs.remove(&seq) else {
-            return;
-        };
-        self.by_id.remove(&record.run_id);
+    fn forget(&mut self, seq: u64) -> Option<Entry> {
+        let entry = self.runs.remove(&seq)?;
+        self.by_id.remove(&entry.run_id);
         self.completed.remove(&seq);
         self.failed.remove(&seq);
-        if let Some(runs) = self.by_processor.get_mut(record.processor) {
+        if let Some(runs) = self.by_processor.get_mut(entry.processor) {
             runs.remove(&seq);
             if runs.is_empty() {
-                self.by_processor.remove(record.processor);
+                self.by_processor.remove(entry.processor);
             }
         }
-        if let Some(state) = record.ended() {
-            let key = (record.processor, state);
+        if let Some(state) = entry.ended {
+            let key = (entry.processor, state);
             if let Some(runs) = self.ended_by_processor.get_mut(&key) {
                 runs.remove(&seq);
                 if runs.is_empty() {
@@ -506,13 +555,36 @@ impl SessionHistory {
                 }
             }
         }
+        Some(entry)
     }
 
     pub(super) fn get(&self, run: RunId) -> Option<Arc<RunRecord>> {
         self.by_id
             .get(&run)
             .and_then(|seq| self.runs.get(seq))
-            .cloned()
+            .map(|entry| Arc::clone(&entry.record))
+    }
+
+    /// The detail of `run`.
+    pub(super) fn detail(&self, session: &crate::SessionId, run: RunId) -> Option<RunDetail> {
+        let seq = self.by_id.get(&run)?;
+        let entry = self.runs.get(seq)?;
+        Some(entry.record.detail(session, self.live.get(seq)))
+    }
+
+    /// Fires a live run's token; answers how it ended when it is not live.
+    pub(super) fn cancel(&self, run: RunId) -> Option<Result<(), RunState>> {
+        let seq = self.by_id.get(&run)?;
+        let entry = self.runs.get(seq)?;
+        Some(match (self.live.get(seq), entry.ended) {
+            (Some(live), _) => {
+                live.token.cancel();
+                Ok(())
+            }
+            (None, Some(state)) => Err(state),
+            // Not live and not ended cannot be: treat it as ended by cancellation.
+            (None, None) => Err(RunState::Failed),
+        })
     }
 
     /// Live runs, and ended runs kept by state (completed, failed).
@@ -539,53 +611,52 @@ impl SessionHistory {
         let limit = page.clamped_limit();
         let empty = BTreeSet::new();
         let processor = filter.processor.as_deref();
-        // The index to walk, and whether each run must still be checked against the filter.
-        let (index, check_state, check_processor) = match (filter.state, processor) {
-            (None, None) => (None, false, false),
-            (None, Some(name)) => (
-                Some(self.by_processor.get(name).unwrap_or(&empty)),
-                false,
-                false,
+        fn indexed(index: &BTreeSet<u64>, before: u64) -> Box<dyn Iterator<Item = u64> + '_> {
+            Box::new(index.range(..before).rev().copied())
+        }
+        // The index to walk; live states are walked over the live runs and checked.
+        let seqs: Box<dyn Iterator<Item = u64> + '_> = match (filter.state, processor) {
+            (None, None) => Box::new(self.runs.range(..before).rev().map(|(seq, _)| *seq)),
+            (None, Some(name)) => indexed(self.by_processor.get(name).unwrap_or(&empty), before),
+            (Some(state), Some(name)) if state.is_terminal() => indexed(
+                self.ended_by_processor
+                    .iter()
+                    .find(|((p, s), _)| *p == name && *s == state)
+                    .map_or(&empty, |(_, runs)| runs),
+                before,
             ),
-            (Some(state), Some(name)) if state.is_terminal() => (
-                Some(
-                    self.ended_by_processor
-                        .iter()
-                        .find(|((p, s), _)| *p == name && *s == state)
-                        .map_or(&empty, |(_, runs)| runs),
-                ),
-                false,
-                false,
-            ),
-            (Some(RunState::Completed), None) => (Some(&self.completed), false, false),
-            (Some(RunState::Failed), None) => (Some(&self.failed), false, false),
+            (Some(RunState::Completed), None) => indexed(&self.completed, before),
+            (Some(RunState::Failed), None) => indexed(&self.failed, before),
             // The local runtime has no dead letters.
-            (Some(RunState::DeadLettered), _) => (Some(&empty), false, false),
-            (Some(_), _) => (Some(&self.live), true, processor.is_some()),
-        };
-        let seqs: Box<dyn Iterator<Item = u64> + '_> = match index {
-            Some(index) => Box::new(index.range(..before).rev().copied()),
-            None => Box::new(self.runs.range(..before).rev().map(|(seq, _)| *seq)),
+            (Some(RunState::DeadLettered), _) => indexed(&empty, before),
+            (Some(state), _) => Box::new(
+                self.live
+                    .range(..before)
+                    .rev()
+                    .filter(move |(_, live)| live.state() == state)
+                    .map(|(seq, _)| *seq),
+            ),
         };
         let mut items = Vec::with_capacity(limit);
         let mut last = None;
         let mut more = false;
         for seq in seqs {
-            let Some(record) = self.runs.get(&seq) else {
+            let Some(entry) = self.runs.get(&seq) else {
                 continue;
             };
-            if check_processor && Some(record.processor) != processor {
-                continue;
-            }
-            let log = record.log();
-            if check_state && Some(record.state(&log)) != filter.state {
+            if processor.is_some_and(|name| name != entry.processor) {
                 continue;
             }
             if items.len() == limit {
                 more = true;
                 break;
             }
-            items.push(record.summary(session, &log));
+            let state = match (entry.ended, self.live.get(&seq)) {
+                (Some(state), _) => state,
+                (None, Some(live)) => live.state(),
+                (None, None) => RunState::Queued,
+            };
+            items.push(entry.record.summary(session, state, &entry.record.log()));
             last = Some(seq);
         }
         Ok(Page {
@@ -613,31 +684,29 @@ fn parse_cursor(cursor: &Cursor) -> Result<u64, Error> {
         })
 }
 
-/// A run being recorded: when it is dropped (the run returned, or its caller dropped it), the
-/// run is recorded as ended, so no record stays live forever.
+/// A run being recorded, with what its execution needs (its gauges and token). When it is
+/// dropped without [`finish`](Recorded::finish) (its caller dropped the run), the run is
+/// recorded as cancelled, so no record stays live forever.
 pub(super) struct Recorded {
     history: Arc<Mutex<SessionHistory>>,
     pub(super) record: Arc<RunRecord>,
+    /// The run's gauges and token, for its execution to take.
+    pub(super) live: Option<(Arc<Counters>, CancellationToken)>,
     finished: bool,
 }
 
 impl Recorded {
-    pub(super) fn new(history: Arc<Mutex<SessionHistory>>, record: Arc<RunRecord>) -> Self {
-        Recorded {
-            history,
-            record,
-            finished: false,
-        }
-    }
-
     /// Records the run's outcome.
     pub(super) fn finish(&mut self, outcome: Result<&(dyn Any + Send), &Error>, attempts: u32) {
         self.finished = true;
         let state = self.record.end(outcome, attempts);
-        self.history
+        let dropped = self
+            .history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .ended(&self.record, state);
+            .ended(self.record.seq, state);
+        // Freed here, with the history unlocked.
+        drop(dropped);
     }
 }
 

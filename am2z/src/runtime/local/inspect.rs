@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::history::{NewRun, Recorded};
+use super::history::{NewRun, SessionHistory};
 use super::session::LocalSession;
 use super::{ErasedInput, ErasedRoot, LocalRuntime, Recording, erased_output};
 use crate::runtime::Runtime;
@@ -120,12 +120,11 @@ impl Inspect for LocalRuntime {
         let Some(state) = self.live_session(session) else {
             return Ok(None);
         };
-        let record = state
+        Ok(state
             .history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(run);
-        Ok(record.map(|record| record.detail(session)))
+            .detail(session, run))
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, Error> {
@@ -209,14 +208,9 @@ impl Inspect for LocalRuntime {
             input: registration.0.keep_input(&*input),
             retry_of: Some(run),
         };
-        let record = state
-            .history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .submit(new);
-        original.set_retried_as(record.run_id);
-        let retried = record.run_id;
-        let recorded = Recorded::new(Arc::clone(&state.history), record);
+        let recorded = SessionHistory::submit(&state.history, new);
+        let retried = recorded.record.run_id;
+        original.set_retried_as(retried);
         let runtime = self.clone();
         let session = session.clone();
         tokio::spawn(async move {
@@ -234,22 +228,17 @@ impl Inspect for LocalRuntime {
     }
 
     async fn cancel_run(&self, session: &SessionId, run: RunId) -> Result<CancelOutcome, Error> {
-        let record = self
-            .live_session(session)
-            .and_then(|state| {
-                state
-                    .history
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(run)
-            })
-            .ok_or_else(|| unknown_run(session, run))?;
-        match record.ended() {
-            Some(state) => Ok(CancelOutcome::AlreadyEnded { state }),
-            None => {
-                record.token.cancel();
-                Ok(CancelOutcome::Cancelled)
-            }
+        let cancelled = self.live_session(session).and_then(|state| {
+            state
+                .history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .cancel(run)
+        });
+        match cancelled {
+            None => Err(unknown_run(session, run)),
+            Some(Ok(())) => Ok(CancelOutcome::Cancelled),
+            Some(Err(state)) => Ok(CancelOutcome::AlreadyEnded { state }),
         }
     }
 }

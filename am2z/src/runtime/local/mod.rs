@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 pub use self::history::{DEFAULT_HISTORY, EVENTS_PER_RUN};
-use self::history::{Fnv, NewRun, Recorded};
+use self::history::{Fnv, NewRun, Recorded, SessionHistory};
 use self::session::{LocalSession, RunHost, RunningRun};
 use super::embed::Embedding;
 use super::inspect::{KeptInput, ProcessorView};
@@ -394,23 +394,20 @@ impl LocalRuntime {
                     input,
                     retry_of: None,
                 };
-                let record = session
-                    .history
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .submit(new);
-                let recorded = Recorded::new(Arc::clone(&session.history), record);
+                let recorded = SessionHistory::submit(&session.history, new);
                 (Some(recorded), Some(output))
             }
             Recording::Submitted { recorded, output } => (Some(recorded), Some(output)),
         };
         let cancelled_by = embedding.as_ref().map(|e| e.cancel.clone());
-        let (scope, token) = match (&recorded, &cancelled_by) {
+        let (scope, token) = match (&mut recorded, &cancelled_by) {
             (Some(recorded), _) => {
                 let record = &recorded.record;
+                let (gauges, token) = recorded.live.take().unwrap_or_default();
                 let host = Arc::new(RunHost {
                     session: Arc::clone(&session),
                     record: Arc::clone(record),
+                    gauges,
                 });
                 let scope = RunScope::with_identity(
                     session.id.clone(),
@@ -419,7 +416,7 @@ impl LocalRuntime {
                     record.run_id,
                     record.created_at,
                 );
-                (scope, record.token.clone())
+                (scope, token)
             }
             (None, Some(_)) => (
                 RunScope::new(session.id.clone(), Arc::clone(&session) as _, embedding),

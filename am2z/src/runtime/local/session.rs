@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::history::{RunRecord, SessionHistory};
-use crate::event::{Event, EventBus};
+use crate::event::{EventBus, EventKind};
 use crate::runtime::host::{Host, StepSlot};
 use crate::runtime::stats::{Counters, SessionStats};
 use crate::{ProcessorConfig, SessionId};
@@ -111,6 +112,7 @@ impl Host for LocalSession {
 pub(super) struct RunHost {
     pub(super) session: Arc<LocalSession>,
     pub(super) record: Arc<RunRecord>,
+    pub(super) gauges: Arc<Counters>,
 }
 
 impl Host for RunHost {
@@ -133,7 +135,7 @@ impl Host for RunHost {
         config: &ProcessorConfig,
     ) -> StepSlot {
         let mut slot = self.session.step_slot(session, processor, config);
-        slot.counters.push(Arc::clone(&self.record.gauges));
+        slot.counters.push(Arc::clone(&self.gauges));
         slot
     }
 
@@ -141,8 +143,8 @@ impl Host for RunHost {
         true
     }
 
-    fn keep_event(&self, event: Event) {
-        self.record.keep(event);
+    fn keep_event(&self, processor: Option<&'static str>, at: SystemTime, kind: EventKind) {
+        self.record.keep(processor, at, kind);
     }
 }
 
