@@ -1,8 +1,9 @@
 //! Inspection (`am2z::runtime::Inspect`) on the Redis runtime, against the Redis on
 //! 127.0.0.1:6379 (or `AM2Z_TEST_REDIS_URL`): listings paged through 100 000 runs, run
 //! details, retry links (and two retries racing), a cancel reaching the step that runs it,
-//! and the worker registry (a worker in another process included). Each test has its own
-//! key prefix and removes its keys.
+//! and the worker registry (a worker in another process included); and the inspection suite
+//! (`inspect_suite!`) every runtime passes. Each test has its own key prefix and removes its
+//! keys.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -293,8 +294,8 @@ async fn run_details_show_plan_steps_values_and_errors() {
         .expect("known");
     assert_eq!(detail.summary.state, RunState::Completed);
     assert_eq!(detail.summary.processor, Arith.name_of());
-    // Only a failed run's input is kept past its end (for a retry).
-    assert_eq!(detail.input, Shown::Unavailable);
+    // The input is kept with the outcome (until `result_ttl` trims both).
+    assert_eq!(detail.input, Shown::Value(serde_json::json!(5)));
     assert_eq!(detail.output, Shown::Value(serde_json::json!(22)));
     assert!(detail.plan.is_some());
     let names: Vec<&str> = detail.steps.iter().map(|s| s.processor.as_str()).collect();
@@ -318,7 +319,11 @@ async fn run_details_show_plan_steps_values_and_errors() {
         "oldest first"
     );
     assert!(detail.error.is_none());
-    assert_eq!(layout.cli(&["HLEN", &layout.key("bodies")]), "0");
+    // Only the run's entry body is kept: none of its step jobs' bodies outlives it.
+    assert_eq!(
+        layout.cli(&["HKEYS", &layout.key("bodies")]),
+        done.meta.run_id.to_string()
+    );
 
     let failed = client
         .execute_in_session(&s, &NegateThenReject, 5)
@@ -345,7 +350,9 @@ async fn run_details_show_plan_steps_values_and_errors() {
             StepState::Failed
         ]
     );
-    assert_eq!(layout.cli(&["HLEN", &layout.key("bodies")]), "0");
+    // Each run's entry body stays with its outcome; no job outlives its run.
+    assert_eq!(layout.cli(&["HLEN", &layout.key("bodies")]), "2");
+    assert_eq!(layout.cli(&["HLEN", &layout.key("jobs")]), "0");
 
     assert!(
         client
@@ -665,4 +672,27 @@ async fn workers_are_listed_with_host_pid_and_processors() {
     .await;
 
     finish(&prefix, &[], &[&client, &worker]).await;
+}
+
+/// The inspection suite, unchanged, on a runtime that is its own worker.
+mod suite {
+    use std::time::Duration;
+
+    use am2z::RedisRuntime;
+    use am2z_tests::processors::AddOne;
+    use am2z_tests::suite::Harness;
+
+    struct Redis;
+
+    impl Harness for Redis {
+        type Runtime = RedisRuntime;
+        const SLACK: Duration = Duration::from_millis(150);
+        async fn runtime() -> RedisRuntime {
+            let runtime = RedisRuntime::new(super::config(&super::prefix()));
+            runtime.serve(AddOne);
+            runtime
+        }
+    }
+
+    am2z_tests::inspect_suite!(Redis, paused = false);
 }

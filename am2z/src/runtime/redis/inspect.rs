@@ -10,6 +10,7 @@
 //! [`SCAN_CAP`] runs per call and hands back a cursor that resumes where it stopped.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::RedisRuntime;
@@ -21,13 +22,13 @@ use super::protocol::messages::{self, Control, Done};
 use super::protocol::millis;
 use super::served::{failure, job_fingerprint};
 use crate::plan::{NodeKind, Plan};
-use crate::runtime::Runtime;
 use crate::runtime::inspect::{
     CancelOutcome, Cursor, ErrorDetail, Inspect, MAX_PAGE, Page, PageRequest, RetryOutcome,
     RunDetail, RunFilter, RunState, RunSummary, SessionSummary, Shown, StepDetail, StepState,
-    WorkerInfo,
+    WorkerInfo, redact,
 };
-use crate::{Error, Event, EventKind, RunId, SessionId};
+use crate::runtime::{ProcessorInfo, Runtime};
+use crate::{Error, Event, EventKind, Processor, RunId, SessionId};
 
 /// The most runs one call of a filtered listing looks through (it then answers what it found,
 /// possibly nothing, with a cursor that resumes after the last run it looked at).
@@ -43,6 +44,49 @@ pub(crate) const EVENT_ENTRIES: usize = 1_000;
 
 /// The most live workers listed.
 pub(crate) const MAX_WORKERS: usize = 1_000;
+
+/// What inspection knows of the processors this runtime submitted or executed without
+/// registering them (`execute`, `submit`): their plan, contract and config, and whether
+/// their data is redacted. Filled once per processor name.
+#[derive(Default)]
+pub(crate) struct Known {
+    by_name: RwLock<HashMap<&'static str, Arc<(ProcessorInfo, bool)>>>,
+}
+
+impl Known {
+    /// Notes `processor` (once per name).
+    pub(crate) fn note<P: Processor>(&self, processor: &P) {
+        let name = processor.name();
+        if self
+            .by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
+        {
+            return;
+        }
+        let mut redacted = processor.config().redact;
+        processor.visit(&mut |contained| redacted |= contained.config().redact);
+        let info = ProcessorInfo {
+            name: name.to_owned(),
+            config: *processor.config(),
+            contract: processor.contract(),
+            plan: processor.plan(),
+        };
+        self.by_name
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, Arc::new((info, redacted)));
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<(ProcessorInfo, bool)>> {
+        self.by_name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
 
 /// Which sorted set a listing walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,20 +200,6 @@ fn body_input(body: &[u8]) -> Shown {
     }
 }
 
-/// An error and the messages of its causes, outermost first.
-fn error_detail(error: &Error) -> ErrorDetail {
-    let mut chain = vec![error.to_string()];
-    let mut cause = std::error::Error::source(error);
-    while let Some(next) = cause {
-        chain.push(next.to_string());
-        cause = next.source();
-    }
-    ErrorDetail {
-        error: error.clone(),
-        chain,
-    }
-}
-
 /// What an ended run's stored outcome says.
 struct Ended {
     state: RunState,
@@ -268,6 +298,14 @@ fn steps(plan: Option<&Plan>, events: &[Event]) -> Vec<StepDetail> {
 
 /// The events of `run` among stream entries read newest first, oldest first.
 fn run_events(entries: Vec<(String, Vec<(String, String)>)>, run: RunId) -> Vec<Event> {
+    all_events(entries)
+        .into_iter()
+        .filter(|e| e.run_id == Some(run))
+        .collect()
+}
+
+/// The events of stream entries read newest first, oldest first.
+fn all_events(entries: Vec<(String, Vec<(String, String)>)>) -> Vec<Event> {
     let mut events = Vec::new();
     for (_, fields) in entries.into_iter().rev() {
         for (field, json) in fields {
@@ -280,24 +318,95 @@ fn run_events(entries: Vec<(String, Vec<(String, String)>)>, run: RunId) -> Vec<
                     .collect(),
                 _ => Vec::new(),
             };
-            events.extend(batch.into_iter().filter(|e| e.run_id == Some(run)));
+            events.extend(batch);
         }
     }
     events
 }
 
 /// The jobs of a session's step runs that are leased or delayed, read once per call and only
-/// when a step run past its entry job needs classifying.
+/// when a step run past its entry job needs classifying; and, read once per call when a
+/// leased run needs it, whether each run's latest step event in the stream's newest
+/// [`EVENT_ENTRIES`] entries is a start.
 #[derive(Default)]
 struct InFlight {
     read: bool,
     leased: HashSet<String>,
     delayed: HashSet<String>,
+    /// Run → its latest step event is `StepStarted`; `None` until read.
+    started: Option<HashMap<RunId, bool>>,
+    /// The stream holds more entries than were read (a run absent from `started` may have
+    /// started before them).
+    window_full: bool,
+}
+
+impl InFlight {
+    /// A leased run is active once its step started: a job leased by a worker whose step
+    /// waits for a concurrency permit is still queued. A run whose start is older than the
+    /// events read counts as active.
+    fn leased_state(&self, run: RunId) -> RunState {
+        match self.started.as_ref().and_then(|started| started.get(&run)) {
+            Some(true) => RunState::Active,
+            Some(false) => RunState::Queued,
+            None if self.window_full => RunState::Active,
+            None => RunState::Queued,
+        }
+    }
 }
 
 impl RedisRuntime {
+    /// What this runtime knows of processor `name` (registered, or submitted or executed
+    /// here), and whether its runs' data is hidden: it, or a step of its plan, is configured
+    /// with `redact`.
+    fn known(&self, name: &str) -> Option<(ProcessorInfo, bool)> {
+        let (info, redacted) = match self.processor_info(name) {
+            Some(info) => (info, false),
+            None => {
+                let known = self.inner.known.get(name)?;
+                (known.0.clone(), known.1)
+            }
+        };
+        let redacted = redacted
+            || info.config.redact
+            || info.plan.nodes.iter().any(|node| match &node.kind {
+                NodeKind::Step { processor, .. } => self
+                    .processor_info(processor)
+                    .is_some_and(|step| step.config.redact),
+                _ => false,
+            });
+        Some((info, redacted))
+    }
+
     fn wire(&self, error: super::protocol::WireError) -> Error {
         error.into_error(&self.inner.redis.errors)
+    }
+
+    /// Fills `cache.started` from the session's newest events (once per call).
+    async fn step_starts(&self, keys: &SessionKeys, cache: &mut InFlight) -> Result<(), Error> {
+        if cache.started.is_some() {
+            return Ok(());
+        }
+        let entries = reads::recent_events(&self.inner.redis, keys, EVENT_ENTRIES)
+            .await
+            .map_err(|e| self.wire(e))?;
+        cache.window_full = entries.len() == EVENT_ENTRIES;
+        let mut started = HashMap::new();
+        for event in all_events(entries) {
+            let Some(run) = event.run_id else { continue };
+            match event.kind {
+                EventKind::StepStarted { .. } => {
+                    started.insert(run, true);
+                }
+                EventKind::StepCompleted { .. }
+                | EventKind::StepFailed { .. }
+                | EventKind::StepRetrying { .. } => {
+                    started.insert(run, false);
+                }
+                _ => {}
+            }
+        }
+        cache.started = Some(started);
+        Ok(())
     }
 
     async fn in_flight<'a>(
@@ -325,6 +434,9 @@ impl RedisRuntime {
         positions: &[Position],
         cache: &mut InFlight,
     ) -> Result<Vec<Option<RunSummary>>, Error> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<String> = positions.iter().map(|(_, run)| run.clone()).collect();
         let (headers, delayed) = reads::entry_jobs(&self.inner.redis, keys, &ids)
             .await
@@ -344,6 +456,16 @@ impl RedisRuntime {
             hashes = stepping.iter().copied().zip(read).collect();
             self.in_flight(keys, cache).await?;
         }
+        let leased = headers.iter().any(|header| {
+            header
+                .as_deref()
+                .is_some_and(|h| h.starts_with('L') || h.starts_with('C'))
+        }) || stepping
+            .iter()
+            .any(|run| cache.leased.contains(&run.to_string()));
+        if leased {
+            self.step_starts(keys, cache).await?;
+        }
         let mut rows = Vec::with_capacity(positions.len());
         for (((created, id), header), delayed) in positions.iter().zip(headers).zip(delayed) {
             let Ok(run) = id.parse::<RunId>() else {
@@ -353,7 +475,7 @@ impl RedisRuntime {
             let (state, processor, attempts) = match header.as_deref().and_then(HeaderView::parse) {
                 Some(header) => {
                     let state = match header.state {
-                        'L' | 'C' => RunState::Active,
+                        'L' | 'C' => cache.leased_state(run),
                         _ if delayed.is_some() => RunState::Delayed,
                         _ => RunState::Queued,
                     };
@@ -366,7 +488,7 @@ impl RedisRuntime {
                         continue;
                     };
                     let state = if cache.leased.contains(id) {
-                        RunState::Active
+                        cache.leased_state(run)
                     } else if cache.delayed.contains(id) {
                         RunState::Delayed
                     } else {
@@ -380,9 +502,10 @@ impl RedisRuntime {
                 run,
                 processor,
                 state,
+                // The attempt running now counts.
+                attempts: attempts + u32::from(state == RunState::Active),
                 created_at: at_ms(*created),
                 ended_at: None,
-                attempts,
                 error: None,
             }));
         }
@@ -398,6 +521,9 @@ impl RedisRuntime {
         positions: &[Position],
         phase: Phase,
     ) -> Result<Vec<Option<RunSummary>>, Error> {
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<String> = positions.iter().map(|(_, run)| run.clone()).collect();
         let (fields, dead) = reads::ended(&self.inner.redis, keys, &ids)
             .await
@@ -600,6 +726,8 @@ impl RedisRuntime {
         created: f64,
         record: &RunRecord,
     ) -> Result<RunSummary, Error> {
+        let mut cache = InFlight::default();
+        self.step_starts(keys, &mut cache).await?;
         let (state, processor, attempts) =
             match record.header.as_deref().and_then(HeaderView::parse) {
                 Some(header) => {
@@ -608,18 +736,17 @@ impl RedisRuntime {
                             .await
                             .map_err(|e| self.wire(e))?;
                     let state = match header.state {
-                        'L' | 'C' => RunState::Active,
+                        'L' | 'C' => cache.leased_state(run),
                         _ if delayed.first().is_some_and(Option::is_some) => RunState::Delayed,
                         _ => RunState::Queued,
                     };
                     (state, header.name, header.run_attempts + header.attempts)
                 }
                 None => {
-                    let mut cache = InFlight::default();
                     let cache = self.in_flight(keys, &mut cache).await?;
                     let id = run.to_string();
                     let state = if cache.leased.contains(&id) {
-                        RunState::Active
+                        cache.leased_state(run)
                     } else if cache.delayed.contains(&id) {
                         RunState::Delayed
                     } else {
@@ -639,7 +766,7 @@ impl RedisRuntime {
             state,
             created_at: at_ms(created),
             ended_at: None,
-            attempts,
+            attempts: attempts + u32::from(state == RunState::Active),
             error: None,
         })
     }
@@ -702,23 +829,22 @@ impl RedisRuntime {
                     {
                         state = Shown::Value(value);
                     }
-                    error = ended.error.as_ref().map(error_detail);
+                    error = ended.error.as_ref().map(ErrorDetail::of);
                 }
                 summary
             }
             (None, None) => return Ok(None),
         };
-        let input = match (&record.body, &record.kept) {
-            (Some(body), _) if record.live.is_some() => body_input(body),
-            (_, Some(kept)) => body_input(kept),
-            _ => Shown::Unavailable,
-        };
-        let info = self.processor_info(&summary.processor);
+        let input = record
+            .body
+            .as_deref()
+            .map_or(Shown::Unavailable, body_input);
+        let known = self.known(&summary.processor);
         let entries = reads::recent_events(&self.inner.redis, &keys, EVENT_ENTRIES)
             .await
             .map_err(|e| self.wire(e))?;
         let events = run_events(entries, run);
-        let plan = info.as_ref().map(|info| info.plan.clone());
+        let plan = known.as_ref().map(|(info, _)| info.plan.clone());
         let steps = steps(plan.as_ref(), &events);
         let mut detail = RunDetail {
             summary,
@@ -732,10 +858,8 @@ impl RedisRuntime {
             retry_of: record.retry_of.as_deref().and_then(|r| r.parse().ok()),
             retried_as: record.retried_as.as_deref().and_then(|r| r.parse().ok()),
         };
-        if info.is_some_and(|info| redacts(&info.config)) {
-            detail.input = hide(detail.input);
-            detail.output = hide(detail.output);
-            detail.state = hide(detail.state);
+        if known.is_some_and(|(_, redacted)| redacted) {
+            redact(&mut detail);
         }
         Ok(Some(detail))
     }
@@ -816,7 +940,7 @@ impl RedisRuntime {
                 std::iter::empty::<String>(),
             ));
         }
-        let (Some(kept), Some(name)) = (&record.kept, &record.name) else {
+        let (Some(kept), Some(name)) = (&record.body, &record.name) else {
             return Err(not_retryable(
                 "its input is no longer kept (it is kept with the outcome, for `result_ttl`)",
             ));
@@ -825,7 +949,7 @@ impl RedisRuntime {
             .ok()
             .filter(|body| body.chunks.is_none())
             .ok_or_else(|| not_retryable("its kept input does not read"))?;
-        let Some(info) = self.processor_info(name) else {
+        let Some((info, _)) = self.known(name) else {
             return Err(Error::not_found("processor", name, self.registered()));
         };
         let fresh = RunId::generate();
@@ -932,18 +1056,6 @@ impl RedisRuntime {
                 std::iter::empty::<String>(),
             )),
         }
-    }
-}
-
-/// Whether a processor's values are hidden from inspection.
-fn redacts(_config: &crate::ProcessorConfig) -> bool {
-    false
-}
-
-fn hide(shown: Shown) -> Shown {
-    match shown {
-        Shown::Value(_) => Shown::Redacted,
-        other => other,
     }
 }
 

@@ -135,6 +135,8 @@ struct Inner {
     executor: std::sync::RwLock<Option<Arc<Worker>>>,
     /// This runtime's id in the worker registry.
     worker_id: String,
+    /// The processors this runtime submitted or executed, as inspection shows their runs.
+    known: inspect::Known,
 }
 
 #[derive(Default)]
@@ -200,6 +202,7 @@ impl RedisRuntime {
             }),
             executor: std::sync::RwLock::default(),
             worker_id: format!("{}-{}", std::process::id(), RunId::generate()),
+            known: inspect::Known::default(),
             config,
         });
         RedisRuntime {
@@ -284,6 +287,7 @@ impl RedisRuntime {
         P: Processor,
         P::Input: Serialize,
     {
+        self.inner.known.note(processor);
         let fingerprint = job_fingerprint(
             processor.contract().fingerprint,
             processor.plan().fingerprint,
@@ -958,6 +962,7 @@ where
     ) -> RunOutcome<P::Output> {
         let started = Instant::now();
         self.ensure_served(processor);
+        self.inner.known.note(processor);
         let fingerprint = job_fingerprint(
             processor.contract().fingerprint,
             processor.plan().fingerprint,

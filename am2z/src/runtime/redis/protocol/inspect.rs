@@ -208,14 +208,12 @@ pub(crate) struct RunRecord {
     pub(crate) completed: Option<f64>,
     pub(crate) failed: Option<f64>,
     pub(crate) dead: Option<f64>,
-    /// `results`: its outcome, processor name, kept entry body, the run that retried it, the
-    /// run it retried.
+    /// `results`: its outcome, processor name, the run that retried it, the run it retried.
     pub(crate) outcome: Option<String>,
     pub(crate) name: Option<String>,
-    pub(crate) kept: Option<Vec<u8>>,
     pub(crate) retried_as: Option<String>,
     pub(crate) retry_of: Option<String>,
-    /// Its entry job's header and body, while they exist.
+    /// Its entry job's header (while live) and body (its input: kept with its outcome).
     pub(crate) header: Option<String>,
     pub(crate) body: Option<Vec<u8>>,
     /// Its run hash's processor name and attempts (a step run past its entry job).
@@ -234,7 +232,6 @@ pub(crate) async fn run_record(
     type Results = (
         Option<String>,
         Option<String>,
-        Option<Vec<u8>>,
         Option<String>,
         Option<String>,
     );
@@ -257,7 +254,6 @@ pub(crate) async fn run_record(
         .arg(session.results())
         .arg(&id)
         .arg(format!("{id}:p"))
-        .arg(format!("{id}:i"))
         .arg(format!("{id}:r"))
         .arg(format!("{id}:o"))
         .hget(session.jobs(), &id)
@@ -268,7 +264,7 @@ pub(crate) async fn run_record(
         .arg("attempts")
         .query_async(&mut conn)
         .await?;
-    let (outcome, name, kept, retried_as, retry_of) = results;
+    let (outcome, name, retried_as, retry_of) = results;
     Ok(RunRecord {
         live,
         completed,
@@ -276,7 +272,6 @@ pub(crate) async fn run_record(
         dead,
         outcome,
         name,
-        kept,
         retried_as,
         retry_of,
         header,

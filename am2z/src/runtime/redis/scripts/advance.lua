@@ -53,9 +53,9 @@ local live_runs = redis.call('ZMSCORE', runs_key, unpack(runs))
 local now = now_ms()
 -- What the commits write, gathered: once per call.
 local from_leases, from_calls, freed = {}, {}, {}
--- The bodies that go: a step run's entry body stays until the run ends (its input, which a
--- retry of a failed run submits again), so it is freed with the run's end.
-local freed_bodies, failed_ends = {}, {}
+-- The bodies that go: a run's entry body stays (its input, shown by inspection and
+-- submitted again by a retry) until the sweeper trims the run's outcome.
+local freed_bodies = {}
 local headers, bodies, handed_leases, queued = {}, {}, {}, {}
 local ends, run_events, ended_here = {}, {}, {}
 local results = {}
@@ -93,7 +93,9 @@ local function advance(i, a, run_key)
   freed[#freed + 1] = job
   if not live_runs[i] or ended_here[run] then
     -- The run already ended (a failed sibling, a deadline, a dead-lettered step).
-    freed_bodies[#freed_bodies + 1] = job
+    if not entry then
+      freed_bodies[#freed_bodies + 1] = job
+    end
     return {'status', 'moot'}
   end
   if not entry then
@@ -224,11 +226,7 @@ local function advance(i, a, run_key)
   if outcome ~= '' then
     ended_here[run] = true
     run_events[#run_events + 1] = run_event
-    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name, false}
-    freed_bodies[#freed_bodies + 1] = run
-    if not ok then
-      failed_ends[#failed_ends + 1] = #ends
-    end
+    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name}
     -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
     return {'status', 'ok', 'ended', 1, 'closed', closed_now,
       'cancel_run', live > 0 and 1 or 0, 'handed', {}}
@@ -246,16 +244,6 @@ if #from_leases > 0 then
 end
 if #from_calls > 0 then
   redis.call('ZREM', calls_key, unpack(from_calls))
-end
-if #failed_ends > 0 then
-  local ids = {}
-  for k, e in ipairs(failed_ends) do
-    ids[k] = ends[e][1]
-  end
-  local kept = redis.call('HMGET', bodies_key, unpack(ids))
-  for k, e in ipairs(failed_ends) do
-    ends[e][7] = kept[k]
-  end
 end
 if #freed > 0 then
   redis.call('HDEL', jobs_key, unpack(freed))

@@ -46,11 +46,12 @@ else
   outcome = cjson.encode({Unserved = {name = h.name, fingerprint = h.fp}})
 end
 local run = run_of(job)
--- The run's entry body (a step run keeps it until the run ends): kept for a retry.
-local kept = redis.call('HGET', bodies_key, run)
 redis.call('HDEL', jobs_key, job)
-redis.call('HDEL', bodies_key, job, run)
-if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name, kept) then
+-- The run's entry body stays with its outcome (its input, for inspection and a retry).
+if job ~= run then
+  redis.call('HDEL', bodies_key, job)
+end
+if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name) then
   return {'status', 'dropped'}
 end
 if reason == 'dead' then

@@ -1,7 +1,7 @@
 -- Cancels a live run (the operator's `cancel_run`): ends it, exactly once, with the outcome
 -- the caller built (a `Cancelled` failure), as every run ends (`end_run`: stored, moved to
 -- the failed runs, its run hash unlinked, `done` published, the session's idle expiry). Its
--- entry job goes with it whatever its state; a step run's later jobs are dropped when
+-- entry job goes with it whatever its state (its body stays, as every ended run's does); a step run's later jobs are dropped when
 -- claimed (queued, or promoted from `delayed`), and the running ones are cancelled by the
 -- `Cancel` message the caller publishes next, their commits then moot.
 --- @include "time"
@@ -38,7 +38,6 @@ local name = header_name(raw)
 if not name then
   name = redis.call('HGET', run_key, 'name')
 end
-local kept = redis.call('HGET', bodies_key, run)
 if raw then
   redis.call('ZREM', queue_key, run)
   redis.call('ZREM', delayed_key, run)
@@ -46,6 +45,6 @@ if raw then
   redis.call('ZREM', calls_key, run)
   redis.call('HDEL', jobs_key, run)
 end
-redis.call('HDEL', bodies_key, run)
-end_run(run, outcome, false, run_key, done_channel, done, session_ttl, name, kept)
+-- Its entry body stays with its outcome (its input, for inspection and a retry).
+end_run(run, outcome, false, run_key, done_channel, done, session_ttl, name)
 return {'status', 'cancelled'}

@@ -58,8 +58,6 @@ if #jobs > 0 then
   local headers = redis.call('HMGET', jobs_key, unpack(jobs))
   local live_runs = redis.call('ZMSCORE', runs_key, unpack(jobs))
   local freed, from_leases, from_calls, ends, dead = {}, {}, {}, {}, {}
-  -- The ends that failed: their entry bodies are kept for a retry (read before they go).
-  local failed_ends = {}
   for i, job in ipairs(jobs) do
     local at = first_job + (i - 1) * PER_JOB
     local set = held_by(headers[i], ARGV[at + 1])
@@ -78,12 +76,8 @@ if #jobs > 0 then
       end
       -- A run already ended (the sweeper buried it) keeps its first outcome.
       if live_runs[i] then
-        local ok = ARGV[at + 3] == '1'
-        ends[#ends + 1] = {job, ARGV[at + 2], ok, false, ARGV[at + 5],
-          header_name(headers[i]), false}
-        if not ok then
-          failed_ends[#failed_ends + 1] = #ends
-        end
+        ends[#ends + 1] = {job, ARGV[at + 2], ARGV[at + 3] == '1', false, ARGV[at + 5],
+          header_name(headers[i])}
         if ARGV[at + 4] == '1' then
           dead[#dead + 1] = job
         end
@@ -96,19 +90,10 @@ if #jobs > 0 then
   if #from_calls > 0 then
     redis.call('ZREM', calls_key, unpack(from_calls))
   end
-  if #failed_ends > 0 then
-    local ids = {}
-    for k, e in ipairs(failed_ends) do
-      ids[k] = ends[e][1]
-    end
-    local kept = redis.call('HMGET', bodies_key, unpack(ids))
-    for k, e in ipairs(failed_ends) do
-      ends[e][7] = kept[k]
-    end
-  end
+  -- Each job here is its run's entry job: its body (the run's input) stays with the run's
+  -- outcome, trimmed with it by the sweeper.
   if #freed > 0 then
     redis.call('HDEL', jobs_key, unpack(freed))
-    redis.call('HDEL', bodies_key, unpack(freed))
   end
   end_runs(ends, done_channel, session_ttl)
   for _, run in ipairs(dead) do

@@ -1,11 +1,11 @@
 -- Ends live runs in one go: stores each outcome, moves each run from the live runs to the
 -- ended ones (completed or failed), unlinks the run hashes given, and starts the session's
 -- idle expiry when no live run is left. `ends` is a list of {run, outcome, ok,
--- run hash or false, done line or '', processor name or false, entry body or false}; the
--- caller checked each is live (and lists each once). The `done` lines go out as one message.
--- Beside each outcome, in the same write, `results` keeps the run's processor name
--- (`<run>:p`) and, for a failed run, its entry body (`<run>:i`: what a retry submits again);
--- the sweeper trims them with the outcome. Returns nothing.
+-- run hash or false, done line or '', processor name or false}; the caller checked each is
+-- live (and lists each once). The `done` lines go out as one message. Beside each outcome,
+-- in the same write, `results` keeps the run's processor name (`<run>:p`); the run's entry
+-- body stays in `bodies` (its input: what inspection shows and a retry submits again). The
+-- sweeper trims both with the outcome. Returns nothing.
 local function end_runs(ends, done_channel, session_ttl)
   if #ends == 0 then
     return
@@ -19,10 +19,6 @@ local function end_runs(ends, done_channel, session_ttl)
     if e[6] then
       outcomes[#outcomes + 1] = e[1] .. ':p'
       outcomes[#outcomes + 1] = e[6]
-    end
-    if e[7] and not e[3] then
-      outcomes[#outcomes + 1] = e[1] .. ':i'
-      outcomes[#outcomes + 1] = e[7]
     end
     if e[3] then
       completed[#completed + 1] = now
@@ -61,14 +57,13 @@ end
 -- Ends live run `run` with `outcome` (JSON, opaque here): stores it, moves the run from the
 -- live runs to the ended ones (`ok`: completed, else failed), unlinks its run hash when the
 -- caller declared one, publishes `done` (a line the caller built), and starts the session's
--- idle expiry when it was the last live run; `name` and `body` (or nil) are kept beside the
--- outcome as `end_runs` keeps them. Returns false (and does nothing) when the run had
--- already ended.
-local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl, name, body)
+-- idle expiry when it was the last live run; `name` (or nil) is kept beside the outcome as
+-- `end_runs` keeps it. Returns false (and does nothing) when the run had already ended.
+local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl, name)
   if not redis.call('ZSCORE', runs_key, run) then
     return false
   end
-  end_runs({{run, outcome, ok, run_hash or false, done, name or false, body or false}},
+  end_runs({{run, outcome, ok, run_hash or false, done, name or false}},
     done_channel, session_ttl)
   return true
 end
