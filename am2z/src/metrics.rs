@@ -621,6 +621,15 @@ mod tests {
     }
 
     #[test]
+    fn a_render_can_be_served_from_any_thread() {
+        fn is_send<T: Send>(_: &T) {}
+        fn is_shared<T: Send + Sync>() {}
+        is_shared::<Metrics<LocalRuntime>>();
+        let runtime = LocalRuntime::new();
+        is_send(&render(&runtime));
+    }
+
+    #[test]
     fn processors_past_the_limit_are_counted_together() {
         let mut counts = Counts::default();
         for i in 0..MAX_PROCESSORS + 5 {
