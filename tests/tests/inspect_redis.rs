@@ -325,6 +325,23 @@ async fn run_details_show_plan_steps_values_and_errors() {
         done.meta.run_id.to_string()
     );
 
+    // A runtime that does not know the processor cannot tell whether it redacts: it hides
+    // the run's data.
+    let stranger = RedisRuntime::new(config(&prefix).worker(false));
+    stranger.start().await.expect("starts");
+    let seen = stranger
+        .run(&s, done.meta.run_id)
+        .await
+        .expect("read")
+        .expect("known");
+    assert_eq!(seen.summary.state, RunState::Completed);
+    assert_eq!(
+        (seen.input, seen.output),
+        (Shown::Redacted, Shown::Redacted)
+    );
+    assert!(seen.plan.is_none());
+    stranger.stop().await.expect("stops");
+
     let failed = client
         .execute_in_session(&s, &NegateThenReject, 5)
         .await

@@ -858,7 +858,9 @@ impl RedisRuntime {
             retry_of: record.retry_of.as_deref().and_then(|r| r.parse().ok()),
             retried_as: record.retried_as.as_deref().and_then(|r| r.parse().ok()),
         };
-        if known.is_some_and(|(_, redacted)| redacted) {
+        // A processor this runtime does not know may be redacted: its data stays hidden
+        // (fail closed) until the processor is registered here.
+        if known.is_none_or(|(_, redacted)| redacted) {
             redact(&mut detail);
         }
         Ok(Some(detail))
@@ -1032,11 +1034,10 @@ impl RedisRuntime {
         match cancelled {
             CancelReply::Done => {
                 // Its running jobs, here and on every worker, see their tokens fire.
-                inner.leases.cancel(session, run, None);
-                let cancel = Control::Cancel {
+                inner.leases.abort(session, run);
+                let cancel = Control::Abort {
                     session: session.clone(),
                     run,
-                    instance: None,
                 };
                 let channel = inner.keys.control_channel();
                 if let Err(error) = messages::publish(&inner.redis, &channel, &cancel).await {

@@ -106,15 +106,25 @@ impl LeaseTable {
         let held = self.lock();
         let mut cancelled = 0;
         for (job, lease) in held.iter() {
-            // A fan-out's jobs are step jobs; a cancel of the whole run (its end, or the
-            // operator's `cancel_run`) reaches its entry job too.
-            if job.run != run
-                || (instance.is_some() && job.position.is_none())
-                || lease.session != *session
-            {
+            // A run's entry job is the run itself: nothing to cancel it for.
+            if job.run != run || job.position.is_none() || lease.session != *session {
                 continue;
             }
             if instance.is_none_or(|i| lease.instances.iter().any(|held| held == i)) {
+                lease.moot.cancel();
+                cancelled += 1;
+            }
+        }
+        cancelled
+    }
+
+    /// Cancels every job of `run` in `session` held here, its entry job included: an operator
+    /// cancelled the run (`cancel_run`). Returns how many.
+    pub(crate) fn abort(&self, session: &SessionId, run: RunId) -> usize {
+        let held = self.lock();
+        let mut cancelled = 0;
+        for (job, lease) in held.iter() {
+            if job.run == run && lease.session == *session {
                 lease.moot.cancel();
                 cancelled += 1;
             }
@@ -203,6 +213,12 @@ mod tests {
         assert!(!elsewhere.moot.is_cancelled() && !other_run.moot.is_cancelled());
         assert!(!entry.moot.is_cancelled());
         assert!(table.holds_entry(&session("a"), run));
+        assert_eq!(
+            table.abort(&session("a"), run),
+            3,
+            "an abort reaches the entry job"
+        );
+        assert!(entry.moot.is_cancelled() && !other_run.moot.is_cancelled());
         assert!(!table.holds_entry(&session("b"), run));
         table.lose(&beside.job);
         assert!(beside.lost.is_cancelled());

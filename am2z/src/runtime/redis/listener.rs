@@ -118,6 +118,9 @@ impl Listener {
             } => {
                 self.leases.cancel(&session, run, instance.as_deref());
             }
+            Control::Abort { session, run } => {
+                self.leases.abort(&session, run);
+            }
             Control::Stop { session, nonce } => {
                 self.stops.heard(&session);
                 self.client.waiters.session_stopped(&session);

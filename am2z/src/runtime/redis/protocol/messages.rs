@@ -124,6 +124,9 @@ pub(crate) enum Control {
         run: RunId,
         instance: Option<String>,
     },
+    /// `abort <session> <run>`: an operator cancelled the run (`cancel_run`): cancel all its
+    /// jobs running here, its entry job included.
+    Abort { session: SessionId, run: RunId },
 }
 
 impl fmt::Display for Control {
@@ -138,6 +141,7 @@ impl fmt::Display for Control {
             }
             Control::Stopped { nonce } => write!(f, "stopped {nonce}"),
             Control::Expired { session } => write!(f, "expired {session}"),
+            Control::Abort { session, run } => write!(f, "abort {session} {run}"),
             Control::Cancel {
                 session,
                 run,
@@ -169,6 +173,10 @@ impl FromStr for Control {
             }),
             (Some("expired"), 2) => Ok(Control::Expired {
                 session: session(word(1).ok_or_else(bad)?)?,
+            }),
+            (Some("abort"), 3) => Ok(Control::Abort {
+                session: session(word(1).ok_or_else(bad)?)?,
+                run: run(word(2).ok_or_else(bad)?)?,
             }),
             (Some("cancel"), 3 | 4) => Ok(Control::Cancel {
                 session: session(word(1).ok_or_else(bad)?)?,
@@ -249,6 +257,10 @@ mod tests {
                 session: s("x"),
                 run,
                 instance: Some("3.1/2".to_owned()),
+            },
+            Control::Abort {
+                session: s("x"),
+                run,
             },
         ];
         for control in controls {
