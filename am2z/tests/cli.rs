@@ -295,11 +295,16 @@ async fn read_commands_print_tables_and_json() {
     let detail = seeded.json(&["run", &target]);
     assert_eq!(detail["summary"]["state"], "failed");
     assert_eq!(detail["summary"]["processor"], "flaky_service");
-    // The CLI registers no processor: no plan, but what the runtime kept.
+    // The CLI registers no processor: no plan, and data shown redacted (it cannot know
+    // whether the processor is configured with `redact`: inspection fails closed), but the
+    // run's summary, steps and events.
     assert!(detail["plan"].is_null());
+    assert_eq!(detail["input"]["kind"], "redacted");
     let completed = seeded.json(&["run", &seeded.target(seeded.completed)]);
     assert_eq!(completed["summary"]["state"], "completed");
-    assert_eq!(completed["output"]["value"], 42);
+    assert_eq!(completed["output"]["kind"], "redacted");
+    let text = seeded.ok(&["run", &seeded.target(seeded.completed)]);
+    assert!(text.contains("output      (redacted)"), "{text}");
 
     // dead, for one session and for all: none here (a dead letter needs a worker that died
     // on its run `max_deliveries` times).
