@@ -26,7 +26,8 @@ pub struct Event {
     pub session: SessionId,
     /// The run, for run and step events.
     pub run_id: Option<RunId>,
-    /// The processor, for step events.
+    /// The processor: a step's, for step events; the run's (its processor or workflow), for
+    /// [`RunCompleted`](EventKind::RunCompleted) and [`RunFailed`](EventKind::RunFailed).
     pub processor: Option<Cow<'static, str>>,
     /// When it happened.
     pub at: SystemTime,

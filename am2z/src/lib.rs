@@ -48,12 +48,14 @@
 //! - [`Runtime`] and [`Executes`]: the contract every runtime honours; [`LocalRuntime`]
 //!   (in-process) and, with the `redis` feature (on by default), `RedisRuntime`.
 //! - [`SessionId`], [`Event`], [`Error`], [`Plan`]: sessions, events, errors and plans.
+//! - [`metrics`]: Prometheus metrics of a runtime.
 
 mod context;
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
 mod error;
 mod event;
+pub mod metrics;
 pub mod plan;
 #[doc(hidden)]
 pub mod portable;

@@ -487,7 +487,8 @@ impl LocalRuntime {
         let meta = scope.metadata();
         let attempts = scope.attempts.load(Ordering::Relaxed);
         if !scope.part_of_run() {
-            scope.publish(None, || match &result {
+            // The run's processor names it, so observers can count runs by processor.
+            scope.publish(Some(processor.name()), || match &result {
                 Ok(_) => EventKind::RunCompleted { execution_time },
                 Err(error) => EventKind::RunFailed {
                     error: error.clone(),

@@ -959,6 +959,8 @@ impl RedisRuntime {
             step: None,
             call: None,
             chunks: None,
+            // The retry is a new submission: it runs in the retrying caller's trace.
+            trace: super::trace::current(),
             input: kept.input,
         }
         .encode();

@@ -23,9 +23,7 @@ use crate::event::EventKind;
 use crate::plan::Fnv;
 use crate::portable::{Frame, InstanceId, Job, Json, PortableGraph, PortableId, Transition};
 use crate::runtime::embed::{Embedding, Hooks, Wait, Waits};
-use crate::{
-    Error, Event, LocalRuntime, Metadata, RunFailure, RunId, RunOutcome, RunResult, SessionId,
-};
+use crate::{Error, Event, LocalRuntime, Metadata, RunFailure, RunId, RunOutcome, RunResult};
 
 /// A deadline of a named workflow with a timeout that a job runs inside: the frame of its
 /// stack, and when the workflow runs out of time (ms on Redis' clock).
@@ -918,18 +916,19 @@ fn run_end(
     };
     let done = Done::new(&job.session, job.run(), &outcome).to_string();
     RunEnd {
-        event: run_event(&job.session, job.run(), kind),
+        event: run_event(job, kind),
         outcome,
         ok,
         done,
     }
 }
 
-fn run_event(session: &SessionId, run: RunId, kind: EventKind) -> String {
+/// A run's end event, named by the run's processor (observers count runs by processor).
+fn run_event(job: &ClaimedJob, kind: EventKind) -> String {
     serde_json::to_string(&Event {
-        session: session.clone(),
-        run_id: Some(run),
-        processor: None,
+        session: job.session.clone(),
+        run_id: Some(job.run()),
+        processor: Some(job.leased.name.clone().into()),
         at: SystemTime::now(),
         kind,
     })

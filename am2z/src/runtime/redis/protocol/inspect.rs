@@ -120,6 +120,10 @@ pub(crate) async fn entry_jobs(
     session: &SessionKeys,
     runs: &[String],
 ) -> Result<(Vec<Option<String>>, Vec<Option<f64>>), WireError> {
+    // `HMGET` and `ZMSCORE` take at least one field: an empty page asks nothing.
+    if runs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut conn = redis.conn()?;
     Ok(redis::pipe()
         .cmd("HMGET")
@@ -175,6 +179,10 @@ pub(crate) async fn ended(
     session: &SessionKeys,
     runs: &[String],
 ) -> Result<(Vec<Option<String>>, Vec<Option<f64>>), WireError> {
+    // `HMGET` and `ZMSCORE` take at least one field: an empty page asks nothing.
+    if runs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let mut conn = redis.conn()?;
     let fields: Vec<String> = runs
         .iter()
