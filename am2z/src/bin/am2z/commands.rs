@@ -56,6 +56,7 @@ enum Checked {
     StopSession(SessionId),
     Workers,
     Watch(SessionId, bool),
+    Dashboard(std::net::SocketAddr, bool),
 }
 
 fn page(args: PageArgs) -> PageRequest {
@@ -93,6 +94,10 @@ impl Checked {
                 session,
                 until_idle,
             } => Checked::Watch(SessionId::new(session)?, until_idle),
+            Command::Dashboard {
+                listen,
+                allow_non_loopback,
+            } => Checked::Dashboard(listen, allow_non_loopback),
         })
     }
 
@@ -110,6 +115,9 @@ impl Checked {
             Checked::Workers => workers(runtime, json).await,
             Checked::Watch(session, until_idle) => {
                 crate::watch::watch(runtime, &session, until_idle, json).await
+            }
+            Checked::Dashboard(listen, allow_non_loopback) => {
+                crate::dashboard::serve(runtime, listen, allow_non_loopback).await
             }
         }
     }

@@ -5,6 +5,7 @@
 //! (`am2z::runtime::Inspect`). `docs/cli.md` describes every command.
 
 mod commands;
+mod dashboard;
 mod failure;
 mod output;
 mod target;
@@ -26,6 +27,7 @@ Environment (as every am2z runtime reads it):
   AM2Z_REDIS_TIMEOUT   how long to wait for a Redis reply (default 5s)
   AM2Z_START_TIMEOUT   how long to keep trying while Redis refuses connections (default 2s
                        here; 30s for a worker)
+  AM2Z_DASHBOARD_TOKEN `dashboard`: the token its actions need (none: read-only)
 
 Exit codes:
   0  done
@@ -105,7 +107,17 @@ enum Command {
         #[arg(long)]
         until_idle: bool,
     },
-    // `dashboard --listen ADDR` goes here, behind the `dashboard` feature.
+    /// Serves the web dashboard (and Prometheus metrics on /metrics) until ctrl-c. Read-only
+    /// unless AM2Z_DASHBOARD_TOKEN holds a token: then retry, cancel and stop-session work
+    /// from the page with that token.
+    Dashboard {
+        /// The address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
+        listen: std::net::SocketAddr,
+        /// Listen on an address that is not loopback (anyone who reaches it reads your runs).
+        #[arg(long)]
+        allow_non_loopback: bool,
+    },
 }
 
 /// Which page of a listing.
