@@ -1,5 +1,5 @@
 //! The inspection suite: [`am2z::Inspect`] as every runtime answers it, written once, generic
-//! over the runtime. [`inspect_suite!`](crate::inspect_suite) instantiates it for a
+//! over the runtime. [`inspect_suite!`](macro@crate::inspect_suite) instantiates it for a
 //! [`Harness`] whose runtime also implements [`Inspect`].
 //!
 //! Live runs are observed by polling the listings until the expected state shows (never by
