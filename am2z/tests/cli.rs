@@ -295,16 +295,32 @@ async fn read_commands_print_tables_and_json() {
     let detail = seeded.json(&["run", &target]);
     assert_eq!(detail["summary"]["state"], "failed");
     assert_eq!(detail["summary"]["processor"], "flaky_service");
-    // The CLI registers no processor: no plan, and data shown redacted (it cannot know
-    // whether the processor is configured with `redact`: inspection fails closed), but the
-    // run's summary, steps and events.
+    // The CLI registers no processor: no plan, but the run's data as its submitter said
+    // (these processors are not configured with `redact`: the entry body carries no flag).
     assert!(detail["plan"].is_null());
-    assert_eq!(detail["input"]["kind"], "redacted");
+    assert_eq!(
+        detail["input"],
+        serde_json::json!({"kind": "value", "value": 1})
+    );
     let completed = seeded.json(&["run", &seeded.target(seeded.completed)]);
     assert_eq!(completed["summary"]["state"], "completed");
-    assert_eq!(completed["output"]["kind"], "redacted");
+    assert_eq!(
+        completed["input"],
+        serde_json::json!({"kind": "value", "value": 21})
+    );
+    assert_eq!(
+        completed["output"],
+        serde_json::json!({"kind": "value", "value": 42})
+    );
     let text = seeded.ok(&["run", &seeded.target(seeded.completed)]);
-    assert!(text.contains("output      (redacted)"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("a `{name}` line: {text}"))
+    };
+    assert_eq!(line("input"), ["input", "21"], "{text}");
+    assert_eq!(line("output"), ["output", "42"], "{text}");
 
     // dead, for one session and for all: none here (a dead letter needs a worker that died
     // on its run `max_deliveries` times).
@@ -327,8 +343,6 @@ async fn read_commands_print_tables_and_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the Redis runtime's retry_run needs the run's processor registered in the retrying \
-            process (for its contract fingerprint), and the CLI registers none"]
 async fn retry_resubmits_a_failed_run_and_it_completes() {
     let seeded = Seeded::new("retry").await;
     outage(&seeded.session, false);

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use am2z::runtime::{
     CancelOutcome, Inspect, PageRequest, RetryOutcome, RunFilter, RunState, Shown, StepState,
 };
-use am2z::{Error, Executes, RedisConfig, RedisRuntime, RunId, Runtime, SessionId};
+use am2z::{Error, Executes, RedisConfig, RedisRuntime, RunId, Runtime, SessionId, processor};
 use am2z_tests::fault::{redis_cli, scan_keys};
-use am2z_tests::flows::{Arith, NegateThenReject};
+use am2z_tests::flows::{Arith, NegateThenReject, ShoutSecret};
 use am2z_tests::layout::Layout;
 use am2z_tests::probe;
-use am2z_tests::processors::{AddOne, AlwaysFails, Negate, SleepMs};
+use am2z_tests::processors::{AddOne, AlwaysFails, KeepsSecret, Negate, SleepMs};
 use am2z_tests::suite::session;
 use futures::StreamExt;
 
@@ -325,8 +325,8 @@ async fn run_details_show_plan_steps_values_and_errors() {
         done.meta.run_id.to_string()
     );
 
-    // A runtime that does not know the processor cannot tell whether it redacts: it hides
-    // the run's data.
+    // A runtime that does not know the processor trusts its submitter's word (no `redact`
+    // flag in the entry body): it shows the run's data, but no plan.
     let stranger = RedisRuntime::new(config(&prefix).worker(false));
     stranger.start().await.expect("starts");
     let seen = stranger
@@ -337,7 +337,10 @@ async fn run_details_show_plan_steps_values_and_errors() {
     assert_eq!(seen.summary.state, RunState::Completed);
     assert_eq!(
         (seen.input, seen.output),
-        (Shown::Redacted, Shown::Redacted)
+        (
+            Shown::Value(serde_json::json!(5)),
+            Shown::Value(serde_json::json!(22))
+        )
     );
     assert!(seen.plan.is_none());
     stranger.stop().await.expect("stops");
@@ -489,6 +492,158 @@ async fn retries_link_both_ways_and_race_to_one_run() {
     assert!(matches!(again.error, Error::StepFailed { position: 2, .. }));
 
     finish(&prefix, &[&s], &[&client, &other, &worker]).await;
+}
+
+/// Whether `fails_until_fixed` answers (a retry after the fix completes).
+static FIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fails until [`FIXED`], then adds one.
+#[processor]
+async fn fails_until_fixed(x: i64) -> Result<i64, Error> {
+    if !FIXED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(Error::validation("x", "not fixed yet"));
+    }
+    Ok(x + 1)
+}
+
+/// A runtime that registered nothing (as an operator's tool does): it shows the data of runs
+/// whose submitter did not flag them redacted, hides a flagged one's (a redacted processor,
+/// a workflow with a redacted step) and, with no kept body to read the flag from, fails
+/// closed; and it retries failed runs with what their end kept (whole runs, a step run past
+/// its entry job, a cancelled one), which a worker then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_registered_nothing_shows_flagged_data_and_retries() {
+    let prefix = prefix();
+    let worker = RedisRuntime::new(config(&prefix));
+    worker.serve(FailsUntilFixed);
+    worker.serve(NegateThenReject);
+    worker.serve(KeepsSecret);
+    worker.serve(ShoutSecret);
+    worker.serve(SleepMs);
+    worker.start().await.expect("the worker starts");
+    let stranger = RedisRuntime::new(config(&prefix).worker(false));
+    stranger.start().await.expect("starts");
+    let s = session("inspect-stranger");
+    let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+    let seen = async |run: RunId| stranger.run(&s, run).await.expect("read").expect("known");
+
+    // Redaction as the submitter said.
+    let secret = "hunter2-card-4242";
+    let alone = worker
+        .execute_in_session(&s, &KeepsSecret, secret.to_owned())
+        .await
+        .expect("runs");
+    let within = worker
+        .execute_in_session(&s, &ShoutSecret, secret.to_owned())
+        .await
+        .expect("runs");
+    for run in [alone.meta.run_id, within.meta.run_id] {
+        let hidden = seen(run).await;
+        assert_eq!(hidden.summary.state, RunState::Completed);
+        assert_eq!(
+            (&hidden.input, &hidden.output),
+            (&Shown::Redacted, &Shown::Redacted)
+        );
+        let json = serde_json::to_string(&hidden).expect("a detail is JSON");
+        assert!(
+            !json.contains("hunter2") && !json.contains("HUNTER2"),
+            "nothing of the secret shows: {json}"
+        );
+    }
+
+    // A failed run: its data shown; retried by the stranger, it completes on the worker.
+    let failed = worker
+        .execute_in_session(&s, &FailsUntilFixed, 20)
+        .await
+        .expect_err("fails before the fix");
+    let old = failed.meta.run_id;
+    let detail = seen(old).await;
+    assert_eq!(detail.summary.state, RunState::Failed);
+    assert_eq!(detail.input, Shown::Value(serde_json::json!(20)));
+    assert!(detail.plan.is_none());
+    FIXED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let RetryOutcome::Retried { run: new } = stranger.retry_run(&s, old).await.expect("retried")
+    else {
+        panic!("a first retry submits");
+    };
+    let handle = am2z::RunHandle {
+        session: s.clone(),
+        run_id: new,
+        processor: FailsUntilFixed.name_of(),
+        epoch: None,
+    };
+    let retried = worker
+        .wait::<i64>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect("the retry completes on the worker");
+    assert_eq!(retried.output, 21);
+    let detail = seen(new).await;
+    assert_eq!(detail.retry_of, Some(old));
+    assert_eq!(detail.output, Shown::Value(serde_json::json!(21)));
+
+    // A step run that failed past its entry job: its entry fingerprint was kept in its run
+    // hash, so the retry goes to the workers that have its graph.
+    let chain = worker
+        .execute_in_session(&s, &NegateThenReject, 7)
+        .await
+        .expect_err("fails at its third step");
+    let RetryOutcome::Retried { run } = stranger
+        .retry_run(&s, chain.meta.run_id)
+        .await
+        .expect("retried")
+    else {
+        panic!("a first retry submits");
+    };
+    let handle = am2z::RunHandle {
+        session: s.clone(),
+        run_id: run,
+        processor: NegateThenReject.name_of(),
+        epoch: None,
+    };
+    let again = worker
+        .wait::<i64>(&handle, Some(Duration::from_secs(30)))
+        .await
+        .expect_err("fails again, the same way");
+    assert!(matches!(again.error, Error::StepFailed { position: 2, .. }));
+
+    // A run the stranger cancelled: retried, a worker takes it again.
+    let live = worker
+        .submit(&s, &SleepMs, 600_000)
+        .await
+        .expect("submitted");
+    assert_eq!(
+        stranger
+            .cancel_run(&s, live.run_id)
+            .await
+            .expect("cancelled"),
+        CancelOutcome::Cancelled
+    );
+    let RetryOutcome::Retried { run: rerun } =
+        stranger.retry_run(&s, live.run_id).await.expect("retried")
+    else {
+        panic!("a first retry submits");
+    };
+    until(
+        "the retried run to start",
+        Duration::from_secs(30),
+        async || seen(rerun).await.summary.state == RunState::Active,
+    )
+    .await;
+    assert_eq!(
+        stranger.cancel_run(&s, rerun).await.expect("cancelled"),
+        CancelOutcome::Cancelled
+    );
+
+    // With its entry body gone, nothing says whether a run redacts: hidden (fail closed).
+    let key = layout.key("bodies");
+    layout.cli(&["HDEL", &key, &old.to_string()]);
+    let closed = seen(old).await;
+    assert_eq!(
+        (closed.input, closed.output),
+        (Shown::Redacted, Shown::Redacted)
+    );
+
+    finish(&prefix, &[&s], &[&stranger, &worker]).await;
 }
 
 /// Cancelling a run whose step runs on a worker: the step's token fires there, the run ends

@@ -59,10 +59,13 @@ impl Caller {
         call: ChildCall<'a>,
     ) -> Option<BoxFuture<'a, Result<Json, Error>>> {
         let fingerprint = job_fingerprint(call.contract.fingerprint, call.plan);
-        self.served.for_job(&call.contract.name, &fingerprint)?;
+        let redact = self
+            .served
+            .for_job(&call.contract.name, &fingerprint)?
+            .redacts();
         let child = child_run(&self.job, call.attempt, ordinal);
         Some(Box::pin(async move {
-            self.run_child(call, child, fingerprint).await
+            self.run_child(call, child, fingerprint, redact).await
         }))
     }
 
@@ -71,6 +74,7 @@ impl Caller {
         call: ChildCall<'_>,
         child: RunId,
         fingerprint: String,
+        redact: bool,
     ) -> Result<Json, Error> {
         let client = &self.client;
         let started = Instant::now();
@@ -92,6 +96,7 @@ impl Caller {
                         depth: call.depth,
                     }),
                     lease: false,
+                    redact,
                 },
             )
             .await?;

@@ -60,6 +60,9 @@ pub(crate) struct Submission<'a> {
     /// Lease the run to this process when it can start at once (this process serves it and
     /// holds a free slot for it).
     pub(crate) lease: bool,
+    /// Its processor, or one it contains, is configured with `redact`: the body says so, for
+    /// inspection in processes that do not know the processor.
+    pub(crate) redact: bool,
 }
 
 /// A run on its way to `submit.lua` (owned: it may wait for the next call of its session).
@@ -262,6 +265,7 @@ impl Client {
             input,
             call,
             lease,
+            redact,
         } = submission;
         if input.len() > self.config.max_payload_bytes {
             return Err(Error::resource(
@@ -279,6 +283,7 @@ impl Client {
             chunks: None,
             // The submitter's span (a `ctx.call`'s: the calling step's), with `otel`.
             trace: super::trace::current(),
+            redact,
             input: input.into_bytes(),
         }
         .encode();

@@ -65,8 +65,7 @@ impl Known {
         {
             return;
         }
-        let mut redacted = processor.config().redact;
-        processor.visit(&mut |contained| redacted |= contained.config().redact);
+        let redacted = redacts(processor);
         let info = ProcessorInfo {
             name: name.to_owned(),
             config: *processor.config(),
@@ -86,6 +85,14 @@ impl Known {
             .get(name)
             .cloned()
     }
+}
+
+/// Whether `processor`'s runs' data is hidden: it, or a processor it contains, is configured
+/// with `redact`.
+pub(crate) fn redacts<P: Processor>(processor: &P) -> bool {
+    let mut redacted = processor.config().redact;
+    processor.visit(&mut |contained| redacted |= contained.config().redact);
+    redacted
 }
 
 /// Which sorted set a listing walks.
@@ -198,6 +205,13 @@ fn body_input(body: &[u8]) -> Shown {
         }
         _ => Shown::Unavailable,
     }
+}
+
+/// What a failed run's end kept for a resubmission (`<fp>|<priority>`): its entry job's
+/// fingerprint and priority.
+fn read_resubmission(kept: &str) -> Option<(String, i32)> {
+    let (fingerprint, priority) = kept.split_once('|')?;
+    Some((fingerprint.to_owned(), priority.parse().ok()?))
 }
 
 /// What an ended run's stored outcome says.
@@ -358,7 +372,7 @@ impl RedisRuntime {
     /// What this runtime knows of processor `name` (registered, or submitted or executed
     /// here), and whether its runs' data is hidden: it, or a step of its plan, is configured
     /// with `redact`.
-    fn known(&self, name: &str) -> Option<(ProcessorInfo, bool)> {
+    pub(crate) fn known(&self, name: &str) -> Option<(ProcessorInfo, bool)> {
         let (info, redacted) = match self.processor_info(name) {
             Some(info) => (info, false),
             None => {
@@ -858,9 +872,20 @@ impl RedisRuntime {
             retry_of: record.retry_of.as_deref().and_then(|r| r.parse().ok()),
             retried_as: record.retried_as.as_deref().and_then(|r| r.parse().ok()),
         };
-        // A processor this runtime does not know may be redacted: its data stays hidden
-        // (fail closed) until the processor is registered here.
-        if known.is_none_or(|(_, redacted)| redacted) {
+        // Redacted when either says so: this runtime's own config of the processor, or the
+        // flag its submitter wrote in the run's entry body. A processor this runtime does not
+        // know, with no readable body to say, stays hidden (fail closed).
+        let flagged = record
+            .body
+            .as_deref()
+            .and_then(|body| Body::decode(body).ok())
+            .map(|body| body.redact);
+        let redacted = match (known.map(|(_, redacted)| redacted), flagged) {
+            (Some(here), flagged) => here || flagged == Some(true),
+            (None, Some(flagged)) => flagged,
+            (None, None) => true,
+        };
+        if redacted {
             redact(&mut detail);
         }
         Ok(Some(detail))
@@ -951,8 +976,22 @@ impl RedisRuntime {
             .ok()
             .filter(|body| body.chunks.is_none())
             .ok_or_else(|| not_retryable("its kept input does not read"))?;
-        let Some((info, _)) = self.known(name) else {
-            return Err(Error::not_found("processor", name, self.registered()));
+        // The processor as this runtime knows it, else what the run's end kept of its entry
+        // job: a retry needs no processor registered here.
+        let (fingerprint, priority, redacted_here) = match self.known(name) {
+            Some((info, redacted)) => (
+                job_fingerprint(info.contract.fingerprint, info.plan.fingerprint),
+                info.config.priority,
+                redacted,
+            ),
+            None => {
+                let (fingerprint, priority) = record
+                    .resubmission
+                    .as_deref()
+                    .and_then(read_resubmission)
+                    .ok_or_else(|| Error::not_found("processor", name, self.registered()))?;
+                (fingerprint, priority, false)
+            }
         };
         let fresh = RunId::generate();
         let body = Body {
@@ -961,14 +1000,15 @@ impl RedisRuntime {
             chunks: None,
             // The retry is a new submission: it runs in the retrying caller's trace.
             trace: super::trace::current(),
+            redact: kept.redact || redacted_here,
             input: kept.input,
         }
         .encode();
         let outgoing = Outgoing {
             run: fresh,
             name: name.clone(),
-            fingerprint: job_fingerprint(info.contract.fingerprint, info.plan.fingerprint),
-            priority: info.config.priority,
+            fingerprint,
+            priority,
             lease: false,
             body,
         };

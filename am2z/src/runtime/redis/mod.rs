@@ -301,6 +301,7 @@ impl RedisRuntime {
             input: serde_json::to_string(&input)?,
             call: None,
             lease: false,
+            redact: inspect::redacts(processor),
         };
         let epoch = self.submit_here(session, run, submission).await?;
         Ok(RunHandle {
@@ -953,6 +954,7 @@ impl Runtime for RedisRuntime {
                 input,
                 call: None,
                 lease: false,
+                redact: self.known(name).is_some_and(|(_, redacted)| redacted),
             });
         self.submit_and_wait(session, submission, started).await
     }
@@ -986,6 +988,7 @@ where
                 input,
                 call: None,
                 lease: false,
+                redact: inspect::redacts(processor),
             });
         self.submit_and_wait(session, submission, started).await
     }

@@ -64,6 +64,9 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn output_type(&self) -> &'static str;
     /// Whether the processor is a step (user code) rather than a composition.
     fn is_step(&self) -> bool;
+    /// Whether its runs' data is hidden from inspection (`redact`, on it or a processor it
+    /// contains).
+    fn redacts(&self) -> bool;
     /// Runs the job's input through the processor.
     fn execute<'a>(&'a self, job: Assignment<'a>) -> BoxFuture<'a, Executed>;
     /// The processor's portable graph, when it composes steps and its data is serde: its
@@ -156,6 +159,7 @@ pub(crate) struct ServedProcessor<P> {
     fingerprint: String,
     step_fingerprint: Option<String>,
     graph: Option<Arc<PortableGraph>>,
+    redacts: bool,
 }
 
 impl<P> ServedProcessor<P>
@@ -174,6 +178,7 @@ where
             .map(Arc::new);
         ServedProcessor {
             step_fingerprint: graph.as_ref().map(|_| step_fingerprint(&fingerprint)),
+            redacts: super::inspect::redacts(&processor),
             processor,
             fingerprint,
             graph,
@@ -211,6 +216,10 @@ where
 
     fn output_type(&self) -> &'static str {
         std::any::type_name::<P::Output>()
+    }
+
+    fn redacts(&self) -> bool {
+        self.redacts
     }
 
     fn is_step(&self) -> bool {

@@ -784,6 +784,7 @@ fn successor(
             call: None,
             chunks,
             trace: trace::carry(trace),
+            redact: false,
             input,
         }
         .encode(),

@@ -2,7 +2,7 @@
 //! JSON metadata, a newline, then the input (JSON, as submitted):
 //!
 //! ```text
-//! {"step":<position>,"call":["<calling run>",<depth>],"chunks":<n>,"trace":"<traceparent>"}
+//! {"step":<position>,"call":["<calling run>",<depth>],"chunks":<n>,"trace":"<traceparent>","redact":true}
 //! <input>
 //! ```
 //!
@@ -12,7 +12,10 @@
 //! slices, so that no script handles a big value whole. `trace` is the trace context the job
 //! runs under, a W3C `traceparent` (written only with am2z's `otel` feature, read by every
 //! build: `trace.rs`); a malformed one is the worker's to ignore, not a reason to fail the
-//! run. A body that does not read this way (written by something else, or corrupted) fails
+//! run. `redact` is written, on a run's entry body only and only when true, by a submitter
+//! whose processor (or one it contains) is configured with `redact`: inspection in a process
+//! that does not know the processor trusts it (`inspect.rs`), and normal bodies do not grow.
+//! A body that does not read this way (written by something else, or corrupted) fails
 //! its run with a typed serialization error.
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +34,9 @@ pub(crate) struct Body {
     /// The trace context the job runs under (a W3C `traceparent`, as found: not necessarily
     /// well formed).
     pub(crate) trace: Option<String>,
+    /// The run's data is hidden from inspection: its processor, or one it contains, is
+    /// configured with `redact` (set on a run's entry body only).
+    pub(crate) redact: bool,
     /// The input (JSON bytes, as found: not necessarily valid).
     pub(crate) input: Vec<u8>,
 }
@@ -46,6 +52,8 @@ struct Meta {
     chunks: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redact: bool,
 }
 
 impl Body {
@@ -56,6 +64,7 @@ impl Body {
             call: self.call,
             chunks: self.chunks,
             trace: self.trace.clone(),
+            redact: self.redact,
         };
         // A map of a JSON value, a pair of plain values and a string always encodes.
         let mut bytes = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
@@ -80,6 +89,7 @@ impl Body {
             call: meta.call,
             chunks: meta.chunks,
             trace: meta.trace,
+            redact: meta.redact,
             input: bytes[at + 1..].to_vec(),
         })
     }
@@ -96,6 +106,7 @@ mod tests {
             call: Some((RunId::from_u128(7), 2)),
             chunks: Some(3),
             trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
+            redact: true,
             input: b"{\"x\":\n1}".to_vec(),
         };
         assert_eq!(Body::decode(&body.encode()).unwrap(), body);
@@ -105,6 +116,14 @@ mod tests {
         };
         assert_eq!(plain.encode(), b"{}\n5");
         assert_eq!(Body::decode(b"{}\n5").unwrap(), plain);
+        // `redact` is written only when set: a body of a run that is not redacted does not
+        // grow, and one written before the flag existed reads as not redacted.
+        let redacted = Body {
+            redact: true,
+            ..plain.clone()
+        };
+        assert_eq!(redacted.encode(), b"{\"redact\":true}\n5");
+        assert!(Body::decode(&redacted.encode()).unwrap().redact);
         // A body written before `trace` existed reads the same; a malformed traceparent is
         // kept as found (the worker ignores it), a `trace` that is not a string is corrupt.
         let old = Body::decode(b"{\"chunks\":2}\n5").unwrap();
@@ -116,6 +135,7 @@ mod tests {
             b"{nope\n5",
             b"{\"other\":1}\n5",
             b"{\"trace\":7}\n5",
+            b"{\"redact\":1}\n5",
             &[0xff, 0xfe],
         ] {
             assert!(

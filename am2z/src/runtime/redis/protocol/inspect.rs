@@ -208,9 +208,12 @@ pub(crate) struct RunRecord {
     pub(crate) completed: Option<f64>,
     pub(crate) failed: Option<f64>,
     pub(crate) dead: Option<f64>,
-    /// `results`: its outcome, processor name, the run that retried it, the run it retried.
+    /// `results`: its outcome, processor name, what a resubmission needs (a failed run's
+    /// entry job fingerprint and priority, `<fp>|<priority>`), the run that retried it, the
+    /// run it retried.
     pub(crate) outcome: Option<String>,
     pub(crate) name: Option<String>,
+    pub(crate) resubmission: Option<String>,
     pub(crate) retried_as: Option<String>,
     pub(crate) retry_of: Option<String>,
     /// Its entry job's header (while live) and body (its input: kept with its outcome).
@@ -230,6 +233,7 @@ pub(crate) async fn run_record(
     let mut conn = redis.conn()?;
     let id = run.to_string();
     type Results = (
+        Option<String>,
         Option<String>,
         Option<String>,
         Option<String>,
@@ -254,6 +258,7 @@ pub(crate) async fn run_record(
         .arg(session.results())
         .arg(&id)
         .arg(format!("{id}:p"))
+        .arg(format!("{id}:f"))
         .arg(format!("{id}:r"))
         .arg(format!("{id}:o"))
         .hget(session.jobs(), &id)
@@ -264,7 +269,7 @@ pub(crate) async fn run_record(
         .arg("attempts")
         .query_async(&mut conn)
         .await?;
-    let (outcome, name, retried_as, retry_of) = results;
+    let (outcome, name, resubmission, retried_as, retry_of) = results;
     Ok(RunRecord {
         live,
         completed,
@@ -272,6 +277,7 @@ pub(crate) async fn run_record(
         dead,
         outcome,
         name,
+        resubmission,
         retried_as,
         retry_of,
         header,

@@ -109,8 +109,9 @@ local function advance(i, a, run_key)
   local version = redis.call('HINCRBY', run_key, 'version', version_delta)
   local run_attempts = attempts
   if entry then
-    -- The run hash starts here; it also names the run's processor while the run is live.
-    redis.call('HSET', run_key, 'attempts', attempts, 'name', h.name)
+    -- The run hash starts here; it also names the run's processor while the run is live,
+    -- and keeps what a retry resubmits should the run fail (`f`: the entry job is gone).
+    redis.call('HSET', run_key, 'attempts', attempts, 'name', h.name, 'f', resubmission(h))
   else
     run_attempts = redis.call('HINCRBY', run_key, 'attempts', attempts)
   end
@@ -226,7 +227,16 @@ local function advance(i, a, run_key)
   if outcome ~= '' then
     ended_here[run] = true
     run_events[#run_events + 1] = run_event
-    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name}
+    -- A failed run keeps what a retry resubmits: the entry job's, read on this path only.
+    local again = false
+    if not ok then
+      if entry then
+        again = resubmission(h)
+      else
+        again = redis.call('HGET', run_key, 'f')
+      end
+    end
+    ends[#ends + 1] = {run, outcome, ok, run_key, done, h.name, again}
     -- Jobs of the run still queued are dropped when claimed; running ones are cancelled.
     return {'status', 'ok', 'ended', 1, 'closed', closed_now,
       'cancel_run', live > 0 and 1 or 0, 'handed', {}}

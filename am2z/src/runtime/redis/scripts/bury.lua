@@ -51,7 +51,14 @@ redis.call('HDEL', jobs_key, job)
 if job ~= run then
   redis.call('HDEL', bodies_key, job)
 end
-if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name) then
+-- What a retry resubmits: the entry job's (a step job's own fingerprint is its steps').
+local again
+if job == run then
+  again = resubmission(h)
+else
+  again = redis.call('HGET', run_key, 'f')
+end
+if not end_run(run, outcome, false, run_key, done_channel, done, session_ttl, h.name, again) then
   return {'status', 'dropped'}
 end
 if reason == 'dead' then

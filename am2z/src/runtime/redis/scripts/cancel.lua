@@ -35,8 +35,13 @@ if not redis.call('ZSCORE', runs_key, run) then
 end
 local raw = redis.call('HGET', jobs_key, run)
 local name = header_name(raw)
-if not name then
-  name = redis.call('HGET', run_key, 'name')
+-- What a retry resubmits: from the entry job, or, once it committed, the run's hash.
+local again
+if name then
+  again = resubmission(read_header(raw))
+else
+  local kept = redis.call('HMGET', run_key, 'name', 'f')
+  name, again = kept[1], kept[2]
 end
 if raw then
   redis.call('ZREM', queue_key, run)
@@ -46,5 +51,5 @@ if raw then
   redis.call('HDEL', jobs_key, run)
 end
 -- Its entry body stays with its outcome (its input, for inspection and a retry).
-end_run(run, outcome, false, run_key, done_channel, done, session_ttl, name)
+end_run(run, outcome, false, run_key, done_channel, done, session_ttl, name, again)
 return {'status', 'cancelled'}

@@ -76,8 +76,14 @@ if #jobs > 0 then
       end
       -- A run already ended (the sweeper buried it) keeps its first outcome.
       if live_runs[i] then
-        ends[#ends + 1] = {job, ARGV[at + 2], ARGV[at + 3] == '1', false, ARGV[at + 5],
-          header_name(headers[i])}
+        local ok = ARGV[at + 3] == '1'
+        -- A failed run keeps what a retry resubmits (parsed only on this path).
+        local again = false
+        if not ok then
+          again = resubmission(read_header(headers[i]))
+        end
+        ends[#ends + 1] = {job, ARGV[at + 2], ok, false, ARGV[at + 5],
+          header_name(headers[i]), again}
         if ARGV[at + 4] == '1' then
           dead[#dead + 1] = job
         end

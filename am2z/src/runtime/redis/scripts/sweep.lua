@@ -97,11 +97,13 @@ for _, ended in ipairs({completed_key, failed_key}) do
   local old = redis.call('ZRANGEBYSCORE', ended, '-inf', cutoff, 'LIMIT', 0, 500)
   if #old > 0 then
     redis.call('ZREM', ended, unpack(old))
-    -- Each outcome with what is kept beside it: processor name, retry links, entry body.
+    -- Each outcome with what is kept beside it: processor name, resubmission, retry links,
+    -- entry body.
     local fields = {}
     for _, run in ipairs(old) do
       fields[#fields + 1] = run
       fields[#fields + 1] = run .. ':p'
+      fields[#fields + 1] = run .. ':f'
       fields[#fields + 1] = run .. ':r'
       fields[#fields + 1] = run .. ':o'
     end

@@ -2,10 +2,13 @@
 -- ended ones (completed or failed), unlinks the run hashes given, and starts the session's
 -- idle expiry when no live run is left. `ends` is a list of {run, outcome, ok,
 -- run hash or false, done line or '', processor name or false}; the caller checked each is
--- live (and lists each once). The `done` lines go out as one message. Beside each outcome,
--- in the same write, `results` keeps the run's processor name (`<run>:p`); the run's entry
--- body stays in `bodies` (its input: what inspection shows and a retry submits again). The
--- sweeper trims both with the outcome. Returns nothing.
+-- live (and lists each once), then, for a run that did not succeed, what a resubmission of
+-- it needs or false: its entry job's fingerprint and priority, '<fp>|<priority>'
+-- (`resubmission`). The `done` lines go out as one message. Beside each outcome, in the same
+-- write, `results` keeps the run's processor name (`<run>:p`) and, for a failed run, that
+-- resubmission (`<run>:f`: a retry needs no processor registered); the run's entry body
+-- stays in `bodies` (its input: what inspection shows and a retry submits again). The
+-- sweeper trims them all with the outcome. Returns nothing.
 local function end_runs(ends, done_channel, session_ttl)
   if #ends == 0 then
     return
@@ -19,6 +22,10 @@ local function end_runs(ends, done_channel, session_ttl)
     if e[6] then
       outcomes[#outcomes + 1] = e[1] .. ':p'
       outcomes[#outcomes + 1] = e[6]
+    end
+    if e[7] and not e[3] then
+      outcomes[#outcomes + 1] = e[1] .. ':f'
+      outcomes[#outcomes + 1] = e[7]
     end
     if e[3] then
       completed[#completed + 1] = now
@@ -57,15 +64,26 @@ end
 -- Ends live run `run` with `outcome` (JSON, opaque here): stores it, moves the run from the
 -- live runs to the ended ones (`ok`: completed, else failed), unlinks its run hash when the
 -- caller declared one, publishes `done` (a line the caller built), and starts the session's
--- idle expiry when it was the last live run; `name` (or nil) is kept beside the outcome as
--- `end_runs` keeps it. Returns false (and does nothing) when the run had already ended.
-local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl, name)
+-- idle expiry when it was the last live run; `name` and `again` (a resubmission, or nil) are
+-- kept beside the outcome as `end_runs` keeps them. Returns false (and does nothing) when
+-- the run had already ended.
+local function end_run(run, outcome, ok, run_hash, done_channel, done, session_ttl, name,
+    again)
   if not redis.call('ZSCORE', runs_key, run) then
     return false
   end
-  end_runs({{run, outcome, ok, run_hash or false, done, name or false}},
+  end_runs({{run, outcome, ok, run_hash or false, done, name or false, again or false}},
     done_channel, session_ttl)
   return true
+end
+
+-- What a resubmission of a run needs, from its entry job's header `h` (parsed): its
+-- fingerprint and priority, '<fp>|<priority>' (false when `h` is nil: no readable header).
+local function resubmission(h)
+  if not h then
+    return false
+  end
+  return h.fp .. '|' .. num(h.priority)
 end
 
 -- Adds dead-lettered `run` to the session's dead letters, keeping the newest `max_len`.
