@@ -348,6 +348,13 @@ mod panics_and_overruns {
         assert_eq!(DEAF_STARTED.load(Ordering::SeqCst), 2);
         // The deaf attempt's future was dropped at its timeout: its body never finished.
         assert_eq!(DEAF_FINISHED.load(Ordering::SeqCst), 1);
+        // The client hears a run's `done` from Redis, possibly before the worker has read the
+        // reply of the commit that published it and counted it: wait for the count, then
+        // check it is exactly one per run.
+        let counted = Instant::now() + Duration::from_secs(10);
+        while worker.committed_runs() < 2 && Instant::now() < counted {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(worker.committed_runs(), 2, "one commit per run");
         assert_eq!(worker.refused_commits(), 0);
         let mut timed_out = Vec::new();
