@@ -264,6 +264,22 @@ pub struct StepDetail {
     pub error: Option<String>,
 }
 
+impl StepDetail {
+    /// Step node `node`, running `processor`, not reached yet.
+    pub fn pending(node: NodeId, processor: impl Into<String>) -> Self {
+        StepDetail {
+            node,
+            processor: processor.into(),
+            state: StepState::Pending,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            duration: None,
+            error: None,
+        }
+    }
+}
+
 /// A terminal error, with the chain of its causes (outermost first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {

@@ -236,16 +236,7 @@ impl RunRecord {
         let steps: Vec<StepDetail> = step_nodes
             .map(|(node, processor)| {
                 progress.iter().find(|step| step.node == node).map_or_else(
-                    || StepDetail {
-                        node,
-                        processor: processor.clone(),
-                        state: StepState::Pending,
-                        attempts: 0,
-                        started_at: None,
-                        finished_at: None,
-                        duration: None,
-                        error: None,
-                    },
+                    || StepDetail::pending(node, processor.clone()),
                     StepProgress::detail,
                 )
             })

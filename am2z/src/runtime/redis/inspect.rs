@@ -264,16 +264,9 @@ fn steps(plan: Option<&Plan>, events: &[Event]) -> Vec<StepDetail> {
         .nodes
         .iter()
         .filter_map(|node| match &node.kind {
-            NodeKind::Step { processor, .. } => Some(StepDetail {
-                node: node.id,
-                processor: processor.clone(),
-                state: StepState::Pending,
-                attempts: 0,
-                started_at: None,
-                finished_at: None,
-                duration: None,
-                error: None,
-            }),
+            NodeKind::Step { processor, .. } => {
+                Some(StepDetail::pending(node.id, processor.clone()))
+            }
             _ => None,
         })
         .collect();
