@@ -27,7 +27,8 @@ pub struct Event {
     /// The run, for run and step events.
     pub run_id: Option<RunId>,
     /// The processor: a step's, for step events; the run's (its processor or workflow), for
-    /// [`RunCompleted`](EventKind::RunCompleted) and [`RunFailed`](EventKind::RunFailed).
+    /// [`RunStarted`](EventKind::RunStarted), [`RunCompleted`](EventKind::RunCompleted) and
+    /// [`RunFailed`](EventKind::RunFailed).
     pub processor: Option<Cow<'static, str>>,
     /// When it happened.
     pub at: SystemTime,
@@ -44,6 +45,10 @@ pub enum EventKind {
     SessionCreated,
     /// The session was stopped and its resources freed.
     SessionStopped,
+    /// A run started executing: once per run, before its steps' events. On the Redis runtime
+    /// the worker that first starts the run's entry job publishes it (a `ctx.call` run, part
+    /// of its caller's run, has none).
+    RunStarted,
     /// An attempt of a step started.
     StepStarted {
         /// The attempt number, from 1.

@@ -1,9 +1,10 @@
 //! Prometheus metrics of a runtime, in the text exposition format (version 0.0.4).
 //!
-//! [`Metrics`] counts what a runtime's event stream says (runs and steps, by processor, and
-//! step durations) from the moment it is made, and reads gauges (queue depth, runs kept,
-//! dead letters, sessions, workers, leases) from the runtime each time it renders. Serve
-//! [`Metrics::render`]'s text at `/metrics` with the content type [`CONTENT_TYPE`].
+//! [`Metrics`] counts what a runtime's event stream says (runs started and ended, and steps,
+//! by processor, and step durations) from the moment it is made, and reads gauges (queue
+//! depth, runs kept, dead letters, sessions, workers, leases) from the runtime each time it
+//! renders. Serve [`Metrics::render`]'s text at `/metrics` with the content type
+//! [`CONTENT_TYPE`].
 //!
 //! ```
 //! # async fn demo() -> Result<(), am2z::Error> {
@@ -197,6 +198,7 @@ struct Counts {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RunCounts {
+    started: u64,
     completed: u64,
     failed: u64,
 }
@@ -251,6 +253,7 @@ impl Counts {
             }
             EventKind::StepRetrying { .. } => entry(&mut self.steps, processor).retried += 1,
             EventKind::StepFailed { .. } => entry(&mut self.steps, processor).failed += 1,
+            EventKind::RunStarted => entry(&mut self.runs, processor).started += 1,
             EventKind::RunCompleted { .. } => entry(&mut self.runs, processor).completed += 1,
             EventKind::RunFailed { .. } => entry(&mut self.runs, processor).failed += 1,
             _ => {}
@@ -264,6 +267,12 @@ impl Counts {
                 out.sample(name, &[("processor", processor)], value(runs));
             }
         };
+        run_counter(
+            out,
+            "am2z_runs_started_total",
+            "Runs that started executing, by the run's processor or workflow.",
+            |r| r.started,
+        );
         run_counter(
             out,
             "am2z_runs_completed_total",

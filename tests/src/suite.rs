@@ -923,13 +923,15 @@ pub async fn events_describe_the_run<H: Harness>() {
         .execute_in_session(&session, &Reports, 9)
         .await
         .expect("runs");
-    runtime
+    let failure = runtime
         .execute_in_session(&session, &InvalidEmail, "x".into())
         .await
         .expect_err("fails");
     runtime.stop_session(&session).await.expect("stops");
 
     let mut seen_kinds = Vec::new();
+    // Each run's events, in order: they must begin with one `RunStarted`, and have no other.
+    let mut by_run: Vec<(am2z::RunId, Vec<bool>)> = Vec::new();
     while let Some(event) = events.next().await {
         if event.session != session {
             continue;
@@ -941,8 +943,27 @@ pub async fn events_describe_the_run<H: Harness>() {
         if step_event {
             assert!(event.run_id.is_some(), "{event:?}");
         }
+        if let Some(run) = event.run_id {
+            let started = matches!(event.kind, EventKind::RunStarted);
+            match by_run.iter_mut().find(|(r, _)| *r == run) {
+                Some((_, kinds)) => kinds.push(started),
+                None => by_run.push((run, vec![started])),
+            }
+        }
         match event.kind {
             EventKind::SessionCreated => seen_kinds.push("session-created".to_owned()),
+            EventKind::RunStarted => {
+                let expected = match event.processor.as_deref() {
+                    Some("reports") => result.meta.run_id,
+                    Some("invalid_email") => failure.meta.run_id,
+                    other => panic!("RunStarted names the run's processor, not {other:?}"),
+                };
+                assert_eq!(event.run_id, Some(expected), "{event:?}");
+                seen_kinds.push(format!(
+                    "run-started {}",
+                    event.processor.as_deref().unwrap_or("?")
+                ));
+            }
             EventKind::StepStarted { .. } => {
                 seen_kinds.push(format!(
                     "started {}",
@@ -983,6 +1004,7 @@ pub async fn events_describe_the_run<H: Harness>() {
         seen_kinds,
         [
             "session-created",
+            "run-started reports",
             "started reports",
             "progress 25",
             "progress 50",
@@ -990,11 +1012,26 @@ pub async fn events_describe_the_run<H: Harness>() {
             "progress 100",
             "custom order.created",
             "completed reports",
+            "run-started invalid_email",
             "started invalid_email",
             "failed invalid_email",
             "session-stopped",
         ]
     );
+    let runs: Vec<am2z::RunId> = by_run.iter().map(|(run, _)| *run).collect();
+    assert_eq!(runs, [result.meta.run_id, failure.meta.run_id]);
+    for (run, started) in &by_run {
+        assert_eq!(
+            started.first(),
+            Some(&true),
+            "run {run} begins with RunStarted"
+        );
+        assert_eq!(
+            started.iter().filter(|s| **s).count(),
+            1,
+            "run {run} has one RunStarted"
+        );
+    }
 }
 
 /// Several subscribers each get every event; a dropped one stops receiving; a slow one does

@@ -160,6 +160,12 @@ async fn each_page_shows_the_runs_of_a_real_runtime() {
         run.body.contains("attempt 1 failed"),
         "the timeline shows the retry"
     );
+    let started = run
+        .body
+        .find("run started")
+        .expect("the timeline shows the run's start");
+    let first_step = run.body.find("attempt 1 started").expect("and its steps'");
+    assert!(started < first_step, "the run's start comes first");
 
     let done = get(addr, &run_path(&s, paid.meta.run_id)).await;
     assert!(done.body.contains("colissimo"), "the output: {}", done.body);

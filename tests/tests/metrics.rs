@@ -271,15 +271,17 @@ impl Scrape {
     }
 }
 
-/// What the workload must have produced, per processor: (runs completed, runs failed, steps
-/// started, completed, retried, failed).
-const EXPECTED: [(&str, [f64; 6]); 3] = [
-    ("add_one", [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
-    ("flaky", [1.0, 0.0, 2.0, 1.0, 1.0, 0.0]),
-    ("always_fails", [0.0, 1.0, 2.0, 0.0, 1.0, 1.0]),
+/// What the workload must have produced, per processor: (runs started, completed, failed,
+/// steps started, completed, retried, failed). Each run starts once, its retries included
+/// (on Redis a retry waits in Redis and the job is delivered again: not a new start).
+const EXPECTED: [(&str, [f64; 7]); 3] = [
+    ("add_one", [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+    ("flaky", [1.0, 1.0, 0.0, 2.0, 1.0, 1.0, 0.0]),
+    ("always_fails", [1.0, 0.0, 1.0, 2.0, 0.0, 1.0, 1.0]),
 ];
 
-const COUNTERS: [&str; 6] = [
+const COUNTERS: [&str; 7] = [
+    "am2z_runs_started_total",
     "am2z_runs_completed_total",
     "am2z_runs_failed_total",
     "am2z_steps_started_total",
@@ -336,7 +338,7 @@ fn check_counts(scrape: &Scrape) {
             );
         }
         // One duration observed per successful attempt.
-        let completed = counts[3];
+        let completed = counts[4];
         assert_eq!(
             scrape.by_processor("am2z_step_duration_seconds_count", processor),
             completed,
@@ -345,6 +347,7 @@ fn check_counts(scrape: &Scrape) {
     }
     assert_eq!(scrape.types["am2z_step_duration_seconds"], "histogram");
     assert_eq!(scrape.types["am2z_runs_completed_total"], "counter");
+    assert_eq!(scrape.types["am2z_runs_started_total"], "counter");
     assert_eq!(scrape.types["am2z_queue_depth"], "gauge");
     // No per-session or per-run label anywhere.
     for sample in &scrape.samples {

@@ -237,6 +237,11 @@ mod tests {
             &event("b", EventKind::SessionCreated),
             start + Duration::from_secs(66),
         );
+        // A start is not an end: the window counts runs as they end.
+        activity.record(
+            &event("b", EventKind::RunStarted),
+            start + Duration::from_secs(67),
+        );
 
         let now = start + Duration::from_secs(70);
         let snapshot = activity.snapshot(now);

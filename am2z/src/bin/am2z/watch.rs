@@ -107,6 +107,11 @@ impl Board {
         let before = self.lines.get(&run).cloned();
         let line = self.line(run, processor);
         match &event.kind {
+            EventKind::RunStarted => {
+                line.processor = processor.to_owned();
+                line.state = "active".to_owned();
+                line.detail = "started".to_owned();
+            }
             EventKind::StepStarted { attempt } => {
                 line.step = processor.to_owned();
                 line.state = "active".to_owned();
@@ -161,6 +166,7 @@ pub(crate) fn describe(kind: &EventKind) -> (String, String) {
     match kind {
         EventKind::SessionCreated => ("session_created".into(), String::new()),
         EventKind::SessionStopped => ("session_stopped".into(), String::new()),
+        EventKind::RunStarted => ("run_started".into(), String::new()),
         EventKind::StepStarted { attempt } => ("step_started".into(), format!("attempt {attempt}")),
         EventKind::StepCompleted {
             attempt,
@@ -334,6 +340,25 @@ mod tests {
         ));
         let line = &board.render()[0];
         assert!(line.contains("100%") && line.contains("completed") && line.contains("Pipeline"));
+    }
+
+    #[test]
+    fn a_started_run_shows_as_started_under_its_processor() {
+        let mut board = Board::default();
+        let run = RunId::generate();
+        assert!(board.apply(&event(run, "Pipeline", EventKind::RunStarted)));
+        let line = &board.render()[0];
+        assert!(
+            line.contains("Pipeline") && line.contains("active") && line.contains("started"),
+            "{line}"
+        );
+        assert!(board.apply(&event(run, "resize", EventKind::StepStarted { attempt: 1 })));
+        let line = &board.render()[0];
+        assert!(
+            line.contains("Pipeline") && line.contains("resize"),
+            "{line}"
+        );
+        assert_eq!(describe(&EventKind::RunStarted).0, "run_started");
     }
 
     #[test]

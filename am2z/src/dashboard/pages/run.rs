@@ -297,6 +297,7 @@ fn describe(kind: &EventKind) -> (&'static str, String) {
     match kind {
         EventKind::SessionCreated => ("session", "session created".to_owned()),
         EventKind::SessionStopped => ("session", "session stopped".to_owned()),
+        EventKind::RunStarted => ("run", "run started".to_owned()),
         EventKind::StepStarted { attempt } => ("step", format!("attempt {attempt} started")),
         EventKind::StepCompleted {
             attempt,

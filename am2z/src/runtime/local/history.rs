@@ -446,8 +446,8 @@ impl SessionHistory {
     /// Records a run submitted now.
     pub(super) fn submit(history: &Arc<Mutex<Self>>, new: NewRun) -> Recorded {
         let gauges = Arc::<Counters>::default();
-        // Room for each step's start and end and the run's end, the common case.
-        let events = VecDeque::with_capacity((2 * new.view.step_count() + 1).min(EVENTS_PER_RUN));
+        // Room for the run's start and end and each step's, the common case.
+        let events = VecDeque::with_capacity((2 * new.view.step_count() + 2).min(EVENTS_PER_RUN));
         let token = CancellationToken::new();
         let mut this = history.lock().unwrap_or_else(|p| p.into_inner());
         this.next_seq += 1;

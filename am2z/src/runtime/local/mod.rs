@@ -344,6 +344,27 @@ impl LocalRuntime {
     /// Runs `processor` on behalf of another runtime (a distributed worker), with the
     /// identity and hooks of `embedding`.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Publishes `run`'s [`RunStarted`](EventKind::RunStarted) (the Redis runtime's worker,
+    /// when it first starts the run's entry job): on this executor's bus, the way its steps'
+    /// events reach the session's stream.
+    pub(crate) fn publish_run_started(
+        &self,
+        session: &SessionId,
+        run: crate::RunId,
+        processor: &str,
+    ) {
+        let events = &self.shared.events;
+        if events.is_observed() {
+            events.publish(Event {
+                session: session.clone(),
+                run_id: Some(run),
+                processor: Some(processor.to_owned().into()),
+                at: std::time::SystemTime::now(),
+                kind: EventKind::RunStarted,
+            });
+        }
+    }
+
     pub(crate) async fn execute_embedded<P: Processor>(
         &self,
         session: &SessionId,
@@ -451,6 +472,11 @@ impl LocalRuntime {
         // The work is polled first, so a run that finishes at once never registers with the
         // tokens. Once a token fires, the steps see theirs fire and get the cancel grace to
         // return; any outcome of a cancelled run is reported as its cancellation.
+        if scope.embedding.is_none() {
+            // A root run of this runtime; an embedded run's runtime announces its start (once,
+            // not at each of its jobs' executions).
+            scope.publish(Some(processor.name()), || EventKind::RunStarted);
+        }
         let work = ctx.run(processor, input).instrument(span);
         tokio::pin!(work);
         let also_cancelled = async {

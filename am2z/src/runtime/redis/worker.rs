@@ -210,6 +210,13 @@ async fn execute_one(
                 }
             }
         }
+        if starts_run(&job, &body) {
+            // On the executor's bus, ahead of the steps' events: it reaches the session's
+            // stream with them, in the same commit batch.
+            worker
+                .engine
+                .publish_run_started(&job.session, job.run(), &job.leased.name);
+        }
         // A child call is one job, whatever its processor (it answers one `ctx.call`).
         let graph = served.graph().cloned();
         let step_by_step = body.step.is_some()
@@ -241,6 +248,13 @@ async fn execute_one(
     }
     .instrument(span)
     .await
+}
+
+/// Whether executing `job` starts its run: the run's entry job at its first delivery, not
+/// resumed after a wait. A redelivery (its worker died or lost the lease), a later step job
+/// and a `ctx.call` run (part of its caller's run) do not.
+fn starts_run(job: &ClaimedJob, body: &Body) -> bool {
+    job.is_entry() && body.call.is_none() && job.leased.deliveries <= 1 && job.leased.attempt == 0
 }
 
 fn step_context<'a>(
