@@ -149,16 +149,17 @@ mod local_only {
             tokio::task::yield_now().await;
         }
         assert_eq!(reader.await.unwrap(), (200, 0));
-        // 601 events (the session's creation, then started, completed and run-completed for
-        // each of the 200 runs) went past a ring of 16: the slow one keeps only the newest 16.
+        // 801 events (the session's creation, then run-started, started, completed and
+        // run-completed for each of the 200 runs) went past a ring of 16: the slow one keeps
+        // only the newest 16, the last four runs' events.
         let newest = slow
             .next()
             .await
             .expect("the newest events are still there");
-        assert_eq!(slow.missed(), 601 - 16);
-        // Event 585 is the last of run 194's three: its run-completed.
+        assert_eq!(slow.missed(), 801 - 16);
+        // Event 786 is the first of run 196's four: its run-started.
         assert!(
-            matches!(newest.kind, am2z::EventKind::RunCompleted { .. }),
+            matches!(newest.kind, am2z::EventKind::RunStarted),
             "{newest:?}"
         );
     }
