@@ -332,6 +332,7 @@ mod redis_only {
             kinds,
             [
                 "session_created",
+                "run_started",
                 "step_started",
                 "progress",
                 "progress",
@@ -446,6 +447,7 @@ mod redis_only {
         let entries = redis_cli(&url, &["XRANGE", &stream, "-", "+"]);
         let kinds: BTreeSet<&str> = [
             "session_created",
+            "run_started",
             "step_started",
             "step_completed",
             "run_completed",
@@ -453,18 +455,19 @@ mod redis_only {
         .into_iter()
         .filter(|k| entries.contains(&format!("\"type\":\"{k}\"")))
         .collect();
-        assert_eq!(kinds.len(), 4, "{entries}");
+        assert_eq!(kinds.len(), 5, "{entries}");
         // Replay, in pages.
         let all = runtime.replay(&s, None, 100).await.unwrap();
-        assert_eq!(all.len(), 4, "{all:?}");
+        assert_eq!(all.len(), 5, "{all:?}");
         assert!(matches!(all[0].1.kind, am2z::EventKind::SessionCreated));
+        assert!(matches!(all[1].1.kind, am2z::EventKind::RunStarted));
         assert!(matches!(
-            all[3].1.kind,
+            all[4].1.kind,
             am2z::EventKind::RunCompleted { .. }
         ));
         let first = runtime.replay(&s, None, 1).await.unwrap();
         let rest = runtime.replay(&s, Some(&first[0].0), 100).await.unwrap();
-        assert_eq!(first.len() + rest.len(), 4);
+        assert_eq!(first.len() + rest.len(), 5);
         assert_eq!(rest[0].1, all[1].1);
         // One event a page: a worker's batch shares one stream entry, and paging through it
         // neither skips nor repeats an event.

@@ -1542,7 +1542,7 @@ workflow! {
 
 /// A run of steps with a retry and a fan-out reports what the local runtime reports (output,
 /// attempts summed over its steps, version), and the session's stream holds each step's
-/// events once, with the run's completion once and after them.
+/// events once, the run's start once and before them, and its completion once and after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_runs_report_as_the_local_runtime_does() {
     use am2z::EventKind;
@@ -1611,6 +1611,25 @@ async fn step_runs_report_as_the_local_runtime_does() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(run_completed.len(), 1, "one RunCompleted: {summary:#?}");
+    // Started once, by its entry job, before any step: not again when that job resumes after
+    // `flaky_once`'s backoff, nor by the later step jobs.
+    assert!(
+        matches!(events.first().map(|e| &e.kind), Some(EventKind::RunStarted)),
+        "the run's first event is its start: {summary:#?}"
+    );
+    assert_eq!(
+        events[0].processor.as_deref(),
+        Some(handle.processor.as_str()),
+        "named by the workflow"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::RunStarted))
+            .count(),
+        1,
+        "one RunStarted: {summary:#?}"
+    );
     assert!(
         !events
             .iter()
