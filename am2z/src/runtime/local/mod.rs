@@ -341,12 +341,10 @@ impl LocalRuntime {
         self.shared.forget_idle(session)
     }
 
-    /// Runs `processor` on behalf of another runtime (a distributed worker), with the
-    /// identity and hooks of `embedding`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Publishes `run`'s [`RunStarted`](EventKind::RunStarted) (the Redis runtime's worker,
     /// when it first starts the run's entry job): on this executor's bus, the way its steps'
     /// events reach the session's stream.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn publish_run_started(
         &self,
         session: &SessionId,
@@ -365,6 +363,9 @@ impl LocalRuntime {
         }
     }
 
+    /// Runs `processor` on behalf of another runtime (a distributed worker), with the
+    /// identity and hooks of `embedding`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) async fn execute_embedded<P: Processor>(
         &self,
         session: &SessionId,
