@@ -472,11 +472,21 @@ async fn retries_link_both_ways_and_race_to_one_run() {
         .execute_in_session(&s, &NegateThenReject, 7)
         .await
         .expect_err("fails");
-    let RetryOutcome::Retried { run } = client
-        .retry_run(&s, chain.meta.run_id)
-        .await
-        .expect("retried")
-    else {
+    retried_chain_fails_again(&client, &client, &s, chain.meta.run_id).await;
+
+    finish(&prefix, &[&s], &[&client, &other, &worker]).await;
+}
+
+/// `retrier` retries the failed `NegateThenReject` run `failed` (a step run that failed at its
+/// third step); through `waiter`, the new run fails again the same way: the retry went to
+/// the workers that have the run's graph, with its kept input.
+async fn retried_chain_fails_again(
+    retrier: &RedisRuntime,
+    waiter: &RedisRuntime,
+    s: &SessionId,
+    failed: RunId,
+) {
+    let RetryOutcome::Retried { run } = retrier.retry_run(s, failed).await.expect("retried") else {
         panic!("a first retry submits");
     };
     let handle = am2z::RunHandle {
@@ -485,13 +495,11 @@ async fn retries_link_both_ways_and_race_to_one_run() {
         processor: NegateThenReject.name_of(),
         epoch: None,
     };
-    let again = client
+    let again = waiter
         .wait::<i64>(&handle, Some(Duration::from_secs(30)))
         .await
         .expect_err("fails again, the same way");
     assert!(matches!(again.error, Error::StepFailed { position: 2, .. }));
-
-    finish(&prefix, &[&s], &[&client, &other, &worker]).await;
 }
 
 /// Whether `fails_until_fixed` answers (a retry after the fix completes).
@@ -587,24 +595,7 @@ async fn a_runtime_that_registered_nothing_shows_flagged_data_and_retries() {
         .execute_in_session(&s, &NegateThenReject, 7)
         .await
         .expect_err("fails at its third step");
-    let RetryOutcome::Retried { run } = stranger
-        .retry_run(&s, chain.meta.run_id)
-        .await
-        .expect("retried")
-    else {
-        panic!("a first retry submits");
-    };
-    let handle = am2z::RunHandle {
-        session: s.clone(),
-        run_id: run,
-        processor: NegateThenReject.name_of(),
-        epoch: None,
-    };
-    let again = worker
-        .wait::<i64>(&handle, Some(Duration::from_secs(30)))
-        .await
-        .expect_err("fails again, the same way");
-    assert!(matches!(again.error, Error::StepFailed { position: 2, .. }));
+    retried_chain_fails_again(&stranger, &worker, &s, chain.meta.run_id).await;
 
     // A run the stranger cancelled: retried, a worker takes it again.
     let live = worker
