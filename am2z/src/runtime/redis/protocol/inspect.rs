@@ -120,18 +120,29 @@ pub(crate) async fn entry_jobs(
     session: &SessionKeys,
     runs: &[String],
 ) -> Result<(Vec<Option<String>>, Vec<Option<f64>>), WireError> {
-    // `HMGET` and `ZMSCORE` take at least one field: an empty page asks nothing.
-    if runs.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+    fields_and_scores(redis, &session.jobs(), runs, &session.delayed(), runs).await
+}
+
+/// `HMGET hash fields` and `ZMSCORE zset members` in one round trip. Both commands take at
+/// least one argument: an empty page asks nothing.
+async fn fields_and_scores(
+    redis: &Redis,
+    hash: &str,
+    fields: &[String],
+    zset: &str,
+    members: &[String],
+) -> Result<(Vec<Option<String>>, Vec<Option<f64>>), WireError> {
+    if fields.is_empty() || members.is_empty() {
+        return Ok((vec![None; fields.len()], vec![None; members.len()]));
     }
     let mut conn = redis.conn()?;
     Ok(redis::pipe()
         .cmd("HMGET")
-        .arg(session.jobs())
-        .arg(runs)
+        .arg(hash)
+        .arg(fields)
         .cmd("ZMSCORE")
-        .arg(session.delayed())
-        .arg(runs)
+        .arg(zset)
+        .arg(members)
         .query_async(&mut conn)
         .await?)
 }
@@ -179,24 +190,11 @@ pub(crate) async fn ended(
     session: &SessionKeys,
     runs: &[String],
 ) -> Result<(Vec<Option<String>>, Vec<Option<f64>>), WireError> {
-    // `HMGET` and `ZMSCORE` take at least one field: an empty page asks nothing.
-    if runs.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut conn = redis.conn()?;
     let fields: Vec<String> = runs
         .iter()
         .flat_map(|run| [run.clone(), format!("{run}:p")])
         .collect();
-    Ok(redis::pipe()
-        .cmd("HMGET")
-        .arg(session.results())
-        .arg(fields)
-        .cmd("ZMSCORE")
-        .arg(session.dead())
-        .arg(runs)
-        .query_async(&mut conn)
-        .await?)
+    fields_and_scores(redis, &session.results(), &fields, &session.dead(), runs).await
 }
 
 /// Everything the session's keys hold of one run (one round trip, eight commands).
