@@ -1487,6 +1487,33 @@ mod redis_hot_path {
         client.stop().await.unwrap();
     }
 
+    /// An idle worker's poll of Redis leaves its other slots free: a run its own process
+    /// submits while a poll is in flight is still leased by the submission, not queued and
+    /// woken for. With a poll every 5 ms, 200 runs in a row overlap many polls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_poll_leaves_slots_for_runs_submitted_here() {
+        let server = own_redis();
+        let config = test_config(&server.url())
+            .worker_concurrency(4)
+            .idle_poll(std::time::Duration::from_millis(5));
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let wakes = Listening::start(&server, &format!("{}:wake", config.queue_prefix()));
+        let here = session("polled");
+        for x in 0..200 {
+            let result = worker.execute_in_session(&here, &AddOne, x).await.unwrap();
+            assert_eq!(result.output, x + 1);
+        }
+        assert_eq!(
+            wakes.payloads(),
+            Vec::<String>::new(),
+            "every run leased by its submission"
+        );
+        worker.stop_session(&here).await.unwrap();
+        worker.stop().await.unwrap();
+    }
+
     /// A run submitted by a process that serves it and has a free slot is leased to it by
     /// the submission itself: it runs with no wake (and no claim). A run submitted by a
     /// process that does not serve it wakes the workers, as before.

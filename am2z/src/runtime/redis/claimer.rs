@@ -105,6 +105,8 @@ pub(crate) async fn run(
 ) {
     let mut hint: Option<Hint> = None;
     let mut again = 0;
+    // The last look found nothing and no wake has come since: the next claim is a poll.
+    let mut polling = false;
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -112,9 +114,13 @@ pub(crate) async fn run(
         };
         let Ok(first) = first else { return };
         // Lease as many jobs at once as there are free slots (up to a batch): one round trip
-        // for many jobs when the worker is busy.
+        // for many jobs when the worker is busy. A poll takes one slot only: it rarely finds
+        // work, and while it waits for Redis the other slots stay free for a run this process
+        // submits and can lease itself (a poll that finds work is followed by a full claim).
+        let batch = if polling { 1 } else { CLAIM_BATCH };
+        polling = false;
         let mut permits = vec![first];
-        while permits.len() < CLAIM_BATCH {
+        while permits.len() < batch {
             match Arc::clone(&slots).try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
                 Err(_) => break,
@@ -154,13 +160,14 @@ pub(crate) async fn run(
                                 // wake ended the wait is the one to serve, without a `pick`.
                                 hint = wakeups.take().map(Hint::Woken);
                             }
-                            () = tokio::time::sleep(worker.config.idle_poll) => {}
+                            () = tokio::time::sleep(worker.config.idle_poll) => polling = true,
                         }
                     }
                 }
             }
             Err(error) => {
                 drop(permits);
+                polling = true;
                 tracing::warn!(error = %error.into_error(&worker.redis.errors), "claiming failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
