@@ -84,9 +84,25 @@ mod entropy {
     }
 }
 
+impl RunId {
+    /// The 32 lowercase hex digits the id is shown as, without going through `fmt` (ids are
+    /// formatted for every key, message and event of a run).
+    fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, byte) in self.0.to_be_bytes().into_iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(byte >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let hex = self.hex();
+        // Hex digits are ASCII.
+        f.pad(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -314,6 +330,23 @@ mod tests {
         assert_ne!(a, b);
         let wire = serde_json::to_string(&a).unwrap();
         assert_eq!(serde_json::from_str::<RunId>(&wire).unwrap(), a);
+    }
+
+    /// An id shows as its 32 lowercase hex digits, leading zeros kept, and honours width.
+    #[test]
+    fn run_ids_show_as_32_hex_digits() {
+        for value in [
+            0,
+            1,
+            0xab,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let id = RunId(value);
+            assert_eq!(id.to_string(), format!("{value:032x}"));
+            assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
+        }
+        assert_eq!(format!("{:>34}|", RunId(1)), format!("  {:032x}|", 1));
     }
 
     /// Ids are version-4 UUIDs: the version and variant bits are fixed, and every one of the

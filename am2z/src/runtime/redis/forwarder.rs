@@ -6,6 +6,7 @@
 //! its step commits and parks: any process sees a run's events before its outcome, and the
 //! cost in Redis is per batch, not per run.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,14 +197,24 @@ async fn run(
     }
 }
 
-/// The stats field a finished step counts under (`<processor>:completed` / `:failed`).
-fn stats_field(event: &Event) -> Option<String> {
+/// What a finished step counts as: its processor and outcome, the stats field
+/// `<processor>:completed` / `:failed` (formatted once per batch, by [`stats_fields`]).
+type StepCount = (Cow<'static, str>, &'static str);
+
+fn step_count(event: &Event) -> Option<StepCount> {
     let outcome = match event.kind {
         EventKind::StepCompleted { .. } => "completed",
         EventKind::StepFailed { .. } => "failed",
         _ => return None,
     };
-    Some(format!("{}:{outcome}", event.processor.as_deref()?))
+    Some((event.processor.clone()?, outcome))
+}
+
+/// The stats fields and counts of `counts`.
+fn stats_fields(counts: HashMap<StepCount, u64>) -> impl Iterator<Item = (String, u64)> {
+    counts
+        .into_iter()
+        .map(|((processor, outcome), n)| (format!("{processor}:{outcome}"), n))
 }
 
 /// `events` and `commits` as one `commit.lua` call per session (its events in order, its run
@@ -212,8 +223,9 @@ fn stats_field(event: &Event) -> Option<String> {
 fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
     #[derive(Default)]
     struct Batch {
-        events: Vec<String>,
-        counts: HashMap<String, u64>,
+        /// The session's events as one JSON array, each written in place (empty: none).
+        events: Vec<u8>,
+        counts: HashMap<StepCount, u64>,
         endings: Vec<Ending>,
         answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
         steps: Vec<StepCommit>,
@@ -233,7 +245,7 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
         &mut sessions[at].1
     }
     let mut sessions: Vec<(SessionId, Batch)> = Vec::new();
-    let mut counted: HashMap<String, u64> = HashMap::new();
+    let mut all_counts: HashMap<StepCount, u64> = HashMap::new();
     for event in events {
         // Session lifecycle events are published by the runtime itself (once, cluster-wide),
         // not by each worker's executor.
@@ -243,15 +255,17 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
         ) {
             continue;
         }
-        let Ok(json) = serde_json::to_string(&event) else {
-            continue;
-        };
         let batch = batch(&mut sessions, &event.session);
-        if let Some(field) = stats_field(&event) {
-            *counted.entry(field.clone()).or_default() += 1;
-            *batch.counts.entry(field).or_default() += 1;
+        let mark = batch.events.len();
+        batch.events.push(if mark == 0 { b'[' } else { b',' });
+        if serde_json::to_writer(&mut batch.events, &event).is_err() {
+            batch.events.truncate(mark);
+            continue;
         }
-        batch.events.push(json);
+        if let Some(key) = step_count(&event) {
+            *all_counts.entry(key.clone()).or_default() += 1;
+            *batch.counts.entry(key).or_default() += 1;
+        }
     }
     for commit in commits {
         let batch = batch(&mut sessions, &commit.session);
@@ -270,14 +284,17 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
     let mut items = Vec::new();
     for (session, batch) in sessions {
         if !batch.events.is_empty() || !batch.endings.is_empty() {
-            let events = match batch.events.is_empty() {
-                true => String::new(),
-                false => format!("[{}]", batch.events.join(",")),
-            };
+            let mut events = batch.events;
+            if !events.is_empty() {
+                events.push(b']');
+            }
+            // serde_json writes UTF-8: the lossy path is never taken.
+            let events = String::from_utf8(events)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             items.push(Item::Session {
                 session: session.clone(),
                 events,
-                counts: batch.counts.into_iter().collect(),
+                counts: stats_fields(batch.counts).collect(),
                 endings: batch.endings,
                 answers: batch.answers,
             });
@@ -291,8 +308,8 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
         }
         items.extend(batch.others.into_iter().map(Item::Commit));
     }
-    if !counted.is_empty() {
-        items.push(Item::Counted(counted));
+    if !all_counts.is_empty() {
+        items.push(Item::Counted(stats_fields(all_counts).collect()));
     }
     items
 }

@@ -78,6 +78,7 @@ if quota > 0 then
   free = quota - redis.call('ZCARD', leases_key)
 end
 local deadline = now + lease_ms
+local now_text, deadline_text = now_ms_text(), num(deadline)
 local statuses = {}
 local headers, bodies, queued, live, leases, records = {}, {}, {}, {}, {}, {}
 -- One submission number per run (FIFO within a priority), reserved at once.
@@ -91,14 +92,11 @@ for at = FIRST, #ARGV, PER_RUN do
   elseif max_queued > 0 and waiting >= max_queued then
     statuses[#statuses + 1] = 'quota'
   else
-    local priority = tonumber(ARGV[at + 2])
-    local h = {fp = ARGV[at + 1], priority = priority, token = 0, deliveries = 0,
-      created_ms = now, queued_ms = now, attempt = 0, attempts = 0, version = 0,
-      run_attempts = 0, state = 'Q', name = ARGV[at + 3]}
+    local priority = ARGV[at + 2]
     -- Leased at once only with nothing queued ahead of it (FIFO) and room in the quota.
-    if ARGV[at + 4] == '1' and waiting == 0 and free ~= 0 then
-      h.token, h.deliveries, h.state = 1, 1, 'L'
-      leases[#leases + 1] = deadline
+    local leased = ARGV[at + 4] == '1' and waiting == 0 and free ~= 0
+    if leased then
+      leases[#leases + 1] = deadline_text
       leases[#leases + 1] = run
       statuses[#statuses + 1] = 'leased'
       free = free - 1
@@ -108,15 +106,15 @@ for at = FIRST, #ARGV, PER_RUN do
       statuses[#statuses + 1] = 'queued'
       waiting = waiting + 1
     end
-    local header = write_header(h)
-    if h.state == 'L' then
+    local header = new_header(leased, ARGV[at + 1], priority, 0, 0, ARGV[at + 3])
+    if leased then
       records[#records + 1] = leased_record(run, header, '', deadline)
     end
     headers[#headers + 1] = run
     headers[#headers + 1] = header
     bodies[#bodies + 1] = run
     bodies[#bodies + 1] = ARGV[at + 5]
-    live[#live + 1] = now
+    live[#live + 1] = now_text
     live[#live + 1] = run
   end
 end

@@ -14,7 +14,7 @@ local function end_runs(ends, done_channel, session_ttl)
     return
   end
   local runs, outcomes, completed, failed, hashes, done = {}, {}, {}, {}, {}, {}
-  local now = now_ms()
+  local now = now_ms_text()
   for _, e in ipairs(ends) do
     runs[#runs + 1] = e[1]
     outcomes[#outcomes + 1] = e[1]

@@ -46,6 +46,17 @@ local function write_header(h)
     num(h.run_attempts), h.name}, '|')
 end
 
+-- The header of a job created now (`now_ms_text()` its creation and queueing time): queued
+-- ('Q'), or leased at once ('L', with its first token and delivery) when `leased`. Every
+-- number but `version` and `run_attempts` is the caller's text or a constant, so a batch of
+-- new jobs formats no number per job. `priority` is text (as the caller sent it).
+local function new_header(leased, fp, priority, version, run_attempts, name)
+  local now = now_ms_text()
+  local front = leased and 'L|1|1|' or 'Q|0|0|'
+  return front .. fp .. '|' .. priority .. '|' .. now .. '|' .. now .. '|0|0|' .. version
+    .. '|' .. run_attempts .. '|' .. name
+end
+
 -- The lease set (`leases` for 'L', `calls` for 'C') of a header whose lease the caller holds
 -- with `token` (a string), or nil: no such job (it ended, or its session is being stopped),
 -- another token, or not leased. This is the fence every script acting on a lease passes

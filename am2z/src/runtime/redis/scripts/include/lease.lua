@@ -10,6 +10,7 @@
 -- (`leased_record`) and how many jobs stay queued.
 local function lease_ready(most, served, lease_ms)
   local deadline = now_ms() + lease_ms
+  local deadline_text = num(deadline)
   local taken, headers, leased, gone, dropped = {}, {}, {}, {}, {}
   local from, window, seen, exhausted = 0, most, 0, false
   while #taken < most and seen < 64 and not exhausted do
@@ -40,7 +41,7 @@ local function lease_ready(most, served, lease_ms)
         taken[#taken + 1] = {id, header}
         headers[#headers + 1] = id
         headers[#headers + 1] = header
-        leased[#leased + 1] = deadline
+        leased[#leased + 1] = deadline_text
         leased[#leased + 1] = id
         gone[#gone + 1] = id
       end

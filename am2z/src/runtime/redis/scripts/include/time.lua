@@ -16,6 +16,17 @@ local function now_ms()
   return math.floor(now_us() / 1000)
 end
 
+-- Now, in milliseconds, as text: formatted once per call (Lua formats a number anew each
+-- time it passes one to `redis.call`, with `printf`), and written as is by every command
+-- that stores it.
+local NOW_MS_TEXT = nil
+local function now_ms_text()
+  if not NOW_MS_TEXT then
+    NOW_MS_TEXT = string.format('%d', now_ms())
+  end
+  return NOW_MS_TEXT
+end
+
 -- A whole number as a string, never in exponent notation (`tostring` of 1e15 is '1e+15'):
 -- `tostring` below 1e14 (exact there, and cheaper than `string.format`).
 local function num(x)
