@@ -87,7 +87,7 @@ mod entropy {
 impl RunId {
     /// The 32 lowercase hex digits the id is shown as, without going through `fmt` (ids are
     /// formatted for every key, message and event of a run).
-    fn hex(self) -> [u8; 32] {
+    pub(crate) fn hex(self) -> [u8; 32] {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 32];
         for (i, byte) in self.0.to_be_bytes().into_iter().enumerate() {

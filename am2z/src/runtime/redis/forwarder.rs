@@ -23,7 +23,7 @@ use super::keys::{JobId, Keys};
 use super::protocol::advance::{Advance, Advanced, StepCommit};
 use super::protocol::claim::LeasedJob;
 use super::protocol::commit::{Commit as CommitCall, Ending, Park};
-use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit};
+use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit, events};
 use super::served::ServedTable;
 use crate::{Event, EventKind, EventStream, SessionId};
 
@@ -258,7 +258,7 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
         let batch = batch(&mut sessions, &event.session);
         let mark = batch.events.len();
         batch.events.push(if mark == 0 { b'[' } else { b',' });
-        if serde_json::to_writer(&mut batch.events, &event).is_err() {
+        if events::write_event(&mut batch.events, &event).is_err() {
             batch.events.truncate(mark);
             continue;
         }

@@ -1,6 +1,6 @@
 //! The wire protocol between the runtime and Redis: one module per Lua script (its keys, its
 //! named arguments, one function that owns its invocation, and a reply type decoded by name),
-//! the channel messages, and the job body's encoding.
+//! the channel messages, the job body's encoding, and events as they are sent.
 //!
 //! Every script declares its keys and arguments as locals at its top; [`script`]'s tests read
 //! those declarations and check them against the [`ScriptDef`] here, so the two cannot drift.
@@ -8,6 +8,7 @@
 //! fails with a typed [`WireError`] on a missing, unexpected or mis-shaped field.
 
 pub(crate) mod body;
+pub(crate) mod events;
 pub(crate) mod messages;
 mod reply;
 mod script;

@@ -84,6 +84,10 @@ local function leased_header(raw)
   if not token then
     return nil
   end
+  -- A job's first lease, the usual one, formats no number.
+  if token == '0' and deliveries == '0' then
+    return 'L|1|1|' .. rest, fp
+  end
   return 'L|' .. num(tonumber(token) + 1) .. '|' .. num(tonumber(deliveries) + 1) .. '|' .. rest,
     fp
 end
