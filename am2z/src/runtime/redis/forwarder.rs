@@ -340,8 +340,8 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served:
                 quota: config.session_concurrency,
                 served,
             }
-            .invocation();
-            pipe.invoke_script(&call);
+            .command();
+            pipe.add_command(call);
         }
         Item::Counted(counted) => {
             // Plain commands: a script call would cost Redis more than these few.

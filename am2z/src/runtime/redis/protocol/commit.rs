@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::claim::LeasedJob;
-use super::{Redis, ScriptDef, Token, WireError, millis, session_call, status};
+use super::{Redis, ScriptDef, Token, WireError, millis, session_call, session_command, status};
 use crate::runtime::redis::keys::{JobId, SessionKeys};
 
 pub(crate) static COMMIT: ScriptDef = ScriptDef::new(
@@ -88,9 +88,10 @@ pub(crate) struct Committed {
 }
 
 impl Commit<'_> {
-    /// The invocation (sent in the forwarder's pipeline, before the session's other commits).
-    pub(crate) fn invocation(&self) -> redis::ScriptInvocation<'static> {
-        let mut call = session_call(&COMMIT, self.session);
+    /// The call as a command (sent in the forwarder's pipeline, before the session's other
+    /// commits).
+    pub(crate) fn command(&self) -> redis::Cmd {
+        let mut call = session_command(&COMMIT, self.session);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.dead_max_len)
@@ -105,7 +106,7 @@ impl Commit<'_> {
             call.arg(field).arg(*count);
         }
         for ending in self.endings {
-            call.arg(ending.job.to_string())
+            call.arg(ending.job.to_string().as_str())
                 .arg(ending.token)
                 .arg(&ending.outcome)
                 .arg(if ending.ok { "1" } else { "0" })
