@@ -595,10 +595,25 @@ pub(crate) fn name_again(mut conn: Conn, role: Role, errors: ErrorMap) {
     });
 }
 
-/// A message received on one of the runtime's channels.
+/// A message received on one of the runtime's channels. The payload is left as bytes,
+/// moved out of the push: a busy prefix's `events` messages are large, and a process that
+/// does not look at them should neither copy nor validate them.
 pub(crate) struct Message {
     pub(crate) channel: String,
-    pub(crate) payload: String,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Message {
+    /// The message a push's data carries (`[channel, payload]`), if it is one.
+    pub(crate) fn from_push(data: Vec<redis::Value>) -> Option<Message> {
+        let mut data = data.into_iter();
+        let channel = redis::from_redis_value::<String>(data.next()?).ok()?;
+        let payload = match data.next()? {
+            redis::Value::BulkString(bytes) => bytes,
+            other => redis::from_redis_value::<Vec<u8>>(other).ok()?,
+        };
+        Some(Message { channel, payload })
+    }
 }
 
 /// Keeps one pub/sub connection subscribed to `channels` until `stop` fires, handing every
@@ -687,13 +702,8 @@ pub(crate) async fn subscribe(
             let Some(push) = push else { break };
             match push.kind {
                 PushKind::Message => {
-                    let text = |at: usize| {
-                        push.data
-                            .get(at)
-                            .and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
-                    };
-                    if let (Some(channel), Some(payload)) = (text(0), text(1)) {
-                        on_message(Message { channel, payload });
+                    if let Some(message) = Message::from_push(push.data) {
+                        on_message(message);
                     }
                 }
                 PushKind::Disconnection => break,

@@ -32,8 +32,18 @@ pub(crate) struct Listener {
 
 impl Listener {
     /// Handles a message from one of the runtime's channels.
-    pub(crate) fn on_message(self: &Arc<Self>, channel: &str, payload: &str) {
-        match self.keys.channel(channel) {
+    pub(crate) fn on_message(self: &Arc<Self>, name: &str, payload: &[u8]) {
+        let channel = self.keys.channel(name);
+        // No subscriber in this process: nothing to read (a busy worker hears every batch of
+        // the prefix; decoding them was a quarter of its instructions).
+        if channel == Some(Channel::Events) && !self.events.is_observed() {
+            return;
+        }
+        let Ok(payload) = std::str::from_utf8(payload) else {
+            tracing::debug!("a message that is not UTF-8 ignored");
+            return;
+        };
+        match channel {
             Some(Channel::Events) => self.on_events(payload),
             Some(Channel::Wake) => match payload.parse::<Wake>() {
                 Ok(wake) => {
@@ -55,7 +65,7 @@ impl Listener {
                 Ok(control) => self.on_control(control),
                 Err(error) => tracing::debug!(%error, "ignored"),
             },
-            None => tracing::debug!(channel, "a message on an unknown channel ignored"),
+            None => tracing::debug!(channel = name, "a message on an unknown channel ignored"),
         }
     }
 
@@ -69,11 +79,6 @@ impl Listener {
     }
 
     fn on_events(&self, payload: &str) {
-        // No subscriber in this process: nothing to decode (a busy worker hears every batch
-        // of the prefix; decoding them was a quarter of its instructions).
-        if !self.events.is_observed() {
-            return;
-        }
         // A worker's batch (a JSON array), or one event published by the runtime itself.
         if payload.starts_with('[') {
             match serde_json::from_str::<Vec<Event>>(payload) {

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::{PushInfo, PushKind, Value};
+use redis::{PushInfo, PushKind};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -238,13 +238,14 @@ pub(crate) async fn run_cluster(
         tokio::select! {
             () = stop.cancelled() => break,
             Some(push) = pushes.recv() => {
-                let (kind, channel, payload) = read_push(push);
-                match kind {
-                    PushKind::SMessage | PushKind::Message => {
-                        if let (Some(channel), Some(payload)) = (channel, payload) {
-                            (handlers.on_message)(Message { channel, payload });
-                        }
+                if matches!(push.kind, PushKind::SMessage | PushKind::Message) {
+                    if let Some(message) = Message::from_push(push.data) {
+                        (handlers.on_message)(message);
                     }
+                    continue;
+                }
+                let channel = channel_of(&push);
+                match push.kind {
                     PushKind::SSubscribe => {
                         let channel = channel.unwrap_or_default();
                         match expected.get_mut(&channel) {
@@ -308,10 +309,9 @@ pub(crate) async fn run_cluster(
         .take();
 }
 
-/// A push's kind, and its channel and payload when it has them.
-fn read_push(push: PushInfo) -> (PushKind, Option<String>, Option<String>) {
-    let text = |value: &Value| redis::from_redis_value_ref::<String>(value).ok();
-    let channel = push.data.first().and_then(text);
-    let payload = push.data.get(1).and_then(text);
-    (push.kind, channel, payload)
+/// The channel a push names, when it names one.
+fn channel_of(push: &PushInfo) -> Option<String> {
+    push.data
+        .first()
+        .and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
 }
