@@ -109,7 +109,15 @@ pub enum EventKind {
 pub(crate) struct EventBus {
     sender: broadcast::Sender<Event>,
     /// Live subscriptions, kept apart from the channel's own count, which sits behind a lock.
-    subscribers: Arc<AtomicUsize>,
+    subscribers: Arc<Observers>,
+}
+
+/// How many subscriptions a bus has, and a signal each time it goes from none to some or
+/// back (what feeds the bus from elsewhere can start and stop with it).
+#[derive(Default)]
+struct Observers {
+    count: AtomicUsize,
+    changed: tokio::sync::Notify,
 }
 
 impl EventBus {
@@ -121,9 +129,16 @@ impl EventBus {
         }
     }
 
+    /// Resolves after the bus went from no subscriber to some, or back, since the last call
+    /// (a change before anyone waited is kept); read [`is_observed`](Self::is_observed) then.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) async fn observers_changed(&self) {
+        self.subscribers.changed.notified().await;
+    }
+
     /// Whether anyone would see an event: lets hot paths skip building one.
     pub(crate) fn is_observed(&self) -> bool {
-        self.subscribers.load(Ordering::Relaxed) > 0
+        self.subscribers.count.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn publish(&self, event: Event) {
@@ -132,7 +147,9 @@ impl EventBus {
     }
 
     pub(crate) fn subscribe(&self, session: Option<SessionId>) -> EventStream {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        if self.subscribers.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.subscribers.changed.notify_one();
+        }
         let subscription = Subscription(Arc::clone(&self.subscribers));
         EventStream::new(self.sender.subscribe(), session, subscription)
     }
@@ -154,11 +171,13 @@ pub struct EventStream {
 }
 
 /// Counts a live [`EventStream`] in its bus while it exists.
-struct Subscription(Arc<AtomicUsize>);
+struct Subscription(Arc<Observers>);
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.changed.notify_one();
+        }
     }
 }
 

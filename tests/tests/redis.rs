@@ -1370,6 +1370,7 @@ mod redis_hot_path {
     use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
 
     use am2z::{Executes, RedisRuntime, Runtime};
     use am2z_tests::fault::{RedisServer, ServerSpec};
@@ -1490,6 +1491,62 @@ mod redis_hot_path {
         client.stop().await.unwrap();
     }
 
+    /// A process listens to the prefix's `events` channel only while something in it
+    /// observes events (Redis writes every batch to every subscriber): not before, yes while a
+    /// subscriber lives (and it sees the events of a run another process executes), and not
+    /// again once the last subscriber has been gone a while.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_events_channel_is_listened_to_only_while_observed() {
+        let server = own_redis();
+        let config = test_config(&server.url());
+        let channel = format!("{}:events", config.queue_prefix());
+        let listening = || -> u64 {
+            let reply = server.cli(&["PUBSUB", "NUMSUB", &channel]);
+            reply.lines().last().unwrap().trim().parse().unwrap()
+        };
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let client = RedisRuntime::new(config.worker(false));
+        client.start().await.unwrap();
+        let s = session("observed");
+        client.execute_in_session(&s, &AddOne, 1).await.unwrap();
+        assert_eq!(listening(), 0, "nothing observes events yet");
+
+        let mut events = client.subscribe_session(&s);
+        let handle = client.submit(&s, &AddOne, 2).await.unwrap();
+        assert_eq!(
+            listening(),
+            1,
+            "the observing client listens, the worker does not"
+        );
+        let completed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = futures::StreamExt::next(&mut events).await {
+                if event.run_id == Some(handle.run_id)
+                    && matches!(event.kind, am2z::EventKind::RunCompleted { .. })
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(completed, Ok(true), "the worker's events reach the client");
+
+        drop(events);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while listening() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the channel is let go after the last subscriber"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        client.stop_session(&s).await.unwrap();
+        client.stop().await.unwrap();
+        worker.stop().await.unwrap();
+    }
+
     /// An idle worker's poll of Redis leaves its other slots free: a run its own process
     /// submits while a poll is in flight is still leased by the submission, not queued and
     /// woken for. With a poll every 5 ms, 200 runs in a row overlap many polls.
@@ -1498,7 +1555,7 @@ mod redis_hot_path {
         let server = own_redis();
         let config = test_config(&server.url())
             .worker_concurrency(4)
-            .idle_poll(std::time::Duration::from_millis(5));
+            .idle_poll(Duration::from_millis(5));
         let worker = RedisRuntime::new(config.clone());
         worker.serve(AddOne);
         worker.start().await.unwrap();
@@ -1536,7 +1593,7 @@ mod redis_hot_path {
         }
         let handle = worker.submit(&here, &AddOne, 10).await.unwrap();
         let waited = worker
-            .wait::<i64>(&handle, Some(std::time::Duration::from_secs(10)))
+            .wait::<i64>(&handle, Some(Duration::from_secs(10)))
             .await
             .unwrap();
         assert_eq!(waited.output, 11);

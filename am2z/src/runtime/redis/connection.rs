@@ -6,6 +6,7 @@
 //! sessions a process serves. Each is named (`CLIENT SETNAME am2z:<role>:<pid>`, [`Role`]) so
 //! that operators can tell them apart in `CLIENT LIST`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
+use super::events_feed::EventsFeed;
 use crate::Error;
 
 /// Turns Redis errors into [`Error::Unavailable`], never leaking the password.
@@ -616,6 +618,14 @@ impl Message {
     }
 }
 
+/// What one node's subscriber connection listens to: its standing channels always, and the
+/// `events` channel while its feed wants it ([`EventsFeed`]).
+pub(crate) struct Channels {
+    pub(crate) standing: Vec<String>,
+    pub(crate) events: String,
+    pub(crate) feed: Arc<EventsFeed>,
+}
+
 /// Keeps one pub/sub connection subscribed to `channels` until `stop` fires, handing every
 /// message to `on_message` and calling `on_reconnect` after each re-subscription (so waiters
 /// can re-check what they may have missed). `ready` learns whether the first subscription
@@ -624,7 +634,7 @@ impl Message {
 pub(crate) async fn subscribe(
     client: redis::Client,
     errors: ErrorMap,
-    channels: Vec<String>,
+    channels: Channels,
     ready: oneshot::Sender<Result<(), Error>>,
     stop: CancellationToken,
     on_message: impl Fn(Message) + Send + 'static,
@@ -639,7 +649,9 @@ pub(crate) async fn subscribe(
     };
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
+    let feed = &channels.feed;
     loop {
+        feed.set_subscribed(false);
         let (pushes_in, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let attempt = async {
             let settings = redis::AsyncConnectionConfig::new()
@@ -652,16 +664,20 @@ pub(crate) async fn subscribe(
             if let Err(error) = name_command(Role::Sub).query_async::<()>(&mut conn).await {
                 unnamed(Role::Sub, &errors, &error);
             }
-            conn.subscribe(&channels).await?;
-            Ok::<_, redis::RedisError>(conn)
+            conn.subscribe(&channels.standing).await?;
+            let events = feed.wanted();
+            if events {
+                conn.subscribe(&channels.events).await?;
+            }
+            Ok::<_, redis::RedisError>((conn, events))
         };
         let conn = tokio::select! {
             () = stop.cancelled() => return,
             result = tokio::time::timeout(Duration::from_secs(5), attempt) => result,
         };
         // Held while subscribed: the connection closes when the last handle is dropped.
-        let _conn = match conn {
-            Ok(Ok(conn)) => conn,
+        let (mut conn, mut events) = match conn {
+            Ok(Ok(subscribed)) => subscribed,
             Ok(Err(error)) => {
                 let error = errors.unavailable(&error);
                 tracing::warn!(%error, "subscribing to Redis failed; retrying");
@@ -694,10 +710,39 @@ pub(crate) async fn subscribe(
             }
             None => on_reconnect(),
         }
+        feed.set_subscribed(events);
+        // When the last observer left: the channel goes at this time unless one came back.
+        let mut letting_go: Option<tokio::time::Instant> = None;
         loop {
             let push = tokio::select! {
                 () = stop.cancelled() => return,
                 push = pushes.recv() => push,
+                () = feed.changed() => {
+                    match (feed.wanted(), events) {
+                        (true, false) => {
+                            if let Err(error) = conn.subscribe(&channels.events).await {
+                                tracing::warn!(error = %errors.unavailable(&error), "subscribing to events failed; reconnecting");
+                                break;
+                            }
+                            events = true;
+                            feed.set_subscribed(true);
+                        }
+                        (false, true) => letting_go = Some(tokio::time::Instant::now() + feed.linger()),
+                        _ => {}
+                    }
+                    continue;
+                }
+                () = sleep_until(letting_go) => {
+                    letting_go = None;
+                    if events && !feed.wanted() {
+                        events = false;
+                        feed.set_subscribed(false);
+                        if let Err(error) = conn.unsubscribe(&channels.events).await {
+                            tracing::debug!(error = %errors.unavailable(&error), "unsubscribing from events failed");
+                        }
+                    }
+                    continue;
+                }
             };
             let Some(push) = push else { break };
             match push.kind {
@@ -711,6 +756,14 @@ pub(crate) async fn subscribe(
             }
         }
         tracing::warn!("the Redis subscription dropped; reconnecting");
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

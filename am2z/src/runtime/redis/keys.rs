@@ -225,21 +225,26 @@ impl Keys {
         }
     }
 
-    /// The channels this process listens on from its start: on one node all four, on a
-    /// cluster `wake` and `control` (a session's are followed on demand:
+    /// The channels this process listens on from its start: on one node `wake`, `done` and
+    /// `control` (and `events` while something in the process observes events:
+    /// [`prefix_events_channel`](Keys::prefix_events_channel)), on a cluster `wake` and
+    /// `control` (a session's are followed on demand:
     /// [`session_channels`](Keys::session_channels)).
     pub(crate) fn standing_channels(&self) -> Vec<String> {
         if self.cluster {
             return vec![self.wake_channel(), self.control_channel()];
         }
-        // One node's `done` and `events` name no session.
-        let any = SessionId::default();
+        // One node's `done` names no session.
         vec![
             self.wake_channel(),
-            self.done_channel(&any),
+            self.done_channel(&SessionId::default()),
             self.control_channel(),
-            self.events_channel(&any),
         ]
+    }
+
+    /// One node's `events` channel (it names no session).
+    pub(crate) fn prefix_events_channel(&self) -> String {
+        self.events_channel(&SessionId::default())
     }
 
     /// On a cluster, the channels of `session` a process follows while it awaits its runs
@@ -479,10 +484,14 @@ mod tests {
             assert_eq!(keys.channel(stranger), None, "{stranger}");
         }
         let node = Keys::new("am2z", false);
-        assert_eq!(node.standing_channels().len(), 4);
+        assert_eq!(node.standing_channels().len(), 3);
         for channel in node.standing_channels() {
             assert!(node.channel(&channel).is_some(), "{channel}");
         }
+        assert_eq!(
+            node.channel(&node.prefix_events_channel()),
+            Some(Channel::Events)
+        );
         assert_eq!(node.channel("am2z:{s}:done"), None);
     }
 

@@ -29,6 +29,7 @@ mod claimer;
 mod client;
 mod config;
 mod connection;
+mod events_feed;
 mod forwarder;
 mod hooks;
 mod inspect;
@@ -120,6 +121,8 @@ struct Inner {
     engine: LocalRuntime,
     /// What this process's subscribers see (fed from Redis).
     events: EventBus,
+    /// Whether the `events` channel is listened to (one node: while `events` is observed).
+    feed: Arc<events_feed::EventsFeed>,
     served: Arc<ServedTable>,
     leases: Arc<LeaseTable>,
     stops: Arc<Stops>,
@@ -181,6 +184,7 @@ impl RedisRuntime {
         ));
         let stopped = CancellationToken::new();
         stopped.cancel();
+        let events = EventBus::new(4096);
         let inner = Arc::new(Inner {
             slots: Arc::new(tokio::sync::Semaphore::new(config.worker_concurrency)),
             limits: Arc::new(Limits::new(Arc::clone(&redis), keys.clone(), config.lease)),
@@ -188,7 +192,8 @@ impl RedisRuntime {
             redis,
             client,
             engine,
-            events: EventBus::new(4096),
+            events: events.clone(),
+            feed: Arc::new(events_feed::EventsFeed::new(events)),
             served: Arc::default(),
             leases: Arc::default(),
             stops: Arc::default(),
@@ -323,6 +328,10 @@ impl RedisRuntime {
         mut submission: Submission<'_>,
     ) -> Result<u64, Error> {
         let inner = &self.inner;
+        // A subscriber that came just before sees this run's events: its channel first.
+        if !inner.config.is_cluster() {
+            inner.feed.ready().await;
+        }
         let asked = Instant::now();
         let slot = self.free_slot(submission.name, submission.fingerprint);
         submission.lease = slot.is_some();
@@ -565,7 +574,11 @@ impl RedisRuntime {
             Target::Node(client) => tokio::spawn(connection::subscribe(
                 (**client).clone(),
                 errors.clone(),
-                channels,
+                connection::Channels {
+                    standing: channels,
+                    events: inner.keys.prefix_events_channel(),
+                    feed: Arc::clone(&inner.feed),
+                },
                 ready,
                 stop.clone(),
                 on_message,
