@@ -262,26 +262,30 @@ local function advance(i, a, run_key)
   -- Creates a job of the run, unless a fan-out above it closed. The first jobs created go
   -- to the committing worker, as many as it takes: leased now; the others are queued, ahead
   -- of new runs of their priority (a started run finishes first).
+  -- The jobs a commit creates share their header but for its front (queued, or leased to the
+  -- committing worker), their lease deadline and their queue score: each formatted once per
+  -- commit, not per job.
+  local rest, deadline, deadline_text, score = nil, now + hand_off_ms, nil, nil
   local function create(id, body, guards)
     if closed(s, guards) then
       return
     end
-    local header = {fp = step_fp, priority = h.priority, token = 0, deliveries = 0,
-      created_ms = h.created_ms, queued_ms = now, attempt = 0, attempts = 0,
-      version = version, run_attempts = run_attempts, state = 'Q', name = h.name}
-    local deadline = nil
-    if hand_off_ms > 0 and #handed < hand_off_most and (#handed == 0 or room(quota)) then
-      header.token, header.deliveries, header.state = 1, 1, 'L'
-      deadline = now + hand_off_ms
-      handed_leases[#handed_leases + 1] = deadline
-      handed_leases[#handed_leases + 1] = id
-    else
-      queued[#queued + 1] = queue_score(h.priority, 0)
-      queued[#queued + 1] = id
+    if not rest then
+      rest = table.concat({step_fp, num(h.priority), num(h.created_ms), now_ms_text(), '0', '0',
+        num(version), num(run_attempts), h.name}, '|')
     end
-    local raw_header = write_header(header)
-    if deadline then
+    local raw_header
+    if hand_off_ms > 0 and #handed < hand_off_most and (#handed == 0 or room(quota)) then
+      raw_header = 'L|1|1|' .. rest
+      deadline_text = deadline_text or num(deadline)
+      handed_leases[#handed_leases + 1] = deadline_text
+      handed_leases[#handed_leases + 1] = id
       handed[#handed + 1] = leased_record(id, raw_header, body, deadline)
+    else
+      raw_header = 'Q|0|0|' .. rest
+      score = score or num(queue_score(h.priority, 0))
+      queued[#queued + 1] = score
+      queued[#queued + 1] = id
     end
     headers[#headers + 1] = id
     headers[#headers + 1] = raw_header
