@@ -1367,12 +1367,13 @@ mod redis_child_calls {
 // The hot path: how work reaches Redis.
 
 mod redis_hot_path {
+    use std::collections::BTreeMap;
     use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use am2z::{Executes, RedisRuntime, Runtime};
+    use am2z::{Error, Executes, RedisRuntime, Runtime, processor, workflow};
     use am2z_tests::fault::{RedisServer, ServerSpec};
     use am2z_tests::processors::AddOne;
     use am2z_tests::suite::session;
@@ -1441,6 +1442,25 @@ mod redis_hot_path {
             live.recv_timeout(std::time::Duration::from_secs(10))
                 .expect("subscribed");
             Listening { child, payloads }
+        }
+
+        /// Every payload published on `channel` before now: those before a marker published
+        /// now (a subscriber gets a channel's messages in the order Redis ran the publishes).
+        async fn up_to_now(&self, server: &RedisServer, channel: &str) -> Vec<String> {
+            let marker = format!("am2z-listening-end-{}", am2z::RunId::generate());
+            server.cli(&["PUBLISH", channel, &marker]);
+            let asked = std::time::Instant::now();
+            loop {
+                let payloads = self.payloads();
+                if let Some(at) = payloads.iter().position(|p| *p == marker) {
+                    return payloads[..at].to_vec();
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_secs(10),
+                    "the marker reached the listener"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
 
         fn payloads(&self) -> Vec<String> {
@@ -1619,5 +1639,187 @@ mod redis_hot_path {
         }
         client.stop().await.unwrap();
         worker.stop().await.unwrap();
+    }
+
+    /// Every command Redis runs while it listens (a `redis-cli MONITOR`), Lua's included.
+    struct Monitor {
+        child: Child,
+        lines: std::sync::mpsc::Receiver<String>,
+    }
+
+    impl Monitor {
+        fn start(server: &RedisServer) -> Monitor {
+            let mut child = Command::new("redis-cli")
+                .args(["-p", &server.port().to_string(), "MONITOR"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-cli runs");
+            let stdout = child.stdout.take().expect("piped");
+            let (send, lines) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if send.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            let ok = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("monitoring");
+            assert_eq!(ok, "OK");
+            Monitor { child, lines }
+        }
+
+        /// The commands run so far on keys containing `key_part`, counted by name
+        /// (lowercase): everything up to an `ECHO` sent now, which Redis runs after them.
+        fn on_keys(&self, server: &RedisServer, key_part: &str) -> BTreeMap<String, usize> {
+            let marker = format!("am2z-monitor-end-{}", am2z::RunId::generate());
+            server.cli(&["ECHO", &marker]);
+            let mut counts = BTreeMap::new();
+            loop {
+                let line = self
+                    .lines
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the monitor sees the marker");
+                if line.contains(&marker) {
+                    return counts;
+                }
+                // `<time> [<db> <client>] "COMMAND" "key" ...`
+                let mut quoted = line.split('"').skip(1).step_by(2);
+                let (Some(command), Some(key)) = (quoted.next(), quoted.next()) else {
+                    continue;
+                };
+                if key.contains(key_part) {
+                    *counts.entry(command.to_lowercase()).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    impl Drop for Monitor {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Adds one.
+    #[processor]
+    async fn hot_plus_one(x: u64) -> Result<u64, Error> {
+        Ok(x + 1)
+    }
+
+    /// Adds ten.
+    #[processor]
+    async fn hot_plus_ten(x: u64) -> Result<u64, Error> {
+        Ok(x + 10)
+    }
+
+    /// Adds a hundred.
+    #[processor]
+    async fn hot_plus_hundred(x: u64) -> Result<u64, Error> {
+        Ok(x + 100)
+    }
+
+    /// The branches' results summed.
+    fn hot_sum(a: u64, b: u64, c: u64) -> u64 {
+        a + b + c
+    }
+
+    workflow! {
+        /// Three branches, then their merge: `3 × x + 111`.
+        pub HotFan3(u64) -> u64 {
+            parallel![hot_plus_one, hot_plus_ten, hot_plus_hundred] => hot_sum
+        }
+
+        /// `hot_plus_one` over the items, 64 at once (the others held, released as items
+        /// arrive).
+        pub HotMap(Vec<u64>) -> Vec<Result<u64, Error>> {
+            map![hot_plus_one, concurrency = 64]
+        }
+    }
+
+    /// A map's commits do its bookkeeping (version, attempts, arrivals, the closed check,
+    /// held items released) once per call and run, not once per item: on the run's hash, an
+    /// item costs its result slot's `HSETNX` and a share of a few commands per call, and no
+    /// counter is incremented item by item. Every item still arrives exactly once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_maps_items_share_their_runs_bookkeeping() {
+        const ITEMS: u64 = 1_000;
+        let server = own_redis();
+        let config = test_config(&server.url()).worker_concurrency(64);
+        let worker = RedisRuntime::new(config);
+        worker.serve(HotMap);
+        worker.start().await.unwrap();
+        let s = session("wide");
+        let monitor = Monitor::start(&server);
+        let result = worker
+            .execute_in_session(&s, &HotMap, (0..ITEMS).collect())
+            .await
+            .unwrap();
+        let counts = monitor.on_keys(&server, ":run:");
+        drop(monitor);
+        let want: Vec<u64> = (1..=ITEMS).collect();
+        let got: Vec<u64> = result.output.into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, want, "every item once, in order");
+        let count = |command: &str| counts.get(command).copied().unwrap_or(0);
+        let total: usize = counts.values().sum();
+        eprintln!("[hot path] commands on the run hash for {ITEMS} items: {counts:?}");
+        // One result slot per item, and the held items' start (`h:`), each written once.
+        assert_eq!(count("hsetnx"), ITEMS as usize + 1, "{counts:?}");
+        // Counters move once per call, written back with the call's one `HSET`.
+        assert_eq!(
+            count("hincrby"),
+            0,
+            "no counter moved item by item: {counts:?}"
+        );
+        assert_eq!(count("hget"), 0, "no field read item by item: {counts:?}");
+        // The one `HEXISTS`: the start's check that its held items were staged.
+        assert!(count("hexists") <= 1, "{counts:?}");
+        // Even a call that carries one item costs the run's hash five commands (its slot,
+        // the state read, the held items read, the write-back and the released items freed);
+        // item by item it was nine or more.
+        assert!(
+            total <= 5 * ITEMS as usize,
+            "{total} commands on the run hash for {ITEMS} items: {counts:?}"
+        );
+        worker.stop_session(&s).await.unwrap();
+        worker.stop().await.unwrap();
+    }
+
+    /// The commit that starts a parallel hands its committing worker as many of the branches
+    /// as it has free slots: with enough of them no branch is queued, so no wake is sent (and
+    /// no claim is needed); with one slot the others are queued and the workers woken, and
+    /// the run still completes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parallels_branches_go_to_the_starting_workers_free_slots() {
+        let server = own_redis();
+        for (slots, woken) in [(4, false), (1, true)] {
+            // No idle poll during the test: the claimer claims only when woken, so it holds
+            // no slot while the runs start.
+            let config = test_config(&server.url())
+                .worker_concurrency(slots)
+                .idle_poll(Duration::from_secs(3_600));
+            let prefix = config.queue_prefix().to_owned();
+            let worker = RedisRuntime::new(config);
+            worker.serve(HotFan3);
+            worker.start().await.unwrap();
+            let channel = format!("{prefix}:wake");
+            let wakes = Listening::start(&server, &channel);
+            let s = session("fan");
+            for x in 0..5 {
+                let result = worker.execute_in_session(&s, &HotFan3, x).await.unwrap();
+                assert_eq!(result.output, 3 * x + 111, "with {slots} slots");
+            }
+            let heard = wakes.up_to_now(&server, &channel).await;
+            assert_eq!(
+                !heard.is_empty(),
+                woken,
+                "with {slots} slots: wakes {heard:?}"
+            );
+            worker.stop_session(&s).await.unwrap();
+            worker.stop().await.unwrap();
+        }
     }
 }

@@ -21,6 +21,26 @@ impl JobSlot {
         }
     }
 
+    /// Up to `most` of the worker's free slots, held for jobs a commit may hand to this
+    /// job's worker: each is released when its permit drops, used or not.
+    pub(crate) fn spare(&self, most: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        while permits.len() < most {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        permits
+    }
+
+    /// The slot of another job of this worker, on `permit` (one of [`spare`]'s).
+    ///
+    /// [`spare`]: JobSlot::spare
+    pub(crate) fn beside(&self, permit: OwnedSemaphorePermit) -> JobSlot {
+        JobSlot::new(Arc::clone(&self.slots), permit)
+    }
+
     /// Gives the slot back to the worker while the job waits; [`Lent::take_back`] takes one
     /// again.
     pub(crate) fn lend(self: &Arc<Self>) -> Lent {
@@ -79,5 +99,23 @@ mod tests {
             1,
             "the worker has its one slot, not two"
         );
+    }
+
+    #[tokio::test]
+    async fn spare_slots_are_released_whether_used_or_not() {
+        let slots = Arc::new(Semaphore::new(3));
+        let permit = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let slot = JobSlot::new(Arc::clone(&slots), permit);
+        let mut spare = slot.spare(5);
+        assert_eq!(spare.len(), 2, "no more than the free slots");
+        assert_eq!(slots.available_permits(), 0);
+        // One runs a handed job, on a slot of its own; the other was not needed.
+        let used = slot.beside(spare.remove(0));
+        drop(spare);
+        assert_eq!(slots.available_permits(), 1);
+        drop(used);
+        assert_eq!(slots.available_permits(), 2);
+        drop(slot);
+        assert_eq!(slots.available_permits(), 3, "every slot back, none twice");
     }
 }

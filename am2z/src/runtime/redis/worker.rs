@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -18,7 +20,7 @@ use super::job::ClaimedJob;
 use super::keys::Keys;
 use super::leases::{Lease, LeaseTable};
 use super::limits::Limits;
-use super::protocol::advance::{Advanced, Stage};
+use super::protocol::advance::{Advanced, HandOff, Stage};
 use super::protocol::body::Body;
 use super::protocol::commit::Ending;
 use super::protocol::messages::{self, Control, Done};
@@ -34,7 +36,7 @@ use crate::runtime::embed::{Embedding, Wait, Waits};
 use crate::{Error, LocalRuntime, RunOutcome, SessionId};
 
 /// Whether this worker saw other sessions waiting for a claim (the schedule, as of its last
-/// look, and every wake since): a commit hands a successor to its own worker only when none
+/// look, and every wake since): a commit hands successors to its own worker only when none
 /// waits, so a run never keeps a slot from the fair order (invariant 5).
 #[derive(Default)]
 pub(crate) struct Contention {
@@ -123,12 +125,20 @@ impl Worker {
     }
 }
 
-/// Executes `job`, then every successor its commits hand to this worker, on `slot`.
-pub(crate) async fn execute(worker: Arc<Worker>, job: ClaimedJob, slot: Arc<JobSlot>) {
-    let mut next = Some(job);
-    while let Some(job) = next.take() {
-        next = execute_one(&worker, job, &slot).await;
+/// Executes `job`, then every successor its commits hand to this worker, on `slot`. Boxed:
+/// a commit that hands over several jobs spawns this for the others.
+pub(crate) fn execute(
+    worker: Arc<Worker>,
+    job: ClaimedJob,
+    slot: Arc<JobSlot>,
+) -> BoxFuture<'static, ()> {
+    async move {
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            next = execute_one(&worker, job, &slot).await;
+        }
     }
+    .boxed()
 }
 
 async fn execute_one(
@@ -193,7 +203,7 @@ async fn execute_one(
         let mut body = match body {
             Ok(body) => body,
             Err(error) => {
-                return fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
+                return fail_unreadable(worker, &job, served.as_ref(), &hooks, error, slot).await;
             }
         };
         // A big input was staged in chunks of the run's hash: read it back, a slice at a time.
@@ -202,7 +212,8 @@ async fn execute_one(
             match steps::unstage(&worker.redis, &worker.keys, &job, &prefix, chunks).await {
                 Some(Ok(input)) => body.input = input,
                 Some(Err(error)) => {
-                    return fail_unreadable(worker, &job, served.as_ref(), &hooks, error).await;
+                    return fail_unreadable(worker, &job, served.as_ref(), &hooks, error, slot)
+                        .await;
                 }
                 None => {
                     release(worker, &job).await;
@@ -231,7 +242,7 @@ async fn execute_one(
                 match steps::run(&ctx, &job, &body, served.as_ref(), &graph, signals).await {
                     steps::Ran::Advance(mut advance) => {
                         advance.commit.consumed = body.chunks.unwrap_or(0);
-                        advance_run(worker, &job, *advance).await
+                        advance_run(worker, &job, *advance, slot).await
                     }
                     steps::Ran::Park { wait, attempts } => {
                         park(worker, &job, wait, attempts).await;
@@ -282,6 +293,7 @@ async fn fail_unreadable(
     served: &dyn Served,
     hooks: &Arc<JobHooks>,
     error: Error,
+    slot: &Arc<JobSlot>,
 ) -> Option<ClaimedJob> {
     // Named as an undecodable input is: which processor, which type, and why.
     let error = Error::Serialization {
@@ -308,7 +320,7 @@ async fn fail_unreadable(
     } else {
         let ctx = step_context(worker, served, Arc::clone(hooks), None);
         let advance = steps::fail_run(&ctx, job, error);
-        advance_run(worker, job, advance).await
+        advance_run(worker, job, advance, slot).await
     }
 }
 
@@ -496,13 +508,18 @@ fn stage_slices(fields: &[(String, Vec<u8>)]) -> Vec<&[(String, Vec<u8>)]> {
     slices
 }
 
+/// The most jobs one commit hands to its worker (a claim's batch).
+const HAND_OFF_MOST: usize = 16;
+
 /// Commits a job of a run executed step by step (staging its run-hash fields first: new map
-/// instances' held items, chunks of big values); returns the successor handed to this worker,
-/// if any.
+/// instances' held items, chunks of big values). Of the jobs the commit hands to this worker,
+/// the first is returned, to run next on `slot`; the others run each on a free slot of its
+/// own, held before the commit was sent.
 async fn advance_run(
-    worker: &Worker,
+    worker: &Arc<Worker>,
     job: &ClaimedJob,
     advance: steps::Advance,
+    slot: &Arc<JobSlot>,
 ) -> Option<ClaimedJob> {
     let keys = worker.keys.session(&job.session);
     for fields in stage_slices(&advance.staged) {
@@ -527,9 +544,20 @@ async fn advance_run(
         }
     }
     let mut commit = advance.commit;
-    // A successor is handed to this worker only while it takes new jobs (not draining) and
-    // no other session waits for a claim: otherwise the slot goes back to the fair order.
-    commit.hand_off = may_refill(worker).then_some(worker.config.lease);
+    // Jobs are handed to this worker only while it takes new jobs (not draining) and no other
+    // session waits for a claim: otherwise the slots go back to the fair order. The job's own
+    // slot takes the first; free slots held now take the others (one per job the commit may
+    // create, each released when its permit drops, used or not).
+    let mut spare = Vec::new();
+    if may_refill(worker) {
+        let created = commit.successors.len() + commit.arrivals.len();
+        spare = slot.spare(created.min(HAND_OFF_MOST).saturating_sub(1));
+        commit.hand_off = Some(HandOff {
+            lease: worker.config.lease,
+            slots: 1 + spare.len(),
+            quota: worker.config.session_concurrency,
+        });
+    }
     let end = commit.end.clone();
     let reply = worker
         .outbox
@@ -562,6 +590,26 @@ async fn advance_run(
             cancel_run,
             handed,
         } => {
+            let mut handed = handed.into_iter().map(|leased| ClaimedJob {
+                session: job.session.clone(),
+                leased,
+                asked: Instant::now(),
+            });
+            let next = handed.next();
+            for other in handed {
+                match spare.pop() {
+                    Some(permit) => {
+                        let slot = Arc::new(slot.beside(permit));
+                        tokio::spawn(execute(Arc::clone(worker), other, slot));
+                    }
+                    None => {
+                        let error = WireError::reply("advance", "more jobs handed than slots");
+                        commit_failed(worker, &other, error);
+                        release(worker, &other).await;
+                    }
+                }
+            }
+            drop(spare);
             if ended {
                 worker.counts.commits.fetch_add(1, Ordering::Relaxed);
                 if let Some(end) = end {
@@ -591,11 +639,7 @@ async fn advance_run(
                     tracing::debug!(error = %error.into_error(&worker.redis.errors), "announcing a cancel failed; the cancelled jobs are dropped when they commit");
                 }
             }
-            handed.map(|leased| ClaimedJob {
-                session: job.session.clone(),
-                leased: *leased,
-                asked: Instant::now(),
-            })
+            next
         }
         Advanced::Refused => {
             refused(worker, job);

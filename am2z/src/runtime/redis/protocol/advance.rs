@@ -87,6 +87,16 @@ pub(crate) struct RunEnd {
     pub(crate) event: String,
 }
 
+/// The jobs a commit may hand to its committing worker: leased to it with `lease`, at most
+/// `slots` of them (the worker's slots free for them, the committing job's own included), and
+/// beyond the first only while the session's concurrency `quota` (0: none) has room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandOff {
+    pub(crate) lease: Duration,
+    pub(crate) slots: usize,
+    pub(crate) quota: u64,
+}
+
 /// A commit of a job of a run executed step by step (owned: it crosses the forwarder's
 /// channel).
 pub(crate) struct StepCommit {
@@ -97,8 +107,8 @@ pub(crate) struct StepCommit {
     pub(crate) version_delta: u64,
     pub(crate) attempts_delta: u32,
     pub(crate) entry: bool,
-    /// Hand the first successor to the committing worker with this lease.
-    pub(crate) hand_off: Option<Duration>,
+    /// Hand the first jobs the commit creates to the committing worker.
+    pub(crate) hand_off: Option<HandOff>,
     pub(crate) end: Option<RunEnd>,
     pub(crate) successors: Vec<NewJob>,
     pub(crate) arrivals: Vec<Arrival>,
@@ -143,8 +153,9 @@ pub(crate) enum Advanced {
         closed: Vec<String>,
         /// The run ended while jobs of it still run (to be cancelled).
         cancel_run: bool,
-        /// The successor leased to the committing worker.
-        handed: Option<Box<LeasedJob>>,
+        /// The jobs leased to the committing worker (at most its [`HandOff::slots`]), in
+        /// the order they were created.
+        handed: Vec<LeasedJob>,
     },
 }
 
@@ -176,7 +187,9 @@ impl Advance<'_> {
                 .arg(commit.version_delta)
                 .arg(commit.attempts_delta)
                 .arg(if commit.entry { "1" } else { "0" })
-                .arg(commit.hand_off.map_or(0, millis))
+                .arg(commit.hand_off.map_or(0, |h| millis(h.lease)))
+                .arg(commit.hand_off.map_or(0, |h| h.slots))
+                .arg(commit.hand_off.map_or(0, |h| h.quota))
                 .arg(outcome)
                 .arg(if ok { "1" } else { "0" })
                 .arg(done)
@@ -238,9 +251,10 @@ impl Advance<'_> {
                         closed: fields.texts("closed")?,
                         cancel_run: fields.flag("cancel_run")?,
                         handed: fields
-                            .record("handed")?
-                            .map(|job| LeasedJob::read(job, "advance").map(Box::new))
-                            .transpose()?,
+                            .records("handed")?
+                            .into_iter()
+                            .map(|job| LeasedJob::read(job, "advance"))
+                            .collect::<Result<_, _>>()?,
                     },
                 };
                 fields.finish()?;

@@ -208,16 +208,6 @@ impl Fields {
             .collect()
     }
 
-    /// A record, or none (an empty list).
-    pub(crate) fn record(&mut self, name: &str) -> Result<Option<Fields>, WireError> {
-        let script = self.script;
-        match self.take(name)? {
-            Value::Array(items) if items.is_empty() => Ok(None),
-            Value::Nil => Ok(None),
-            value => Fields::parse(script, value).map(Some),
-        }
-    }
-
     fn list(&mut self, name: &str) -> Result<Vec<Value>, WireError> {
         match self.take(name)? {
             Value::Array(items) => Ok(items),
