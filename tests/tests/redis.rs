@@ -1567,6 +1567,58 @@ mod redis_hot_path {
         worker.stop().await.unwrap();
     }
 
+    /// A process listens to the prefix's `done` channel only while a caller in it awaits a
+    /// run's outcome: a worker that awaits nothing is sent no `done` message. A caller that
+    /// starts to wait still hears its run end, whether the run ends before or after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_done_channel_is_listened_to_only_while_an_outcome_is_awaited() {
+        let server = own_redis();
+        let config = test_config(&server.url());
+        let channel = format!("{}:done", config.queue_prefix());
+        let listening = || -> u64 {
+            let reply = server.cli(&["PUBSUB", "NUMSUB", &channel]);
+            reply.lines().last().unwrap().trim().parse().unwrap()
+        };
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let client = RedisRuntime::new(config.worker(false));
+        client.start().await.unwrap();
+        let s = session("awaited");
+        let handles = futures::future::try_join_all((0..20).map(|x| client.submit(&s, &AddOne, x)))
+            .await
+            .unwrap();
+        assert_eq!(listening(), 0, "nothing awaits an outcome yet");
+
+        // Runs that ended, or may end, before the wait began.
+        for (x, handle) in (0..).zip(&handles) {
+            let ended = client
+                .wait::<i64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            assert_eq!(ended.output, x + 1);
+        }
+        let result = client.execute_in_session(&s, &AddOne, 41).await.unwrap();
+        assert_eq!(result.output, 42);
+        assert_eq!(
+            listening(),
+            1,
+            "the waiting client listens, the worker does not"
+        );
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while listening() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the channel is let go after the last wait"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        client.stop_session(&s).await.unwrap();
+        client.stop().await.unwrap();
+        worker.stop().await.unwrap();
+    }
+
     /// An idle worker's poll of Redis leaves its other slots free: a run its own process
     /// submits while a poll is in flight is still leased by the submission, not queued and
     /// woken for. With a poll every 5 ms, 200 runs in a row overlap many polls.

@@ -164,12 +164,13 @@ impl Client {
     pub(crate) fn new(redis: Arc<Redis>, keys: Keys, config: Arc<RedisConfig>) -> Self {
         let stopped = CancellationToken::new();
         stopped.cancel();
+        let waiters = Arc::new(Waiters::default());
         Client {
-            subscriptions: Arc::new(Subscriptions::new(keys.clone())),
+            subscriptions: Arc::new(Subscriptions::new(keys.clone(), Arc::clone(&waiters))),
             redis,
             keys,
             config,
-            waiters: Arc::default(),
+            waiters,
             registered: Mutex::default(),
             gathering: outgoing::Gathering::default(),
             running: AtomicBool::new(false),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
-use super::events_feed::EventsFeed;
+use super::feed::Feed;
 use crate::Error;
 
 /// Turns Redis errors into [`Error::Unavailable`], never leaking the password.
@@ -618,12 +618,68 @@ impl Message {
     }
 }
 
-/// What one node's subscriber connection listens to: its standing channels always, and the
-/// `events` channel while its feed wants it ([`EventsFeed`]).
+/// What one node's subscriber connection listens to: its standing channels always, and each
+/// on-demand channel (`events`, `done`) while its feed wants it ([`Feed`]).
 pub(crate) struct Channels {
     pub(crate) standing: Vec<String>,
-    pub(crate) events: String,
-    pub(crate) feed: Arc<EventsFeed>,
+    pub(crate) on_demand: [OnDemand; 2],
+}
+
+/// A channel taken while its feed wants it.
+pub(crate) struct OnDemand {
+    pub(crate) channel: String,
+    pub(crate) feed: Arc<Feed>,
+}
+
+/// Where an on-demand channel stands on the current connection.
+#[derive(Clone, Copy, Default)]
+struct Taken {
+    subscribed: bool,
+    /// When the last user left: the channel goes at this time unless one came back.
+    letting_go: Option<tokio::time::Instant>,
+}
+
+impl OnDemand {
+    /// Follows a change of the feed's need: subscribes at once when it is wanted, or starts
+    /// the linger before letting the channel go.
+    async fn changed(
+        &self,
+        conn: &mut MultiplexedConnection,
+        taken: &mut Taken,
+    ) -> redis::RedisResult<()> {
+        match (self.feed.wanted(), taken.subscribed) {
+            (true, false) => {
+                conn.subscribe(&self.channel).await?;
+                *taken = Taken {
+                    subscribed: true,
+                    letting_go: None,
+                };
+                self.feed.set_subscribed(true);
+            }
+            (false, true) => {
+                taken.letting_go = Some(tokio::time::Instant::now() + self.feed.linger());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The linger ran out: lets the channel go unless it is wanted again.
+    async fn linger_ended(
+        &self,
+        conn: &mut MultiplexedConnection,
+        taken: &mut Taken,
+        errors: &ErrorMap,
+    ) {
+        taken.letting_go = None;
+        if taken.subscribed && !self.feed.wanted() {
+            taken.subscribed = false;
+            self.feed.set_subscribed(false);
+            if let Err(error) = conn.unsubscribe(&self.channel).await {
+                tracing::debug!(channel = %self.channel, error = %errors.unavailable(&error), "unsubscribing failed");
+            }
+        }
+    }
 }
 
 /// Keeps one pub/sub connection subscribed to `channels` until `stop` fires, handing every
@@ -649,9 +705,11 @@ pub(crate) async fn subscribe(
     };
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
-    let feed = &channels.feed;
+    let [first, second] = &channels.on_demand;
+    let _following = [first.feed.follow(), second.feed.follow()];
     loop {
-        feed.set_subscribed(false);
+        first.feed.set_subscribed(false);
+        second.feed.set_subscribed(false);
         let (pushes_in, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let attempt = async {
             let settings = redis::AsyncConnectionConfig::new()
@@ -665,18 +723,21 @@ pub(crate) async fn subscribe(
                 unnamed(Role::Sub, &errors, &error);
             }
             conn.subscribe(&channels.standing).await?;
-            let events = feed.wanted();
-            if events {
-                conn.subscribe(&channels.events).await?;
+            let mut taken = [Taken::default(); 2];
+            for (on_demand, taken) in channels.on_demand.iter().zip(&mut taken) {
+                if on_demand.feed.wanted() {
+                    conn.subscribe(&on_demand.channel).await?;
+                    taken.subscribed = true;
+                }
             }
-            Ok::<_, redis::RedisError>((conn, events))
+            Ok::<_, redis::RedisError>((conn, taken))
         };
         let conn = tokio::select! {
             () = stop.cancelled() => return,
             result = tokio::time::timeout(Duration::from_secs(5), attempt) => result,
         };
         // Held while subscribed: the connection closes when the last handle is dropped.
-        let (mut conn, mut events) = match conn {
+        let (mut conn, mut taken) = match conn {
             Ok(Ok(subscribed)) => subscribed,
             Ok(Err(error)) => {
                 let error = errors.unavailable(&error);
@@ -710,49 +771,38 @@ pub(crate) async fn subscribe(
             }
             None => on_reconnect(),
         }
-        feed.set_subscribed(events);
-        // When the last observer left: the channel goes at this time unless one came back.
-        let mut letting_go: Option<tokio::time::Instant> = None;
+        first.feed.set_subscribed(taken[0].subscribed);
+        second.feed.set_subscribed(taken[1].subscribed);
         loop {
-            let push = tokio::select! {
+            let changed = tokio::select! {
                 () = stop.cancelled() => return,
-                push = pushes.recv() => push,
-                () = feed.changed() => {
-                    match (feed.wanted(), events) {
-                        (true, false) => {
-                            if let Err(error) = conn.subscribe(&channels.events).await {
-                                tracing::warn!(error = %errors.unavailable(&error), "subscribing to events failed; reconnecting");
-                                break;
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    match push.kind {
+                        PushKind::Message => {
+                            if let Some(message) = Message::from_push(push.data) {
+                                on_message(message);
                             }
-                            events = true;
-                            feed.set_subscribed(true);
                         }
-                        (false, true) => letting_go = Some(tokio::time::Instant::now() + feed.linger()),
+                        PushKind::Disconnection => break,
                         _ => {}
                     }
                     continue;
                 }
-                () = sleep_until(letting_go) => {
-                    letting_go = None;
-                    if events && !feed.wanted() {
-                        events = false;
-                        feed.set_subscribed(false);
-                        if let Err(error) = conn.unsubscribe(&channels.events).await {
-                            tracing::debug!(error = %errors.unavailable(&error), "unsubscribing from events failed");
-                        }
-                    }
+                () = first.feed.changed() => first.changed(&mut conn, &mut taken[0]).await,
+                () = second.feed.changed() => second.changed(&mut conn, &mut taken[1]).await,
+                () = sleep_until(taken[0].letting_go) => {
+                    first.linger_ended(&mut conn, &mut taken[0], &errors).await;
+                    continue;
+                }
+                () = sleep_until(taken[1].letting_go) => {
+                    second.linger_ended(&mut conn, &mut taken[1], &errors).await;
                     continue;
                 }
             };
-            let Some(push) = push else { break };
-            match push.kind {
-                PushKind::Message => {
-                    if let Some(message) = Message::from_push(push.data) {
-                        on_message(message);
-                    }
-                }
-                PushKind::Disconnection => break,
-                _ => {}
+            if let Err(error) = changed {
+                tracing::warn!(error = %errors.unavailable(&error), "subscribing failed; reconnecting");
+                break;
             }
         }
         tracing::warn!("the Redis subscription dropped; reconnecting");

@@ -225,26 +225,18 @@ impl Keys {
         }
     }
 
-    /// The channels this process listens on from its start: on one node `wake`, `done` and
-    /// `control` (and `events` while something in the process observes events:
-    /// [`prefix_events_channel`](Keys::prefix_events_channel)), on a cluster `wake` and
-    /// `control` (a session's are followed on demand:
-    /// [`session_channels`](Keys::session_channels)).
+    /// The channels this process listens on from its start: `wake` and `control`. The
+    /// others are taken on demand: on one node the prefix's `events` and `done` while the
+    /// process needs them ([`prefix_channels`](Keys::prefix_channels)), on a cluster a
+    /// session's ([`session_channels`](Keys::session_channels)).
     pub(crate) fn standing_channels(&self) -> Vec<String> {
-        if self.cluster {
-            return vec![self.wake_channel(), self.control_channel()];
-        }
-        // One node's `done` names no session.
-        vec![
-            self.wake_channel(),
-            self.done_channel(&SessionId::default()),
-            self.control_channel(),
-        ]
+        vec![self.wake_channel(), self.control_channel()]
     }
 
-    /// One node's `events` channel (it names no session).
-    pub(crate) fn prefix_events_channel(&self) -> String {
-        self.events_channel(&SessionId::default())
+    /// One node's `events` and `done` channels (they name no session).
+    pub(crate) fn prefix_channels(&self) -> [String; 2] {
+        let any = SessionId::default();
+        [self.events_channel(&any), self.done_channel(&any)]
     }
 
     /// On a cluster, the channels of `session` a process follows while it awaits its runs
@@ -484,14 +476,13 @@ mod tests {
             assert_eq!(keys.channel(stranger), None, "{stranger}");
         }
         let node = Keys::new("am2z", false);
-        assert_eq!(node.standing_channels().len(), 3);
+        assert_eq!(node.standing_channels().len(), 2);
         for channel in node.standing_channels() {
             assert!(node.channel(&channel).is_some(), "{channel}");
         }
-        assert_eq!(
-            node.channel(&node.prefix_events_channel()),
-            Some(Channel::Events)
-        );
+        let [events, done] = node.prefix_channels();
+        assert_eq!(node.channel(&events), Some(Channel::Events));
+        assert_eq!(node.channel(&done), Some(Channel::Done));
         assert_eq!(node.channel("am2z:{s}:done"), None);
     }
 

@@ -29,7 +29,7 @@ mod claimer;
 mod client;
 mod config;
 mod connection;
-mod events_feed;
+mod feed;
 mod forwarder;
 mod hooks;
 mod inspect;
@@ -122,7 +122,7 @@ struct Inner {
     /// What this process's subscribers see (fed from Redis).
     events: EventBus,
     /// Whether the `events` channel is listened to (one node: while `events` is observed).
-    feed: Arc<events_feed::EventsFeed>,
+    events_feed: Arc<feed::Feed>,
     served: Arc<ServedTable>,
     leases: Arc<LeaseTable>,
     stops: Arc<Stops>,
@@ -193,7 +193,7 @@ impl RedisRuntime {
             client,
             engine,
             events: events.clone(),
-            feed: Arc::new(events_feed::EventsFeed::new(events)),
+            events_feed: Arc::new(feed::Feed::events(events)),
             served: Arc::default(),
             leases: Arc::default(),
             stops: Arc::default(),
@@ -330,7 +330,7 @@ impl RedisRuntime {
         let inner = &self.inner;
         // A subscriber that came just before sees this run's events: its channel first.
         if !inner.config.is_cluster() {
-            inner.feed.ready().await;
+            inner.events_feed.ready().await;
         }
         let asked = Instant::now();
         let slot = self.free_slot(submission.name, submission.fingerprint);
@@ -574,10 +574,21 @@ impl RedisRuntime {
             Target::Node(client) => tokio::spawn(connection::subscribe(
                 (**client).clone(),
                 errors.clone(),
-                connection::Channels {
-                    standing: channels,
-                    events: inner.keys.prefix_events_channel(),
-                    feed: Arc::clone(&inner.feed),
+                {
+                    let [events, done] = inner.keys.prefix_channels();
+                    connection::Channels {
+                        standing: channels,
+                        on_demand: [
+                            connection::OnDemand {
+                                channel: events,
+                                feed: Arc::clone(&inner.events_feed),
+                            },
+                            connection::OnDemand {
+                                channel: done,
+                                feed: Arc::clone(inner.client.subscriptions.done_feed()),
+                            },
+                        ],
+                    }
                 },
                 ready,
                 stop.clone(),

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
 use super::connection::{self, ErrorMap, Message, Role, Target};
+use super::feed::Feed;
 use super::keys::Keys;
 use super::waiters::Waiters;
 use crate::{Error, SessionId};
@@ -48,15 +49,18 @@ struct Followed {
 /// The sessions this process follows on a cluster (on one node it follows every session).
 pub(crate) struct Subscriptions {
     keys: Keys,
+    /// One node's `done` channel, taken while a run's outcome is awaited here.
+    done: Arc<Feed>,
     followed: Mutex<HashMap<SessionId, Followed>>,
     /// The subscriber task's inbox, while the runtime runs.
     inbox: Mutex<Option<mpsc::UnboundedSender<Request>>>,
 }
 
 impl Subscriptions {
-    pub(crate) fn new(keys: Keys) -> Self {
+    pub(crate) fn new(keys: Keys, waiters: Arc<Waiters>) -> Self {
         Subscriptions {
             keys,
+            done: Arc::new(Feed::done(waiters)),
             followed: Mutex::default(),
             inbox: Mutex::default(),
         }
@@ -73,13 +77,20 @@ impl Subscriptions {
         }
     }
 
+    /// One node's `done` feed.
+    pub(crate) fn done_feed(&self) -> &Arc<Feed> {
+        &self.done
+    }
+
     /// Listens to `session`'s `done` and `events` from now on (returns once subscribed);
-    /// `pin`: until the session stops. On one node, at once: every session's are heard.
+    /// `pin`: until the session stops. On one node, every session's are heard on the
+    /// prefix's channels: returns once `done` is, when a waiter here needs it.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the subscription could not be made.
     pub(crate) async fn follow(&self, session: &SessionId, pin: bool) -> Result<(), Error> {
         if !self.keys.is_cluster() {
+            self.done.ready().await;
             return Ok(());
         }
         if let Some(followed) = self.followed().get_mut(session) {

@@ -35,6 +35,8 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Waiters {
     runs: Mutex<HashMap<RunKey, Entry>>,
+    /// Signalled when the first run gets a waiter, and when the last one loses its last.
+    changed: Notify,
 }
 
 /// A registered waiter; unregisters itself when dropped.
@@ -51,6 +53,9 @@ impl Drop for Waiter {
             entry.slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
             if entry.slots.is_empty() {
                 runs.remove(&self.key);
+                if runs.is_empty() {
+                    self.waiters.changed.notify_one();
+                }
             }
         }
     }
@@ -86,16 +91,31 @@ impl Waiters {
             stopped: AtomicBool::new(false),
         });
         let key = (session.clone(), run);
-        self.lock()
-            .entry(key.clone())
+        let mut runs = self.lock();
+        if runs.is_empty() {
+            self.changed.notify_one();
+        }
+        runs.entry(key.clone())
             .or_default()
             .slots
             .push(Arc::clone(&slot));
+        drop(runs);
         Waiter {
             waiters: Arc::clone(self),
             key,
             slot,
         }
+    }
+
+    /// Whether any run is awaited here.
+    pub(crate) fn any(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    /// Resolves after the first run got a waiter, or the last lost its last, since the last
+    /// call (a change before anyone waited is kept); read [`any`](Self::any) then.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// The sessions that have waiters here.
