@@ -1378,7 +1378,7 @@ mod redis_hot_path {
     use am2z_tests::processors::AddOne;
     use am2z_tests::suite::session;
 
-    use super::test_config;
+    use super::{shut_down, test_config};
 
     fn own_redis() -> RedisServer {
         ServerSpec::default().arg("appendonly", "no").start()
@@ -1511,6 +1511,32 @@ mod redis_hot_path {
         client.stop().await.unwrap();
     }
 
+    /// How many connections listen on `channel` (`PUBSUB NUMSUB`).
+    fn listeners(server: &RedisServer, channel: &str) -> u64 {
+        let reply = server.cli(&["PUBSUB", "NUMSUB", channel]);
+        reply.lines().last().unwrap().trim().parse().unwrap()
+    }
+
+    /// Returns once nothing listens on `channel`: an on-demand channel is let go a while
+    /// after its last user left.
+    async fn let_go(server: &RedisServer, channel: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while listeners(server, channel) != 0 {
+            assert!(Instant::now() < deadline, "{channel} was never let go");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A started worker serving `AddOne`, and a started client.
+    async fn worker_and_client(config: &am2z::RedisConfig) -> (RedisRuntime, RedisRuntime) {
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(AddOne);
+        worker.start().await.unwrap();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        client.start().await.unwrap();
+        (worker, client)
+    }
+
     /// A process listens to the prefix's `events` channel only while something in it
     /// observes events (Redis writes every batch to every subscriber): not before, yes while a
     /// subscriber lives (and it sees the events of a run another process executes), and not
@@ -1520,15 +1546,8 @@ mod redis_hot_path {
         let server = own_redis();
         let config = test_config(&server.url());
         let channel = format!("{}:events", config.queue_prefix());
-        let listening = || -> u64 {
-            let reply = server.cli(&["PUBSUB", "NUMSUB", &channel]);
-            reply.lines().last().unwrap().trim().parse().unwrap()
-        };
-        let worker = RedisRuntime::new(config.clone());
-        worker.serve(AddOne);
-        worker.start().await.unwrap();
-        let client = RedisRuntime::new(config.worker(false));
-        client.start().await.unwrap();
+        let listening = || listeners(&server, &channel);
+        let (worker, client) = worker_and_client(&config).await;
         let s = session("observed");
         client.execute_in_session(&s, &AddOne, 1).await.unwrap();
         assert_eq!(listening(), 0, "nothing observes events yet");
@@ -1554,17 +1573,8 @@ mod redis_hot_path {
         assert_eq!(completed, Ok(true), "the worker's events reach the client");
 
         drop(events);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while listening() != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the channel is let go after the last subscriber"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        client.stop_session(&s).await.unwrap();
-        client.stop().await.unwrap();
-        worker.stop().await.unwrap();
+        let_go(&server, &channel).await;
+        shut_down(&s, &client, &worker).await;
     }
 
     /// A process listens to the prefix's `done` channel only while a caller in it awaits a
@@ -1575,15 +1585,8 @@ mod redis_hot_path {
         let server = own_redis();
         let config = test_config(&server.url());
         let channel = format!("{}:done", config.queue_prefix());
-        let listening = || -> u64 {
-            let reply = server.cli(&["PUBSUB", "NUMSUB", &channel]);
-            reply.lines().last().unwrap().trim().parse().unwrap()
-        };
-        let worker = RedisRuntime::new(config.clone());
-        worker.serve(AddOne);
-        worker.start().await.unwrap();
-        let client = RedisRuntime::new(config.worker(false));
-        client.start().await.unwrap();
+        let listening = || listeners(&server, &channel);
+        let (worker, client) = worker_and_client(&config).await;
         let s = session("awaited");
         let handles = futures::future::try_join_all((0..20).map(|x| client.submit(&s, &AddOne, x)))
             .await
@@ -1606,17 +1609,8 @@ mod redis_hot_path {
             "the waiting client listens, the worker does not"
         );
 
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while listening() != 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the channel is let go after the last wait"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        client.stop_session(&s).await.unwrap();
-        client.stop().await.unwrap();
-        worker.stop().await.unwrap();
+        let_go(&server, &channel).await;
+        shut_down(&s, &client, &worker).await;
     }
 
     /// An idle worker's poll of Redis leaves its other slots free: a run its own process
