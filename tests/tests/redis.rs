@@ -1514,7 +1514,10 @@ mod redis_hot_path {
     /// How many connections listen on `channel` (`PUBSUB NUMSUB`).
     fn listeners(server: &RedisServer, channel: &str) -> u64 {
         let reply = server.cli(&["PUBSUB", "NUMSUB", channel]);
-        reply.lines().last().unwrap().trim().parse().unwrap()
+        let count = reply.lines().last().map(str::trim);
+        count
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("PUBSUB NUMSUB {channel} answered {reply:?}"))
     }
 
     /// Returns once nothing listens on `channel`: an on-demand channel is let go a while
@@ -1531,9 +1534,9 @@ mod redis_hot_path {
     async fn worker_and_client(config: &am2z::RedisConfig) -> (RedisRuntime, RedisRuntime) {
         let worker = RedisRuntime::new(config.clone());
         worker.serve(AddOne);
-        worker.start().await.unwrap();
+        worker.start().await.expect("the worker starts");
         let client = RedisRuntime::new(config.clone().worker(false));
-        client.start().await.unwrap();
+        client.start().await.expect("the client starts");
         (worker, client)
     }
 
