@@ -24,7 +24,7 @@ use super::protocol::{Redis, Token};
 use super::served::failure;
 use super::subscriptions::Subscriptions;
 use super::waiters::{Waiter, Waiters};
-use crate::event::EventKind;
+use crate::event::{EventBus, EventKind};
 use crate::{Error, Event, RunFailure, RunId, RunOutcome, RunResult, SessionId};
 
 /// How often a waiter re-checks the outcome even without a `done` message.
@@ -161,12 +161,22 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn new(redis: Arc<Redis>, keys: Keys, config: Arc<RedisConfig>) -> Self {
+    /// `events`: the process' event bus, which says when the `events` channel is needed.
+    pub(crate) fn new(
+        redis: Arc<Redis>,
+        keys: Keys,
+        config: Arc<RedisConfig>,
+        events: EventBus,
+    ) -> Self {
         let stopped = CancellationToken::new();
         stopped.cancel();
         let waiters = Arc::new(Waiters::default());
         Client {
-            subscriptions: Arc::new(Subscriptions::new(keys.clone(), Arc::clone(&waiters))),
+            subscriptions: Arc::new(Subscriptions::new(
+                keys.clone(),
+                Arc::clone(&waiters),
+                events,
+            )),
             redis,
             keys,
             config,

@@ -640,15 +640,17 @@ struct Taken {
 }
 
 impl OnDemand {
-    /// Follows a change of the feed's need: subscribes at once when it is wanted, or starts
-    /// the linger before letting the channel go.
-    async fn changed(
+    /// Brings the channel in line with its feed at `now`: subscribed at once when it is
+    /// wanted; when it no longer is, let go once it has not been for the feed's linger.
+    async fn settle(
         &self,
         conn: &mut MultiplexedConnection,
         taken: &mut Taken,
+        now: tokio::time::Instant,
+        errors: &ErrorMap,
     ) -> redis::RedisResult<()> {
-        match (self.feed.wanted(), taken.subscribed) {
-            (true, false) => {
+        match (self.feed.wanted(), taken.subscribed, taken.letting_go) {
+            (true, false, _) => {
                 conn.subscribe(&self.channel).await?;
                 *taken = Taken {
                     subscribed: true,
@@ -656,29 +658,26 @@ impl OnDemand {
                 };
                 self.feed.set_subscribed(true);
             }
-            (false, true) => {
-                taken.letting_go = Some(tokio::time::Instant::now() + self.feed.linger());
+            (true, true, _) => taken.letting_go = None,
+            (false, true, None) => taken.letting_go = Some(now + self.feed.linger()),
+            (false, true, Some(at)) if at <= now => {
+                *taken = Taken::default();
+                self.feed.set_subscribed(false);
+                if let Err(error) = conn.unsubscribe(&self.channel).await {
+                    tracing::debug!(channel = %self.channel, error = %errors.unavailable(&error), "unsubscribing failed");
+                }
             }
             _ => {}
         }
         Ok(())
     }
+}
 
-    /// The linger ran out: lets the channel go unless it is wanted again.
-    async fn linger_ended(
-        &self,
-        conn: &mut MultiplexedConnection,
-        taken: &mut Taken,
-        errors: &ErrorMap,
-    ) {
-        taken.letting_go = None;
-        if taken.subscribed && !self.feed.wanted() {
-            taken.subscribed = false;
-            self.feed.set_subscribed(false);
-            if let Err(error) = conn.unsubscribe(&self.channel).await {
-                tracing::debug!(channel = %self.channel, error = %errors.unavailable(&error), "unsubscribing failed");
-            }
-        }
+/// Resolves when the need of either on-demand channel may have changed.
+async fn either_changed([first, second]: &[OnDemand; 2]) {
+    tokio::select! {
+        () = first.feed.changed() => {}
+        () = second.feed.changed() => {}
     }
 }
 
@@ -705,11 +704,11 @@ pub(crate) async fn subscribe(
     };
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(50);
-    let [first, second] = &channels.on_demand;
-    let _following = [first.feed.follow(), second.feed.follow()];
+    let _following = channels.on_demand.each_ref().map(|o| o.feed.follow());
     loop {
-        first.feed.set_subscribed(false);
-        second.feed.set_subscribed(false);
+        for on_demand in &channels.on_demand {
+            on_demand.feed.set_subscribed(false);
+        }
         let (pushes_in, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let attempt = async {
             let settings = redis::AsyncConnectionConfig::new()
@@ -724,11 +723,9 @@ pub(crate) async fn subscribe(
             }
             conn.subscribe(&channels.standing).await?;
             let mut taken = [Taken::default(); 2];
+            let now = tokio::time::Instant::now();
             for (on_demand, taken) in channels.on_demand.iter().zip(&mut taken) {
-                if on_demand.feed.wanted() {
-                    conn.subscribe(&on_demand.channel).await?;
-                    taken.subscribed = true;
-                }
+                on_demand.settle(&mut conn, taken, now, &errors).await?;
             }
             Ok::<_, redis::RedisError>((conn, taken))
         };
@@ -771,10 +768,9 @@ pub(crate) async fn subscribe(
             }
             None => on_reconnect(),
         }
-        first.feed.set_subscribed(taken[0].subscribed);
-        second.feed.set_subscribed(taken[1].subscribed);
         loop {
-            let changed = tokio::select! {
+            let deadline = taken.iter().filter_map(|t| t.letting_go).min();
+            tokio::select! {
                 () = stop.cancelled() => return,
                 push = pushes.recv() => {
                     let Some(push) = push else { break };
@@ -789,18 +785,15 @@ pub(crate) async fn subscribe(
                     }
                     continue;
                 }
-                () = first.feed.changed() => first.changed(&mut conn, &mut taken[0]).await,
-                () = second.feed.changed() => second.changed(&mut conn, &mut taken[1]).await,
-                () = sleep_until(taken[0].letting_go) => {
-                    first.linger_ended(&mut conn, &mut taken[0], &errors).await;
-                    continue;
-                }
-                () = sleep_until(taken[1].letting_go) => {
-                    second.linger_ended(&mut conn, &mut taken[1], &errors).await;
-                    continue;
-                }
-            };
-            if let Err(error) = changed {
+                () = either_changed(&channels.on_demand) => {}
+                () = sleep_until(deadline) => {}
+            }
+            let now = tokio::time::Instant::now();
+            let mut settled = Ok(());
+            for (on_demand, taken) in channels.on_demand.iter().zip(&mut taken) {
+                settled = settled.and(on_demand.settle(&mut conn, taken, now, &errors).await);
+            }
+            if let Err(error) = settled {
                 tracing::warn!(error = %errors.unavailable(&error), "subscribing failed; reconnecting");
                 break;
             }

@@ -121,8 +121,6 @@ struct Inner {
     engine: LocalRuntime,
     /// What this process's subscribers see (fed from Redis).
     events: EventBus,
-    /// Whether the `events` channel is listened to (one node: while `events` is observed).
-    events_feed: Arc<feed::Feed>,
     served: Arc<ServedTable>,
     leases: Arc<LeaseTable>,
     stops: Arc<Stops>,
@@ -177,14 +175,15 @@ impl RedisRuntime {
         let durable =
             (config.durable_writes > 0).then_some((config.durable_writes, config.response_timeout));
         let redis = Arc::new(Redis::new(connection::ErrorMap::new(&config), durable));
+        let events = EventBus::new(4096);
         let client = Arc::new(Client::new(
             Arc::clone(&redis),
             keys.clone(),
             Arc::clone(&config),
+            events.clone(),
         ));
         let stopped = CancellationToken::new();
         stopped.cancel();
-        let events = EventBus::new(4096);
         let inner = Arc::new(Inner {
             slots: Arc::new(tokio::sync::Semaphore::new(config.worker_concurrency)),
             limits: Arc::new(Limits::new(Arc::clone(&redis), keys.clone(), config.lease)),
@@ -192,8 +191,7 @@ impl RedisRuntime {
             redis,
             client,
             engine,
-            events: events.clone(),
-            events_feed: Arc::new(feed::Feed::events(events)),
+            events,
             served: Arc::default(),
             leases: Arc::default(),
             stops: Arc::default(),
@@ -329,9 +327,7 @@ impl RedisRuntime {
     ) -> Result<u64, Error> {
         let inner = &self.inner;
         // A subscriber that came just before sees this run's events: its channel first.
-        if !inner.config.is_cluster() {
-            inner.events_feed.ready().await;
-        }
+        inner.client.subscriptions.events_ready().await;
         let asked = Instant::now();
         let slot = self.free_slot(submission.name, submission.fingerprint);
         submission.lease = slot.is_some();
@@ -574,21 +570,9 @@ impl RedisRuntime {
             Target::Node(client) => tokio::spawn(connection::subscribe(
                 (**client).clone(),
                 errors.clone(),
-                {
-                    let [events, done] = inner.keys.prefix_channels();
-                    connection::Channels {
-                        standing: channels,
-                        on_demand: [
-                            connection::OnDemand {
-                                channel: events,
-                                feed: Arc::clone(&inner.events_feed),
-                            },
-                            connection::OnDemand {
-                                channel: done,
-                                feed: Arc::clone(inner.client.subscriptions.done_feed()),
-                            },
-                        ],
-                    }
+                connection::Channels {
+                    standing: channels,
+                    on_demand: inner.client.subscriptions.on_demand(),
                 },
                 ready,
                 stop.clone(),

@@ -20,6 +20,7 @@ use super::connection::{self, ErrorMap, Message, Role, Target};
 use super::feed::Feed;
 use super::keys::Keys;
 use super::waiters::Waiters;
+use crate::event::EventBus;
 use crate::{Error, SessionId};
 
 /// How long a session without waiters stays followed (a caller awaiting its runs one after
@@ -46,9 +47,12 @@ struct Followed {
     idle_since: Option<Instant>,
 }
 
-/// The sessions this process follows on a cluster (on one node it follows every session).
+/// What this process listens to beyond its standing channels: on a cluster, the sessions it
+/// follows; on one node, the prefix's `events` and `done` while something here needs them.
 pub(crate) struct Subscriptions {
     keys: Keys,
+    /// One node's `events` channel, taken while events are observed here.
+    events: Arc<Feed>,
     /// One node's `done` channel, taken while a run's outcome is awaited here.
     done: Arc<Feed>,
     followed: Mutex<HashMap<SessionId, Followed>>,
@@ -57,9 +61,11 @@ pub(crate) struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub(crate) fn new(keys: Keys, waiters: Arc<Waiters>) -> Self {
+    /// `waiters` and `events` say when one node's `done` and `events` are needed.
+    pub(crate) fn new(keys: Keys, waiters: Arc<Waiters>, events: EventBus) -> Self {
         Subscriptions {
             keys,
+            events: Arc::new(Feed::events(events)),
             done: Arc::new(Feed::done(waiters)),
             followed: Mutex::default(),
             inbox: Mutex::default(),
@@ -77,9 +83,28 @@ impl Subscriptions {
         }
     }
 
-    /// One node's `done` feed.
-    pub(crate) fn done_feed(&self) -> &Arc<Feed> {
-        &self.done
+    /// One node's channels taken on demand (`events`, `done`), with what says when.
+    pub(crate) fn on_demand(&self) -> [connection::OnDemand; 2] {
+        let [events, done] = self.keys.prefix_channels();
+        [
+            connection::OnDemand {
+                channel: events,
+                feed: Arc::clone(&self.events),
+            },
+            connection::OnDemand {
+                channel: done,
+                feed: Arc::clone(&self.done),
+            },
+        ]
+    }
+
+    /// Returns once a run submitted now has its events heard here, when something here
+    /// observes them (on one node: once `events` is subscribed). On a cluster a session's
+    /// events are followed with it ([`follow`](Self::follow)).
+    pub(crate) async fn events_ready(&self) {
+        if !self.keys.is_cluster() {
+            self.events.ready().await;
+        }
     }
 
     /// Listens to `session`'s `done` and `events` from now on (returns once subscribed);
