@@ -13,7 +13,7 @@ use super::job::ClaimedJob;
 use super::protocol::WireError;
 use super::protocol::claim::{Claim, ClaimOutcome};
 use super::protocol::schedule::{self, Picked};
-use super::slots::JobSlot;
+use super::slots::{JobSlot, take_free};
 use super::worker::{self, Worker};
 use crate::SessionId;
 
@@ -120,12 +120,7 @@ pub(crate) async fn run(
         let batch = if polling { 1 } else { CLAIM_BATCH };
         polling = false;
         let mut permits = vec![first];
-        while permits.len() < batch {
-            match Arc::clone(&slots).try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
+        permits.extend(take_free(&slots, batch - 1));
         // A wake that came while this claimer was busy announced work the claim below sees
         // anyway: drop it, and listen from now on, so no wake during the claim is lost.
         let _ = wakeups.notify.notified().now_or_never();

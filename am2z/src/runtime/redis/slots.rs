@@ -7,6 +7,19 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Up to `most` of the worker's free `slots`, taken now without waiting (each is given back
+/// when its permit drops).
+pub(crate) fn take_free(slots: &Arc<Semaphore>, most: usize) -> Vec<OwnedSemaphorePermit> {
+    let mut permits = Vec::new();
+    while permits.len() < most {
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
 /// The slot one job (and the successors handed to it) runs on.
 pub(crate) struct JobSlot {
     slots: Arc<Semaphore>,
@@ -24,14 +37,7 @@ impl JobSlot {
     /// Up to `most` of the worker's free slots, held for jobs a commit may hand to this
     /// job's worker: each is released when its permit drops, used or not.
     pub(crate) fn spare(&self, most: usize) -> Vec<OwnedSemaphorePermit> {
-        let mut permits = Vec::new();
-        while permits.len() < most {
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
-        }
-        permits
+        take_free(&self.slots, most)
     }
 
     /// The slot of another job of this worker, on `permit` (one of [`spare`]'s).
