@@ -114,11 +114,11 @@ pub(crate) fn start(
 
 /// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
 enum Item {
-    /// One session's events (a JSON array, `""` for none), the finished steps they count, and
-    /// the ends of its runs executed as one job, with who awaits each.
+    /// One session's events (a JSON array, empty for none), the finished steps they count,
+    /// and the ends of its runs executed as one job, with who awaits each.
     Session {
         session: SessionId,
-        events: String,
+        events: Vec<u8>,
         counts: Vec<(String, u64)>,
         endings: Vec<Ending>,
         /// Who awaits each ending's answer, in order.
@@ -288,9 +288,6 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
             if !events.is_empty() {
                 events.push(b']');
             }
-            // serde_json writes UTF-8: the lossy path is never taken.
-            let events = String::from_utf8(events)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             items.push(Item::Session {
                 session: session.clone(),
                 events,
@@ -366,8 +363,8 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served:
                 events_max_len: config.events_max_len,
                 commits,
             }
-            .invocation();
-            pipe.invoke_script(&call);
+            .command();
+            pipe.add_command(call);
         }
         Item::Commit(commit) => {
             let session = keys.session(&commit.session);
@@ -552,7 +549,7 @@ fn without_events(item: Item) -> Option<Item> {
             ..
         } if !endings.is_empty() => Some(Item::Session {
             session,
-            events: String::new(),
+            events: Vec::new(),
             counts: Vec::new(),
             endings,
             answers,

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::claim::LeasedJob;
 use super::schedule::Generation;
-use super::{Fields, Redis, ScriptDef, Token, WireError, millis, session_call, status};
+use super::{
+    Fields, Redis, ScriptDef, Token, WireError, millis, session_call, session_command, status,
+};
 use crate::RunId;
 use crate::runtime::redis::keys::{JobId, SessionKeys};
 
@@ -160,11 +162,15 @@ pub(crate) enum Advanced {
 }
 
 impl Advance<'_> {
-    pub(crate) fn invocation(&self) -> redis::ScriptInvocation<'static> {
-        let mut call = session_call(&ADVANCE, self.session);
-        for commit in self.commits {
-            call.key(self.session.run(commit.run()));
-        }
+    /// The call as a command (sent in the forwarder's pipeline, after the session's
+    /// `commit.lua`).
+    pub(crate) fn command(&self) -> redis::Cmd {
+        let runs: Vec<String> = self
+            .commits
+            .iter()
+            .map(|commit| self.session.run(commit.run()))
+            .collect();
+        let mut call = session_command(&ADVANCE, self.session, &runs);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.events_channel)

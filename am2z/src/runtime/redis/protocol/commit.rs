@@ -64,8 +64,8 @@ pub(crate) struct Commit<'a> {
     pub(crate) dead_max_len: u64,
     pub(crate) events_max_len: u64,
     pub(crate) events_channel: &'a str,
-    /// The events as one JSON array (`""`: none).
-    pub(crate) events: &'a str,
+    /// The events as one JSON array (empty: none).
+    pub(crate) events: &'a [u8],
     /// Finished steps to count: stats field (`<processor>:completed`) and count.
     pub(crate) counts: &'a [(String, u64)],
     pub(crate) endings: &'a [Ending],
@@ -91,7 +91,7 @@ impl Commit<'_> {
     /// The call as a command (sent in the forwarder's pipeline, before the session's other
     /// commits).
     pub(crate) fn command(&self) -> redis::Cmd {
-        let mut call = session_command(&COMMIT, self.session);
+        let mut call = session_command(&COMMIT, self.session, &[]);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.dead_max_len)
@@ -106,7 +106,7 @@ impl Commit<'_> {
             call.arg(field).arg(*count);
         }
         for ending in self.endings {
-            call.arg(ending.job.to_string().as_str())
+            call.arg(ending.job.to_string())
                 .arg(ending.token)
                 .arg(&ending.outcome)
                 .arg(if ending.ok { "1" } else { "0" })

@@ -81,16 +81,17 @@ fn session_call<'a>(def: &'a ScriptDef, keys: &SessionKeys) -> redis::ScriptInvo
     call
 }
 
-/// The session script `def` as a plain `EVALSHA` command with the session's fixed keys in
-/// place, for the calls on the hot path: arguments are written straight into the command
-/// (an invocation keeps each argument apart and copies them all again into the command it
-/// sends). Sent in a pipeline, as invocations are there, it is not loaded on `NOSCRIPT`: the
-/// pipeline's sender loads the scripts and sends it again.
-fn session_command(def: &ScriptDef, keys: &SessionKeys) -> redis::Cmd {
+/// The session script `def` as a plain `EVALSHA` command with the session's fixed keys, then
+/// `own_keys`, in place, for the calls on the hot path: arguments are written straight into
+/// the command (an invocation keeps each argument apart and copies them all again into the
+/// command it sends). Sent in a pipeline, as invocations are there, it is not loaded on
+/// `NOSCRIPT`: the pipeline's sender loads the scripts and sends it again.
+fn session_command(def: &ScriptDef, keys: &SessionKeys, own_keys: &[String]) -> redis::Cmd {
     let fixed = keys.fixed();
     let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(def.script().get_hash()).arg(fixed.len());
-    for key in fixed {
+    cmd.arg(def.script().get_hash())
+        .arg(fixed.len() + own_keys.len());
+    for key in fixed.iter().chain(own_keys) {
         cmd.arg(key);
     }
     cmd
