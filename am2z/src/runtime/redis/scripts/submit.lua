@@ -106,7 +106,8 @@ for at = FIRST, #ARGV, PER_RUN do
       statuses[#statuses + 1] = 'queued'
       waiting = waiting + 1
     end
-    local header = new_header(leased, ARGV[at + 1], priority, 0, 0, ARGV[at + 3])
+    local header = new_header(leased,
+      new_header_tail(ARGV[at + 1], priority, now_text, '0', '0', ARGV[at + 3]))
     if leased then
       records[#records + 1] = leased_record(run, header, '', deadline)
     end

@@ -46,15 +46,18 @@ local function write_header(h)
     num(h.run_attempts), h.name}, '|')
 end
 
--- The header of a job created now (`now_ms_text()` its creation and queueing time): queued
--- ('Q'), or leased at once ('L', with its first token and delivery) when `leased`. Every
--- number but `version` and `run_attempts` is the caller's text or a constant, so a batch of
--- new jobs formats no number per job. `priority` is text (as the caller sent it).
-local function new_header(leased, fp, priority, version, run_attempts, name)
-  local now = now_ms_text()
-  local front = leased and 'L|1|1|' or 'Q|0|0|'
-  return front .. fp .. '|' .. priority .. '|' .. now .. '|' .. now .. '|0|0|' .. version
-    .. '|' .. run_attempts .. '|' .. name
+-- A new job's header but for its front (state, token, deliveries): every field as text, the
+-- job queued now (`now_ms_text()`) and no attempt made yet. Jobs a call creates alike share
+-- one tail, so a batch of them formats no number per job.
+local function new_header_tail(fp, priority, created_ms, version, run_attempts, name)
+  return table.concat({fp, priority, created_ms, now_ms_text(), '0', '0', version,
+    run_attempts, name}, '|')
+end
+
+-- The header of a job created now, from its `tail`: queued ('Q'), or leased at once ('L',
+-- with its first token and delivery) when `leased`.
+local function new_header(leased, tail)
+  return (leased and 'L|1|1|' or 'Q|0|0|') .. tail
 end
 
 -- The lease set (`leases` for 'L', `calls` for 'C') of a header whose lease the caller holds
