@@ -1,10 +1,11 @@
 //! Forwards the events of runs executed here to Redis (the session's stream and the events
 //! channel), and sends the commits of finished jobs behind their events: one task sends both,
 //! as pipelines on the one multiplexed connection. Everything ready for one session goes as
-//! one `commit.lua` call (its events as one stream entry and one message, the ends of its runs
-//! executed as one job, each fenced by its own token, announced in one `done` message), then
-//! its step commits and parks: any process sees a run's events before its outcome, and the
-//! cost in Redis is per batch, not per run.
+//! its events (one plain `XADD` and one message: no script reads them), then one
+//! `commit.lua` call (the steps they count, the ends of its runs executed as one job, each
+//! fenced by its own token, announced in one `done` message), then its step commits and
+//! parks: any process sees a run's events before its outcome, and the cost in Redis is per
+//! batch, not per run.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -23,7 +24,9 @@ use super::keys::{JobId, Keys};
 use super::protocol::advance::{Advance, Advanced, StepCommit};
 use super::protocol::claim::LeasedJob;
 use super::protocol::commit::{Commit as CommitCall, Ending, Park};
-use super::protocol::{self, Redis, ScriptDef, Token, WireError, advance, commit, events};
+use super::protocol::{
+    self, Redis, ScriptDef, Token, WireError, advance, commit, events, messages,
+};
 use super::served::ServedTable;
 use crate::{Event, EventKind, EventStream, SessionId};
 
@@ -112,13 +115,19 @@ pub(crate) fn start(
     (Outbox(outbox), run(forwarding, events, commits, stop))
 }
 
-/// One command of a pipeline, kept so that it can be sent again after a `NOSCRIPT`.
+/// One command of a pipeline (or a few, only one of which answers), kept so that it can be
+/// sent again after a `NOSCRIPT`.
 enum Item {
-    /// One session's events (a JSON array, empty for none), the finished steps they count,
-    /// and the ends of its runs executed as one job, with who awaits each.
+    /// One session's events, a JSON array: appended to its stream with `XADD NOMKSTREAM` (a
+    /// session that is gone keeps no late event; its stream lives as long as its other keys)
+    /// and published. Scripts never see them: a script call pays for every byte it is given
+    /// (Lua copies, interns and later collects each argument), and events are most of a
+    /// run's bytes.
+    Events { session: SessionId, events: Vec<u8> },
+    /// One session's finished steps to count, and the ends of its runs executed as one job,
+    /// with who awaits each.
     Session {
         session: SessionId,
-        events: Vec<u8>,
         counts: Vec<(String, u64)>,
         endings: Vec<Ending>,
         /// Who awaits each ending's answer, in order.
@@ -283,14 +292,17 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
     }
     let mut items = Vec::new();
     for (session, batch) in sessions {
-        if !batch.events.is_empty() || !batch.endings.is_empty() {
+        if !batch.events.is_empty() {
             let mut events = batch.events;
-            if !events.is_empty() {
-                events.push(b']');
-            }
-            items.push(Item::Session {
+            events.push(b']');
+            items.push(Item::Events {
                 session: session.clone(),
                 events,
+            });
+        }
+        if !batch.counts.is_empty() || !batch.endings.is_empty() {
+            items.push(Item::Session {
+                session: session.clone(),
                 counts: stats_fields(batch.counts).collect(),
                 endings: batch.endings,
                 answers: batch.answers,
@@ -316,9 +328,15 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
 fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served: &[String]) {
     let (keys, config) = (&forwarding.keys, &forwarding.config);
     match item {
+        Item::Events { session, events } => {
+            let stream = keys.session(session).events();
+            pipe.add_command(events::append(&stream, config.events_max_len, events));
+            let channel = keys.events_channel(session);
+            pipe.add_command(messages::publish_command(&channel, events))
+                .ignore();
+        }
         Item::Session {
             session,
-            events,
             counts,
             endings,
             ..
@@ -328,9 +346,6 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served:
                 done_channel: &keys.done_channel(session),
                 session_ttl: config.session_ttl,
                 dead_max_len: config.dead_letters_max_len,
-                events_max_len: config.events_max_len,
-                events_channel: &keys.events_channel(session),
-                events,
                 counts,
                 endings,
                 lease: config.lease,
@@ -481,9 +496,10 @@ fn refused_by_cluster(code: &str) -> bool {
     matches!(code, "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
 }
 
-/// Sends `item` on its own (its one command), so the cluster client follows `MOVED` and
-/// `ASK` and waits out `TRYAGAIN` and `CLUSTERDOWN` itself; again with backoff while the
-/// cluster keeps refusing it (a long migration), then answers it.
+/// Sends `item` on its own (its commands one by one), so the cluster client follows `MOVED`
+/// and `ASK` and waits out `TRYAGAIN` and `CLUSTERDOWN` itself; again with backoff while the
+/// cluster keeps refusing it (a long migration), then answers it with its first command's
+/// reply (the others, an events message, answer nothing).
 async fn send_alone(forwarding: &Forwarding, item: Item) {
     if matches!(item, Item::Counted(_)) {
         // Counters, several commands: dropped like events whose pipeline was lost.
@@ -497,18 +513,32 @@ async fn send_alone(forwarding: &Forwarding, item: Item) {
         &item,
         &forwarding.served.fingerprints(),
     );
-    let Some(cmd) = pipe.cmd_iter().next().cloned() else {
+    let commands: Vec<redis::Cmd> = pipe.cmd_iter().cloned().collect();
+    let Some((first, rest)) = commands.split_first() else {
         return answer(forwarding, item, Value::Nil);
     };
+    let reply = match send_retrying(forwarding, first).await {
+        Ok(reply) => reply,
+        Err(error) => return fail(forwarding, vec![item], &error),
+    };
+    for command in rest {
+        if let Err(error) = send_retrying(forwarding, command).await {
+            tracing::debug!(error = %forwarding.redis.errors.scrub(&error.to_string()), "an events message refused by the cluster was dropped");
+        }
+    }
+    answer(forwarding, item, reply);
+}
+
+/// Sends `command` alone, again with backoff while the cluster refuses it (or after a
+/// `SCRIPT FLUSH`, once the scripts are loaded again).
+async fn send_retrying(forwarding: &Forwarding, command: &redis::Cmd) -> Result<Value, WireError> {
     let mut backoff = Duration::from_millis(20);
-    for attempt in 0..=CLUSTER_RETRIES {
-        let sent = async {
-            let mut conn = forwarding.redis.conn()?;
-            Ok::<_, WireError>(conn.req_packed_command(&cmd).await)
-        };
-        match sent.await {
-            Ok(Ok(reply)) => return answer(forwarding, item, reply),
-            Ok(Err(error))
+    let mut attempt = 0;
+    loop {
+        let mut conn = forwarding.redis.conn()?;
+        match conn.req_packed_command(command).await {
+            Ok(reply) => return Ok(reply),
+            Err(error)
                 if attempt < CLUSTER_RETRIES
                     && (error.is_cluster_error()
                         || error.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) =>
@@ -518,9 +548,9 @@ async fn send_alone(forwarding: &Forwarding, item: Item) {
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
+                attempt += 1;
             }
-            Ok(Err(error)) => return fail(forwarding, vec![item], &WireError::Redis(error)),
-            Err(error) => return fail(forwarding, vec![item], &error),
+            Err(error) => return Err(WireError::Redis(error)),
         }
     }
 }
@@ -529,7 +559,9 @@ impl Item {
     /// The session whose slot the item writes to (`None`: the prefix-wide counts).
     fn session(&self) -> Option<&SessionId> {
         match self {
-            Item::Session { session, .. } | Item::Steps { session, .. } => Some(session),
+            Item::Events { session, .. }
+            | Item::Session { session, .. }
+            | Item::Steps { session, .. } => Some(session),
             Item::Commit(commit) => Some(&commit.session),
             Item::Counted(_) => None,
         }
@@ -549,12 +581,11 @@ fn without_events(item: Item) -> Option<Item> {
             ..
         } if !endings.is_empty() => Some(Item::Session {
             session,
-            events: Vec::new(),
             counts: Vec::new(),
             endings,
             answers,
         }),
-        Item::Session { .. } | Item::Counted(_) => None,
+        Item::Events { .. } | Item::Session { .. } | Item::Counted(_) => None,
     }
 }
 
@@ -602,6 +633,16 @@ fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
         _ => None,
     };
     match item {
+        Item::Events { .. } => match reply {
+            Value::ServerError(error) => {
+                let message = WireError::Redis(error.into()).to_string();
+                tracing::warn!(error = %forwarding.redis.errors.scrub(&message), "storing events failed");
+            }
+            Value::Nil => {
+                tracing::debug!("events of a session that is gone were only published");
+            }
+            _ => {}
+        },
         Item::Session {
             endings, answers, ..
         } => {
@@ -611,11 +652,6 @@ fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
             };
             match read {
                 Ok(committed) => {
-                    if !committed.stored {
-                        tracing::debug!(
-                            "events of a session that is gone or stopping were only published"
-                        );
-                    }
                     for (to, (ended, next)) in answers.into_iter().zip(committed.ended) {
                         let _ = to.send(Ok(Reply::Ended(ended, next)));
                     }
@@ -623,7 +659,7 @@ fn answer(forwarding: &Forwarding, item: Item, reply: Value) {
                 Err(error) => {
                     let message = error.to_string();
                     if answers.is_empty() {
-                        tracing::warn!(error = %forwarding.redis.errors.scrub(&message), "forwarding events failed");
+                        tracing::warn!(error = %forwarding.redis.errors.scrub(&message), "counting finished steps failed");
                     }
                     for to in answers {
                         let _ = to.send(Err(WireError::reply("commit", message.clone())));
@@ -685,7 +721,7 @@ fn fail(forwarding: &Forwarding, items: Vec<Item>, error: &WireError) {
                     let _ = to.send(failed());
                 }
             }
-            Item::Counted(_) => {}
+            Item::Events { .. } | Item::Counted(_) => {}
         }
     }
 }

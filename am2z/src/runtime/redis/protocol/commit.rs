@@ -15,9 +15,6 @@ pub(crate) static COMMIT: ScriptDef = ScriptDef::new(
         "done_channel",
         "session_ttl",
         "dead_max_len",
-        "events_max_len",
-        "events_channel",
-        "events",
         "counts",
         "endings",
         "lease_ms",
@@ -55,17 +52,14 @@ pub(crate) struct Ending {
     pub(crate) refill: bool,
 }
 
-/// What one session's worker commits in one call: new events (one stream entry, one message)
-/// and the ends of runs executed as one job each.
+/// What one session's worker commits in one call: the steps its new events finish (the events
+/// go before it, without a script: `events::append`) and the ends of runs executed as one
+/// job each.
 pub(crate) struct Commit<'a> {
     pub(crate) session: &'a SessionKeys,
     pub(crate) done_channel: &'a str,
     pub(crate) session_ttl: Duration,
     pub(crate) dead_max_len: u64,
-    pub(crate) events_max_len: u64,
-    pub(crate) events_channel: &'a str,
-    /// The events as one JSON array (empty: none).
-    pub(crate) events: &'a [u8],
     /// Finished steps to count: stats field (`<processor>:completed`) and count.
     pub(crate) counts: &'a [(String, u64)],
     pub(crate) endings: &'a [Ending],
@@ -79,9 +73,6 @@ pub(crate) struct Commit<'a> {
 /// What a commit did.
 #[derive(Debug)]
 pub(crate) struct Committed {
-    /// The events were stored (`false`: the session is gone or stopping; they were only
-    /// published).
-    pub(crate) stored: bool,
     /// Per ending, whether it was committed (`false`: refused, nothing written for it), and
     /// the job leased for its slot when it wanted one and the session had one ready.
     pub(crate) ended: Vec<(bool, Option<LeasedJob>)>,
@@ -95,9 +86,6 @@ impl Commit<'_> {
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.dead_max_len)
-            .arg(self.events_max_len)
-            .arg(self.events_channel)
-            .arg(self.events)
             .arg(self.counts.len())
             .arg(self.endings.len())
             .arg(millis(self.lease))
@@ -125,7 +113,6 @@ impl Commit<'_> {
     /// Reads the reply of a commit of `endings` (the run ends it was sent with).
     pub(crate) fn read(reply: redis::Value, endings: &[Ending]) -> Result<Committed, WireError> {
         let mut fields = super::Fields::parse("commit", reply)?;
-        let stored = fields.flag("stored")?;
         let results = fields
             .texts("results")?
             .iter()
@@ -136,7 +123,7 @@ impl Commit<'_> {
             })
             .collect::<Result<Vec<bool>, _>>()?;
         let handed = fields
-            .records("handed")?
+            .rows("handed", LeasedJob::COLUMNS)?
             .into_iter()
             .map(|record| LeasedJob::read(record, "commit"))
             .collect::<Result<Vec<_>, _>>()?;
@@ -165,7 +152,7 @@ impl Commit<'_> {
                 "more jobs handed than slots freed",
             ));
         }
-        Ok(Committed { stored, ended })
+        Ok(Committed { ended })
     }
 }
 

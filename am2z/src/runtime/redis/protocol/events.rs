@@ -13,6 +13,25 @@ use std::time::{Duration, SystemTime};
 
 use crate::{Event, EventKind};
 
+/// The command appending a batch of events (`batch`, a JSON array) to a session's `stream`
+/// as one entry (field `events`), the stream capped near `max_len` entries. `NOMKSTREAM`:
+/// the stream is made with its session (`submit.lua`) and goes with it, so a batch that
+/// lands after its session expired or was stopped stores nothing (the reply is nil) instead
+/// of leaving a key behind.
+pub(crate) fn append(stream: &str, max_len: u64, batch: &[u8]) -> redis::Cmd {
+    let mut append = redis::cmd("XADD");
+    append
+        .arg(stream)
+        .arg("NOMKSTREAM")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*")
+        .arg("events")
+        .arg(batch);
+    append
+}
+
 /// Appends `event` to `out` as JSON, as `serde_json::to_writer` would.
 pub(crate) fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<(), serde_json::Error> {
     let Ok(at) = event.at.duration_since(SystemTime::UNIX_EPOCH) else {

@@ -195,18 +195,22 @@ pub(crate) async fn publish(
     message: &impl fmt::Display,
 ) -> Result<usize, super::WireError> {
     let mut conn = redis.conn()?;
-    // A cluster's shard channels carry a hash tag (`keys.rs`): `SPUBLISH` reaches the node
-    // of their slot only.
+    Ok(publish_command(channel, message.to_string())
+        .query_async(&mut conn)
+        .await?)
+}
+
+/// The command publishing `message` on `channel`: a cluster's shard channels carry a hash
+/// tag (`keys.rs`), and `SPUBLISH` reaches the node of their slot only.
+pub(crate) fn publish_command(channel: &str, message: impl redis::ToRedisArgs) -> redis::Cmd {
     let command = if channel.contains('{') {
         "SPUBLISH"
     } else {
         "PUBLISH"
     };
-    Ok(redis::cmd(command)
-        .arg(channel)
-        .arg(message.to_string())
-        .query_async(&mut conn)
-        .await?)
+    let mut publish = redis::cmd(command);
+    publish.arg(channel).arg(message);
+    publish
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
--- Commits what one session's worker has for it in one call: the session's new events (one
--- stream entry and one message for the whole batch, the finished steps counted) and the
--- ends of runs executed as one job each (each fenced by its own lease token), announced in
--- one `done` message. A slot an end frees can be refilled at once: the session's next ready
--- jobs are leased for it here (no claim round trip).
+-- Commits what one session's worker has for it in one call: the finished steps its events
+-- count (the events themselves went just before, as a plain `XADD` and message: no script
+-- reads them) and the ends of runs executed as one job each (each fenced by its own lease
+-- token), announced in one `done` message. A slot an end frees can be refilled at once: the
+-- session's next ready jobs are leased for it here (no claim round trip).
 --- @include "time"
 --- @include "session"
 --- @include "header"
@@ -12,39 +12,30 @@
 local done_channel = ARGV[1]
 local session_ttl = tonumber(ARGV[2])
 local dead_max_len = tonumber(ARGV[3])
-local events_max_len = ARGV[4]
-local events_channel = ARGV[5]
--- The events, as one JSON array ('' : none).
-local events = ARGV[6]
 -- How many (stats field, count) pairs follow, and how many run ends after them.
-local counts = tonumber(ARGV[7])
-local endings = tonumber(ARGV[8])
+local counts = tonumber(ARGV[4])
+local endings = tonumber(ARGV[5])
 -- For refills: the lease, and the session's concurrency quota (0: none).
-local lease_ms = tonumber(ARGV[9])
-local quota = tonumber(ARGV[10])
--- ARGV[11..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
+local lease_ms = tonumber(ARGV[6])
+local quota = tonumber(ARGV[7])
+-- ARGV[8..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
 -- end 7 values: job id (= run id), lease token, outcome (JSON, opaque), '1' when it
 -- succeeded, '1' when its input could not be decoded (dead-lettered), its `done` line, and
 -- '1' when its slot wants a next job; then the contract fingerprints the worker serves.
-local FIRST, PER_JOB = 11, 7
--- Returns {'stored', 0|1, 'results', {'committed' | 'refused', ...}, 'handed', {leased job
--- records}}: stored is 0 when the session does not exist or is stopping (the events were
--- only published, a run's end is refused); refused when the token moved on or the job is not
--- leased (nothing is written for it). The handed jobs go, in order, to the committed ends
--- whose slot wanted one.
+local FIRST, PER_JOB = 8, 7
+-- Returns {'results', {'committed' | 'refused', ...}, 'handed', {leased job records}}:
+-- refused when the token moved on or the job is not leased (nothing is written for it; so
+-- every end of a session that is gone or stopping). The handed jobs go, in order, to the
+-- committed ends whose slot wanted one.
 
 local session = redis.call('HMGET', meta_key, 'created_ms', 'stopping')
 local live = session[1] and not session[2]
-if events ~= '' then
-  if live then
-    redis.call('XADD', events_key, 'MAXLEN', '~', events_max_len, '*', 'events', events)
-    local at = FIRST
-    for _ = 1, counts do
-      redis.call('HINCRBY', stats_key, ARGV[at], ARGV[at + 1])
-      at = at + 2
-    end
+if live then
+  local at = FIRST
+  for _ = 1, counts do
+    redis.call('HINCRBY', stats_key, ARGV[at], ARGV[at + 1])
+    at = at + 2
   end
-  publish(events_channel, events)
 end
 
 local first_job = FIRST + counts * 2
@@ -105,9 +96,8 @@ if #jobs > 0 then
   for _, run in ipairs(dead) do
     bury(run, dead_max_len)
   end
-elseif live and events ~= '' then
-  -- Events after the session's last run ended expire with the session.
-  expire_with_session(events_key)
+elseif live and counts > 0 then
+  -- Counts after the session's last run ended expire with the session.
   expire_with_session(stats_key)
 end
 local handed = {}
@@ -119,4 +109,4 @@ if refills > 0 and live then
     handed = lease_ready(refills, served_from(first_served), lease_ms)
   end
 end
-return {'stored', live and 1 or 0, 'results', results, 'handed', handed}
+return {'results', results, 'handed', handed}

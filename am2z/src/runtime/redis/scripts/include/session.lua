@@ -22,10 +22,15 @@ local function stopping()
   return redis.call('HEXISTS', meta_key, 'stopping') == 1
 end
 
--- The session got its first live run: its keys no longer expire (invariant 1).
+-- The session got its first live run: its keys no longer expire (invariant 1). Its event
+-- stream is there too: workers append to it with `XADD NOMKSTREAM` (made with the session,
+-- it shares its expiry; made again here, empty, should it have gone alone: evicted).
 local function went_live()
   for i = 1, SESSION_KEYS do
     redis.call('PERSIST', KEYS[i])
+  end
+  if redis.call('EXISTS', events_key) == 0 then
+    redis.call('XADD', events_key, 'MAXLEN', '0', '*', 'events', '[]')
   end
 end
 
