@@ -257,7 +257,7 @@ impl Advance<'_> {
                         closed: fields.texts("closed")?,
                         cancel_run: fields.flag("cancel_run")?,
                         handed: fields
-                            .records("handed")?
+                            .rows("handed", LeasedJob::COLUMNS)?
                             .into_iter()
                             .map(|job| LeasedJob::read(job, "advance"))
                             .collect::<Result<_, _>>()?,

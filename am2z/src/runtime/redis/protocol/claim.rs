@@ -45,7 +45,10 @@ pub(crate) struct LeasedJob {
 }
 
 impl LeasedJob {
-    /// Reads a leased job record (`leased_record` in `include/header.lua`): its id, its
+    /// A leased job's values in a reply's flat list (`add_leased` in `include/header.lua`).
+    pub(crate) const COLUMNS: &'static [&'static str] = &["id", "header", "deadline", "body"];
+
+    /// Reads a leased job (a row of [`COLUMNS`](Self::COLUMNS)): its id, its
     /// header (`state|token|deliveries|fp|priority|created_ms|queued_ms|attempt|attempts|
     /// version|run_attempts|name`), its lease deadline and its body.
     pub(crate) fn read(mut fields: Fields, script: &'static str) -> Result<Self, WireError> {
@@ -146,7 +149,7 @@ impl Claimed {
             "ok" => ClaimOutcome::Leased {
                 left: fields.count("left")?,
                 jobs: fields
-                    .records("jobs")?
+                    .rows("jobs", LeasedJob::COLUMNS)?
                     .into_iter()
                     .map(|job| LeasedJob::read(job, "claim"))
                     .collect::<Result<_, _>>()?,

@@ -208,6 +208,37 @@ impl Fields {
             .collect()
     }
 
+    /// A list of rows sent flat, `columns.len()` values per row in that order (a script's
+    /// reply costs Redis per table in it, so small records go as one list), each row as
+    /// fields named by `columns`.
+    pub(crate) fn rows(&mut self, name: &str, columns: &[&str]) -> Result<Vec<Fields>, WireError> {
+        let items = self.list(name)?;
+        if columns.is_empty() || items.len() % columns.len() != 0 {
+            return Err(WireError::reply(
+                self.script,
+                format!(
+                    "field `{name}` holds {} values, not rows of {}",
+                    items.len(),
+                    columns.len()
+                ),
+            ));
+        }
+        let mut rows = Vec::with_capacity(items.len() / columns.len());
+        let mut items = items.into_iter();
+        while items.len() > 0 {
+            let entries = columns
+                .iter()
+                .map(|column| (*column).to_owned())
+                .zip(items.by_ref())
+                .collect();
+            rows.push(Fields {
+                script: self.script,
+                entries,
+            });
+        }
+        Ok(rows)
+    }
+
     fn list(&mut self, name: &str) -> Result<Vec<Value>, WireError> {
         match self.take(name)? {
             Value::Array(items) => Ok(items),
@@ -256,6 +287,26 @@ mod tests {
     }
 
     #[test]
+    fn flat_rows_are_named_by_position() {
+        let reply = Value::Array(vec![
+            bulk("jobs"),
+            Value::Array(vec![bulk("a"), Value::Int(7), bulk("b"), Value::Int(8)]),
+        ]);
+        let mut fields = Fields::parse("claim", reply).unwrap();
+        let rows = fields.rows("jobs", &["id", "deadline"]).unwrap();
+        let read: Vec<(String, u64)> = rows
+            .into_iter()
+            .map(|mut row| {
+                let read = (row.text("id").unwrap(), row.count("deadline").unwrap());
+                row.finish().unwrap();
+                read
+            })
+            .collect();
+        assert_eq!(read, [("a".to_owned(), 7), ("b".to_owned(), 8)]);
+        fields.finish().unwrap();
+    }
+
+    #[test]
     fn every_mismatch_is_a_typed_error() {
         let parse = |items: Vec<Value>| Fields::parse("t", Value::Array(items)).unwrap();
         let missing = parse(vec![bulk("a"), Value::Int(1)]).int("b").unwrap_err();
@@ -266,6 +317,14 @@ mod tests {
             .count("a")
             .unwrap_err();
         assert!(negative.to_string().contains("a count"), "{negative}");
+        let Err(ragged) = parse(vec![
+            bulk("r"),
+            Value::Array(vec![bulk("x"), bulk("y"), bulk("z")]),
+        ])
+        .rows("r", &["one", "two"]) else {
+            panic!("three values were read as rows of two");
+        };
+        assert!(ragged.to_string().contains("not rows of 2"), "{ragged}");
         let extra = parse(vec![bulk("a"), Value::Int(1)]).finish().unwrap_err();
         assert!(
             extra.to_string().contains("unexpected field `a`"),

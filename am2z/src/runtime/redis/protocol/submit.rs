@@ -162,7 +162,7 @@ impl Submitted {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let leased = fields
-                    .records("leased")?
+                    .rows("leased", LeasedJob::COLUMNS)?
                     .into_iter()
                     .map(|record| LeasedJob::read(record, "submit"))
                     .collect::<Result<Vec<_>, _>>()?;

@@ -273,12 +273,13 @@ local function advance(i, a, run_key)
     rest = rest or new_header_tail(step_fp, num(h.priority), num(h.created_ms), num(version),
       num(run_attempts), h.name)
     local raw_header
-    if hand_off_ms > 0 and #handed < hand_off_most and (#handed == 0 or room(quota)) then
+    local count = leased_count(handed)
+    if hand_off_ms > 0 and count < hand_off_most and (count == 0 or room(quota)) then
       raw_header = new_header(true, rest)
       deadline_text = deadline_text or num(deadline)
       handed_leases[#handed_leases + 1] = deadline_text
       handed_leases[#handed_leases + 1] = id
-      handed[#handed + 1] = leased_record(id, raw_header, body, deadline)
+      add_leased(handed, id, raw_header, body, deadline)
     else
       raw_header = new_header(false, rest)
       score = score or num(queue_score(h.priority, 0))

@@ -109,7 +109,7 @@ for at = FIRST, #ARGV, PER_RUN do
     local header = new_header(leased,
       new_header_tail(ARGV[at + 1], priority, now_text, '0', '0', ARGV[at + 3]))
     if leased then
-      records[#records + 1] = leased_record(run, header, '', deadline)
+      add_leased(records, run, header, '', deadline)
     end
     headers[#headers + 1] = run
     headers[#headers + 1] = header

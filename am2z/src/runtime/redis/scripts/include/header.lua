@@ -95,8 +95,19 @@ local function leased_header(raw)
     fp
 end
 
--- A leased job as a reply record: its id, header (parsed by the worker), lease deadline and
--- body.
-local function leased_record(id, header, body, deadline)
-  return {'id', id, 'header', header, 'deadline', deadline, 'body', body or ''}
+-- Adds a leased job to `list`, a reply's flat list of leased jobs: its id, header (parsed by
+-- the worker), lease deadline and body, four values in a row (`LeasedJob::COLUMNS`). Flat:
+-- Redis turns a script's reply into a reply value by value, at a cost for each table, so a
+-- table per job would cost more than the job's values.
+local function add_leased(list, id, header, body, deadline)
+  local n = #list
+  list[n + 1] = id
+  list[n + 2] = header
+  list[n + 3] = deadline
+  list[n + 4] = body or ''
+end
+
+-- How many leased jobs a list `add_leased` filled holds.
+local function leased_count(list)
+  return #list / 4
 end

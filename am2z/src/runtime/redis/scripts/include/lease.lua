@@ -7,7 +7,7 @@
 -- it takes; up to 64 jobs this worker cannot run (another version's, or another
 -- deployment's) do not block the ones behind. A job whose run already ended (a failed
 -- sibling, a deadline) is dropped, not leased. Returns the leased job records
--- (`leased_record`) and how many jobs stay queued.
+-- (`add_leased`: a flat list) and how many jobs stay queued.
 local function lease_ready(most, served, lease_ms)
   local deadline = now_ms() + lease_ms
   local deadline_text = num(deadline)
@@ -73,7 +73,7 @@ local function lease_ready(most, served, lease_ms)
   local bodies = redis.call('HMGET', bodies_key, unpack(ids_taken))
   local jobs = {}
   for i, t in ipairs(taken) do
-    jobs[i] = leased_record(t[1], t[2], bodies[i], deadline)
+    add_leased(jobs, t[1], t[2], bodies[i], deadline)
   end
   return jobs, left
 end
