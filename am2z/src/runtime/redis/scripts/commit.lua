@@ -46,8 +46,10 @@ for at = first_job, first_served - 1, PER_JOB do
 end
 local results, refills = {}, 0
 if #jobs > 0 then
+  -- Each job here is its run's entry job, so its fence is its run's liveness too: a run's
+  -- entry job is in `jobs` only while the run is live (every script that ends a run removes
+  -- its entry job in the same call: invariant 12).
   local headers = redis.call('HMGET', jobs_key, unpack(jobs))
-  local live_runs = redis.call('ZMSCORE', runs_key, unpack(jobs))
   local freed, from_leases, from_calls, ends, dead = {}, {}, {}, {}, {}
   for i, job in ipairs(jobs) do
     local at = first_job + (i - 1) * PER_JOB
@@ -65,19 +67,16 @@ if #jobs > 0 then
       else
         from_calls[#from_calls + 1] = job
       end
-      -- A run already ended (the sweeper buried it) keeps its first outcome.
-      if live_runs[i] then
-        local ok = ARGV[at + 3] == '1'
-        -- A failed run keeps what a retry resubmits (parsed only on this path).
-        local again = false
-        if not ok then
-          again = resubmission(read_header(headers[i]))
-        end
-        ends[#ends + 1] = {job, ARGV[at + 2], ok, false, ARGV[at + 5],
-          header_name(headers[i]), again}
-        if ARGV[at + 4] == '1' then
-          dead[#dead + 1] = job
-        end
+      local ok = ARGV[at + 3] == '1'
+      -- A failed run keeps what a retry resubmits (parsed only on this path).
+      local again = false
+      if not ok then
+        again = resubmission(read_header(headers[i]))
+      end
+      ends[#ends + 1] = {job, ARGV[at + 2], ok, false, ARGV[at + 5],
+        header_name(headers[i]), again}
+      if ARGV[at + 4] == '1' then
+        dead[#dead + 1] = job
       end
     end
   end

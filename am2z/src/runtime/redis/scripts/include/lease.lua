@@ -22,11 +22,19 @@ local function lease_ready(most, served, lease_ms)
     end
     seen = seen + #ids
     local raw = redis.call('HMGET', jobs_key, unpack(ids))
-    local runs = {}
+    -- A run's entry job is in `jobs` only while its run is live (invariant 12): only later
+    -- step jobs (`<run>.<position>`) need their run looked up.
+    local steps, step_of = {}, {}
     for i, id in ipairs(ids) do
-      runs[i] = run_of(id)
+      if #id > 32 then
+        steps[#steps + 1] = run_of(id)
+        step_of[i] = #steps
+      end
     end
-    local live = redis.call('ZMSCORE', runs_key, unpack(runs))
+    local live = {}
+    if #steps > 0 then
+      live = redis.call('ZMSCORE', runs_key, unpack(steps))
+    end
     for i, id in ipairs(ids) do
       local header, fp = nil, nil
       if raw[i] then
@@ -34,7 +42,7 @@ local function lease_ready(most, served, lease_ms)
       end
       if not header then
         gone[#gone + 1] = id
-      elseif not live[i] then
+      elseif step_of[i] and not live[step_of[i]] then
         gone[#gone + 1] = id
         dropped[#dropped + 1] = id
       elseif #taken < most and served[fp] then
