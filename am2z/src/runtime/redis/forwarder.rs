@@ -39,6 +39,15 @@ const BATCH: usize = 256;
 /// two in flight keep the connection busy across a round trip.
 const MAX_IN_FLIGHT: usize = 2;
 
+/// How many scheduler turns a pipeline waits for more commits while another is in flight.
+/// A reply hands out a burst of jobs (a commit refills the slots it frees), and their
+/// commits come back one by one as the jobs finish: sent at the first, the next pipeline
+/// would carry a few runs and leave the rest to wait a whole round trip behind it. With a
+/// pipeline in flight Redis has work, so waiting costs it nothing; the wait ends at the
+/// first turn that brings no commit, and never happens when nothing is in flight (a lone
+/// commit goes at once).
+const GATHER_TURNS: usize = 16;
+
 /// What a commit stores.
 pub(crate) enum CommitBody {
     /// A run executed as one job ends (`commit.lua`).
@@ -182,10 +191,15 @@ async fn run(
         // Every commit asked for so far, then every event published so far: a run's events
         // were all published before its commit was asked for, so they are in this drain and
         // go out first.
-        while requests.len() < BATCH {
-            match commits.try_recv() {
-                Ok(request) => requests.push(request),
-                Err(_) => break,
+        drain(&mut commits, &mut requests);
+        if !in_flight.is_empty() {
+            for _ in 0..GATHER_TURNS {
+                let before = requests.len();
+                tokio::task::yield_now().await;
+                drain(&mut commits, &mut requests);
+                if requests.len() == before || requests.len() >= BATCH {
+                    break;
+                }
             }
         }
         loop {
@@ -202,6 +216,16 @@ async fn run(
         let batch = items(events, requests);
         if !batch.is_empty() {
             in_flight.push_back(send(Arc::clone(&forwarding), batch));
+        }
+    }
+}
+
+/// Takes the commits asked for so far, up to a pipeline's worth.
+fn drain(commits: &mut mpsc::UnboundedReceiver<Commit>, requests: &mut Vec<Commit>) {
+    while requests.len() < BATCH {
+        match commits.try_recv() {
+            Ok(request) => requests.push(request),
+            Err(_) => break,
         }
     }
 }
