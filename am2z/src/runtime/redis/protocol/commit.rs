@@ -19,6 +19,7 @@ pub(crate) static COMMIT: ScriptDef = ScriptDef::new(
         "endings",
         "lease_ms",
         "quota",
+        "done_all",
     ],
 );
 
@@ -89,7 +90,8 @@ impl Commit<'_> {
             .arg(self.counts.len())
             .arg(self.endings.len())
             .arg(millis(self.lease))
-            .arg(self.quota);
+            .arg(self.quota)
+            .arg(self.done_lines());
         for (field, count) in self.counts {
             call.arg(field).arg(*count);
         }
@@ -99,7 +101,7 @@ impl Commit<'_> {
                 .arg(&ending.outcome)
                 .arg(if ending.ok { "1" } else { "0" })
                 .arg(if ending.dead { "1" } else { "0" })
-                .arg(&ending.done)
+                .arg(ending.done.len())
                 .arg(if ending.refill { "1" } else { "0" });
         }
         if self.endings.iter().any(|e| e.refill) {
@@ -108,6 +110,21 @@ impl Commit<'_> {
             }
         }
         call
+    }
+
+    /// The endings' `done` lines joined, the message the script publishes when it commits
+    /// them all. One argument rather than one per run: Redis' Lua hashes every byte it is
+    /// given, and joining the lines again in the script would hash them once more.
+    fn done_lines(&self) -> Vec<u8> {
+        let len = self.endings.iter().map(|e| e.done.len() + 1).sum();
+        let mut lines = Vec::with_capacity(len);
+        for (i, ending) in self.endings.iter().enumerate() {
+            if i > 0 {
+                lines.push(b'\n');
+            }
+            lines.extend_from_slice(ending.done.as_bytes());
+        }
+        lines
     }
 
     /// Reads the reply of a commit of `endings` (the run ends it was sent with).

@@ -18,11 +18,15 @@ local endings = tonumber(ARGV[5])
 -- For refills: the lease, and the session's concurrency quota (0: none).
 local lease_ms = tonumber(ARGV[6])
 local quota = tonumber(ARGV[7])
--- ARGV[8..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
+-- The `done` lines of the runs to end, in order, joined by '\n': the `done` message as is
+-- when every end is committed (built again from the lines that are, when some are not).
+local done_all = ARGV[8]
+-- ARGV[9..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
 -- end 7 values: job id (= run id), lease token, outcome (JSON, opaque), '1' when it
--- succeeded, '1' when its input could not be decoded (dead-lettered), its `done` line, and
--- '1' when its slot wants a next job; then the contract fingerprints the worker serves.
-local FIRST, PER_JOB = 8, 7
+-- succeeded, '1' when its input could not be decoded (dead-lettered), the length of its
+-- `done` line, and '1' when its slot wants a next job; then the contract fingerprints the
+-- worker serves.
+local FIRST, PER_JOB = 9, 7
 -- Returns {'results', {'committed' | 'refused', ...}, 'handed', {leased job records}}:
 -- refused when the token moved on or the job is not leased (nothing is written for it; so
 -- every end of a session that is gone or stopping). The handed jobs go, in order, to the
@@ -73,8 +77,7 @@ if #jobs > 0 then
       if not ok then
         again = resubmission(read_header(headers[i]))
       end
-      ends[#ends + 1] = {job, ARGV[at + 2], ok, false, ARGV[at + 5],
-        header_name(headers[i]), again}
+      ends[#ends + 1] = {job, ARGV[at + 2], ok, false, '', header_name(headers[i]), again}
       if ARGV[at + 4] == '1' then
         dead[#dead + 1] = job
       end
@@ -91,7 +94,21 @@ if #jobs > 0 then
   if #freed > 0 then
     redis.call('HDEL', jobs_key, unpack(freed))
   end
-  end_runs(ends, done_channel, session_ttl)
+  -- The `done` message: as the worker joined it, unless some end was refused.
+  local done = done_all
+  if #ends < #jobs then
+    local lines, from = {}, 1
+    for i = 1, #jobs do
+      local at = first_job + (i - 1) * PER_JOB
+      local to = from + tonumber(ARGV[at + 5])
+      if results[i] == 'committed' then
+        lines[#lines + 1] = string.sub(done_all, from, to - 1)
+      end
+      from = to + 1
+    end
+    done = table.concat(lines, '\n')
+  end
+  end_runs(ends, done_channel, session_ttl, done)
   for _, run in ipairs(dead) do
     bury(run, dead_max_len)
   end

@@ -4,12 +4,13 @@
 -- run hash or false, done line or '', processor name or false}; the caller checked each is
 -- live (and lists each once), then, for a run that did not succeed, what a resubmission of
 -- it needs or false: its entry job's fingerprint and priority, '<fp>|<priority>'
--- (`resubmission`). The `done` lines go out as one message. Beside each outcome, in the same
+-- (`resubmission`). The `done` lines go out as one message; or, when the caller gives it,
+-- `message`, the lines already joined (the ends' own are then ''). Beside each outcome, in the same
 -- write, `results` keeps the run's processor name (`<run>:p`) and, for a failed run, that
 -- resubmission (`<run>:f`: a retry needs no processor registered); the run's entry body
 -- stays in `bodies` (its input: what inspection shows and a retry submits again). The
 -- sweeper trims them all with the outcome. Returns nothing.
-local function end_runs(ends, done_channel, session_ttl)
+local function end_runs(ends, done_channel, session_ttl, message)
   if #ends == 0 then
     return
   end
@@ -54,7 +55,10 @@ local function end_runs(ends, done_channel, session_ttl)
     redis.call('UNLINK', unpack(hashes))
   end
   if #done > 0 then
-    publish(done_channel, table.concat(done, '\n'))
+    message = table.concat(done, '\n')
+  end
+  if message and message ~= '' then
+    publish(done_channel, message)
   end
   if redis.call('ZCARD', runs_key) == 0 then
     went_idle(session_ttl)
