@@ -13,7 +13,9 @@ pub(crate) struct RunStatus {
     pub(crate) outcome: Option<String>,
     /// It is live (submitted, not ended).
     pub(crate) live: bool,
-    /// The epoch of the session now under its id (`None`: no session).
+    /// The epoch of the session now under its id (`None`: no session, or one being stopped:
+    /// a stop takes the session's live runs out of `runs` before it deletes the rest, and a
+    /// run it took is stopped, not unknown).
     pub(crate) epoch: Option<u64>,
 }
 
@@ -24,16 +26,24 @@ pub(crate) async fn run_status(
     run: RunId,
 ) -> Result<RunStatus, WireError> {
     let mut conn = redis.conn()?;
-    let (outcome, live, epoch): (Option<String>, Option<f64>, Option<u64>) = redis::pipe()
+    #[allow(clippy::type_complexity)]
+    let (outcome, live, (epoch, stopping)): (
+        Option<String>,
+        Option<f64>,
+        (Option<u64>, Option<String>),
+    ) = redis::pipe()
         .hget(session.results(), run.to_string())
         .zscore(session.runs(), run.to_string())
-        .hget(session.meta(), "epoch")
+        .cmd("HMGET")
+        .arg(session.meta())
+        .arg("epoch")
+        .arg("stopping")
         .query_async(&mut conn)
         .await?;
     Ok(RunStatus {
         outcome,
         live: live.is_some(),
-        epoch,
+        epoch: epoch.filter(|_| stopping.is_none()),
     })
 }
 
