@@ -680,6 +680,8 @@ async fn cancel_fires_the_running_steps_token_and_ends_the_run_once() {
             .expect("cancelled"),
         CancelOutcome::Cancelled
     );
+    // Its entry job went with it (invariant 12): a late commit of the step is refused.
+    assert!(layout.header(&handle.run_id.to_string()).is_none());
     until("the token to fire", Duration::from_secs(30), async || {
         probe::seen(s.as_str())
             .iter()

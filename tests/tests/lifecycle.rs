@@ -776,6 +776,72 @@ async fn a_done_is_matched_by_session_and_run() {
 }
 
 // =============================================================================================
+// 12. A run's entry job exists only while the run is live
+
+static ENTRY_STARTED: AtomicU64 = AtomicU64::new(0);
+static ENTRY_RELEASED: AtomicU64 = AtomicU64::new(0);
+
+/// Ignores its cancellation: returns `n + 5` once released (`ENTRY_RELEASED` set), after at
+/// most 20 s.
+#[processor(timeout = "60s")]
+async fn held_past_cancel(n: u64) -> Result<u64, Error> {
+    ENTRY_STARTED.fetch_add(1, Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(20);
+    while ENTRY_RELEASED.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(n + 5)
+}
+
+/// A run cancelled while its job runs loses its entry job at once, so the worker's commit
+/// of the step that finishes afterwards (successfully: it ignored its token) is refused: the
+/// run keeps its cancellation. The engine relies on this to skip looking a committed run up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_of_a_cancelled_run_keeps_the_cancellation() {
+    use am2z::runtime::{CancelOutcome, Inspect, RunState};
+
+    let server = own_redis();
+    let url = server.url();
+    // One slot: a second run starts only once the first one's commit was answered.
+    let worker = RedisRuntime::new(config(&url, "entry").worker_concurrency(1));
+    worker.serve(HeldPastCancel);
+    worker.start().await.expect("the worker starts");
+    let s = session("entry");
+    let first = worker
+        .submit(&s, &HeldPastCancel, 1)
+        .await
+        .expect("submitted");
+    assert!(
+        eventually(HANG_GUARD, || ENTRY_STARTED.load(Ordering::SeqCst) >= 1).await,
+        "the first run's step never started"
+    );
+    assert_eq!(
+        worker.cancel_run(&s, first.run_id).await.expect("answered"),
+        CancelOutcome::Cancelled
+    );
+    // The step now returns `Ok(6)`, and its worker commits it.
+    ENTRY_RELEASED.store(1, Ordering::SeqCst);
+    let second = worker
+        .submit(&s, &HeldPastCancel, 2)
+        .await
+        .expect("submitted");
+    assert_eq!(outcome::<u64>(&worker, &second).await, Ok(7));
+
+    let kept = outcome::<u64>(&worker, &first).await;
+    assert!(
+        matches!(kept, Err(Error::Cancelled { .. })),
+        "the late commit replaced the cancellation: {kept:?}"
+    );
+    let detail = worker
+        .run(&s, first.run_id)
+        .await
+        .expect("read")
+        .expect("the run is known");
+    assert_eq!(detail.summary.state, RunState::Failed);
+    worker.stop().await.expect("stops");
+}
+
+// =============================================================================================
 // 11. `start` refuses a Redis too old
 
 /// A fake server that says it is Redis 6.0.9 and answers the rest plausibly; returns its
