@@ -700,13 +700,18 @@ fn dot_session_ids_are_refused() {
 
 static HELD_FOR_DONE: AtomicU64 = AtomicU64::new(0);
 
+/// Waits until `released` is set, at most 20 s.
+async fn until_released(released: &AtomicU64) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while released.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Returns `n + 5` once released (`HELD_FOR_DONE` set), after at most 20 s.
 #[processor(timeout = "60s")]
 async fn done_when_released(n: u64) -> Result<u64, Error> {
-    let until = Instant::now() + Duration::from_secs(20);
-    while HELD_FOR_DONE.load(Ordering::SeqCst) == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_released(&HELD_FOR_DONE).await;
     Ok(n + 5)
 }
 
@@ -786,16 +791,15 @@ static ENTRY_RELEASED: AtomicU64 = AtomicU64::new(0);
 #[processor(timeout = "60s")]
 async fn held_past_cancel(n: u64) -> Result<u64, Error> {
     ENTRY_STARTED.fetch_add(1, Ordering::SeqCst);
-    let until = Instant::now() + Duration::from_secs(20);
-    while ENTRY_RELEASED.load(Ordering::SeqCst) == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_released(&ENTRY_RELEASED).await;
     Ok(n + 5)
 }
 
-/// A run cancelled while its job runs loses its entry job at once, so the worker's commit
-/// of the step that finishes afterwards (successfully: it ignored its token) is refused: the
-/// run keeps its cancellation. The engine relies on this to skip looking a committed run up.
+/// A run cancelled while its job runs keeps its cancellation when the step finishes
+/// afterwards, successfully (it ignored its token): the worker skips the commit of a run it
+/// heard was cancelled, and one that did not hear it is refused, the cancel having removed
+/// the run's entry job (`inspect_redis.rs` checks that at the layout). The engine relies on
+/// this to skip looking a committed run up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_of_a_cancelled_run_keeps_the_cancellation() {
     use am2z::runtime::{CancelOutcome, Inspect, RunState};
