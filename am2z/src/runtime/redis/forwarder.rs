@@ -613,7 +613,8 @@ fn without_events(item: Item) -> Option<Item> {
     }
 }
 
-/// One reply per item (the counts' `HINCRBY`s are ignored; their `PEXPIRE` answers).
+/// One reply per item (ignored: the counts' `HINCRBY`s, whose `PEXPIRE` answers, and an events
+/// item's message, whose `XADD` does).
 async fn pipeline(forwarding: &Forwarding, items: &[Item]) -> Result<Vec<Value>, WireError> {
     let mut conn = forwarding.redis.conn()?;
     let refills = items.iter().any(|item| match item {

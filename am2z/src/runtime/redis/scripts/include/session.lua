@@ -23,14 +23,11 @@ local function stopping()
 end
 
 -- The session got its first live run: its keys no longer expire (invariant 1). Its event
--- stream is there too: workers append to it with `XADD NOMKSTREAM` (made with the session,
--- it shares its expiry; made again here, empty, should it have gone alone: evicted).
+-- stream, which workers append to with `XADD NOMKSTREAM`, was made with the session and
+-- shares its expiry: the same `PEXPIRE`s and `PERSIST`s, in the same scripts.
 local function went_live()
   for i = 1, SESSION_KEYS do
     redis.call('PERSIST', KEYS[i])
-  end
-  if redis.call('EXISTS', events_key) == 0 then
-    redis.call('XADD', events_key, 'MAXLEN', '0', '*', 'events', '[]')
   end
 end
 
