@@ -266,6 +266,15 @@ mod panics_and_overruns {
             assert_eq!(ok.output, x + 1);
         }
         let recovery = begin.elapsed();
+        // The client hears an outcome from the commit's `done` message, which may reach it
+        // before the worker has read the commit's reply: let the worker read it (a leaked slot
+        // or a missing commit still fails below).
+        let answered = Instant::now();
+        while (worker.committed_runs() < 5 || worker.runs_in_flight() > 0)
+            && answered.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert_eq!(worker.committed_runs(), 5, "one commit per run");
         assert_eq!(worker.runs_in_flight(), 0, "no slot leaked");
         summary(
