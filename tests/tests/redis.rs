@@ -1872,3 +1872,176 @@ mod redis_hot_path {
         }
     }
 }
+
+// Leasing ahead: a worker leases more jobs than it runs, so a slot freed by a finished job
+// starts the next one at once instead of a commit's round trip later.
+
+mod redis_lease_ahead {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
+
+    use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId, processor};
+    use am2z_tests::layout::Layout;
+    use am2z_tests::suite::session;
+
+    use super::{redis_cli, redis_url, test_config};
+
+    /// Per test (tests of a binary may share a process): whether its gate is open, how many
+    /// of its runs execute now, the most that ever did at once, and how many started.
+    struct Gate {
+        open: AtomicBool,
+        running: AtomicU32,
+        most: AtomicU32,
+        starts: AtomicU32,
+    }
+
+    impl Gate {
+        const fn new() -> Self {
+            Gate {
+                open: AtomicBool::new(true),
+                running: AtomicU32::new(0),
+                most: AtomicU32::new(0),
+                starts: AtomicU32::new(0),
+            }
+        }
+    }
+
+    static GATES: [Gate; 2] = [Gate::new(), Gate::new()];
+
+    /// Runs until gate `g` opens (at once when it is open), counting itself as running.
+    #[processor]
+    async fn gated(g: usize) -> Result<usize, Error> {
+        let gate = &GATES[g];
+        gate.starts.fetch_add(1, Ordering::SeqCst);
+        let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
+        gate.most.fetch_max(now, Ordering::SeqCst);
+        while !gate.open.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        gate.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(g)
+    }
+
+    /// Waits until `what` holds, failing the test after 10 s.
+    async fn until(what: &str, mut holds: impl FnMut() -> bool) {
+        let begin = Instant::now();
+        while !holds() {
+            assert!(begin.elapsed() < Duration::from_secs(10), "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn count(layout: &Layout, set: &str) -> u32 {
+        redis_cli(&["ZCARD", &layout.key(set)]).parse().unwrap_or(0)
+    }
+
+    /// A worker with 2 execution slots and 2 lease-ahead slots, whose recent runs were short
+    /// (so it leases ahead); a client; a session; gate `g` closed.
+    async fn busy_worker(g: usize) -> (RedisRuntime, RedisRuntime, SessionId, Layout) {
+        let config = test_config(&redis_url())
+            .worker_concurrency(2)
+            .lease_ahead(2);
+        let prefix = config.queue_prefix().to_owned();
+        let worker = RedisRuntime::new(config.clone());
+        worker.serve(Gated);
+        worker.start().await.expect("the worker starts");
+        let client = RedisRuntime::new(config.worker(false));
+        client.start().await.expect("the client starts");
+        let s = session(&format!("ahead-{g}"));
+        for _ in 0..4 {
+            let done = client
+                .execute_in_session(&s, &Gated, g)
+                .await
+                .expect("a short run");
+            assert_eq!(done.output, g);
+        }
+        GATES[g].open.store(false, Ordering::SeqCst);
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+        (worker, client, s, layout)
+    }
+
+    /// With two execution slots and two lease-ahead slots, four jobs are leased while two
+    /// run; never more than two run at once; every run completes, each executed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_leased_ahead_wait_for_an_execution_slot() {
+        let gate = &GATES[0];
+        let (worker, client, s, layout) = busy_worker(0).await;
+        let mut handles = Vec::new();
+        for _ in 0..6 {
+            handles.push(client.submit(&s, &Gated, 0).await.unwrap());
+        }
+        until("two run and two more are leased", || {
+            gate.running.load(Ordering::SeqCst) == 2 && count(&layout, "leases") == 4
+        })
+        .await;
+        assert_eq!(count(&layout, "queue"), 2, "the rest wait in Redis");
+        assert_eq!(gate.most.load(Ordering::SeqCst), 2);
+        gate.open.store(true, Ordering::SeqCst);
+        for handle in &handles {
+            let done = client
+                .wait::<usize>(handle, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            assert_eq!(done.output, 0);
+        }
+        assert_eq!(
+            gate.most.load(Ordering::SeqCst),
+            2,
+            "never more than worker_concurrency at once"
+        );
+        assert_eq!(gate.starts.load(Ordering::SeqCst), 4 + 6, "each run once");
+        client.stop_session(&s).await.unwrap();
+        client.stop().await.unwrap();
+        worker.stop().await.unwrap();
+    }
+
+    /// A draining worker releases at once the jobs it leased ahead (another worker runs them
+    /// while it finishes the two it runs), and each run still executes once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_draining_worker_releases_the_jobs_it_leased_ahead() {
+        let gate = &GATES[1];
+        let (worker, client, s, layout) = busy_worker(1).await;
+        let mut handles = Vec::new();
+        for _ in 0..6 {
+            handles.push(client.submit(&s, &Gated, 1).await.unwrap());
+        }
+        until("two run and two more are leased", || {
+            gate.running.load(Ordering::SeqCst) == 2 && count(&layout, "leases") == 4
+        })
+        .await;
+        let draining = tokio::spawn({
+            let worker = worker.clone();
+            async move { worker.drain(Duration::from_secs(10)).await }
+        });
+        until("the two leased ahead are back in the queue", || {
+            count(&layout, "leases") == 2 && count(&layout, "queue") == 4
+        })
+        .await;
+        assert_eq!(
+            gate.starts.load(Ordering::SeqCst),
+            4 + 2,
+            "none of them ran"
+        );
+        gate.open.store(true, Ordering::SeqCst);
+        draining.await.unwrap().unwrap();
+        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout_prefix(&client)));
+        other.serve(Gated);
+        other.start().await.unwrap();
+        for handle in &handles {
+            let done = other
+                .wait::<usize>(handle, Some(Duration::from_secs(10)))
+                .await
+                .unwrap();
+            assert_eq!(done.output, 1);
+        }
+        assert_eq!(gate.starts.load(Ordering::SeqCst), 4 + 6, "each run once");
+        assert!(gate.most.load(Ordering::SeqCst) <= 2);
+        other.stop_session(&s).await.unwrap();
+        other.stop().await.unwrap();
+        client.stop().await.unwrap();
+    }
+
+    fn layout_prefix(runtime: &RedisRuntime) -> String {
+        runtime.config().queue_prefix().to_owned()
+    }
+}

@@ -6,14 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use super::job::ClaimedJob;
 use super::protocol::WireError;
 use super::protocol::claim::{Claim, ClaimOutcome};
 use super::protocol::schedule::{self, Picked};
-use super::slots::{JobSlot, take_free};
+use super::slots::{JobSlot, Slots, take_free};
 use super::worker::{self, Worker};
 use crate::SessionId;
 
@@ -99,7 +99,7 @@ fn next(claimed: &Claimed, others_waiting: bool) -> Next {
 
 pub(crate) async fn run(
     worker: Arc<Worker>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     wakeups: Arc<Wakeups>,
     stop: CancellationToken,
 ) {
@@ -110,9 +110,13 @@ pub(crate) async fn run(
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
-            permit = Arc::clone(&slots).acquire_owned() => permit,
+            // While runs are long, a job is leased only for an execution slot free for it.
+            permit = async {
+                slots.until_leasing_pays().await;
+                slots.lease().await
+            } => permit,
         };
-        let Ok(first) = first else { return };
+        let Some(first) = first else { return };
         // Lease as many jobs at once as there are free slots (up to a batch): one round trip
         // for many jobs when the worker is busy. A poll takes one slot only: it rarely finds
         // work, and while it waits for Redis the other slots stay free for a run this process
@@ -176,7 +180,7 @@ pub(crate) async fn run(
 /// Runs each job on a slot of its own.
 fn spawn(
     worker: &Arc<Worker>,
-    slots: &Arc<Semaphore>,
+    slots: &Arc<Slots>,
     jobs: Vec<ClaimedJob>,
     permits: &mut Vec<OwnedSemaphorePermit>,
 ) {

@@ -37,6 +37,8 @@ pub struct RedisConfig {
     pub(crate) prefix: String,
     pub(crate) worker: bool,
     pub(crate) worker_concurrency: usize,
+    /// Jobs leased beyond `worker_concurrency` (`None`: as many again).
+    pub(crate) lease_ahead: Option<usize>,
     pub(crate) step_jobs: bool,
     pub(crate) max_call_depth: u32,
     pub(crate) default_timeout: Option<Duration>,
@@ -77,6 +79,7 @@ impl RedisConfig {
             prefix: DEFAULT_QUEUE_PREFIX.to_owned(),
             worker: true,
             worker_concurrency: 16,
+            lease_ahead: None,
             step_jobs: true,
             max_call_depth: DEFAULT_MAX_CALL_DEPTH,
             default_timeout: None,
@@ -143,7 +146,8 @@ impl RedisConfig {
     /// `AM2Z_DURABLE_WRITES` (replicas: [`durable_writes`](Self::durable_writes)),
     /// `AM2Z_REDIS_TLS_CA` (a PEM file of the CA that signed the server's certificate),
     /// `AM2Z_QUEUE_PREFIX`, `AM2Z_DEFAULT_TIMEOUT` (`500ms`, `30s`, `5m`, or milliseconds),
-    /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_REDIS_TIMEOUT` (the
+    /// `AM2Z_MAX_CALL_DEPTH`, `AM2Z_WORKER_CONCURRENCY`, `AM2Z_LEASE_AHEAD`
+    /// ([`lease_ahead`](Self::lease_ahead)), `AM2Z_REDIS_TIMEOUT` (the
     /// [response timeout](Self::response_timeout)), `AM2Z_START_TIMEOUT`, `AM2Z_STEP_JOBS`
     /// (`1`/`true` or `0`/`false`: [step jobs](Self::step_jobs)), `AM2Z_CANCEL_GRACE` (the
     /// [cancel grace](Self::cancel_grace)), `AM2Z_DEAD_LETTERS_MAX_LEN`.
@@ -212,14 +216,10 @@ impl RedisConfig {
             self.cancel_grace = duration_var("AM2Z_CANCEL_GRACE", &raw)?;
         }
         if let Some(raw) = var("AM2Z_DEAD_LETTERS_MAX_LEN") {
-            self.dead_letters_max_len = raw.trim().parse().map_err(|_| {
-                Error::configuration(format!("AM2Z_DEAD_LETTERS_MAX_LEN=`{raw}` is not a number"))
-            })?;
+            self.dead_letters_max_len = number_var("AM2Z_DEAD_LETTERS_MAX_LEN", &raw)?;
         }
         if let Some(raw) = var("AM2Z_MAX_CALL_DEPTH") {
-            self.max_call_depth = raw.trim().parse().map_err(|_| {
-                Error::configuration(format!("AM2Z_MAX_CALL_DEPTH=`{raw}` is not a number"))
-            })?;
+            self.max_call_depth = number_var("AM2Z_MAX_CALL_DEPTH", &raw)?;
         }
         if let Some(raw) = var("AM2Z_STEP_JOBS") {
             self.step_jobs = match raw.trim() {
@@ -233,10 +233,10 @@ impl RedisConfig {
             };
         }
         if let Some(raw) = var("AM2Z_WORKER_CONCURRENCY") {
-            let n: usize = raw.trim().parse().map_err(|_| {
-                Error::configuration(format!("AM2Z_WORKER_CONCURRENCY=`{raw}` is not a number"))
-            })?;
-            self.worker_concurrency = n.max(1);
+            self.worker_concurrency = number_var::<usize>("AM2Z_WORKER_CONCURRENCY", &raw)?.max(1);
+        }
+        if let Some(raw) = var("AM2Z_LEASE_AHEAD") {
+            self.lease_ahead = Some(number_var("AM2Z_LEASE_AHEAD", &raw)?);
         }
         Ok(self)
     }
@@ -286,6 +286,27 @@ impl RedisConfig {
     pub fn worker_concurrency(mut self, runs: usize) -> Self {
         self.worker_concurrency = runs.max(1);
         self
+    }
+
+    /// How many jobs this process may lease beyond those it runs (default: as many as
+    /// `worker_concurrency`; 0: none). A job leased ahead waits in this process for an
+    /// execution slot, and takes the one a job gives up the moment its processor returns,
+    /// while that job's commit is still on its way to Redis: a slot does not sit idle for a
+    /// round trip between jobs. Never more than `worker_concurrency` processors run at once.
+    ///
+    /// Only short jobs are leased ahead: while the recent runs took 10 ms or more on average,
+    /// a job is leased only for an execution slot free to run it, so a job never waits here
+    /// behind long runs while another worker could run it. A job leased ahead holds a lease
+    /// like any other (renewed, fenced, recovered if this process dies) and counts towards its
+    /// session's concurrency quota; a draining worker releases it at once.
+    pub fn lease_ahead(mut self, jobs: usize) -> Self {
+        self.lease_ahead = Some(jobs);
+        self
+    }
+
+    /// The jobs this process may lease beyond those it runs.
+    pub(crate) fn leased_ahead(&self) -> usize {
+        self.lease_ahead.unwrap_or(self.worker_concurrency)
     }
 
     /// The deepest `ctx.call` nesting allowed (default 10).
@@ -479,6 +500,13 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// The duration in the environment variable `name`.
+/// The number an environment variable holds, or an error naming it.
+fn number_var<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, Error> {
+    raw.trim()
+        .parse()
+        .map_err(|_| Error::configuration(format!("{name}=`{raw}` is not a number")))
+}
+
 fn duration_var(name: &str, raw: &str) -> Result<Duration, Error> {
     parse_duration(raw).ok_or_else(|| {
         Error::configuration(format!(
@@ -513,6 +541,7 @@ impl fmt::Debug for RedisConfig {
             .field("prefix", &self.prefix)
             .field("worker", &self.worker)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("lease_ahead", &self.leased_ahead())
             .field("max_call_depth", &self.max_call_depth)
             .field("default_timeout", &self.default_timeout)
             .field("lease", &self.lease)
@@ -567,6 +596,7 @@ mod tests {
             "AM2Z_DEFAULT_TIMEOUT" => Some("30s".to_owned()),
             "AM2Z_MAX_CALL_DEPTH" => Some("4".to_owned()),
             "AM2Z_WORKER_CONCURRENCY" => Some("3".to_owned()),
+            "AM2Z_LEASE_AHEAD" => Some("0".to_owned()),
             "AM2Z_REDIS_TIMEOUT" => Some("750ms".to_owned()),
             "AM2Z_START_TIMEOUT" => Some("2m".to_owned()),
             _ => None,
@@ -578,6 +608,14 @@ mod tests {
         assert_eq!(config.default_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.max_call_depth, 4);
         assert_eq!(config.worker_concurrency, 3);
+        assert_eq!(config.leased_ahead(), 0, "set to none");
+        assert_eq!(
+            RedisConfig::new("redis://code")
+                .worker_concurrency(7)
+                .leased_ahead(),
+            7,
+            "as many as the concurrency by default"
+        );
         assert_eq!(config.response_timeout, Duration::from_millis(750));
         assert_eq!(config.start_timeout, Duration::from_secs(120));
         let both = |name: &str| match name {

@@ -76,7 +76,7 @@ use self::listener::Listener;
 use self::protocol::messages::{self, Control};
 use self::protocol::{Redis, reads, schedule};
 use self::served::{ServedProcessor, ServedTable, failure, job_fingerprint};
-use self::slots::JobSlot;
+use self::slots::{JobSlot, Slots};
 use self::stops::Stops;
 use self::worker::{Contention, Counts, Worker};
 use super::{Executes, ProcessorInfo, QueueStats, Runtime, RuntimeStats, SessionStats};
@@ -131,7 +131,7 @@ struct Inner {
     claiming: Arc<AtomicBool>,
     counts: Arc<Counts>,
     /// This worker's execution slots (`worker_concurrency`).
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: Arc<Slots>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// The worker, while it claims: a run it can start at once is leased to it by its submit.
     executor: std::sync::RwLock<Option<Arc<Worker>>>,
@@ -185,7 +185,7 @@ impl RedisRuntime {
         let stopped = CancellationToken::new();
         stopped.cancel();
         let inner = Arc::new(Inner {
-            slots: Arc::new(tokio::sync::Semaphore::new(config.worker_concurrency)),
+            slots: Slots::new(config.worker_concurrency, config.leased_ahead()),
             limits: Arc::new(Limits::new(Arc::clone(&redis), keys.clone(), config.lease)),
             keys,
             redis,
@@ -366,7 +366,7 @@ impl RedisRuntime {
             return None;
         }
         inner.served.for_job(name, fingerprint)?;
-        let permit = Arc::clone(&inner.slots).try_acquire_owned().ok()?;
+        let permit = inner.slots.lease_to_run_now()?;
         Some((worker, permit))
     }
 
@@ -519,7 +519,7 @@ impl RedisRuntime {
     /// a `ctx.call` and was dropped leaves none extra behind).
     #[doc(hidden)]
     pub fn free_slots(&self) -> usize {
-        self.inner.slots.available_permits()
+        self.inner.slots.free()
     }
 
     async fn start_inner(&self) -> Result<(), Error> {
@@ -617,6 +617,9 @@ impl RedisRuntime {
             forwarder::start(forwarding, inner.engine.subscribe(), stop.clone());
         tasks.push(tokio::spawn(forwarder));
         inner.engine.start().await?;
+        // Cancelled when this process stops taking jobs (`drain`, `stop`): the claimer ends,
+        // and jobs leased ahead that wait for an execution slot are released.
+        let claiming = stop.child_token();
         let worker = Arc::new(Worker {
             redis: Arc::clone(&inner.redis),
             keys: inner.keys.clone(),
@@ -629,13 +632,13 @@ impl RedisRuntime {
             stops: Arc::clone(&inner.stops),
             outbox,
             claiming: Arc::clone(&inner.claiming),
+            not_claiming: claiming.clone(),
             contention: Arc::clone(&inner.contention),
             watches: Arc::clone(&inner.watches),
             counts: Arc::clone(&inner.counts),
         });
         let mut claimer = None;
         if inner.config.worker {
-            let claiming = stop.child_token();
             tasks.push(tokio::spawn(claimer::run(
                 Arc::clone(&worker),
                 Arc::clone(&inner.slots),

@@ -1,18 +1,150 @@
-//! A worker's execution slots: the claimer takes one per job it leases; a step waiting on a
-//! `ctx.call` lends its job's slot back meanwhile (so the child, or anything else, can run on
-//! it) and takes one again before it goes on. The permit is the guard: a lent slot that is
-//! never taken back (the caller gave up on its call) is simply not held, never leaked.
+//! A worker's slots, of two kinds. A **lease slot** is held by each job this worker leased,
+//! from its lease to its commit's answer (a successor the commit hands over takes it on); the
+//! claimer takes one per job it leases. An **execution slot** is held only while a job's
+//! processor runs: `worker_concurrency` of them, so no more than that many run at once.
+//! There are `worker_concurrency + lease_ahead` lease slots: a job leased ahead waits here
+//! for an execution slot, which a finished job gives up before its commit's round trip, so
+//! the next job starts at once instead of a round trip later.
+//!
+//! Leasing ahead pays only for short jobs, where a round trip is a large part of a slot's
+//! cycle; for long ones it would keep jobs waiting here that another worker could run now.
+//! So the lease-ahead slots are used only while the processors' recent runs are short (an
+//! average under [`SHORT`]); otherwise a job is leased only for an execution slot that is
+//! free for it.
+//!
+//! A step waiting on a `ctx.call` lends both back meanwhile (so the child, or anything else,
+//! can run on them) and takes them again before it goes on. The permits are the guard: a lent
+//! slot that is never taken back (the caller gave up on its call) is simply not held, never
+//! leaked.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Up to `most` of the worker's free `slots`, taken now without waiting (each is given back
-/// when its permit drops).
-pub(crate) fn take_free(slots: &Arc<Semaphore>, most: usize) -> Vec<OwnedSemaphorePermit> {
+/// Runs shorter than this on average (an exponential average over the worker's recent runs)
+/// make leasing ahead worth it.
+pub(crate) const SHORT: Duration = Duration::from_millis(10);
+
+/// The average before any run ended: not short.
+const UNKNOWN: u64 = u64::MAX;
+
+/// A worker's lease slots and execution slots.
+pub(crate) struct Slots {
+    leases: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+    ahead: usize,
+    /// Jobs leased that wait for an execution slot.
+    waiting: AtomicUsize,
+    /// The recent runs' average execution time, in microseconds ([`UNKNOWN`] before any).
+    average_us: AtomicU64,
+}
+
+impl Slots {
+    /// `concurrency` execution slots and `concurrency + ahead` lease slots.
+    pub(crate) fn new(concurrency: usize, ahead: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            leases: Arc::new(Semaphore::new(concurrency + ahead)),
+            running: Arc::new(Semaphore::new(concurrency)),
+            ahead,
+            waiting: AtomicUsize::new(0),
+            average_us: AtomicU64::new(UNKNOWN),
+        })
+    }
+
+    /// Whether the recent runs were short: jobs may be leased ahead.
+    fn short(&self) -> bool {
+        self.ahead > 0 && self.average_us.load(Ordering::Relaxed) < SHORT.as_micros() as u64
+    }
+
+    /// Counts a run's execution time into the average (one eighth of it).
+    fn ran(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
+        let average = self.average_us.load(Ordering::Relaxed);
+        let next = if average == UNKNOWN {
+            took
+        } else {
+            average - average / 8 + took / 8
+        };
+        self.average_us.store(next, Ordering::Relaxed);
+    }
+
+    /// How many more jobs may be leased now: any free lease slot while runs are short,
+    /// otherwise only as many as would start at once.
+    fn may_lease(&self) -> usize {
+        if self.short() {
+            usize::MAX
+        } else {
+            self.free_to_run()
+                .saturating_sub(self.waiting.load(Ordering::Relaxed))
+        }
+    }
+
+    /// Waits until a job leased now would be allowed to start at once, when runs are not
+    /// short and none would (so the claimer leases no job to wait behind long runs).
+    pub(crate) async fn until_leasing_pays(&self) {
+        while self.may_lease() == 0 {
+            // An execution slot given back (or the runs turning short) ends the wait.
+            drop(Arc::clone(&self.running).acquire_owned().await);
+            if self.may_lease() == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Waits for a free lease slot (`None`: closed, never here).
+    pub(crate) async fn lease(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.leases).acquire_owned().await.ok()
+    }
+
+    /// A free lease slot now, when one is free and a job leased on it could start at once
+    /// (an execution slot is free too).
+    pub(crate) fn lease_to_run_now(&self) -> Option<OwnedSemaphorePermit> {
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        if self.free_to_run() <= waiting {
+            return None;
+        }
+        Arc::clone(&self.leases).try_acquire_owned().ok()
+    }
+
+    /// How many execution slots are free.
+    pub(crate) fn free_to_run(&self) -> usize {
+        self.running.available_permits()
+    }
+
+    /// How many lease slots are free beyond the `lease_ahead` ones: `worker_concurrency`
+    /// when no job is leased.
+    pub(crate) fn free(&self) -> usize {
+        self.leases.available_permits().saturating_sub(self.ahead)
+    }
+}
+
+/// A job counted as waiting for an execution slot while this lives (the wait may be given
+/// up: its lease lost, its run cancelled, the worker stopping).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn counted(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Up to `most` of the worker's free lease slots, taken now without waiting (each is given
+/// back when its permit drops).
+pub(crate) fn take_free(slots: &Slots, most: usize) -> Vec<OwnedSemaphorePermit> {
+    // The caller's job, leased or ending, counts among those that start at once.
+    let most = most.min(slots.may_lease().saturating_sub(1));
     let mut permits = Vec::new();
     while permits.len() < most {
-        match Arc::clone(slots).try_acquire_owned() {
+        match Arc::clone(&slots.leases).try_acquire_owned() {
             Ok(permit) => permits.push(permit),
             Err(_) => break,
         }
@@ -20,21 +152,52 @@ pub(crate) fn take_free(slots: &Arc<Semaphore>, most: usize) -> Vec<OwnedSemapho
     permits
 }
 
-/// The slot one job (and the successors handed to it) runs on.
+/// The slots one job (and the successors handed to it) holds: its lease slot throughout, an
+/// execution slot while its processor runs.
 pub(crate) struct JobSlot {
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The execution slot, and when it was taken.
+    running: Mutex<Option<(OwnedSemaphorePermit, Instant)>>,
+}
+
+fn held<T>(permit: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    permit.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl JobSlot {
-    pub(crate) fn new(slots: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+    /// A job's slot on the lease slot `permit`.
+    pub(crate) fn new(slots: Arc<Slots>, permit: OwnedSemaphorePermit) -> Self {
         JobSlot {
             slots,
             permit: Mutex::new(Some(permit)),
+            running: Mutex::new(None),
         }
     }
 
-    /// Up to `most` of the worker's free slots, held for jobs a commit may hand to this
+    /// Waits for an execution slot and holds it, until [`rest`](JobSlot::rest) (or the
+    /// slot's drop). At once when one is free, which is always so without `lease_ahead`.
+    pub(crate) async fn start(&self) {
+        let running = match Arc::clone(&self.slots.running).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let _waiting = Waiting::counted(&self.slots.waiting);
+                Arc::clone(&self.slots.running).acquire_owned().await.ok()
+            }
+        };
+        *held(&self.running) = running.map(|permit| (permit, Instant::now()));
+    }
+
+    /// Gives the execution slot back (the processor returned; the commit is still to come),
+    /// counting the run's time into the average.
+    pub(crate) fn rest(&self) {
+        if let Some((permit, since)) = held(&self.running).take() {
+            self.slots.ran(since.elapsed());
+            drop(permit);
+        }
+    }
+
+    /// Up to `most` of the worker's free lease slots, held for jobs a commit may hand to this
     /// job's worker: each is released when its permit drops, used or not.
     pub(crate) fn spare(&self, most: usize) -> Vec<OwnedSemaphorePermit> {
         take_free(&self.slots, most)
@@ -47,36 +210,47 @@ impl JobSlot {
         JobSlot::new(Arc::clone(&self.slots), permit)
     }
 
-    /// Gives the slot back to the worker while the job waits; [`Lent::take_back`] takes one
-    /// again.
+    /// Gives both slots back to the worker while the job waits; [`Lent::take_back`] takes
+    /// them again.
     pub(crate) fn lend(self: &Arc<Self>) -> Lent {
-        let permit = self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(permit);
+        drop(held(&self.permit).take());
+        let running = held(&self.running).take();
+        let was_running = running.is_some();
+        drop(running);
         Lent {
             slot: Arc::clone(self),
+            was_running,
         }
     }
 
-    /// Whether the job holds its slot now.
+    /// Whether the job holds its lease slot now.
     #[cfg(test)]
     fn is_held(&self) -> bool {
-        self.permit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        held(&self.permit).is_some()
+    }
+
+    /// Whether the job holds an execution slot now.
+    #[cfg(test)]
+    fn is_running(&self) -> bool {
+        held(&self.running).is_some()
     }
 }
 
-/// A slot lent back to the worker.
+/// The slots of a job, lent back to the worker.
 pub(crate) struct Lent {
     slot: Arc<JobSlot>,
+    was_running: bool,
 }
 
 impl Lent {
-    /// Waits for a free slot and holds it for the job again.
+    /// Waits for a free lease slot, then (when it had one) a free execution slot, and holds
+    /// them for the job again.
     pub(crate) async fn take_back(self) {
-        if let Ok(permit) = Arc::clone(&self.slot.slots).acquire_owned().await {
-            *self.slot.permit.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+        if let Some(permit) = self.slot.slots.lease().await {
+            *held(&self.slot.permit) = Some(permit);
+        }
+        if self.was_running {
+            self.slot.start().await;
         }
     }
 }
@@ -85,43 +259,117 @@ impl Lent {
 mod tests {
     use super::*;
 
+    fn free(slots: &Slots) -> (usize, usize) {
+        (slots.leases.available_permits(), slots.free_to_run())
+    }
+
     #[tokio::test]
     async fn a_lent_slot_is_never_counted_twice_nor_leaked() {
-        let slots = Arc::new(Semaphore::new(1));
-        let permit = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let slots = Slots::new(1, 0);
+        let permit = slots.lease().await.unwrap();
         let slot = Arc::new(JobSlot::new(Arc::clone(&slots), permit));
-        assert_eq!(slots.available_permits(), 0);
+        slot.start().await;
+        assert_eq!(free(&slots), (0, 0));
         let lent = slot.lend();
-        assert_eq!(slots.available_permits(), 1, "lent while the job waits");
+        assert_eq!(free(&slots), (1, 1), "both lent while the job waits");
         lent.take_back().await;
-        assert!(slot.is_held());
-        assert_eq!(slots.available_permits(), 0);
-        // A caller that gives up its call never takes the slot back: nothing is added.
+        assert!(slot.is_held() && slot.is_running());
+        assert_eq!(free(&slots), (0, 0));
+        // A caller that gives up its call never takes the slots back: nothing is added.
         drop(slot.lend());
-        assert_eq!(slots.available_permits(), 1);
+        assert_eq!(free(&slots), (1, 1));
         drop(slot);
-        assert_eq!(
-            slots.available_permits(),
-            1,
-            "the worker has its one slot, not two"
-        );
+        assert_eq!(free(&slots), (1, 1), "the worker has its one slot, not two");
     }
 
     #[tokio::test]
     async fn spare_slots_are_released_whether_used_or_not() {
-        let slots = Arc::new(Semaphore::new(3));
-        let permit = Arc::clone(&slots).acquire_owned().await.unwrap();
+        let slots = Slots::new(3, 0);
+        let permit = slots.lease().await.unwrap();
         let slot = JobSlot::new(Arc::clone(&slots), permit);
         let mut spare = slot.spare(5);
         assert_eq!(spare.len(), 2, "no more than the free slots");
-        assert_eq!(slots.available_permits(), 0);
+        assert_eq!(free(&slots).0, 0);
         // One runs a handed job, on a slot of its own; the other was not needed.
         let used = slot.beside(spare.remove(0));
         drop(spare);
-        assert_eq!(slots.available_permits(), 1);
+        assert_eq!(free(&slots).0, 1);
         drop(used);
-        assert_eq!(slots.available_permits(), 2);
+        assert_eq!(free(&slots).0, 2);
         drop(slot);
-        assert_eq!(slots.available_permits(), 3, "every slot back, none twice");
+        assert_eq!(free(&slots), (3, 3), "every slot back, none twice");
+    }
+
+    /// With `lease_ahead`, more jobs are leased than run: a job leased ahead waits for an
+    /// execution slot, and gets the one a job gives up when its processor returns (its lease
+    /// slot still held for its commit).
+    #[tokio::test]
+    async fn a_job_leased_ahead_runs_when_another_rests() {
+        let slots = Slots::new(1, 1);
+        let first = Arc::new(JobSlot::new(
+            Arc::clone(&slots),
+            slots.lease().await.unwrap(),
+        ));
+        let ahead = Arc::new(JobSlot::new(
+            Arc::clone(&slots),
+            slots.lease().await.unwrap(),
+        ));
+        assert_eq!(free(&slots), (0, 1), "two leased, none running");
+        first.start().await;
+        assert!(
+            slots.lease_to_run_now().is_none(),
+            "nothing more is leased to run now: no lease slot and no execution slot"
+        );
+        let waiting = tokio::spawn({
+            let ahead = Arc::clone(&ahead);
+            async move { ahead.start().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one execution slot, taken");
+        first.rest();
+        waiting.await.unwrap();
+        assert!(ahead.is_running() && !first.is_running() && first.is_held());
+        drop(first);
+        drop(ahead);
+        assert_eq!(free(&slots), (2, 1));
+    }
+
+    /// Jobs are leased ahead only while the recent runs are short: before any run ended, and
+    /// once runs take long on average, a job is leased only for an execution slot free for it.
+    #[tokio::test]
+    async fn long_runs_lease_no_job_ahead() {
+        use futures::FutureExt;
+
+        let slots = Slots::new(2, 2);
+        assert_eq!(slots.may_lease(), 2, "not known to be short before any run");
+        slots.ran(Duration::from_micros(300));
+        assert_eq!(slots.may_lease(), usize::MAX, "short: any free lease slot");
+        for _ in 0..40 {
+            slots.ran(Duration::from_millis(50));
+        }
+        assert!(!slots.short());
+        let a = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
+        a.start().await;
+        assert_eq!(slots.may_lease(), 1);
+        assert!(
+            take_free(&slots, 5).is_empty(),
+            "the caller's job takes the one execution slot left"
+        );
+        let b = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
+        b.start().await;
+        let pays = slots.until_leasing_pays();
+        tokio::pin!(pays);
+        assert!(pays.as_mut().now_or_never().is_none(), "both slots run");
+        a.rest();
+        assert!(pays.now_or_never().is_some(), "a slot is free again");
+        // Short runs again: the lease-ahead slots are used.
+        for _ in 0..60 {
+            slots.ran(Duration::from_micros(100));
+        }
+        assert_eq!(
+            take_free(&slots, 5).len(),
+            2,
+            "every free lease slot (4, less the 2 held)"
+        );
     }
 }

@@ -101,6 +101,9 @@ pub(crate) struct Worker {
     /// Whether this process takes new jobs: false while it drains or stops, so a commit no
     /// longer hands it a successor (a long chain would otherwise never let it drain).
     pub(crate) claiming: Arc<AtomicBool>,
+    /// Fires when this process stops taking new jobs (drain or stop): a job leased ahead that
+    /// still waits for an execution slot is released then, for another worker.
+    pub(crate) not_claiming: CancellationToken,
     pub(crate) contention: Arc<Contention>,
     /// The lease deadlines this process asked the sweeper to watch.
     pub(crate) watches: Arc<Watches>,
@@ -181,15 +184,30 @@ async fn execute_one(
             .hold(&job.session, job.id(), job.token(), instances);
         let served = worker
             .served
-            .for_job(&job.leased.name, &job.leased.fingerprint)
-            // A stop of the session heard since the claim was sent: the job may be the stopped
-            // session's (then the release is refused), or a new one's (then it is claimed
-            // again).
-            .filter(|_| !worker.stops.heard_since(&job.session, job.asked));
+            .for_job(&job.leased.name, &job.leased.fingerprint);
         let Some(served) = served else {
             release(worker, &job).await;
             return None;
         };
+        // A job leased ahead waits here for an execution slot (at once when one is free).
+        tokio::select! {
+            biased;
+            () = slot.start() => {}
+            // Its lease moved on, or its run ended elsewhere: nothing ran, nothing to commit.
+            () = lease.lost.cancelled() => return None,
+            () = lease.moot.cancelled() => return None,
+            () = worker.not_claiming.cancelled() => {
+                release(worker, &job).await;
+                return None;
+            }
+        }
+        // A stop of the session heard since the claim was sent (or while the job waited): the
+        // job may be the stopped session's (then the release is refused), or a new one's
+        // (then it is claimed again).
+        if worker.stops.heard_since(&job.session, job.asked) {
+            release(worker, &job).await;
+            return None;
+        }
         let hooks = Arc::new(JobHooks::new(
             Arc::clone(&worker.limits),
             Caller::of(
@@ -239,7 +257,9 @@ async fn execute_one(
                     lost: &lease.lost,
                     moot: &lease.moot,
                 };
-                match steps::run(&ctx, &job, &body, served.as_ref(), &graph, signals).await {
+                let ran = steps::run(&ctx, &job, &body, served.as_ref(), &graph, signals).await;
+                slot.rest();
+                match ran {
                     steps::Ran::Advance(mut advance) => {
                         advance.commit.consumed = body.chunks.unwrap_or(0);
                         advance_run(worker, &job, *advance, slot).await
@@ -254,7 +274,7 @@ async fn execute_one(
                     }
                 }
             }
-            _ => whole_run(worker, &job, &body, served, hooks, &lease).await,
+            _ => whole_run(worker, &job, &body, served, hooks, &lease, slot).await,
         }
     }
     .instrument(span)
@@ -295,6 +315,8 @@ async fn fail_unreadable(
     error: Error,
     slot: &Arc<JobSlot>,
 ) -> Option<ClaimedJob> {
+    // Nothing runs: the execution slot goes to the next job at once.
+    slot.rest();
     // Named as an undecodable input is: which processor, which type, and why.
     let error = Error::Serialization {
         message: format!(
@@ -333,6 +355,7 @@ async fn whole_run(
     served: Arc<dyn Served>,
     hooks: Arc<JobHooks>,
     lease: &Lease,
+    slot: &JobSlot,
 ) -> Option<ClaimedJob> {
     let cancel = CancellationToken::new();
     let (run_id, depth) = match body.call {
@@ -382,6 +405,9 @@ async fn whole_run(
             return None;
         }
     };
+    // The processor returned: its execution slot goes to the next job now, not after the
+    // commit's round trip.
+    slot.rest();
     match executed {
         Executed {
             waits: Some((wait, attempts)),
