@@ -33,14 +33,17 @@ pub(crate) async fn serve(
     concurrency: usize,
     progress: bool,
 ) -> Result<(), Error> {
-    let runtime = RedisRuntime::new(
-        RedisConfig::new(url)
-            .prefix(prefix)
-            .worker_concurrency(concurrency)
-            .step_jobs(crate::step_jobs())
-            .result_ttl(KEY_TTL)
-            .session_ttl(KEY_TTL),
-    );
+    let mut config = RedisConfig::new(url)
+        .prefix(prefix)
+        .worker_concurrency(concurrency)
+        .step_jobs(crate::step_jobs())
+        .result_ttl(KEY_TTL)
+        .session_ttl(KEY_TTL);
+    // `AM2Z_LEASE_AHEAD` as a worker of the application would take it (A/B runs).
+    if let Some(ahead) = lease_ahead()? {
+        config = config.lease_ahead(ahead);
+    }
+    let runtime = RedisRuntime::new(config);
     serve_all(&runtime);
     runtime.start().await?;
     println!("ready {}", std::process::id());
@@ -67,6 +70,18 @@ pub(crate) async fn serve(
         reporter.abort();
     }
     runtime.drain(Duration::from_secs(10)).await
+}
+
+/// `AM2Z_LEASE_AHEAD`, when set (otherwise the runtime's default).
+fn lease_ahead() -> Result<Option<usize>, Error> {
+    match std::env::var("AM2Z_LEASE_AHEAD") {
+        Ok(raw) => {
+            raw.trim().parse().map(Some).map_err(|_| {
+                Error::configuration(format!("AM2Z_LEASE_AHEAD=`{raw}` is not a number"))
+            })
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// A worker process this bench spawned.

@@ -93,6 +93,11 @@ impl Layout {
         }
     }
 
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The session's key `part` (`meta`, `jobs`, `bodies`, `queue`, `delayed`, `leases`,
     /// `calls`, `runs`, `results`, `completed`, `failed`, `dead`, `events`, `stats`, or
     /// `run:<run>`).

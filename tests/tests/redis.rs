@@ -1877,49 +1877,70 @@ mod redis_hot_path {
 // starts the next one at once instead of a commit's round trip later.
 
 mod redis_lease_ahead {
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    use am2z::{Error, Executes, RedisRuntime, Runtime, SessionId, processor};
+    use am2z::{Error, RedisRuntime, RunHandle, Runtime, SessionId, processor};
     use am2z_tests::layout::Layout;
     use am2z_tests::suite::session;
 
     use super::{redis_cli, redis_url, test_config};
 
-    /// Per test (tests of a binary may share a process): whether its gate is open, how many
-    /// of its runs execute now, the most that ever did at once, and how many started.
-    struct Gate {
+    /// The input that waits for its test's gate to open.
+    const HELD: u64 = u64::MAX;
+
+    /// What one test's runs see (tests of a binary may share a process): whether its gate is
+    /// open, how many of its runs execute now and the most that ever did, the most jobs its
+    /// first worker held leased while one ran, and how many runs started.
+    struct Probe {
         open: AtomicBool,
+        held: AtomicBool,
         running: AtomicU32,
-        most: AtomicU32,
+        most_running: AtomicU32,
+        most_leased: AtomicUsize,
         starts: AtomicU32,
+        worker: OnceLock<RedisRuntime>,
     }
 
-    impl Gate {
+    impl Probe {
         const fn new() -> Self {
-            Gate {
-                open: AtomicBool::new(true),
+            Probe {
+                open: AtomicBool::new(false),
+                held: AtomicBool::new(false),
                 running: AtomicU32::new(0),
-                most: AtomicU32::new(0),
+                most_running: AtomicU32::new(0),
+                most_leased: AtomicUsize::new(0),
                 starts: AtomicU32::new(0),
+                worker: OnceLock::new(),
             }
         }
     }
 
-    static GATES: [Gate; 2] = [Gate::new(), Gate::new()];
+    static PROBES: [Probe; 3] = [Probe::new(), Probe::new(), Probe::new()];
 
-    /// Runs until gate `g` opens (at once when it is open), counting itself as running.
+    /// Counts itself on probe `p` and returns `x`; the input [`HELD`] first waits for the
+    /// probe's gate to open.
     #[processor]
-    async fn gated(g: usize) -> Result<usize, Error> {
-        let gate = &GATES[g];
-        gate.starts.fetch_add(1, Ordering::SeqCst);
-        let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
-        gate.most.fetch_max(now, Ordering::SeqCst);
-        while !gate.open.load(Ordering::SeqCst) {
+    async fn paced(input: (usize, u64)) -> Result<u64, Error> {
+        let (p, x) = input;
+        let probe = &PROBES[p];
+        probe.starts.fetch_add(1, Ordering::SeqCst);
+        let now = probe.running.fetch_add(1, Ordering::SeqCst) + 1;
+        probe.most_running.fetch_max(now, Ordering::SeqCst);
+        if let Some(worker) = probe.worker.get() {
+            probe
+                .most_leased
+                .fetch_max(worker.runs_in_flight(), Ordering::SeqCst);
+        }
+        if x == HELD {
+            probe.held.store(true, Ordering::SeqCst);
+        }
+        while x == HELD && !probe.open.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        gate.running.fetch_sub(1, Ordering::SeqCst);
-        Ok(g)
+        probe.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(x)
     }
 
     /// Waits until `what` holds, failing the test after 10 s.
@@ -1935,113 +1956,150 @@ mod redis_lease_ahead {
         redis_cli(&["ZCARD", &layout.key(set)]).parse().unwrap_or(0)
     }
 
-    /// A worker with 2 execution slots and 2 lease-ahead slots, whose recent runs were short
-    /// (so it leases ahead); a client; a session; gate `g` closed.
-    async fn busy_worker(g: usize) -> (RedisRuntime, RedisRuntime, SessionId, Layout) {
+    /// Whether probe `p`'s held run is the only job leased, and every one of the 31 runs that
+    /// has not started is queued (a job leased ahead of the held run may have taken the slot
+    /// before it).
+    fn only_the_held_run_is_leased(p: usize, layout: &Layout) -> bool {
+        let not_started = 31 - PROBES[p].starts.load(Ordering::SeqCst);
+        count(layout, "leases") == 1 && count(layout, "queue") == not_started
+    }
+
+    /// A started worker running one job at a time with `ahead` jobs leased ahead, recorded in
+    /// probe `p`; a client; the session and its layout.
+    async fn one_at_a_time(
+        p: usize,
+        ahead: usize,
+    ) -> (RedisRuntime, RedisRuntime, SessionId, Layout) {
         let config = test_config(&redis_url())
-            .worker_concurrency(2)
-            .lease_ahead(2);
-        let prefix = config.queue_prefix().to_owned();
+            .worker_concurrency(1)
+            .lease_ahead(ahead);
+        let layout_prefix = config.queue_prefix().to_owned();
         let worker = RedisRuntime::new(config.clone());
-        worker.serve(Gated);
+        worker.serve(Paced);
         worker.start().await.expect("the worker starts");
+        let _ = PROBES[p].worker.set(worker.clone());
         let client = RedisRuntime::new(config.worker(false));
         client.start().await.expect("the client starts");
-        let s = session(&format!("ahead-{g}"));
-        for _ in 0..4 {
-            let done = client
-                .execute_in_session(&s, &Gated, g)
-                .await
-                .expect("a short run");
-            assert_eq!(done.output, g);
-        }
-        GATES[g].open.store(false, Ordering::SeqCst);
-        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+        let s = session(&format!("ahead-{p}"));
+        let layout = Layout::new(&redis_url(), &layout_prefix, s.as_str());
         (worker, client, s, layout)
     }
 
-    /// With two execution slots and two lease-ahead slots, four jobs are leased while two
-    /// run; never more than two run at once; every run completes, each executed once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn jobs_leased_ahead_wait_for_an_execution_slot() {
-        let gate = &GATES[0];
-        let (worker, client, s, layout) = busy_worker(0).await;
+    /// Submits 20 runs, the held one, then 10 more; returns the handles of all 31 once the
+    /// held one runs (on the one execution slot: jobs leased together start in any order, so
+    /// some of the first 20 may still wait).
+    async fn queue_behind_a_held_run(
+        p: usize,
+        client: &RedisRuntime,
+        s: &SessionId,
+    ) -> Vec<RunHandle> {
         let mut handles = Vec::new();
-        for _ in 0..6 {
-            handles.push(client.submit(&s, &Gated, 0).await.unwrap());
+        for x in (0..20).chain([HELD]).chain(20..30) {
+            handles.push(client.submit(s, &Paced, (p, x)).await.expect("submitted"));
         }
-        until("two run and two more are leased", || {
-            gate.running.load(Ordering::SeqCst) == 2 && count(&layout, "leases") == 4
+        until("the held run runs", || {
+            PROBES[p].held.load(Ordering::SeqCst)
         })
         .await;
-        assert_eq!(count(&layout, "queue"), 2, "the rest wait in Redis");
-        assert_eq!(gate.most.load(Ordering::SeqCst), 2);
-        gate.open.store(true, Ordering::SeqCst);
-        for handle in &handles {
-            let done = client
-                .wait::<usize>(handle, Some(Duration::from_secs(10)))
-                .await
-                .unwrap();
-            assert_eq!(done.output, 0);
-        }
-        assert_eq!(
-            gate.most.load(Ordering::SeqCst),
-            2,
-            "never more than worker_concurrency at once"
-        );
-        assert_eq!(gate.starts.load(Ordering::SeqCst), 4 + 6, "each run once");
-        client.stop_session(&s).await.unwrap();
-        client.stop().await.unwrap();
-        worker.stop().await.unwrap();
+        handles
     }
 
-    /// A draining worker releases at once the jobs it leased ahead (another worker runs them
-    /// while it finishes the two it runs), and each run still executes once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_draining_worker_releases_the_jobs_it_leased_ahead() {
-        let gate = &GATES[1];
-        let (worker, client, s, layout) = busy_worker(1).await;
-        let mut handles = Vec::new();
-        for _ in 0..6 {
-            handles.push(client.submit(&s, &Gated, 1).await.unwrap());
+    /// Waits for every run of `handles` through `runtime`, each answering its input.
+    async fn all_complete(runtime: &RedisRuntime, handles: &[RunHandle]) {
+        for handle in handles {
+            runtime
+                .wait::<u64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .expect("completes");
         }
-        until("two run and two more are leased", || {
-            gate.running.load(Ordering::SeqCst) == 2 && count(&layout, "leases") == 4
-        })
+    }
+
+    /// A worker running one job at a time leases more than one while 300 short runs flow
+    /// through it, never runs two at once, and runs each run once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_slot_runs_jobs_leased_ahead_one_at_a_time() {
+        let probe = &PROBES[0];
+        probe.open.store(true, Ordering::SeqCst);
+        let (worker, client, s, _) = one_at_a_time(0, 8).await;
+        let mut handles = Vec::new();
+        for x in 0..300 {
+            handles.push(client.submit(&s, &Paced, (0, x)).await.expect("submitted"));
+        }
+        all_complete(&client, &handles).await;
+        assert_eq!(
+            probe.most_running.load(Ordering::SeqCst),
+            1,
+            "one at a time"
+        );
+        assert!(
+            probe.most_leased.load(Ordering::SeqCst) > 1,
+            "jobs were leased ahead of the one running"
+        );
+        assert_eq!(probe.starts.load(Ordering::SeqCst), 300, "each run once");
+        client.stop_session(&s).await.expect("stopped");
+        client.stop().await.expect("the client stops");
+        worker.stop().await.expect("the worker stops");
+    }
+
+    /// Jobs leased ahead of a run that turns out long go back to the queue (within a
+    /// second), and the worker leases no more ahead while it is stuck: another worker runs
+    /// them meanwhile. Each run executes once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_waiting_behind_a_long_run_go_to_another_worker() {
+        let probe = &PROBES[1];
+        let (worker, client, s, layout) = one_at_a_time(1, 4).await;
+        let handles = queue_behind_a_held_run(1, &client, &s).await;
+        until(
+            "only the held run is leased; the runs not started are queued",
+            || only_the_held_run_is_leased(1, &layout),
+        )
         .await;
+        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout.prefix()));
+        other.serve(Paced);
+        other.start().await.expect("another worker starts");
+        all_complete(&client, &handles[..20]).await;
+        all_complete(&client, &handles[21..]).await;
+        assert_eq!(
+            probe.running.load(Ordering::SeqCst),
+            1,
+            "still held: another worker ran them"
+        );
+        probe.open.store(true, Ordering::SeqCst);
+        all_complete(&client, &handles).await;
+        assert_eq!(probe.starts.load(Ordering::SeqCst), 31, "each run once");
+        client.stop_session(&s).await.expect("stopped");
+        client.stop().await.expect("the client stops");
+        worker.stop().await.expect("the worker stops");
+        other.stop().await.expect("the other worker stops");
+    }
+
+    /// A draining worker gives back the jobs it leased ahead, finishes the run it runs, and
+    /// another worker runs the rest, each once. (It gives them back at once; a job leased
+    /// ahead that waited a second would be given back anyway, so this test does not tell the
+    /// two apart: it checks that a drain loses and repeats nothing.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_draining_worker_gives_back_the_jobs_it_leased_ahead() {
+        let probe = &PROBES[2];
+        let (worker, client, s, layout) = one_at_a_time(2, 8).await;
+        let handles = queue_behind_a_held_run(2, &client, &s).await;
         let draining = tokio::spawn({
             let worker = worker.clone();
             async move { worker.drain(Duration::from_secs(10)).await }
         });
-        until("the two leased ahead are back in the queue", || {
-            count(&layout, "leases") == 2 && count(&layout, "queue") == 4
-        })
+        until(
+            "only the held run is leased; the runs not started are queued",
+            || only_the_held_run_is_leased(2, &layout),
+        )
         .await;
-        assert_eq!(
-            gate.starts.load(Ordering::SeqCst),
-            4 + 2,
-            "none of them ran"
-        );
-        gate.open.store(true, Ordering::SeqCst);
-        draining.await.unwrap().unwrap();
-        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout_prefix(&client)));
-        other.serve(Gated);
-        other.start().await.unwrap();
-        for handle in &handles {
-            let done = other
-                .wait::<usize>(handle, Some(Duration::from_secs(10)))
-                .await
-                .unwrap();
-            assert_eq!(done.output, 1);
-        }
-        assert_eq!(gate.starts.load(Ordering::SeqCst), 4 + 6, "each run once");
-        assert!(gate.most.load(Ordering::SeqCst) <= 2);
-        other.stop_session(&s).await.unwrap();
-        other.stop().await.unwrap();
-        client.stop().await.unwrap();
-    }
-
-    fn layout_prefix(runtime: &RedisRuntime) -> String {
-        runtime.config().queue_prefix().to_owned()
+        probe.open.store(true, Ordering::SeqCst);
+        draining.await.expect("joined").expect("drained");
+        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout.prefix()));
+        other.serve(Paced);
+        other.start().await.expect("another worker starts");
+        all_complete(&other, &handles).await;
+        assert_eq!(probe.starts.load(Ordering::SeqCst), 31, "each run once");
+        other.stop_session(&s).await.expect("stopped");
+        other.stop().await.expect("the other worker stops");
+        client.stop().await.expect("the client stops");
     }
 }

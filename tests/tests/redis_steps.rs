@@ -791,10 +791,12 @@ async fn a_step_longer_than_the_lease_is_renewed_not_redelivered() {
 }
 
 /// A started run finishes before new runs start: on one worker of one slot, every item of a
-/// map runs before the runs submitted after it, whose entry jobs were queued first.
+/// map runs before the runs submitted after it, whose entry jobs were queued first. (The
+/// queue's order: a worker that leases ahead runs what it leased ahead first, so this holds
+/// for a worker that leases only what it runs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_run_finishes_before_new_runs_start() {
-    let knobs = Knobs::default().concurrency(1);
+    let knobs = Knobs::default().concurrency(1).lease_ahead(0);
     let fleet = Fleet::start("steps-order", knobs, 1).await;
     let session = fleet.sessions(1, "order").remove(0);
     let map = fleet
@@ -1736,7 +1738,9 @@ async fn queue_quota_counts_queued_step_jobs() {
         "quota",
         1,
         1,
-        |c| c.max_queued_per_session(4),
+        // A worker that leases only what it runs: jobs leased ahead are not queued, so
+        // they would leave the quota (tested here) with nothing to count.
+        |c| c.max_queued_per_session(4).lease_ahead(0),
         |w| w.serve(QuotaMap),
     )
     .await;

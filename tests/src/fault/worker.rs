@@ -30,6 +30,8 @@ const SWEEP_VAR: &str = "AM2Z_FAULT_SWEEP_MS";
 const DELIVERIES_VAR: &str = "AM2Z_FAULT_MAX_DELIVERIES";
 const GRACE_VAR: &str = "AM2Z_FAULT_UNSERVED_GRACE_MS";
 const DRAIN_VAR: &str = "AM2Z_FAULT_DRAIN_MS";
+/// Empty: the runtime's default.
+const AHEAD_VAR: &str = "AM2Z_FAULT_LEASE_AHEAD";
 
 /// Where the `libfaketime` preload library lives (Debian/Ubuntu `faketime` package).
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -55,6 +57,8 @@ pub struct Knobs {
     pub unserved_grace: Option<Duration>,
     /// How long a worker asked to stop (SIGTERM) lets in-flight runs finish.
     pub drain: Duration,
+    /// Jobs a worker leases beyond those it runs (`None`: the runtime's default).
+    pub lease_ahead: Option<usize>,
 }
 
 impl Default for Knobs {
@@ -66,6 +70,7 @@ impl Default for Knobs {
             max_deliveries: 5,
             unserved_grace: None,
             drain: Duration::from_secs(1),
+            lease_ahead: None,
         }
     }
 }
@@ -113,9 +118,16 @@ impl Knobs {
         self
     }
 
+    /// Jobs a worker leases beyond those it runs.
+    #[must_use]
+    pub fn lease_ahead(mut self, jobs: usize) -> Self {
+        self.lease_ahead = Some(jobs);
+        self
+    }
+
     /// The runtime settings these knobs make, on `url` under `prefix`.
     pub fn config(&self, url: &str, prefix: &str) -> RedisConfig {
-        RedisConfig::new(url)
+        let config = RedisConfig::new(url)
             .prefix(prefix)
             .worker_concurrency(self.concurrency)
             .lease(self.lease)
@@ -124,7 +136,11 @@ impl Knobs {
             .max_deliveries(self.max_deliveries)
             .unserved_grace(self.unserved_grace)
             .session_ttl(Duration::from_secs(600))
-            .result_ttl(Duration::from_secs(600))
+            .result_ttl(Duration::from_secs(600));
+        match self.lease_ahead {
+            Some(jobs) => config.lease_ahead(jobs),
+            None => config,
+        }
     }
 
     /// The knobs a worker process was started with (defaults for what is not set).
@@ -149,6 +165,7 @@ impl Knobs {
                 .unwrap_or(defaults.max_deliveries),
             unserved_grace: ms(GRACE_VAR).filter(|g| !g.is_zero()),
             drain: ms(DRAIN_VAR).unwrap_or(defaults.drain),
+            lease_ahead: std::env::var(AHEAD_VAR).ok().and_then(|v| v.parse().ok()),
         }
     }
 
@@ -164,6 +181,10 @@ impl Knobs {
                 self.unserved_grace.map_or_else(|| "0".to_owned(), ms),
             ),
             (DRAIN_VAR, ms(self.drain)),
+            (
+                AHEAD_VAR,
+                self.lease_ahead.map_or_else(String::new, |n| n.to_string()),
+            ),
         ]
     }
 }

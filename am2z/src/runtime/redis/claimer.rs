@@ -110,11 +110,7 @@ pub(crate) async fn run(
     loop {
         let first = tokio::select! {
             () = stop.cancelled() => return,
-            // While runs are long, a job is leased only for an execution slot free for it.
-            permit = async {
-                slots.until_leasing_pays().await;
-                slots.lease().await
-            } => permit,
+            permit = slots.lease_when_it_pays() => permit,
         };
         let Some(first) = first else { return };
         // Lease as many jobs at once as there are free slots (up to a batch): one round trip

@@ -289,16 +289,24 @@ impl RedisConfig {
     }
 
     /// How many jobs this process may lease beyond those it runs (default: as many as
-    /// `worker_concurrency`; 0: none). A job leased ahead waits in this process for an
-    /// execution slot, and takes the one a job gives up the moment its processor returns,
-    /// while that job's commit is still on its way to Redis: a slot does not sit idle for a
-    /// round trip between jobs. Never more than `worker_concurrency` processors run at once.
+    /// `worker_concurrency`, at least 16, and none when a
+    /// [`session_concurrency`](Self::session_concurrency) quota is set; 0: none). A job leased
+    /// ahead waits in this process for an execution slot, and takes the one a job gives up the
+    /// moment its processor returns, while that job's commit is still on its way to Redis: a
+    /// slot does not sit idle for a round trip between jobs, and the commits of jobs run one
+    /// after the other go to Redis together. Never more than `worker_concurrency` processors
+    /// run at once.
     ///
-    /// Only short jobs are leased ahead: while the recent runs took 10 ms or more on average,
-    /// a job is leased only for an execution slot free to run it, so a job never waits here
-    /// behind long runs while another worker could run it. A job leased ahead holds a lease
-    /// like any other (renewed, fenced, recovered if this process dies) and counts towards its
-    /// session's concurrency quota; a draining worker releases it at once.
+    /// Only short jobs are leased ahead, while they flow: when the recent runs took 10 ms or
+    /// more on average, or no execution slot was given back for 10 ms, a job is leased only
+    /// for an execution slot free to run it; a job leased ahead that waits a second is given back for another
+    /// worker. A job leased ahead holds a lease like any other (renewed, fenced, recovered if
+    /// this process dies) and counts towards its session's concurrency quota; a draining
+    /// worker releases it at once.
+    ///
+    /// The cost: a job leased ahead runs before a job of higher priority (or a started run's
+    /// next step) queued after it was leased, so the queue's order holds across the jobs
+    /// this process has not leased yet. Set 0 where that order must hold job for job.
     pub fn lease_ahead(mut self, jobs: usize) -> Self {
         self.lease_ahead = Some(jobs);
         self
@@ -306,7 +314,13 @@ impl RedisConfig {
 
     /// The jobs this process may lease beyond those it runs.
     pub(crate) fn leased_ahead(&self) -> usize {
-        self.lease_ahead.unwrap_or(self.worker_concurrency)
+        match self.lease_ahead {
+            Some(jobs) => jobs,
+            // A session's quota counts leased jobs: leasing ahead would spend it on jobs that
+            // wait here, while other workers could run them.
+            None if self.session_concurrency > 0 => 0,
+            None => self.worker_concurrency.max(LEASE_AHEAD_AT_LEAST),
+        }
     }
 
     /// The deepest `ctx.call` nesting allowed (default 10).
@@ -363,7 +377,8 @@ impl RedisConfig {
     /// The most jobs a session may have queued (default: no limit): runs not started yet and
     /// the steps of its runs waiting for a worker, as a BullMQ queue counts a flow's children.
     /// A submission beyond it is refused with [`Error::Resource`] (a run's own fan-out is
-    /// never cut short by it).
+    /// never cut short by it). Jobs a worker [leased ahead](Self::lease_ahead) are leased,
+    /// not queued.
     pub fn max_queued_per_session(mut self, jobs: u64) -> Self {
         self.max_queued = jobs;
         self
@@ -500,6 +515,10 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 /// The duration in the environment variable `name`.
+/// The fewest jobs a worker leases ahead by default, whatever its concurrency: a worker
+/// that runs jobs one at a time needs more than one leased ahead to cover a round trip.
+const LEASE_AHEAD_AT_LEAST: usize = 16;
+
 /// The number an environment variable holds, or an error naming it.
 fn number_var<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, Error> {
     raw.trim()
@@ -609,13 +628,23 @@ mod tests {
         assert_eq!(config.max_call_depth, 4);
         assert_eq!(config.worker_concurrency, 3);
         assert_eq!(config.leased_ahead(), 0, "set to none");
+        let code = RedisConfig::new("redis://code");
         assert_eq!(
-            RedisConfig::new("redis://code")
-                .worker_concurrency(7)
-                .leased_ahead(),
-            7,
+            code.clone().worker_concurrency(40).leased_ahead(),
+            40,
             "as many as the concurrency by default"
         );
+        assert_eq!(
+            code.clone().worker_concurrency(1).leased_ahead(),
+            16,
+            "at least 16"
+        );
+        assert_eq!(
+            code.clone().session_concurrency(4).leased_ahead(),
+            0,
+            "none against a session quota"
+        );
+        assert_eq!(code.session_concurrency(4).lease_ahead(3).leased_ahead(), 3);
         assert_eq!(config.response_timeout, Duration::from_millis(750));
         assert_eq!(config.start_timeout, Duration::from_secs(120));
         let both = |name: &str| match name {

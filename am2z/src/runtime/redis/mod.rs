@@ -130,7 +130,7 @@ struct Inner {
     watches: Arc<watches::Watches>,
     claiming: Arc<AtomicBool>,
     counts: Arc<Counts>,
-    /// This worker's execution slots (`worker_concurrency`).
+    /// This worker's lease and execution slots (`slots.rs`).
     slots: Arc<Slots>,
     lifecycle: tokio::sync::Mutex<Lifecycle>,
     /// The worker, while it claims: a run it can start at once is leased to it by its submit.

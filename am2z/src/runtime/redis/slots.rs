@@ -9,8 +9,10 @@
 //! Leasing ahead pays only for short jobs, where a round trip is a large part of a slot's
 //! cycle; for long ones it would keep jobs waiting here that another worker could run now.
 //! So the lease-ahead slots are used only while the processors' recent runs are short (an
-//! average under [`SHORT`]); otherwise a job is leased only for an execution slot that is
-//! free for it.
+//! average under [`SHORT`]) and jobs are flowing (an execution slot was given back within
+//! [`SHORT`]); otherwise a job is leased only for an execution slot that is free
+//! for it. A job leased ahead that still waits after [`WAIT_AT_MOST`] (the runs turned long
+//! meanwhile) is given back for another worker.
 //!
 //! A step waiting on a `ctx.call` lends both back meanwhile (so the child, or anything else,
 //! can run on them) and takes them again before it goes on. The permits are the guard: a lent
@@ -19,9 +21,10 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// Runs shorter than this on average (an exponential average over the worker's recent runs)
 /// make leasing ahead worth it.
@@ -29,6 +32,10 @@ pub(crate) const SHORT: Duration = Duration::from_millis(10);
 
 /// The average before any run ended: not short.
 const UNKNOWN: u64 = u64::MAX;
+
+/// How long a job leased ahead waits for an execution slot before it is given back for
+/// another worker (the runs turned long while it waited).
+pub(crate) const WAIT_AT_MOST: Duration = Duration::from_secs(1);
 
 /// A worker's lease slots and execution slots.
 pub(crate) struct Slots {
@@ -39,6 +46,9 @@ pub(crate) struct Slots {
     waiting: AtomicUsize,
     /// The recent runs' average execution time, in microseconds ([`UNKNOWN`] before any).
     average_us: AtomicU64,
+    /// When an execution slot was last given back, in microseconds since `born`.
+    rested_us: AtomicU64,
+    born: Instant,
 }
 
 impl Slots {
@@ -50,12 +60,24 @@ impl Slots {
             ahead,
             waiting: AtomicUsize::new(0),
             average_us: AtomicU64::new(UNKNOWN),
+            rested_us: AtomicU64::new(0),
+            born: Instant::now(),
         })
     }
 
-    /// Whether the recent runs were short: jobs may be leased ahead.
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether jobs may be leased ahead: the recent runs were short, and jobs are flowing (an
+    /// execution slot was given back within a short run's time: otherwise the runs executing
+    /// now may be long ones, which the average learns only when they end).
     fn short(&self) -> bool {
-        self.ahead > 0 && self.average_us.load(Ordering::Relaxed) < SHORT.as_micros() as u64
+        let short = SHORT.as_micros() as u64;
+        let since_rest = self
+            .now_us()
+            .saturating_sub(self.rested_us.load(Ordering::Relaxed));
+        self.ahead > 0 && self.average_us.load(Ordering::Relaxed) < short && since_rest < short
     }
 
     /// Counts a run's execution time into the average (one eighth of it).
@@ -68,6 +90,7 @@ impl Slots {
             average - average / 8 + took / 8
         };
         self.average_us.store(next, Ordering::Relaxed);
+        self.rested_us.store(self.now_us(), Ordering::Relaxed);
     }
 
     /// How many more jobs may be leased now: any free lease slot while runs are short,
@@ -81,9 +104,24 @@ impl Slots {
         }
     }
 
+    /// Waits for a free lease slot on which a job may be leased now: while runs are short,
+    /// any; otherwise one whose job would start at once (so the claimer leases no job to
+    /// wait behind long runs). Checked again once the slot is free: the slot may be one a job
+    /// leased ahead gave back because it waited too long, and leasing ahead may have
+    /// stopped meanwhile.
+    pub(crate) async fn lease_when_it_pays(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            self.until_leasing_pays().await;
+            let permit = self.lease().await?;
+            if self.may_lease() > 0 {
+                return Some(permit);
+            }
+        }
+    }
+
     /// Waits until a job leased now would be allowed to start at once, when runs are not
-    /// short and none would (so the claimer leases no job to wait behind long runs).
-    pub(crate) async fn until_leasing_pays(&self) {
+    /// short and none would.
+    async fn until_leasing_pays(&self) {
         while self.may_lease() == 0 {
             // An execution slot given back (or the runs turning short) ends the wait.
             drop(Arc::clone(&self.running).acquire_owned().await);
@@ -198,9 +236,14 @@ impl JobSlot {
     }
 
     /// Up to `most` of the worker's free lease slots, held for jobs a commit may hand to this
-    /// job's worker: each is released when its permit drops, used or not.
+    /// job's worker (a fan-out's branches): each is released when its permit drops, used or
+    /// not. Only as many as would start at once, never ahead: the branches may run long
+    /// whatever the steps before them took, and other workers can take the rest now.
     pub(crate) fn spare(&self, most: usize) -> Vec<OwnedSemaphorePermit> {
-        take_free(&self.slots, most)
+        let waiting = self.slots.waiting.load(Ordering::Relaxed);
+        // This job's own execution slot, given back, goes to its own successor.
+        let now = self.slots.free_to_run().saturating_sub(waiting + 1);
+        take_free(&self.slots, most.min(now))
     }
 
     /// The slot of another job of this worker, on `permit` (one of [`spare`]'s).
@@ -357,11 +400,13 @@ mod tests {
         );
         let b = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
         b.start().await;
-        let pays = slots.until_leasing_pays();
+        let pays = slots.lease_when_it_pays();
         tokio::pin!(pays);
         assert!(pays.as_mut().now_or_never().is_none(), "both slots run");
         a.rest();
-        assert!(pays.now_or_never().is_some(), "a slot is free again");
+        let permit = pays.now_or_never().expect("a slot is free again");
+        assert!(permit.is_some());
+        drop(permit);
         // Short runs again: the lease-ahead slots are used.
         for _ in 0..60 {
             slots.ran(Duration::from_micros(100));
@@ -371,5 +416,57 @@ mod tests {
             2,
             "every free lease slot (4, less the 2 held)"
         );
+    }
+
+    /// Jobs that stop flowing (no execution slot given back for a short run's time) stop the
+    /// leasing ahead, before the average learns that runs turned long.
+    #[tokio::test(start_paused = true)]
+    async fn stuck_jobs_stop_the_leasing_ahead() {
+        let slots = Slots::new(1, 4);
+        slots.ran(Duration::from_micros(200));
+        let running = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
+        running.start().await;
+        let ahead = Arc::new(JobSlot::new(
+            Arc::clone(&slots),
+            slots.lease().await.unwrap(),
+        ));
+        let waiting = tokio::spawn({
+            let ahead = Arc::clone(&ahead);
+            async move { ahead.start().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(slots.waiting.load(Ordering::Relaxed), 1);
+        assert!(slots.short(), "a slot was given back just now");
+        tokio::time::advance(SHORT).await;
+        assert!(!slots.short(), "nothing moved for a short run's time");
+        assert_eq!(
+            slots.may_lease(),
+            0,
+            "nothing to lease: no execution slot is free"
+        );
+        running.rest();
+        waiting.await.unwrap();
+        assert!(slots.short(), "flowing again");
+        tokio::time::advance(SHORT).await;
+        assert!(!slots.short(), "an idle worker leases nothing ahead");
+    }
+
+    /// A fan-out's branches are handed only to execution slots free now, even while jobs are
+    /// leased ahead: the other branches stay queued for other workers.
+    #[tokio::test]
+    async fn a_fan_out_is_never_handed_ahead() {
+        let slots = Slots::new(2, 8);
+        slots.ran(Duration::from_micros(100));
+        assert!(slots.short());
+        let job = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
+        job.start().await;
+        job.rest();
+        let spare = job.spare(5);
+        assert_eq!(
+            spare.len(),
+            1,
+            "the one other execution slot, not the 8 ahead"
+        );
+        assert_eq!(take_free(&slots, 5).len(), 5, "a claim may lease ahead");
     }
 }

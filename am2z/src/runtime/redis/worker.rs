@@ -27,7 +27,7 @@ use super::protocol::messages::{self, Control, Done};
 use super::protocol::release::Release;
 use super::protocol::{Redis, WireError, timers};
 use super::served::{Assignment, Executed, Served, ServedTable, failure};
-use super::slots::JobSlot;
+use super::slots::{self, JobSlot};
 use super::steps::{self, StepContext};
 use super::stops::Stops;
 use super::trace;
@@ -197,6 +197,11 @@ async fn execute_one(
             () = lease.lost.cancelled() => return None,
             () = lease.moot.cancelled() => return None,
             () = worker.not_claiming.cancelled() => {
+                release(worker, &job).await;
+                return None;
+            }
+            // The runs ahead of it turned long: another worker may run it now.
+            () = tokio::time::sleep(slots::WAIT_AT_MOST) => {
                 release(worker, &job).await;
                 return None;
             }
