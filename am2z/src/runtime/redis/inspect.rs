@@ -168,7 +168,7 @@ fn read_cursor(cursor: &Cursor, phases: &[Phase]) -> Result<(usize, Option<Posit
 }
 
 fn at_ms(ms: f64) -> SystemTime {
-    // Scores are whole milliseconds since the epoch.
+    // Scores are milliseconds since the epoch (an end's with its microseconds as a fraction).
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let ms = ms.max(0.0) as u64;
     UNIX_EPOCH + Duration::from_millis(ms)

@@ -15,7 +15,7 @@ local function end_runs(ends, done_channel, session_ttl, message)
     return
   end
   local runs, outcomes, completed, failed, hashes, done = {}, {}, {}, {}, {}, {}
-  local now = now_ms_text()
+  local now = now_ms_fine_text()
   for _, e in ipairs(ends) do
     runs[#runs + 1] = e[1]
     outcomes[#outcomes + 1] = e[1]

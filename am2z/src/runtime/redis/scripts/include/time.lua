@@ -27,6 +27,18 @@ local function now_ms_text()
   return NOW_MS_TEXT
 end
 
+-- Now, in milliseconds with the microseconds as a fraction, as text (once per call): the
+-- score of a run's end, so that runs ending one after another within a millisecond are
+-- still listed in the order they ended.
+local NOW_MS_FINE_TEXT = nil
+local function now_ms_fine_text()
+  if not NOW_MS_FINE_TEXT then
+    local us = now_us()
+    NOW_MS_FINE_TEXT = string.format('%d.%03d', math.floor(us / 1000), us % 1000)
+  end
+  return NOW_MS_FINE_TEXT
+end
+
 -- A whole number as a string, never in exponent notation (`tostring` of 1e15 is '1e+15'):
 -- `tostring` below 1e14 (exact there, and cheaper than `string.format`).
 local function num(x)
