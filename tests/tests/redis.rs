@@ -1402,6 +1402,9 @@ mod redis_hot_path {
     }
 
     /// The payloads published on `channel` while it listens (a `redis-cli SUBSCRIBE`).
+    /// What a marker payload of [`Listening::up_to_now`] starts with.
+    const MARKER: &str = "am2z-listening-end-";
+
     struct Listening {
         child: Child,
         payloads: Arc<Mutex<Vec<String>>>,
@@ -1447,13 +1450,18 @@ mod redis_hot_path {
         /// Every payload published on `channel` before now: those before a marker published
         /// now (a subscriber gets a channel's messages in the order Redis ran the publishes).
         async fn up_to_now(&self, server: &RedisServer, channel: &str) -> Vec<String> {
-            let marker = format!("am2z-listening-end-{}", am2z::RunId::generate());
+            let marker = format!("{MARKER}{}", am2z::RunId::generate());
             server.cli(&["PUBLISH", channel, &marker]);
             let asked = std::time::Instant::now();
             loop {
                 let payloads = self.payloads();
                 if let Some(at) = payloads.iter().position(|p| *p == marker) {
-                    return payloads[..at].to_vec();
+                    // Without the markers of earlier calls.
+                    return payloads[..at]
+                        .iter()
+                        .filter(|p| !p.starts_with(MARKER))
+                        .cloned()
+                        .collect();
                 }
                 assert!(
                     asked.elapsed() < Duration::from_secs(10),
@@ -1628,14 +1636,15 @@ mod redis_hot_path {
         let worker = RedisRuntime::new(config.clone());
         worker.serve(AddOne);
         worker.start().await.unwrap();
-        let wakes = Listening::start(&server, &format!("{}:wake", config.queue_prefix()));
+        let channel = format!("{}:wake", config.queue_prefix());
+        let wakes = Listening::start(&server, &channel);
         let here = session("polled");
         for x in 0..200 {
             let result = worker.execute_in_session(&here, &AddOne, x).await.unwrap();
             assert_eq!(result.output, x + 1);
         }
         assert_eq!(
-            wakes.payloads(),
+            wakes.up_to_now(&server, &channel).await,
             Vec::<String>::new(),
             "every run leased by its submission"
         );
@@ -1654,7 +1663,8 @@ mod redis_hot_path {
         let worker = RedisRuntime::new(config.clone());
         worker.serve(AddOne);
         worker.start().await.unwrap();
-        let wakes = Listening::start(&server, &format!("{prefix}:wake"));
+        let channel = format!("{prefix}:wake");
+        let wakes = Listening::start(&server, &channel);
         let here = session("here");
         for x in 0..5 {
             let result = worker.execute_in_session(&here, &AddOne, x).await.unwrap();
@@ -1667,7 +1677,7 @@ mod redis_hot_path {
             .unwrap();
         assert_eq!(waited.output, 11);
         assert_eq!(
-            wakes.payloads(),
+            wakes.up_to_now(&server, &channel).await,
             Vec::<String>::new(),
             "no wake for runs started here"
         );
@@ -1679,7 +1689,7 @@ mod redis_hot_path {
         let result = client.execute_in_session(&there, &AddOne, 1).await.unwrap();
         assert_eq!(result.output, 2);
         assert_eq!(
-            wakes.payloads(),
+            wakes.up_to_now(&server, &channel).await,
             vec![there.to_string()],
             "woken by the client's run"
         );
@@ -1956,12 +1966,26 @@ mod redis_lease_ahead {
         redis_cli(&["ZCARD", &layout.key(set)]).parse().unwrap_or(0)
     }
 
-    /// Whether probe `p`'s held run is the only job leased, and every one of the 31 runs that
-    /// has not started is queued (a job leased ahead of the held run may have taken the slot
+    /// Waits until probe `p`'s held run is the only job leased, and every one of the 31 runs
+    /// that has not started is queued (a job leased ahead of the held run may have taken the slot
     /// before it).
-    fn only_the_held_run_is_leased(p: usize, layout: &Layout) -> bool {
-        let not_started = 31 - PROBES[p].starts.load(Ordering::SeqCst);
-        count(layout, "leases") == 1 && count(layout, "queue") == not_started
+    async fn until_only_the_held_run_is_leased(p: usize, layout: &Layout) {
+        until(
+            "only the held run is leased; the runs not started are queued",
+            || {
+                let not_started = 31 - PROBES[p].starts.load(Ordering::SeqCst);
+                count(layout, "leases") == 1 && count(layout, "queue") == not_started
+            },
+        )
+        .await;
+    }
+
+    /// A second worker on the session's prefix, serving [`Paced`].
+    async fn another_worker(layout: &Layout) -> RedisRuntime {
+        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout.prefix()));
+        other.serve(Paced);
+        other.start().await.expect("another worker starts");
+        other
     }
 
     /// A started worker running one job at a time with `ahead` jobs leased ahead, recorded in
@@ -2049,14 +2073,8 @@ mod redis_lease_ahead {
         let probe = &PROBES[1];
         let (worker, client, s, layout) = one_at_a_time(1, 4).await;
         let handles = queue_behind_a_held_run(1, &client, &s).await;
-        until(
-            "only the held run is leased; the runs not started are queued",
-            || only_the_held_run_is_leased(1, &layout),
-        )
-        .await;
-        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout.prefix()));
-        other.serve(Paced);
-        other.start().await.expect("another worker starts");
+        until_only_the_held_run_is_leased(1, &layout).await;
+        let other = another_worker(&layout).await;
         all_complete(&client, &handles[..20]).await;
         all_complete(&client, &handles[21..]).await;
         assert_eq!(
@@ -2086,16 +2104,10 @@ mod redis_lease_ahead {
             let worker = worker.clone();
             async move { worker.drain(Duration::from_secs(10)).await }
         });
-        until(
-            "only the held run is leased; the runs not started are queued",
-            || only_the_held_run_is_leased(2, &layout),
-        )
-        .await;
+        until_only_the_held_run_is_leased(2, &layout).await;
         probe.open.store(true, Ordering::SeqCst);
         draining.await.expect("joined").expect("drained");
-        let other = RedisRuntime::new(test_config(&redis_url()).prefix(layout.prefix()));
-        other.serve(Paced);
-        other.start().await.expect("another worker starts");
+        let other = another_worker(&layout).await;
         all_complete(&other, &handles).await;
         assert_eq!(probe.starts.load(Ordering::SeqCst), 31, "each run once");
         other.stop_session(&s).await.expect("stopped");
