@@ -297,9 +297,9 @@ impl RedisConfig {
     /// after the other go to Redis together. Never more than `worker_concurrency` processors
     /// run at once.
     ///
-    /// Only short jobs are leased ahead, while they flow: when the recent runs took 10 ms or
-    /// more on average, or no execution slot was given back for 10 ms, a job is leased only
-    /// for an execution slot free to run it; a job leased ahead that waits a second is given back for another
+    /// Only short jobs are leased ahead, while they flow, and no more than ended within the
+    /// last 10 ms: when the recent runs took 10 ms or more on average, or no execution slot
+    /// was given back for 10 ms, a job is leased only for an execution slot free to run it; a job leased ahead that waits a second is given back for another
     /// worker. A job leased ahead holds a lease like any other (renewed, fenced, recovered if
     /// this process dies) and counts towards its session's concurrency quota; a draining
     /// worker releases it at once.

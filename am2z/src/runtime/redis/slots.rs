@@ -10,7 +10,7 @@
 //! cycle; for long ones it would keep jobs waiting here that another worker could run now.
 //! So the lease-ahead slots are used only while the processors' recent runs are short (an
 //! average under [`SHORT`]) and jobs are flowing (an execution slot was given back within
-//! [`SHORT`]); otherwise a job is leased only for an execution slot that is free
+//! [`SHORT`]), and no more jobs wait here than ended within the last [`SHORT`]; otherwise a job is leased only for an execution slot that is free
 //! for it. A job leased ahead that still waits after [`WAIT_AT_MOST`] (the runs turned long
 //! meanwhile) is given back for another worker.
 //!
@@ -48,6 +48,11 @@ pub(crate) struct Slots {
     average_us: AtomicU64,
     /// When an execution slot was last given back, in microseconds since `born`.
     rested_us: AtomicU64,
+    /// Execution slots given back in the current window of [`SHORT`] (started at
+    /// `window_us`), and in the one before it: how fast jobs flow.
+    window_us: AtomicU64,
+    in_window: AtomicUsize,
+    last_window: AtomicUsize,
     born: Instant,
 }
 
@@ -61,6 +66,9 @@ impl Slots {
             waiting: AtomicUsize::new(0),
             average_us: AtomicU64::new(UNKNOWN),
             rested_us: AtomicU64::new(0),
+            window_us: AtomicU64::new(0),
+            in_window: AtomicUsize::new(0),
+            last_window: AtomicUsize::new(0),
             born: Instant::now(),
         })
     }
@@ -90,18 +98,53 @@ impl Slots {
             average - average / 8 + took / 8
         };
         self.average_us.store(next, Ordering::Relaxed);
-        self.rested_us.store(self.now_us(), Ordering::Relaxed);
+        let now = self.now_us();
+        self.rested_us.store(now, Ordering::Relaxed);
+        let short = SHORT.as_micros() as u64;
+        let since = now.saturating_sub(self.window_us.load(Ordering::Relaxed));
+        if since < short {
+            self.in_window.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // A new window; the one that ended counts only if it ended just now.
+            let ended = if since < 2 * short {
+                self.in_window.load(Ordering::Relaxed)
+            } else {
+                0
+            };
+            self.last_window.store(ended, Ordering::Relaxed);
+            self.window_us.store(now, Ordering::Relaxed);
+            self.in_window.store(1, Ordering::Relaxed);
+        }
     }
 
-    /// How many more jobs may be leased now: any free lease slot while runs are short,
-    /// otherwise only as many as would start at once.
-    fn may_lease(&self) -> usize {
-        if self.short() {
-            usize::MAX
+    /// How many execution slots were given back within about the last [`SHORT`]: as many
+    /// jobs as that may wait here, since as many are about to be wanted.
+    fn flow(&self) -> usize {
+        let short = SHORT.as_micros() as u64;
+        let since = self
+            .now_us()
+            .saturating_sub(self.window_us.load(Ordering::Relaxed));
+        let current = self.in_window.load(Ordering::Relaxed);
+        if since < short {
+            current.max(self.last_window.load(Ordering::Relaxed))
+        } else if since < 2 * short {
+            current
         } else {
-            self.free_to_run()
-                .saturating_sub(self.waiting.load(Ordering::Relaxed))
+            0
         }
+    }
+
+    /// How many more jobs may be leased now: as many as would start at once, and while runs
+    /// are short, as many more as may wait here: up to `lease_ahead`, and no more than
+    /// ended within the last [`SHORT`] (a worker that just ran its first quick step does not
+    /// lease a whole fan-out that follows it).
+    fn may_lease(&self) -> usize {
+        let may_wait = if self.short() {
+            self.ahead.min(self.flow())
+        } else {
+            0
+        };
+        (self.free_to_run() + may_wait).saturating_sub(self.waiting.load(Ordering::Relaxed))
     }
 
     /// Waits for a free lease slot on which a job may be leased now: while runs are short,
@@ -386,7 +429,11 @@ mod tests {
         let slots = Slots::new(2, 2);
         assert_eq!(slots.may_lease(), 2, "not known to be short before any run");
         slots.ran(Duration::from_micros(300));
-        assert_eq!(slots.may_lease(), usize::MAX, "short: any free lease slot");
+        assert_eq!(
+            slots.may_lease(),
+            3,
+            "short: the free slots and one ahead (one ended)"
+        );
         for _ in 0..40 {
             slots.ran(Duration::from_millis(50));
         }
@@ -461,6 +508,9 @@ mod tests {
         let job = JobSlot::new(Arc::clone(&slots), slots.lease().await.unwrap());
         job.start().await;
         job.rest();
+        for _ in 0..10 {
+            slots.ran(Duration::from_micros(100));
+        }
         let spare = job.spare(5);
         assert_eq!(
             spare.len(),
@@ -468,5 +518,28 @@ mod tests {
             "the one other execution slot, not the 8 ahead"
         );
         assert_eq!(take_free(&slots, 5).len(), 5, "a claim may lease ahead");
+    }
+
+    /// No more jobs are leased ahead than ended within the last short run's time: a worker
+    /// that just ran one quick step leases one ahead, not the whole fan-out behind it.
+    #[tokio::test(start_paused = true)]
+    async fn no_more_wait_than_ended_lately() {
+        let slots = Slots::new(1, 16);
+        slots.ran(Duration::from_micros(500));
+        assert_eq!(slots.may_lease(), 1 + 1, "the free slot and one ahead");
+        for _ in 0..3 {
+            slots.ran(Duration::from_micros(500));
+        }
+        assert_eq!(slots.may_lease(), 1 + 4);
+        tokio::time::advance(SHORT).await;
+        assert_eq!(
+            slots.may_lease(),
+            1,
+            "nothing ended lately: only the free slot"
+        );
+        for _ in 0..40 {
+            slots.ran(Duration::from_micros(100));
+        }
+        assert_eq!(slots.may_lease(), 1 + 16, "no more ahead than lease_ahead");
     }
 }
