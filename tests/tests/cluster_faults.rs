@@ -267,7 +267,17 @@ async fn kill_master_mid_run(durable: u32) -> FailoverLoss {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, Ordering::SeqCst);
-    let (handles, refused) = submitting.await.expect("the submitter");
+    let (mut handles, refused) = submitting.await.expect("the submitter");
+    // A quick submitter may have sent every run before the failover ended: the rest of the 50
+    // go now, after it, and each must be acknowledged.
+    let short = after.saturating_sub(acknowledged.load(Ordering::SeqCst));
+    for id in runs..runs + short as u64 {
+        let handle = client
+            .submit(&s, &Chain3, Work::new(id, 5))
+            .await
+            .expect("a submission after the failover is acknowledged");
+        handles.push((id, handle));
+    }
 
     let (_, lost) = outcomes(&client, &handles).await;
     client.stop().await.expect("the client stops");

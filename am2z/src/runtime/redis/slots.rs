@@ -10,8 +10,8 @@
 //! cycle; for long ones it would keep jobs waiting here that another worker could run now.
 //! So the lease-ahead slots are used only while the processors' recent runs are short (an
 //! average under [`SHORT`]) and jobs are flowing (an execution slot was given back within
-//! [`SHORT`]), and no more jobs wait here than ended within the last [`SHORT`]; otherwise a job is leased only for an execution slot that is free
-//! for it. A job leased ahead that still waits after [`WAIT_AT_MOST`] (the runs turned long
+//! [`SHORT`]), and no more jobs wait here than ended within the last [`SHORT`]; otherwise a
+//! job is leased only for an execution slot that is free for it. A job leased ahead that still waits after [`WAIT_AT_MOST`] (the runs turned long
 //! meanwhile) is given back for another worker.
 //!
 //! A step waiting on a `ctx.call` lends both back meanwhile (so the child, or anything else,
