@@ -147,6 +147,12 @@ impl Slots {
         (self.free_to_run() + may_wait).saturating_sub(self.waiting.load(Ordering::Relaxed))
     }
 
+    /// How many more jobs would start at once: free execution slots no waiting job takes.
+    fn free_now(&self) -> usize {
+        self.free_to_run()
+            .saturating_sub(self.waiting.load(Ordering::Relaxed))
+    }
+
     /// Waits for a free lease slot on which a job may be leased now: while runs are short,
     /// any; otherwise one whose job would start at once (so the claimer leases no job to
     /// wait behind long runs). Checked again once the slot is free: the slot may be one a job
@@ -182,8 +188,7 @@ impl Slots {
     /// A free lease slot now, when one is free and a job leased on it could start at once
     /// (an execution slot is free too).
     pub(crate) fn lease_to_run_now(&self) -> Option<OwnedSemaphorePermit> {
-        let waiting = self.waiting.load(Ordering::Relaxed);
-        if self.free_to_run() <= waiting {
+        if self.free_now() == 0 {
             return None;
         }
         Arc::clone(&self.leases).try_acquire_owned().ok()
@@ -256,16 +261,25 @@ impl JobSlot {
         }
     }
 
-    /// Waits for an execution slot and holds it, until [`rest`](JobSlot::rest) (or the
-    /// slot's drop). At once when one is free, which is always so without `lease_ahead`.
-    pub(crate) async fn start(&self) {
-        let running = match Arc::clone(&self.slots.running).try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let _waiting = Waiting::counted(&self.slots.waiting);
-                Arc::clone(&self.slots.running).acquire_owned().await.ok()
+    /// Takes an execution slot if one is free now (always so without `lease_ahead`), and
+    /// holds it until [`rest`](JobSlot::rest) (or the slot's drop).
+    pub(crate) fn try_start(&self) -> bool {
+        match Arc::clone(&self.slots.running).try_acquire_owned() {
+            Ok(permit) => {
+                *held(&self.running) = Some((permit, Instant::now()));
+                true
             }
-        };
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for an execution slot and holds it, as [`try_start`](JobSlot::try_start).
+    pub(crate) async fn start(&self) {
+        if self.try_start() {
+            return;
+        }
+        let _waiting = Waiting::counted(&self.slots.waiting);
+        let running = Arc::clone(&self.slots.running).acquire_owned().await.ok();
         *held(&self.running) = running.map(|permit| (permit, Instant::now()));
     }
 
@@ -283,9 +297,8 @@ impl JobSlot {
     /// not. Only as many as would start at once, never ahead: the branches may run long
     /// whatever the steps before them took, and other workers can take the rest now.
     pub(crate) fn spare(&self, most: usize) -> Vec<OwnedSemaphorePermit> {
-        let waiting = self.slots.waiting.load(Ordering::Relaxed);
         // This job's own execution slot, given back, goes to its own successor.
-        let now = self.slots.free_to_run().saturating_sub(waiting + 1);
+        let now = self.slots.free_now().saturating_sub(1);
         take_free(&self.slots, most.min(now))
     }
 

@@ -189,21 +189,24 @@ async fn execute_one(
             release(worker, &job).await;
             return None;
         };
-        // A job leased ahead waits here for an execution slot (at once when one is free).
-        tokio::select! {
-            biased;
-            () = slot.start() => {}
-            // Its lease moved on, or its run ended elsewhere: nothing ran, nothing to commit.
-            () = lease.lost.cancelled() => return None,
-            () = lease.moot.cancelled() => return None,
-            () = worker.not_claiming.cancelled() => {
-                release(worker, &job).await;
-                return None;
-            }
-            // The runs ahead of it turned long: another worker may run it now.
-            () = tokio::time::sleep(slots::WAIT_AT_MOST) => {
-                release(worker, &job).await;
-                return None;
+        // A job leased ahead waits here for an execution slot; the usual job finds one free
+        // and sets up none of the wait's futures and timer.
+        if !slot.try_start() {
+            tokio::select! {
+                biased;
+                () = slot.start() => {}
+                // Its lease moved on, or its run ended elsewhere: nothing ran, nothing to commit.
+                () = lease.lost.cancelled() => return None,
+                () = lease.moot.cancelled() => return None,
+                () = worker.not_claiming.cancelled() => {
+                    release(worker, &job).await;
+                    return None;
+                }
+                // The runs ahead of it turned long: another worker may run it now.
+                () = tokio::time::sleep(slots::WAIT_AT_MOST) => {
+                    release(worker, &job).await;
+                    return None;
+                }
             }
         }
         // A stop of the session heard since the claim was sent (or while the job waited): the
