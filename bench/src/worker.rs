@@ -33,16 +33,15 @@ pub(crate) async fn serve(
     concurrency: usize,
     progress: bool,
 ) -> Result<(), Error> {
-    let mut config = RedisConfig::new(url)
+    // The environment's `AM2Z_*` settings (`AM2Z_LEASE_AHEAD`, say, for A/B runs), as a worker
+    // of an application takes them; the bench's own choices over them.
+    let config = RedisConfig::from_env()?
+        .url(url)
         .prefix(prefix)
         .worker_concurrency(concurrency)
         .step_jobs(crate::step_jobs())
         .result_ttl(KEY_TTL)
         .session_ttl(KEY_TTL);
-    // `AM2Z_LEASE_AHEAD` as a worker of the application would take it (A/B runs).
-    if let Some(ahead) = lease_ahead()? {
-        config = config.lease_ahead(ahead);
-    }
     let runtime = RedisRuntime::new(config);
     serve_all(&runtime);
     runtime.start().await?;
@@ -70,18 +69,6 @@ pub(crate) async fn serve(
         reporter.abort();
     }
     runtime.drain(Duration::from_secs(10)).await
-}
-
-/// `AM2Z_LEASE_AHEAD`, when set (otherwise the runtime's default).
-fn lease_ahead() -> Result<Option<usize>, Error> {
-    match std::env::var("AM2Z_LEASE_AHEAD") {
-        Ok(raw) => {
-            raw.trim().parse().map(Some).map_err(|_| {
-                Error::configuration(format!("AM2Z_LEASE_AHEAD=`{raw}` is not a number"))
-            })
-        }
-        Err(_) => Ok(None),
-    }
 }
 
 /// A worker process this bench spawned.
