@@ -1,12 +1,16 @@
 //! The step executor: one step's attempts, with delay, limits, timeout, panics, retries,
 //! backoff, stats and events. Shared by every runtime that executes steps in-process.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::embed::{Hooks, Wait};
@@ -284,16 +288,45 @@ impl Released {
 /// Runs `work` until it ends or `token` fires; then lets it run for at most `grace` more, so
 /// that steps watching their tokens (which fired with `token`) return after cleaning up.
 /// `None` when the grace ran out and the work was dropped.
-pub(crate) async fn until_cancelled<F: std::future::Future>(
-    token: &tokio_util::sync::CancellationToken,
+pub(crate) async fn until_cancelled<F: Future>(
+    token: &CancellationToken,
     grace: Duration,
     work: F,
 ) -> Option<F::Output> {
     tokio::pin!(work);
     tokio::select! {
         biased;
-        output = &mut work => return Some(output),
+        output = while_live(|| token.is_cancelled(), &mut work) => return Some(output),
         () = token.cancelled() => {}
+    }
+    within_grace(&mut work, grace).await
+}
+
+/// `work`, which stops being polled once `fired()` says its cancellation fired. A step woken
+/// in the same instant as its token (its timer ran out as the stop was heard) takes no further
+/// step outside the cancel grace: with no grace, a stopped step never runs to its end.
+pub(crate) fn while_live<'a, F: Future + Unpin>(
+    fired: impl Fn() -> bool + 'a,
+    work: &'a mut F,
+) -> impl Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        if fired() {
+            // The select polling this sees the cancellation's own branch ready.
+            Poll::Pending
+        } else {
+            Pin::new(&mut *work).poll(cx)
+        }
+    })
+}
+
+/// Lets a cancelled `work` run for at most `grace` to return; `None` when it did not (it is
+/// dropped). A zero grace drops it without polling it again.
+pub(crate) async fn within_grace<F: Future + Unpin>(
+    work: &mut F,
+    grace: Duration,
+) -> Option<F::Output> {
+    if grace.is_zero() {
+        return None;
     }
     tokio::time::timeout(grace, work).await.ok()
 }
@@ -319,5 +352,52 @@ impl Drop for InStage<'_> {
         for c in self.counters {
             c.leave(self.stage);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A step whose awaited event comes in the instant its token fires: both wake it before
+    /// it is polled again (the test's runtime has one thread).
+    async fn woken_with_its_token(grace: Duration) -> (Option<()>, bool) {
+        let token = CancellationToken::new();
+        let event = Arc::new(Notify::new());
+        let ran_to_its_end = Arc::new(AtomicBool::new(false));
+        let running = tokio::spawn({
+            let (token, event) = (token.clone(), Arc::clone(&event));
+            let ran = Arc::clone(&ran_to_its_end);
+            async move {
+                let work = async {
+                    event.notified().await;
+                    ran.store(true, Ordering::SeqCst);
+                };
+                until_cancelled(&token, grace, work).await
+            }
+        });
+        // The step starts and waits for its event.
+        tokio::task::yield_now().await;
+        token.cancel();
+        event.notify_one();
+        let output = running.await.expect("no panic");
+        (output, ran_to_its_end.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_step_takes_no_further_step_without_a_grace() {
+        assert_eq!(woken_with_its_token(Duration::ZERO).await, (None, false));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_step_may_end_within_its_grace() {
+        assert_eq!(
+            woken_with_its_token(Duration::from_secs(5)).await,
+            (Some(()), true)
+        );
     }
 }

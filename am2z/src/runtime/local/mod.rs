@@ -26,6 +26,7 @@ use super::embed::Embedding;
 use super::inspect::{KeptInput, ProcessorView};
 use super::limits::{PrioritySemaphore, RateLimiter};
 use super::stats::Counters;
+use super::step::{while_live, within_grace};
 use super::{
     DEFAULT_CANCEL_GRACE, DEFAULT_MAX_CALL_DEPTH, Executes, ProcessorInfo, QueueStats, Runtime,
     RuntimeStats, SessionStats,
@@ -486,9 +487,12 @@ impl LocalRuntime {
                 None => std::future::pending().await,
             }
         };
+        let fired = || {
+            token.is_cancelled() || also_cancelled_by.is_some_and(|cancel| cancel.is_cancelled())
+        };
         let result = tokio::select! {
             biased;
-            result = &mut work => result.map_err(|failed| failed.error),
+            result = while_live(fired, &mut work) => result.map_err(|failed| failed.error),
             () = token.cancelled() => Err(cancelled(&mut work, shared.settings.cancel_grace).await),
             () = also_cancelled => {
                 token.cancel();
@@ -545,7 +549,7 @@ impl LocalRuntime {
 /// Waits for a cancelled run's work to return, for at most `grace` (then drops it): its
 /// steps' tokens have fired, and steps that watch them stop their work and clean up.
 async fn cancelled<F: std::future::Future + Unpin>(work: &mut F, grace: Duration) -> Error {
-    let _ = tokio::time::timeout(grace, work).await;
+    let _ = within_grace(work, grace).await;
     Error::Cancelled {
         reason: "the run was cancelled".to_owned(),
     }
