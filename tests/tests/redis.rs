@@ -733,6 +733,67 @@ mod redis_limits {
         shut_down(&s, &client, &worker).await;
     }
 
+    /// A step is counted once, by the commit that carries its outcome: a run whose lease
+    /// moved on while its step ran (as if another worker had taken it over) finishes its
+    /// step and sends its events, but its commit is refused and counts nothing (the job runs
+    /// again elsewhere, and that commit counts it); the runs whose commits land count theirs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_commit_counts_no_step() {
+        let config = test_config(&redis_url());
+        let prefix = config.queue_prefix().to_owned();
+        let client = RedisRuntime::new(config.clone().worker(false));
+        let worker = RedisRuntime::new(config);
+        worker.serve(SleepMs);
+        client.start().await.unwrap();
+        worker.start().await.unwrap();
+        let s = session("refused-count");
+        let layout = Layout::new(&redis_url(), &prefix, s.as_str());
+        let taken_over = client.submit(&s, &SleepMs, 600).await.unwrap();
+        let run = taken_over.run_id.to_string();
+        let begin = std::time::Instant::now();
+        while worker.runs_in_flight() == 0 || layout.state(&run) != "leased" {
+            assert!(begin.elapsed() < Duration::from_secs(5), "the step started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The lease moves on under the running step: its worker's token is stale now.
+        let mut header = layout.header(&run).expect("the job is leased");
+        header.token += 1;
+        layout.set_header(&run, &header);
+        let landed: Vec<_> =
+            futures::future::join_all((0..3).map(|_| client.submit(&s, &SleepMs, 10)))
+                .await
+                .into_iter()
+                .map(|submitted| submitted.expect("submitted"))
+                .collect();
+        for handle in &landed {
+            client
+                .wait::<i64>(handle, Some(Duration::from_secs(10)))
+                .await
+                .expect("completes");
+        }
+        while worker.refused_commits() == 0 {
+            assert!(
+                begin.elapsed() < Duration::from_secs(10),
+                "the commit was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            seen(s.as_str())
+                .iter()
+                .filter(|e| e.starts_with("done:"))
+                .count()
+                >= 4,
+            "the taken-over step ran to its end too"
+        );
+        let stats = client.session_stats(&s).await.unwrap();
+        assert_eq!(
+            stats.processors["sleep_ms"].completed, 3,
+            "the three commits that landed count their steps; the refused one counts nothing"
+        );
+        shut_down(&s, &client, &worker).await;
+    }
+
     /// A job lost a second time waits out a redelivery backoff in the delayed set; the
     /// promoter then offers it again and it completes.
     #[tokio::test]

@@ -84,6 +84,11 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     /// The largest custom event payload (encoded) that may leave this process.
     fn max_payload_bytes(&self) -> usize;
 
+    /// A step finished for good: it `completed`, or failed with no retry left. The embedding
+    /// runtime counts it with the commit that carries the step's outcome, so a step whose
+    /// commit never lands (its worker died) is not counted by the execution that is lost.
+    fn step_finished(&self, processor: &'static str, completed: bool);
+
     /// Runs a `ctx.call` as a run of its own (on any worker, the caller's slot free while it
     /// waits); `None`: the call runs inline, as on the local runtime.
     fn call<'a>(&'a self, call: ChildCall<'a>) -> Option<BoxFuture<'a, Result<Json, Error>>>;

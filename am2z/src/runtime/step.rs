@@ -167,6 +167,9 @@ async fn attempts<P: Processor>(
                 for counters in &slot.counters {
                     counters.finish(true);
                 }
+                if let Some(hooks) = &gates.hooks {
+                    hooks.step_finished(name, true);
+                }
                 run.publish(Some(name), || EventKind::StepCompleted {
                     attempt,
                     execution_time: started.elapsed(),
@@ -194,6 +197,9 @@ async fn attempts<P: Processor>(
             Err(error) => {
                 for counters in &slot.counters {
                     counters.finish(false);
+                }
+                if let Some(hooks) = &gates.hooks {
+                    hooks.step_finished(name, false);
                 }
                 run.publish(Some(name), || EventKind::StepFailed {
                     attempt,

@@ -7,7 +7,6 @@
 //! parks: any process sees a run's events before its outcome, and the cost in Redis is per
 //! batch, not per run.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,11 +132,10 @@ enum Item {
     /// (Lua copies, interns and later collects each argument), and events are most of a
     /// run's bytes.
     Events { session: SessionId, events: Vec<u8> },
-    /// One session's finished steps to count, and the ends of its runs executed as one job,
+    /// The ends of one session's runs executed as one job (each with the steps it finished),
     /// with who awaits each.
     Session {
         session: SessionId,
-        counts: Vec<(String, u64)>,
         endings: Vec<Ending>,
         /// Who awaits each ending's answer, in order.
         answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
@@ -232,16 +230,7 @@ fn drain(commits: &mut mpsc::UnboundedReceiver<Commit>, requests: &mut Vec<Commi
 
 /// What a finished step counts as: its processor and outcome, the stats field
 /// `<processor>:completed` / `:failed` (formatted once per batch, by [`stats_fields`]).
-type StepCount = (Cow<'static, str>, &'static str);
-
-fn step_count(event: &Event) -> Option<StepCount> {
-    let outcome = match event.kind {
-        EventKind::StepCompleted { .. } => "completed",
-        EventKind::StepFailed { .. } => "failed",
-        _ => return None,
-    };
-    Some((event.processor.clone()?, outcome))
-}
+type StepCount = (&'static str, &'static str);
 
 /// The stats fields and counts of `counts`.
 fn stats_fields(counts: HashMap<StepCount, u64>) -> impl Iterator<Item = (String, u64)> {
@@ -250,15 +239,14 @@ fn stats_fields(counts: HashMap<StepCount, u64>) -> impl Iterator<Item = (String
         .map(|((processor, outcome), n)| (format!("{processor}:{outcome}"), n))
 }
 
-/// `events` and `commits` as one `commit.lua` call per session (its events in order, its run
-/// ends), each followed by the session's step commits and parks, and one count of finished
-/// steps for the prefix.
+/// `events` and `commits` as one `commit.lua` call per session (its events in order, the
+/// steps its commits' jobs finished, its run ends), each followed by the session's step
+/// commits and parks, and one count of those steps for the prefix.
 fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
     #[derive(Default)]
     struct Batch {
         /// The session's events as one JSON array, each written in place (empty: none).
         events: Vec<u8>,
-        counts: HashMap<StepCount, u64>,
         endings: Vec<Ending>,
         answers: Vec<oneshot::Sender<Result<Reply, WireError>>>,
         steps: Vec<StepCommit>,
@@ -293,15 +281,18 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
         batch.events.push(if mark == 0 { b'[' } else { b',' });
         if events::write_event(&mut batch.events, &event).is_err() {
             batch.events.truncate(mark);
-            continue;
-        }
-        if let Some(key) = step_count(&event) {
-            *all_counts.entry(key.clone()).or_default() += 1;
-            *batch.counts.entry(key).or_default() += 1;
         }
     }
     for commit in commits {
         let batch = batch(&mut sessions, &commit.session);
+        let finished = match &commit.body {
+            CommitBody::End(ending) => &ending.finished[..],
+            CommitBody::Advance(step) => &step.finished[..],
+            CommitBody::Park { .. } => &[],
+        };
+        for &step in finished {
+            *all_counts.entry(step).or_default() += 1;
+        }
         match commit.body {
             CommitBody::End(ending) => {
                 batch.endings.push(ending);
@@ -324,10 +315,9 @@ fn items(events: Vec<Event>, commits: Vec<Commit>) -> Vec<Item> {
                 events,
             });
         }
-        if !batch.counts.is_empty() || !batch.endings.is_empty() {
+        if !batch.endings.is_empty() {
             items.push(Item::Session {
                 session: session.clone(),
-                counts: stats_fields(batch.counts).collect(),
                 endings: batch.endings,
                 answers: batch.answers,
             });
@@ -360,17 +350,13 @@ fn add(pipe: &mut redis::Pipeline, forwarding: &Forwarding, item: &Item, served:
                 .ignore();
         }
         Item::Session {
-            session,
-            counts,
-            endings,
-            ..
+            session, endings, ..
         } => {
             let call = CommitCall {
                 session: &keys.session(session),
                 done_channel: &keys.done_channel(session),
                 session_ttl: config.session_ttl,
                 dead_max_len: config.dead_letters_max_len,
-                counts,
                 endings,
                 lease: config.lease,
                 quota: config.session_concurrency,
@@ -597,19 +583,8 @@ impl Item {
 /// would duplicate them in the stream).
 fn without_events(item: Item) -> Option<Item> {
     match item {
-        Item::Commit(_) | Item::Steps { .. } => Some(item),
-        Item::Session {
-            session,
-            endings,
-            answers,
-            ..
-        } if !endings.is_empty() => Some(Item::Session {
-            session,
-            counts: Vec::new(),
-            endings,
-            answers,
-        }),
-        Item::Events { .. } | Item::Session { .. } | Item::Counted(_) => None,
+        Item::Commit(_) | Item::Steps { .. } | Item::Session { .. } => Some(item),
+        Item::Events { .. } | Item::Counted(_) => None,
     }
 }
 

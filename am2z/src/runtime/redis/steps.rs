@@ -701,6 +701,8 @@ fn advance(
             arrivals,
             held: held.iter().map(HeldItems::held).collect(),
             consumed: 0,
+            // The worker adds the steps the job finished (its hooks counted them).
+            finished: Vec::new(),
         },
         staged: held
             .into_iter()

@@ -15,7 +15,7 @@ use super::calls::Caller;
 use super::client::Client;
 use super::config::RedisConfig;
 use super::forwarder::{CommitBody, Outbox, Reply};
-use super::hooks::JobHooks;
+use super::hooks::{FinishedSteps, JobHooks};
 use super::job::ClaimedJob;
 use super::keys::Keys;
 use super::leases::{Lease, LeaseTable};
@@ -260,7 +260,12 @@ async fn execute_one(
             || (worker.config.step_jobs && body.call.is_none() && graph.is_some());
         match graph {
             Some(graph) if step_by_step => {
-                let ctx = step_context(worker, served.as_ref(), hooks, body.trace.as_ref());
+                let ctx = step_context(
+                    worker,
+                    served.as_ref(),
+                    Arc::clone(&hooks),
+                    body.trace.as_ref(),
+                );
                 let signals = steps::Signals {
                     lost: &lease.lost,
                     moot: &lease.moot,
@@ -270,6 +275,7 @@ async fn execute_one(
                 match ran {
                     steps::Ran::Advance(mut advance) => {
                         advance.commit.consumed = body.chunks.unwrap_or(0);
+                        advance.commit.finished = hooks.take_finished();
                         advance_run(worker, &job, *advance, slot).await
                     }
                     steps::Ran::Park { wait, attempts } => {
@@ -346,7 +352,8 @@ async fn fail_unreadable(
             error,
         ));
         let wire = serde_json::to_string(&failed).unwrap_or_default();
-        commit_end(worker, job, wire, false, true, Box::new(failed)).await
+        let failed = Box::new(failed);
+        commit_end(worker, job, wire, false, true, failed, Vec::new()).await
     } else {
         let ctx = step_context(worker, served, Arc::clone(hooks), None);
         let advance = steps::fail_run(&ctx, job, error);
@@ -377,7 +384,7 @@ async fn whole_run(
         depth,
         part_of_run: body.call.is_some(),
         cancel: cancel.clone(),
-        hooks,
+        hooks: Arc::clone(&hooks) as _,
         // A single step's waits go to Redis' due-time set, as a step job's do.
         waits: served
             .is_step()
@@ -436,6 +443,7 @@ async fn whole_run(
                 executed.ok,
                 executed.undecodable,
                 executed.typed,
+                hooks.take_finished(),
             )
             .await
         }
@@ -467,6 +475,7 @@ async fn commit_end(
     ok: bool,
     dead: bool,
     typed: Box<dyn std::any::Any + Send>,
+    finished: FinishedSteps,
 ) -> Option<ClaimedJob> {
     let done = Done::new(&job.session, job.run(), &wire);
     let ending = Ending {
@@ -477,6 +486,7 @@ async fn commit_end(
         dead,
         done: done.to_string(),
         refill: may_refill(worker),
+        finished,
     };
     let asked = Instant::now();
     match worker

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::claim::LeasedJob;
+use super::finished::{self, FinishedStep};
 use super::schedule::Generation;
 use super::{
     Fields, Redis, ScriptDef, Token, WireError, millis, session_call, session_command, status,
@@ -21,6 +22,7 @@ pub(crate) static ADVANCE: ScriptDef = ScriptDef::new(
         "events_channel",
         "events_max_len",
         "commits",
+        "fields",
     ],
 );
 
@@ -118,6 +120,8 @@ pub(crate) struct StepCommit {
     /// How many chunks the committing job's input was staged in (its `v:<job>:<n>` fields,
     /// which the commit frees).
     pub(crate) consumed: u32,
+    /// The steps the job finished, counted when the commit lands.
+    pub(crate) finished: Vec<FinishedStep>,
 }
 
 impl StepCommit {
@@ -170,13 +174,16 @@ impl Advance<'_> {
             .iter()
             .map(|commit| self.session.run(commit.run()))
             .collect();
+        let (fields, steps) = finished::indexed(self.commits.iter().map(|c| &c.finished[..]));
         let mut call = session_command(&ADVANCE, self.session, &runs);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.events_channel)
             .arg(self.events_max_len)
-            .arg(self.commits.len());
-        for commit in self.commits {
+            .arg(self.commits.len())
+            .arg(fields.len())
+            .arg(fields);
+        for (commit, steps) in self.commits.iter().zip(steps) {
             let (outcome, ok, done, event) = match &commit.end {
                 Some(end) => (
                     end.outcome.as_str(),
@@ -203,7 +210,8 @@ impl Advance<'_> {
                 .arg(commit.successors.len())
                 .arg(commit.arrivals.len())
                 .arg(commit.held.len())
-                .arg(commit.consumed);
+                .arg(commit.consumed)
+                .arg(steps);
             for job in &commit.successors {
                 call.arg(job.id.to_string())
                     .arg(&job.body)

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::claim::LeasedJob;
+use super::finished::{self, FinishedStep};
 use super::{Redis, ScriptDef, Token, WireError, millis, session_call, session_command, status};
 use crate::runtime::redis::keys::{JobId, SessionKeys};
 
@@ -15,7 +16,7 @@ pub(crate) static COMMIT: ScriptDef = ScriptDef::new(
         "done_channel",
         "session_ttl",
         "dead_max_len",
-        "counts",
+        "fields",
         "endings",
         "lease_ms",
         "quota",
@@ -51,18 +52,18 @@ pub(crate) struct Ending {
     pub(crate) done: String,
     /// The slot the job frees wants the session's next ready job.
     pub(crate) refill: bool,
+    /// The steps the run finished, counted when the end is committed.
+    pub(crate) finished: Vec<FinishedStep>,
 }
 
-/// What one session's worker commits in one call: the steps its new events finish (the events
-/// go before it, without a script: `events::append`) and the ends of runs executed as one
-/// job each.
+/// What one session's worker commits in one call: the ends of runs executed as one job each,
+/// each with the steps it finished (their events go before it, without a script:
+/// `events::append`).
 pub(crate) struct Commit<'a> {
     pub(crate) session: &'a SessionKeys,
     pub(crate) done_channel: &'a str,
     pub(crate) session_ttl: Duration,
     pub(crate) dead_max_len: u64,
-    /// Finished steps to count: stats field (`<processor>:completed`) and count.
-    pub(crate) counts: &'a [(String, u64)],
     pub(crate) endings: &'a [Ending],
     /// For refills: the lease, the session's concurrency quota (0: none), and the contract
     /// fingerprints the worker serves.
@@ -83,26 +84,26 @@ impl Commit<'_> {
     /// The call as a command (sent in the forwarder's pipeline, before the session's other
     /// commits).
     pub(crate) fn command(&self) -> redis::Cmd {
+        let (fields, steps) = finished::indexed(self.endings.iter().map(|e| &e.finished[..]));
         let mut call = session_command(&COMMIT, self.session, &[]);
         call.arg(self.done_channel)
             .arg(millis(self.session_ttl))
             .arg(self.dead_max_len)
-            .arg(self.counts.len())
+            .arg(fields.len())
             .arg(self.endings.len())
             .arg(millis(self.lease))
             .arg(self.quota)
-            .arg(self.done_lines());
-        for (field, count) in self.counts {
-            call.arg(field).arg(*count);
-        }
-        for ending in self.endings {
+            .arg(self.done_lines())
+            .arg(fields);
+        for (ending, steps) in self.endings.iter().zip(steps) {
             call.arg(ending.job.to_string())
                 .arg(ending.token)
                 .arg(&ending.outcome)
                 .arg(if ending.ok { "1" } else { "0" })
                 .arg(if ending.dead { "1" } else { "0" })
                 .arg(ending.done.len())
-                .arg(if ending.refill { "1" } else { "0" });
+                .arg(if ending.refill { "1" } else { "0" })
+                .arg(steps);
         }
         if self.endings.iter().any(|e| e.refill) {
             for fingerprint in self.served {

@@ -16,6 +16,7 @@ mod script;
 pub(crate) mod advance;
 pub(crate) mod claim;
 pub(crate) mod commit;
+pub(crate) mod finished;
 pub(crate) mod inspect;
 pub(crate) mod limits;
 pub(crate) mod reads;

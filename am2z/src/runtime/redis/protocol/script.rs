@@ -18,6 +18,7 @@ const INCLUDES: &[(&str, &str)] = &[
     ("end_run", include_str!("../scripts/include/end_run.lua")),
     ("lease", include_str!("../scripts/include/lease.lua")),
     ("publish", include_str!("../scripts/include/publish.lua")),
+    ("count", include_str!("../scripts/include/count.lua")),
 ];
 
 /// One Lua script: its file, and the names of the keys and arguments it declares at its top

@@ -8,13 +8,14 @@
 -- changes it, written back once. Per arrival only its result slot's `HSETNX` is left. The
 -- first jobs a commit creates are leased to its committing worker, as many as it has slots
 -- for. Nothing here decodes a user value: inputs, results and held items are opaque
--- strings.
+-- strings. Each commit that lands counts the steps its job finished (`include/count.lua`).
 --- @include "time"
 --- @include "session"
 --- @include "header"
 --- @include "ready"
 --- @include "publish"
 --- @include "end_run"
+--- @include "count"
 local done_channel = ARGV[1]
 local session_ttl = tonumber(ARGV[2])
 local events_channel = ARGV[3]
@@ -22,19 +23,23 @@ local events_max_len = ARGV[4]
 local commits = tonumber(ARGV[5])
 -- KEYS[15..]: the run hash of each commit, in order.
 local FIRST_RUN_KEY = 15
--- ARGV[6..]: per commit 18 values: job id, lease token, run id, the fingerprint of the run's
+-- How many stats fields follow (ARGV[7..]), which the commits' finished steps name.
+local fields = tonumber(ARGV[6])
+local FIELDS_AT = 7
+-- Then per commit 19 values: job id, lease token, run id, the fingerprint of the run's
 -- step jobs, steps completed and attempts made by the job, '1' when it is the run's entry
 -- job, the lease (ms) of the jobs handed to the committing worker (0: none is), how many it
 -- takes at most (its slots) and the session's concurrency quota (0: none), the run's outcome when the job ends the run ('' : the
 -- run goes on), '1' when it succeeded, its `done` line, its run event (JSON), then how many
 -- successors, arrivals and held instances follow, and how many chunks the job's own input
--- was staged in (`v:<job>:<n>` fields, freed here); then `successors` × (job id, body,
+-- was staged in (`v:<job>:<n>` fields, freed here), and the steps it finished (indices into
+-- the stats fields: "count"); then `successors` × (job id, body,
 -- guards), `arrivals` × (instance, branch, expected, result, guards, join job id, join body,
 -- closes), `held` × (instance, first held item, last held item). Guards are the fan-out
 -- instances above a job, space-separated: a job under a closed instance is not created.
 -- `closes` is '1' for the failed branch of a fail-fast parallel: it closes the instance and
 -- queues its join at once.
-local FIRST, PER_COMMIT = 6, 18
+local FIRST, PER_COMMIT = FIELDS_AT + fields, 19
 -- Returns {'enlist', generation (0: none), 'results', {one per commit}}, each result
 -- {'status', s} with s 'refused' (stale token, not leased, or stopping), 'moot' (the run
 -- already ended: the job is gone, nothing else) or 'unstaged' (held items missing: nothing
@@ -93,6 +98,7 @@ local freed_bodies = {}
 local headers, bodies, handed_leases, queued = {}, {}, {}, {}
 local ends, run_events, ended_here = {}, {}, {}
 local results = {}
+local finished = {}
 
 -- The run hashes this call commits to, by key (and in the order first used): their counters
 -- and fan-out instances as of the commits so far, read on first use and written back once,
@@ -208,6 +214,7 @@ local function advance(i, a, run_key)
   local successors, arrivals, held = tonumber(ARGV[a + 14]), tonumber(ARGV[a + 15]),
     tonumber(ARGV[a + 16])
   local consumed = tonumber(ARGV[a + 17])
+  local steps = ARGV[a + 18]
   local at_successors = a + PER_COMMIT
   local at_arrivals = at_successors + successors * 3
   local at_held = at_arrivals + arrivals * 8
@@ -223,6 +230,7 @@ local function advance(i, a, run_key)
       return {'status', 'unstaged'}
     end
   end
+  tally_steps(finished, steps)
   if set == leases_key then
     from_leases[#from_leases + 1] = job
   else
@@ -458,4 +466,5 @@ if #run_events > 0 then
   publish(events_channel, events)
 end
 end_runs(ends, done_channel, session_ttl)
+count_steps(finished, FIELDS_AT)
 return {'enlist', gen, 'results', results}

@@ -1,19 +1,20 @@
--- Commits what one session's worker has for it in one call: the finished steps its events
--- count (the events themselves went just before, as a plain `XADD` and message: no script
--- reads them) and the ends of runs executed as one job each (each fenced by its own lease
--- token), announced in one `done` message. A slot an end frees can be refilled at once: the
--- session's next ready jobs are leased for it here (no claim round trip).
+-- Commits the ends of one session's runs executed as one job each, in one call: each fenced
+-- by its own lease token, each counting the steps its run finished, announced in one `done`
+-- message (the runs' events went just before, as a plain `XADD` and message: no script
+-- reads them). A slot an end frees can be refilled at once: the session's next ready jobs
+-- are leased for it here (no claim round trip).
 --- @include "time"
 --- @include "session"
 --- @include "header"
 --- @include "publish"
 --- @include "end_run"
 --- @include "lease"
+--- @include "count"
 local done_channel = ARGV[1]
 local session_ttl = tonumber(ARGV[2])
 local dead_max_len = tonumber(ARGV[3])
--- How many (stats field, count) pairs follow, and how many run ends after them.
-local counts = tonumber(ARGV[4])
+-- How many stats fields follow, and how many run ends after them.
+local fields = tonumber(ARGV[4])
 local endings = tonumber(ARGV[5])
 -- For refills: the lease, and the session's concurrency quota (0: none).
 local lease_ms = tonumber(ARGV[6])
@@ -21,12 +22,12 @@ local quota = tonumber(ARGV[7])
 -- The `done` lines of the runs to end, in order, joined by '\n': the `done` message as is
 -- when every end is committed (built again from the lines that are, when some are not).
 local done_all = ARGV[8]
--- ARGV[9..]: `counts` pairs of stats field ('add_one:completed') and count; then per run to
--- end 7 values: job id (= run id), lease token, outcome (JSON, opaque), '1' when it
--- succeeded, '1' when its input could not be decoded (dead-lettered), the length of its
--- `done` line, and '1' when its slot wants a next job; then the contract fingerprints the
--- worker serves.
-local FIRST, PER_JOB = 9, 7
+-- ARGV[9..]: `fields` stats fields ('add_one:completed'); then per run to end 8 values: job
+-- id (= run id), lease token, outcome (JSON, opaque), '1' when it succeeded, '1' when its
+-- input could not be decoded (dead-lettered), the length of its `done` line, '1' when its
+-- slot wants a next job, and the steps it finished (indices into the fields: "count"); then
+-- the contract fingerprints the worker serves.
+local FIRST, PER_JOB = 9, 8
 -- Returns {'results', {'committed' | 'refused', ...}, 'handed', {leased job records}}:
 -- refused when the token moved on or the job is not leased (nothing is written for it; so
 -- every end of a session that is gone or stopping). The handed jobs go, in order, to the
@@ -34,21 +35,15 @@ local FIRST, PER_JOB = 9, 7
 
 local session = redis.call('HMGET', meta_key, 'created_ms', 'stopping')
 local live = session[1] and not session[2]
-if live then
-  local at = FIRST
-  for _ = 1, counts do
-    redis.call('HINCRBY', stats_key, ARGV[at], ARGV[at + 1])
-    at = at + 2
-  end
-end
 
-local first_job = FIRST + counts * 2
+local first_job = FIRST + fields
 local first_served = first_job + endings * PER_JOB
 local jobs = {}
 for at = first_job, first_served - 1, PER_JOB do
   jobs[#jobs + 1] = ARGV[at]
 end
 local results, refills = {}, 0
+local finished = {}
 if #jobs > 0 then
   -- Each job here is its run's entry job, so its fence is its run's liveness too: a run's
   -- entry job is in `jobs` only while the run is live (every script that ends a run removes
@@ -62,6 +57,7 @@ if #jobs > 0 then
       results[i] = 'refused'
     else
       results[i] = 'committed'
+      tally_steps(finished, ARGV[at + 7])
       if ARGV[at + 6] == '1' then
         refills = refills + 1
       end
@@ -112,9 +108,7 @@ if #jobs > 0 then
   for _, run in ipairs(dead) do
     bury(run, dead_max_len)
   end
-elseif live and counts > 0 then
-  -- Counts after the session's last run ended expire with the session.
-  expire_with_session(stats_key)
+  count_steps(finished, FIRST)
 end
 local handed = {}
 if refills > 0 and live then
