@@ -1105,6 +1105,12 @@ async fn workers_wait_for_redis_and_producers_fail_fast() {
         .await
         .expect("the run completes on the worker that waited");
     assert_eq!(outcome.output, job.id);
+    // The producer hears the outcome from the commit's `done` message, which may reach it
+    // before the worker has read the commit's reply: let the worker read it.
+    let answered = Instant::now();
+    while waiting.committed_runs() == 0 && answered.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     assert_eq!(waiting.committed_runs(), 1, "the waiting worker ran it");
     eprintln!(
         "scenario 11: submit while Redis was down failed (Unavailable) in at most {slowest:?}; an impatient start failed; a waiting worker started {started_after:?} after Redis came up and ran the next run; recovery {:?}",
