@@ -7,6 +7,7 @@
 //! cargo run --release -p am2z-bench -- --redis redis://127.0.0.1:6390   # full figures
 //! cargo run --release -p am2z-bench -- --redis <url> --profile  # the pass a profile covers
 //! cargo run --release -p am2z-bench -- --only throughput --reps 1 # one round of a scenario
+//! cargo run --release -p am2z-bench -- --only throughput --concurrency 50 # one concurrency
 //! am2z-bench worker <url> <prefix> <concurrency> [progress]     # a worker process (spawned)
 //! ```
 //!
@@ -126,7 +127,7 @@ impl Settings {
 fn usage() -> Error {
     Error::configuration(
         "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle] \
-         [--profile] [--reps <n>] [--runs <n>] | am2z-bench worker <url> <prefix> <concurrency> [progress]",
+         [--profile] [--reps <n>] [--runs <n>] [--concurrency <c,...>] | am2z-bench worker <url> <prefix> <concurrency> [progress]",
     )
 }
 
@@ -158,6 +159,7 @@ fn main() -> Result<(), Error> {
     let mut profile = false;
     let mut runs: Option<u64> = None;
     let mut reps: Option<usize> = None;
+    let mut concurrency: Option<Vec<usize>> = None;
     let mut rest = args.into_iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
@@ -172,6 +174,15 @@ fn main() -> Result<(), Error> {
                 runs = Some(n.parse().map_err(|_| usage())?);
             }
             "--redis" => url = rest.next().ok_or_else(usage)?,
+            "--concurrency" => {
+                let list = rest.next().ok_or_else(usage)?;
+                let parsed: Result<Vec<usize>, _> =
+                    list.split(',').map(|c| c.trim().parse::<usize>()).collect();
+                match parsed {
+                    Ok(list) if !list.is_empty() && !list.contains(&0) => concurrency = Some(list),
+                    _ => return Err(usage()),
+                }
+            }
             "--only" => {
                 let list = rest.next().ok_or_else(usage)?;
                 only = Some(list.split(',').map(str::to_owned).collect());
@@ -184,6 +195,9 @@ fn main() -> Result<(), Error> {
     if let Some(reps) = reps {
         settings.reps = reps.max(1);
         settings.tp_reps = reps.max(1);
+    }
+    if let Some(concurrency) = concurrency {
+        settings.concurrency = concurrency;
     }
     if let Some(runs) = runs {
         settings.tp_n = runs;
