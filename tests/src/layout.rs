@@ -125,6 +125,13 @@ impl Layout {
         self.cli(&["HSET", &self.key("jobs"), job, &header.write()]);
     }
 
+    /// How many jobs are leased: `leases` also holds, while the session is live, a member
+    /// scored +inf that is not a lease (it keeps the set a skip list).
+    pub fn leased(&self) -> u64 {
+        let leased = self.cli(&["ZCOUNT", &self.key("leases"), "-inf", "(+inf"]);
+        leased.parse().unwrap_or(0)
+    }
+
     /// Where `job` stands: `queued`, `leased`, `calling`, `delayed`, or `gone`.
     pub fn state(&self, job: &str) -> &'static str {
         for (set, state) in [

@@ -233,14 +233,18 @@ fn ledger_seed() -> u64 {
         })
 }
 
-/// Jobs queued, delayed or leased in `sessions`.
+/// Jobs queued, delayed or leased in `sessions` (finite scores: `leases` also holds a member
+/// scored +inf while the session is live, which keeps it a skip list).
 fn busy(fleet: &Fleet, sessions: &[SessionId]) -> usize {
     sessions
         .iter()
         .flat_map(|s| {
             ["queue", "delayed", "leases"].map(|set| format!("{}:{{{s}}}:{set}", fleet.prefix()))
         })
-        .map(|key| fleet.server().cli(&["ZCARD", &key]).parse().unwrap_or(0))
+        .map(|key| {
+            let jobs = fleet.server().cli(&["ZCOUNT", &key, "-inf", "(+inf"]);
+            jobs.parse().unwrap_or(0)
+        })
         .sum()
 }
 

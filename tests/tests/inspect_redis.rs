@@ -747,7 +747,7 @@ async fn cancel_fires_the_running_steps_token_and_ends_the_run_once() {
     );
     // The worker took no lease it kept: nothing of the run is left in flight.
     until("the lease to go", Duration::from_secs(30), async || {
-        layout.cli(&["ZCARD", &layout.key("leases")]) == "0"
+        layout.leased() == 0
     })
     .await;
 

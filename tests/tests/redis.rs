@@ -2023,8 +2023,11 @@ mod redis_lease_ahead {
         }
     }
 
+    /// The jobs in `set` (finite scores: not the member that keeps `leases` a skip list).
     fn count(layout: &Layout, set: &str) -> u32 {
-        redis_cli(&["ZCARD", &layout.key(set)]).parse().unwrap_or(0)
+        redis_cli(&["ZCOUNT", &layout.key(set), "-inf", "(+inf"])
+            .parse()
+            .unwrap_or(0)
     }
 
     /// Waits until probe `p`'s held run is the only job leased, and every one of the 31 runs

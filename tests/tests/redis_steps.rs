@@ -681,7 +681,7 @@ where
     let busy = |server: &am2z_tests::fault::RedisServer| {
         ["queue", "delayed", "leases"]
             .iter()
-            .map(|set| server.cli(&["ZCARD", &format!("{tag}{set}")]))
+            .map(|set| server.cli(&["ZCOUNT", &format!("{tag}{set}"), "-inf", "(+inf"]))
             .any(|n| n != "0")
     };
     let begin = Instant::now();

@@ -175,7 +175,13 @@ pub(crate) async fn in_flight(
     let mut conn = redis.conn()?;
     let last = cap.saturating_sub(1);
     let (leases, calls, delayed): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
-        .zrange(session.leases(), 0, last as isize)
+        .zrangebyscore_limit(
+            session.leases(),
+            "-inf",
+            super::reads::LEASED,
+            0,
+            cap as isize,
+        )
         .zrange(session.calls(), 0, last as isize)
         .zrange(session.delayed(), 0, last as isize)
         .query_async(&mut conn)

@@ -6,6 +6,11 @@ use super::{Redis, WireError};
 use crate::runtime::redis::keys::{Keys, SessionKeys};
 use crate::{RunId, SessionId};
 
+/// The upper bound of a range over `leases` that takes the leases only: every finite
+/// deadline, not the member scored +inf that keeps the set a skip list (`LEASES_SKIPLIST` in
+/// `scripts/include/session.lua`).
+pub(crate) const LEASED: &str = "(+inf";
+
 /// Where a run stands, as a waiter sees it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RunStatus {
@@ -140,7 +145,7 @@ pub(crate) async fn session_stats(
 ) -> Result<(u64, HashMap<String, u64>), WireError> {
     let mut conn = redis.conn()?;
     Ok(redis::pipe()
-        .zcard(session.leases())
+        .zcount(session.leases(), "-inf", LEASED)
         .hgetall(session.stats())
         .query_async(&mut conn)
         .await?)
@@ -170,7 +175,7 @@ pub(crate) async fn earliest_lease(
     let mut conn = redis.conn()?;
     type Earliest = Vec<(String, f64)>;
     let (running, calling): (Earliest, Earliest) = redis::pipe()
-        .zrange_withscores(session.leases(), 0, 0)
+        .zrangebyscore_limit_withscores(session.leases(), "-inf", LEASED, 0, 1)
         .zrange_withscores(session.calls(), 0, 0)
         .query_async(&mut conn)
         .await?;

@@ -194,7 +194,7 @@ local function room(quota)
     return true
   end
   if not leased then
-    leased = redis.call('ZCARD', leases_key)
+    leased = count_leases()
   end
   if leased >= quota then
     return false
@@ -453,7 +453,7 @@ if #headers > 0 then
   redis.call('HSET', bodies_key, unpack(bodies))
 end
 if #handed_leases > 0 then
-  redis.call('ZADD', leases_key, unpack(handed_leases))
+  add_leases(handed_leases)
 end
 local gen = 0
 if #queued > 0 then

@@ -24,7 +24,7 @@ if not session[1] then
   return {'status', 'gone', 'retire', now_us()}
 end
 if quota > 0 then
-  most = math.min(most, quota - redis.call('ZCARD', leases_key))
+  most = math.min(most, quota - count_leases())
   if most <= 0 then
     return {'status', 'busy', 'retire', 0}
   end

@@ -113,7 +113,7 @@ end
 local handed = {}
 if refills > 0 and live then
   if quota > 0 then
-    refills = math.min(refills, quota - redis.call('ZCARD', leases_key))
+    refills = math.min(refills, quota - count_leases())
   end
   if refills > 0 then
     handed = lease_ready(refills, served_from(first_served), lease_ms)

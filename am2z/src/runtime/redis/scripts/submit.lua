@@ -75,7 +75,7 @@ local was_idle = redis.call('ZCARD', runs_key) == 0
 -- Runs leased here may not pass the session's concurrency quota.
 local free = -1
 if quota > 0 then
-  free = quota - redis.call('ZCARD', leases_key)
+  free = quota - count_leases()
 end
 local deadline = now + lease_ms
 local now_text, deadline_text = now_ms_text(), num(deadline)
@@ -130,7 +130,7 @@ if #headers > 0 then
     gen = mark_ready()
   end
   if #leases > 0 then
-    redis.call('ZADD', leases_key, unpack(leases))
+    add_leases(leases)
   end
   if was_idle and not created then
     went_live()

@@ -28,7 +28,7 @@ local FIRST_SERVED = 7
 
 -- The earliest lease deadline, running or calling (0: none).
 local function next_lease()
-  local running, calling = first_score(leases_key), first_score(calls_key)
+  local running, calling = first_lease(), first_score(calls_key)
   if running == 0 or (calling ~= 0 and calling < running) then
     return calling
   end

@@ -73,7 +73,7 @@ local function lease_ready(most, served, lease_ms)
     return {}, left
   end
   redis.call('HSET', jobs_key, unpack(headers))
-  redis.call('ZADD', leases_key, unpack(leased))
+  add_leases(leased)
   local ids_taken = {}
   for i, t in ipairs(taken) do
     ids_taken[i] = t[1]
