@@ -485,6 +485,7 @@ async fn commit_end(
         ok,
         dead,
         done: done.to_string(),
+        name: job.leased.name.clone(),
         refill: may_refill(worker),
         finished,
     };

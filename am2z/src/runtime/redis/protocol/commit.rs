@@ -48,8 +48,10 @@ pub(crate) struct Ending {
     pub(crate) ok: bool,
     /// The job's input could not be decoded: the run is dead-lettered with its outcome.
     pub(crate) dead: bool,
-    /// The `done` message (`messages::Done`).
+    /// The `done` message (`messages::Done`): one line.
     pub(crate) done: String,
+    /// The run's processor, as the job was leased (kept beside its outcome).
+    pub(crate) name: String,
     /// The slot the job frees wants the session's next ready job.
     pub(crate) refill: bool,
     /// The steps the run finished, counted when the end is committed.
@@ -96,13 +98,13 @@ impl Commit<'_> {
             .arg(self.done_lines())
             .arg(fields);
         for (ending, steps) in self.endings.iter().zip(steps) {
+            let flags =
+                u8::from(ending.ok) | u8::from(ending.dead) << 1 | u8::from(ending.refill) << 2;
             call.arg(ending.job.to_string())
                 .arg(ending.token)
                 .arg(&ending.outcome)
-                .arg(if ending.ok { "1" } else { "0" })
-                .arg(if ending.dead { "1" } else { "0" })
-                .arg(ending.done.len())
-                .arg(if ending.refill { "1" } else { "0" })
+                .arg(flags)
+                .arg(&ending.name)
                 .arg(steps);
         }
         if self.endings.iter().any(|e| e.refill) {

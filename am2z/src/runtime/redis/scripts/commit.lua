@@ -22,12 +22,16 @@ local quota = tonumber(ARGV[7])
 -- The `done` lines of the runs to end, in order, joined by '\n': the `done` message as is
 -- when every end is committed (built again from the lines that are, when some are not).
 local done_all = ARGV[8]
--- ARGV[9..]: `fields` stats fields ('add_one:completed'); then per run to end 8 values: job
--- id (= run id), lease token, outcome (JSON, opaque), '1' when it succeeded, '1' when its
--- input could not be decoded (dead-lettered), the length of its `done` line, '1' when its
--- slot wants a next job, and the steps it finished (indices into the fields: "count"); then
--- the contract fingerprints the worker serves.
-local FIRST, PER_JOB = 9, 8
+-- ARGV[9..]: `fields` stats fields ('add_one:completed'); then per run to end 6 values: job
+-- id (= run id), lease token, outcome (JSON, opaque), its flags (one digit, the sum of 1:
+-- it succeeded, 2: its input could not be decoded (dead-lettered), 4: its slot wants a next
+-- job), its processor's name (as the worker leased it), and the steps it finished (indices
+-- into the fields: "count"); then the contract fingerprints the worker serves.
+local FIRST, PER_JOB = 9, 6
+-- The flags digits with each flag set: table lookups, cheaper than decoding each digit.
+local SUCCEEDED = {['1'] = true, ['3'] = true, ['5'] = true, ['7'] = true}
+local DEAD = {['2'] = true, ['3'] = true, ['6'] = true, ['7'] = true}
+local REFILL = {['4'] = true, ['5'] = true, ['6'] = true, ['7'] = true}
 -- Returns {'results', {'committed' | 'refused', ...}, 'handed', {leased job records}}:
 -- refused when the token moved on or the job is not leased (nothing is written for it; so
 -- every end of a session that is gone or stopping). The handed jobs go, in order, to the
@@ -57,8 +61,9 @@ if #jobs > 0 then
       results[i] = 'refused'
     else
       results[i] = 'committed'
-      tally_steps(finished, ARGV[at + 7])
-      if ARGV[at + 6] == '1' then
+      tally_steps(finished, ARGV[at + 5])
+      local flags = ARGV[at + 3]
+      if REFILL[flags] then
         refills = refills + 1
       end
       freed[#freed + 1] = job
@@ -67,14 +72,14 @@ if #jobs > 0 then
       else
         from_calls[#from_calls + 1] = job
       end
-      local ok = ARGV[at + 3] == '1'
+      local ok = SUCCEEDED[flags] == true
       -- A failed run keeps what a retry resubmits (parsed only on this path).
       local again = false
       if not ok then
         again = resubmission(read_header(headers[i]))
       end
-      ends[#ends + 1] = {job, ARGV[at + 2], ok, false, '', header_name(headers[i]), again}
-      if ARGV[at + 4] == '1' then
+      ends[#ends + 1] = {job, ARGV[at + 2], ok, false, '', ARGV[at + 4], again}
+      if DEAD[flags] then
         dead[#dead + 1] = job
       end
     end
@@ -95,8 +100,8 @@ if #jobs > 0 then
   if #ends < #jobs then
     local lines, from = {}, 1
     for i = 1, #jobs do
-      local at = first_job + (i - 1) * PER_JOB
-      local to = from + tonumber(ARGV[at + 5])
+      -- `done` lines hold no newline (`messages::Done`).
+      local to = string.find(done_all, '\n', from, true) or (#done_all + 1)
       if results[i] == 'committed' then
         lines[#lines + 1] = string.sub(done_all, from, to - 1)
       end
