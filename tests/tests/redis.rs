@@ -748,28 +748,34 @@ mod redis_limits {
         worker.start().await.unwrap();
         let s = session("refused-count");
         let layout = Layout::new(&redis_url(), &prefix, s.as_str());
-        let taken_over = client.submit(&s, &SleepMs, 600).await.unwrap();
-        let run = taken_over.run_id.to_string();
-        let begin = std::time::Instant::now();
-        while worker.runs_in_flight() == 0 || layout.state(&run) != "leased" {
-            assert!(begin.elapsed() < Duration::from_secs(5), "the step started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The lease moves on under the running step: its worker's token is stale now.
-        let mut header = layout.header(&run).expect("the job is leased");
-        header.token += 1;
-        layout.set_header(&run, &header);
-        let landed: Vec<_> =
-            futures::future::join_all((0..3).map(|_| client.submit(&s, &SleepMs, 10)))
+        // Four runs that end together, so their commits likely share a call: the refused
+        // one is left out of the `done` message the others' waiters hear.
+        let handles: Vec<_> =
+            futures::future::join_all((0..4).map(|_| client.submit(&s, &SleepMs, 600)))
                 .await
                 .into_iter()
                 .map(|submitted| submitted.expect("submitted"))
                 .collect();
-        for handle in &landed {
-            client
+        // The last one: the first to end would likely commit alone.
+        let run = handles[3].run_id.to_string();
+        let begin = std::time::Instant::now();
+        while worker.runs_in_flight() < 4 {
+            assert!(
+                begin.elapsed() < Duration::from_secs(5),
+                "the steps started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The lease moves on under its step: its worker's token is stale now.
+        let mut header = layout.header(&run).expect("the job is leased");
+        header.token += 1;
+        layout.set_header(&run, &header);
+        for handle in &handles[..3] {
+            let outcome = client
                 .wait::<i64>(handle, Some(Duration::from_secs(10)))
                 .await
                 .expect("completes");
+            assert_eq!(outcome.output, 600);
         }
         while worker.refused_commits() == 0 {
             assert!(
@@ -785,6 +791,15 @@ mod redis_limits {
                 .count()
                 >= 4,
             "the taken-over step ran to its end too"
+        );
+        // Its run did not end: no `done` line announced it.
+        let pending = client
+            .wait::<i64>(&handles[3], Some(Duration::from_millis(300)))
+            .await
+            .expect_err("the taken-over run goes on");
+        assert!(
+            matches!(pending.error, Error::Timeout { .. }),
+            "{pending:?}"
         );
         let stats = client.session_stats(&s).await.unwrap();
         assert_eq!(
