@@ -137,53 +137,33 @@ async fn measure(
     runtime.stop_session(&session).await
 }
 
-/// Every latency scenario.
+/// Every latency scenario `--only` asks for (all by default).
 pub(crate) async fn run(settings: &Settings, observer: &mut Observer) -> Result<(), Error> {
     let url = &settings.url;
-    let prefix = settings.prefix("lat");
-    {
-        let rt = settings.runtime(&prefix, true).await?;
-        let s = settings;
-        measure(
-            s,
-            observer,
-            &rt,
-            Scenario::OneStep.name(),
-            Scenario::OneStep,
-            s.lat_n,
-        )
-        .await?;
-        measure(
-            s,
-            observer,
-            &rt,
-            Scenario::Chain5.name(),
-            Scenario::Chain5,
-            s.chain_n,
-        )
-        .await?;
-        measure(
-            s,
-            observer,
-            &rt,
-            Scenario::Parallel3.name(),
-            Scenario::Parallel3,
-            s.chain_n,
-        )
-        .await?;
-        let fan = settings.fanout_runs;
-        measure(
-            s,
-            observer,
-            &rt,
-            Scenario::FanOut.name(),
-            Scenario::FanOut,
-            fan,
-        )
-        .await?;
-        session(settings, observer, &rt).await?;
+    let local = [
+        (Scenario::OneStep, settings.lat_n),
+        (Scenario::Chain5, settings.chain_n),
+        (Scenario::Parallel3, settings.chain_n),
+        (Scenario::FanOut, settings.fanout_runs),
+    ];
+    let wanted: Vec<_> = local
+        .into_iter()
+        .filter(|(scenario, _)| settings.wants_latency(scenario.name()))
+        .collect();
+    let sessions = settings.wants_latency("session_run_stop");
+    if !wanted.is_empty() || sessions {
+        let rt = settings.runtime(&settings.prefix("lat"), true).await?;
+        for (scenario, samples) in wanted {
+            measure(settings, observer, &rt, scenario.name(), scenario, samples).await?;
+        }
+        if sessions {
+            session(settings, observer, &rt).await?;
+        }
         rt.stop_all_sessions().await?;
         rt.stop().await?;
+    }
+    if !settings.wants_latency("one_step_worker_process") {
+        return Ok(());
     }
     // The same one-step run, executed by a worker process at concurrency 1.
     let prefix = settings.prefix("lat-remote");

@@ -8,6 +8,7 @@
 //! cargo run --release -p am2z-bench -- --redis <url> --profile  # the pass a profile covers
 //! cargo run --release -p am2z-bench -- --only throughput --reps 1 # one round of a scenario
 //! cargo run --release -p am2z-bench -- --only throughput --concurrency 50 # one concurrency
+//! cargo run --release -p am2z-bench -- --only fanout10k_join --reps 1 # one latency scenario
 //! am2z-bench worker <url> <prefix> <concurrency> [progress]     # a worker process (spawned)
 //! ```
 //!
@@ -58,6 +59,8 @@ pub(crate) struct Settings {
     pub(crate) chain_load_n: u64,
     /// Idle sessions for the memory and connection figures.
     pub(crate) idle_sessions: u64,
+    /// The parts and latency scenarios `--only` named (`None`: all of them).
+    only: Option<Vec<String>>,
     /// Makes key prefixes unique to this invocation.
     tag: String,
 }
@@ -79,6 +82,7 @@ impl Settings {
                 concurrency: vec![1, 10, 50],
                 chain_load_n: 60,
                 idle_sessions: 100,
+                only: None,
                 tag,
             }
         } else {
@@ -95,9 +99,27 @@ impl Settings {
                 concurrency: vec![1, 10, 50],
                 chain_load_n: 4_000,
                 idle_sessions: 10_000,
+                only: None,
                 tag,
             }
         }
+    }
+
+    /// Whether `--only` asked for `part` (`latency`, `throughput`, `idle`), or for none.
+    pub(crate) fn wants(&self, part: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|p| p == part))
+    }
+
+    /// Whether the latency scenario `name` runs: `--only latency` (or no `--only`) runs them
+    /// all, `--only <name>` that one (`--only fanout10k_join`).
+    pub(crate) fn wants_latency(&self, name: &str) -> bool {
+        self.wants("latency")
+            || self
+                .only
+                .as_ref()
+                .is_some_and(|only| only.iter().any(|p| p == name))
     }
 
     /// A key prefix for one scenario of this invocation.
@@ -126,7 +148,7 @@ impl Settings {
 
 fn usage() -> Error {
     Error::configuration(
-        "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle] \
+        "usage: am2z-bench [--quick] [--redis <url>] [--only latency,throughput,idle,<latency scenario>] \
          [--profile] [--reps <n>] [--runs <n>] [--concurrency <c,...>] | am2z-bench worker <url> <prefix> <concurrency> [progress]",
     )
 }
@@ -190,8 +212,8 @@ fn main() -> Result<(), Error> {
             _ => return Err(usage()),
         }
     }
-    let wanted = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     let mut settings = Settings::new(url, quick);
+    settings.only = only;
     if let Some(reps) = reps {
         settings.reps = reps.max(1);
         settings.tp_reps = reps.max(1);
@@ -223,13 +245,11 @@ fn main() -> Result<(), Error> {
             note("am2z-bench done");
             return Ok(());
         }
-        if wanted("latency") {
-            latency::run(&settings, &mut observer).await?;
-        }
-        if wanted("throughput") {
+        latency::run(&settings, &mut observer).await?;
+        if settings.wants("throughput") {
             throughput::run(&settings, &mut observer).await?;
         }
-        if wanted("idle") {
+        if settings.wants("idle") {
             footprint::run(&settings, &mut observer).await?;
         }
         note("am2z-bench done");
