@@ -3,11 +3,13 @@
 //! carries — the successor jobs, the fan-in arrivals and, when the job ends the run, its
 //! outcome.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::config::RedisConfig;
@@ -78,8 +80,9 @@ struct HeldItems {
     instance: InstanceId,
     /// The first held item (the map's concurrency).
     first: usize,
-    /// Each held item and its jobs, packed as `advance.lua` unpacks them.
-    items: Vec<(usize, Vec<u8>)>,
+    /// Each held item and its jobs, packed as `advance.lua` unpacks them, by item (a map of
+    /// 10 000 items holds 10 000 minus its concurrency: a lookup per job must not scan them).
+    items: BTreeMap<usize, Vec<u8>>,
 }
 
 impl HeldItems {
@@ -87,20 +90,16 @@ impl HeldItems {
         HeldInstance {
             instance: self.instance.as_str().to_owned(),
             first: self.first,
-            last: self.items.last().map_or(self.first, |(item, _)| *item),
+            last: self
+                .items
+                .last_key_value()
+                .map_or(self.first, |(item, _)| *item),
         }
     }
 
     /// Adds `job` to held item `item`.
     fn hold(&mut self, item: usize, job: &NewJob) {
-        let at = match self.items.iter().position(|(i, _)| *i == item) {
-            Some(at) => at,
-            None => {
-                self.items.push((item, Vec::new()));
-                self.items.len() - 1
-            }
-        };
-        job.pack_into(&mut self.items[at].1);
+        job.pack_into(self.items.entry(item).or_default());
     }
 }
 
@@ -189,7 +188,7 @@ pub(crate) async fn run(
             }
         }
         Some(position) => {
-            let position = match serde_json::from_value::<Position>(position.clone()) {
+            let position = match serde_json::from_str::<Position>(position.get()) {
                 Ok(position) => position,
                 Err(error) => {
                     let error = Error::Serialization {
@@ -615,7 +614,7 @@ fn advance(
                         held.push(HeldItems {
                             instance,
                             first,
-                            items: Vec::new(),
+                            items: BTreeMap::new(),
                         });
                         held.len() - 1
                     }
@@ -624,9 +623,6 @@ fn advance(
             }
             None => successors.push(new),
         }
-    }
-    for instance in &mut held {
-        instance.items.sort_by_key(|(item, _)| *item);
     }
     let arrivals: Vec<Arrival> = transition
         .arrivals
@@ -665,7 +661,7 @@ fn advance(
                         position: Some(join_hash(&arrival.instance)),
                     },
                     body: Body {
-                        step: serde_json::to_value(&position).ok(),
+                        step: serde_json::value::to_raw_value(&position).ok(),
                         trace: trace::carry(ctx.trace),
                         input: if closes {
                             result.clone().into_bytes()
@@ -782,7 +778,7 @@ fn successor(
     NewJob {
         id,
         body: Body {
-            step: serde_json::to_value(&position).ok(),
+            step: serde_json::value::to_raw_value(&position).ok(),
             call: None,
             chunks,
             trace: trace::carry(trace),
@@ -817,8 +813,8 @@ fn held_item(
 }
 
 /// The fan-out instances a claimed job runs under, from its position (none for an entry job).
-pub(crate) fn instances_of(position: &Json) -> Vec<String> {
-    match serde_json::from_value::<Position>(position.clone()) {
+pub(crate) fn instances_of(position: &RawValue) -> Vec<String> {
+    match serde_json::from_str::<Position>(position.get()) {
         Ok(Position::Step { stack, .. }) => instances(&stack),
         Ok(Position::Join { continuation, .. }) => instances(&continuation),
         Err(_) => Vec::new(),

@@ -19,14 +19,17 @@
 //! its run with a typed serialization error.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::{Error, RunId};
 
 /// A decoded body.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Body {
-    /// Where a step job stands in its run (JSON), `None` for a run's entry job.
-    pub(crate) step: Option<serde_json::Value>,
+    /// Where a step job stands in its run (JSON, kept as text: the step executor reads it
+    /// once, into its own type, and a successor's is written once, from it), `None` for a
+    /// run's entry job.
+    pub(crate) step: Option<Box<RawValue>>,
     /// For a child run: the calling run and the call depth it runs at.
     pub(crate) call: Option<(RunId, u32)>,
     /// The input is staged in this many chunks of the run's hash, not here.
@@ -41,33 +44,65 @@ pub(crate) struct Body {
     pub(crate) input: Vec<u8>,
 }
 
-#[derive(Serialize, Deserialize, Default)]
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.step.as_deref().map(RawValue::get) == other.step.as_deref().map(RawValue::get)
+            && self.call == other.call
+            && self.chunks == other.chunks
+            && self.trace == other.trace
+            && self.redact == other.redact
+            && self.input == other.input
+    }
+}
+
+/// The metadata line as read.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Meta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    step: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    step: Option<Box<RawValue>>,
+    #[serde(default)]
     call: Option<(RunId, u32)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     chunks: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     trace: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
+    redact: bool,
+}
+
+/// The metadata line as written, borrowed from the body (nothing is copied to encode it).
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    call: Option<(RunId, u32)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     redact: bool,
 }
 
 impl Body {
     /// The bytes a script stores.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let meta = Meta {
-            step: self.step.clone(),
+        let meta = MetaRef {
+            step: self.step.as_deref(),
             call: self.call,
             chunks: self.chunks,
-            trace: self.trace.clone(),
+            trace: self.trace.as_deref(),
             redact: self.redact,
         };
         // A map of a JSON value, a pair of plain values and a string always encodes.
-        let mut bytes = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
+        let step = self.step.as_deref().map_or(0, |s| s.get().len());
+        let mut bytes = Vec::with_capacity(64 + step + self.input.len());
+        if serde_json::to_writer(&mut bytes, &meta).is_err() {
+            bytes.clear();
+            bytes.extend_from_slice(b"{}");
+        }
         bytes.push(b'\n');
         bytes.extend_from_slice(&self.input);
         bytes
@@ -102,7 +137,7 @@ mod tests {
     #[test]
     fn bodies_round_trip_and_corrupt_ones_are_typed_errors() {
         let body = Body {
-            step: Some(serde_json::json!({"Step": {"node": 3}})),
+            step: RawValue::from_string(r#"{"Step":{"node":3}}"#.to_owned()).ok(),
             call: Some((RunId::from_u128(7), 2)),
             chunks: Some(3),
             trace: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),
