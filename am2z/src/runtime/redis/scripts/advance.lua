@@ -17,14 +17,14 @@
 --- @include "end_run"
 --- @include "count"
 local done_channel = ARGV[1]
-local session_ttl = tonumber(ARGV[2])
+local session_ttl = number(ARGV[2])
 local events_channel = ARGV[3]
 local events_max_len = ARGV[4]
-local commits = tonumber(ARGV[5])
+local commits = number(ARGV[5])
 -- KEYS[15..]: the run hash of each commit, in order.
 local FIRST_RUN_KEY = 15
 -- How many stats fields follow (ARGV[7..]), which the commits' finished steps name.
-local fields = tonumber(ARGV[6])
+local fields = number(ARGV[6])
 local FIELDS_AT = 7
 -- Then per commit 19 values: job id, lease token, run id, the fingerprint of the run's
 -- step jobs, steps completed and attempts made by the job, '1' when it is the run's entry
@@ -51,12 +51,21 @@ local FIRST, PER_COMMIT = FIELDS_AT + fields, 19
 -- fan-out instances its commits name (arrivals' instances and guards, successors' guards)
 -- with how many arrivals each gets: the run's state is read once per call, not per commit.
 local starts, jobs, runs = {}, {}, {}
+-- The distinct runs of the call (a map's items come a dozen to a run), and the index of each
+-- commit's in that list: each run's liveness is asked once (Redis formats every score it
+-- answers with `printf`).
+local distinct, run_at = {}, {}
 local named = {}
 local at = FIRST
 for i = 1, commits do
   starts[i] = at
   jobs[i] = ARGV[at]
-  runs[i] = ARGV[at + 2]
+  local run = ARGV[at + 2]
+  runs[i] = run
+  if not run_at[run] then
+    distinct[#distinct + 1] = run
+    run_at[run] = #distinct
+  end
   local run_key = KEYS[FIRST_RUN_KEY + i - 1]
   local n = named[run_key]
   if not n then
@@ -69,7 +78,7 @@ for i = 1, commits do
       n.list[#n.list + 1] = instance
     end
   end
-  local successors, arrivals = tonumber(ARGV[at + 14]), tonumber(ARGV[at + 15])
+  local successors, arrivals = number(ARGV[at + 14]), number(ARGV[at + 15])
   local at_successors = at + PER_COMMIT
   local at_arrivals = at_successors + successors * 3
   for b = at_successors, at_arrivals - 1, 3 do
@@ -84,10 +93,10 @@ for i = 1, commits do
     name(ARGV[b])
     n.arrivals[ARGV[b]] = n.arrivals[ARGV[b]] + 1
   end
-  at = at_arrivals + arrivals * 8 + tonumber(ARGV[at + 16]) * 3
+  at = at_arrivals + arrivals * 8 + number(ARGV[at + 16]) * 3
 end
 local raw = redis.call('HMGET', jobs_key, unpack(jobs))
-local live_runs = redis.call('ZMSCORE', runs_key, unpack(runs))
+local live_scores = redis.call('ZMSCORE', runs_key, unpack(distinct))
 
 local now = now_ms()
 -- What the commits write, gathered: once per call.
@@ -109,10 +118,10 @@ local states, touched = {}, {}
 -- from `values` (its `c:`, `n:` and `h:` fields), and how many of the call's `arrivals` are
 -- still to come to it.
 local function instance_state(values, arrivals)
-  local h = values[3] and tonumber(values[3]) or nil
-  local n = tonumber(values[2] or '0')
+  local h = values[3] and number(values[3]) or nil
+  local n = number(values[2] or '0')
   return {closed = values[1] ~= false, n = n, h = h, n_read = n, h_read = h,
-    arrivals = arrivals or 0, items = {}, released = {}, joined = false}
+    arrivals = arrivals or 0, items = {}, fields = {}, released = {}, joined = false}
 end
 
 -- The state of run `run`'s hash `run_key`, read with one `HMGET`: `version`, `attempts`,
@@ -130,8 +139,8 @@ local function run_state(run, run_key)
     fields[#fields + 1] = 'h:' .. instance
   end
   local v = redis.call('HMGET', run_key, unpack(fields))
-  s = {run = run, key = run_key, version = tonumber(v[1] or '0'),
-    attempts = tonumber(v[2] or '0'), live = tonumber(v[3] or '0'), instances = {}, freed = {}}
+  s = {run = run, key = run_key, version = number(v[1] or '0'),
+    attempts = number(v[2] or '0'), live = number(v[3] or '0'), instances = {}, freed = {}}
   s.version_read, s.attempts_read, s.live_read = s.version, s.attempts, s.live
   for k, instance in ipairs(n.list) do
     local f = 3 + (k - 1) * 3
@@ -171,18 +180,18 @@ end
 local function release_item(s, x, instance, item, expected)
   if x.items[item] == nil then
     local last = math.min(item + math.max(x.arrivals, 1) - 1, expected - 1)
-    local fields = {}
+    local fields, prefix = {}, 'i:' .. instance .. ':'
     for k = item, last do
-      fields[#fields + 1] = 'i:' .. instance .. ':' .. k
+      fields[#fields + 1] = prefix .. num(k)
     end
     local packed = redis.call('HMGET', s.key, unpack(fields))
     for k = item, last do
       x.items[k] = packed[k - item + 1]
+      x.fields[k] = fields[k - item + 1]
     end
   end
-  local packed = x.items[item]
-  x.released[#x.released + 1] = 'i:' .. instance .. ':' .. item
-  return packed
+  x.released[#x.released + 1] = x.fields[item]
+  return x.items[item]
 end
 
 -- Whether the session's concurrency `quota` (0: none) has room for one more lease, taken
@@ -206,14 +215,14 @@ end
 -- Commit `i`, its values from ARGV[a], its run hash `run_key`; returns its result.
 local function advance(i, a, run_key)
   local job, token, run, step_fp = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local version_delta, attempts_delta = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local entry, hand_off_ms = ARGV[a + 6] == '1', tonumber(ARGV[a + 7])
-  local hand_off_most, quota = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
+  local version_delta, attempts_delta = number(ARGV[a + 4]), number(ARGV[a + 5])
+  local entry, hand_off_ms = ARGV[a + 6] == '1', number(ARGV[a + 7])
+  local hand_off_most, quota = number(ARGV[a + 8]), number(ARGV[a + 9])
   local outcome, ok, done, run_event = ARGV[a + 10], ARGV[a + 11] == '1', ARGV[a + 12],
     ARGV[a + 13]
-  local successors, arrivals, held = tonumber(ARGV[a + 14]), tonumber(ARGV[a + 15]),
-    tonumber(ARGV[a + 16])
-  local consumed = tonumber(ARGV[a + 17])
+  local successors, arrivals, held = number(ARGV[a + 14]), number(ARGV[a + 15]),
+    number(ARGV[a + 16])
+  local consumed = number(ARGV[a + 17])
   local steps = ARGV[a + 18]
   local at_successors = a + PER_COMMIT
   local at_arrivals = at_successors + successors * 3
@@ -237,7 +246,7 @@ local function advance(i, a, run_key)
     from_calls[#from_calls + 1] = job
   end
   freed[#freed + 1] = job
-  if not live_runs[i] or ended_here[run] then
+  if not live_scores[run_at[run]] or ended_here[run] then
     -- The run already ended (a failed sibling, a deadline, a dead-lettered step).
     if not entry then
       freed_bodies[#freed_bodies + 1] = job
@@ -278,7 +287,7 @@ local function advance(i, a, run_key)
     if closed(s, guards) then
       return
     end
-    rest = rest or new_header_tail(step_fp, num(h.priority), num(h.created_ms), num(version),
+    rest = rest or new_header_tail(step_fp, h.priority_text, h.created_text, num(version),
       num(run_attempts), h.name)
     local raw_header
     local count = leased_count(handed)
@@ -308,7 +317,7 @@ local function advance(i, a, run_key)
       local x = string.find(packed, '\n', p, true)
       local y = string.find(packed, '\n', x + 1, true)
       local z = string.find(packed, '\n', y + 1, true)
-      local length = tonumber(string.sub(packed, y + 1, z - 1))
+      local length = number(string.sub(packed, y + 1, z - 1))
       create(string.sub(packed, p, x - 1), string.sub(packed, z + 1, z + length),
         string.sub(packed, x + 1, y - 1))
       p = z + length + 1
@@ -322,13 +331,13 @@ local function advance(i, a, run_key)
     if redis.call('HSETNX', run_key, 'h:' .. ARGV[b], ARGV[b + 1]) == 1 then
       local x = s.instances[ARGV[b]]
       if x then
-        x.h, x.h_read = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 1])
+        x.h, x.h_read = number(ARGV[b + 1]), number(ARGV[b + 1])
       end
     end
   end
   local closed_now = {}
   for b = at_arrivals, at_held - 1, 8 do
-    local instance, branch, expected = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2])
+    local instance, branch, expected = ARGV[b], ARGV[b + 1], number(ARGV[b + 2])
     local result, guards = ARGV[b + 3], ARGV[b + 4]
     local join_id, join_body, closes = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7] == '1'
     local x = instance_of(s, instance)

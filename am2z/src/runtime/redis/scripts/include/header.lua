@@ -15,18 +15,22 @@ local function read_header(raw)
   if not state then
     return nil
   end
+  local priority_n, created_n = number(priority), number(created)
   return {
     state = state,
-    token = tonumber(token) or 0,
-    deliveries = tonumber(deliveries) or 0,
+    token = number(token) or 0,
+    deliveries = number(deliveries) or 0,
     fp = fp,
-    priority = tonumber(priority) or 0,
-    created_ms = tonumber(created) or 0,
-    queued_ms = tonumber(queued) or 0,
-    attempt = tonumber(attempt) or 0,
-    attempts = tonumber(attempts) or 0,
-    version = tonumber(version) or 0,
-    run_attempts = tonumber(run_attempts) or 0,
+    priority = priority_n or 0,
+    created_ms = created_n or 0,
+    -- The same two as text, for a successor's header (no number formatted per job).
+    priority_text = priority_n and priority or '0',
+    created_text = created_n and created or '0',
+    queued_ms = number(queued) or 0,
+    attempt = number(attempt) or 0,
+    attempts = number(attempts) or 0,
+    version = number(version) or 0,
+    run_attempts = number(run_attempts) or 0,
     name = name,
   }
 end
