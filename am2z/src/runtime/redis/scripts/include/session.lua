@@ -86,5 +86,5 @@ end
 -- A job's score in its session's queue: higher priority first, then `seq` (submission
 -- order; a job put back, or a started run's next step, goes to the head of its priority).
 local function queue_score(priority, seq)
-  return -tonumber(priority) * 4294967296 + (seq or 0)
+  return -number(priority) * 4294967296 + (seq or 0)
 end
