@@ -300,9 +300,10 @@ impl RedisConfig {
     /// Only short jobs are leased ahead, while they flow, and no more than ended within the
     /// last 10 ms: when the recent runs took 10 ms or more on average, or no execution slot
     /// was given back for 10 ms, a job is leased only for an execution slot free to run it;
-    /// a job leased ahead that waits a second is given back for another worker. A job leased ahead holds a lease like any other (renewed, fenced, recovered if
-    /// this process dies) and counts towards its session's concurrency quota; a draining
-    /// worker releases it at once.
+    /// a job leased ahead that waits a second is given back for another worker. A job leased
+    /// ahead holds a lease like any other (renewed, fenced, recovered if this process dies)
+    /// and counts towards its session's concurrency quota; a draining worker releases it at
+    /// once.
     ///
     /// The cost: a job leased ahead runs before a job of higher priority (or a started run's
     /// next step) queued after it was leased, so the queue's order holds across the jobs

@@ -50,7 +50,7 @@ local FIRST, PER_COMMIT = FIELDS_AT + fields, 19
 -- Where each commit's values start, the fences of all of them at once, and per run hash the
 -- fan-out instances its commits name (arrivals' instances and guards, successors' guards)
 -- with how many arrivals each gets: the run's state is read once per call, not per commit.
-local starts, jobs, runs = {}, {}, {}
+local starts, jobs = {}, {}
 -- The distinct runs of the call (a map's items come a dozen to a run), and the index of each
 -- commit's in that list: each run's liveness is asked once (Redis formats every score it
 -- answers with `printf`).
@@ -61,7 +61,6 @@ for i = 1, commits do
   starts[i] = at
   jobs[i] = ARGV[at]
   local run = ARGV[at + 2]
-  runs[i] = run
   if not run_at[run] then
     distinct[#distinct + 1] = run
     run_at[run] = #distinct
@@ -299,7 +298,7 @@ local function advance(i, a, run_key)
       add_leased(handed, id, raw_header, body, deadline)
     else
       raw_header = new_header(false, rest)
-      score = score or num(queue_score(h.priority, 0))
+      score = score or queue_score(h.priority, 0)
       queued[#queued + 1] = score
       queued[#queued + 1] = id
     end
@@ -331,7 +330,8 @@ local function advance(i, a, run_key)
     if redis.call('HSETNX', run_key, 'h:' .. ARGV[b], ARGV[b + 1]) == 1 then
       local x = s.instances[ARGV[b]]
       if x then
-        x.h, x.h_read = number(ARGV[b + 1]), number(ARGV[b + 1])
+        x.h = number(ARGV[b + 1])
+        x.h_read = x.h
       end
     end
   end

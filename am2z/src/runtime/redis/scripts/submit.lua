@@ -101,9 +101,7 @@ for at = FIRST, #ARGV, PER_RUN do
       statuses[#statuses + 1] = 'leased'
       free = free - 1
     else
-      -- As text: a number passed to `redis.call` is formatted with `%.17g`, nearly twice
-      -- the cost of `num`'s `%d`.
-      queued[#queued + 1] = num(queue_score(priority, seq))
+      queued[#queued + 1] = queue_score(priority, seq)
       queued[#queued + 1] = run
       statuses[#statuses + 1] = 'queued'
       waiting = waiting + 1
